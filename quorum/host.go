@@ -1,0 +1,463 @@
+// Package quorum runs Sluice's Raft groups on dragonboat: one NodeHost per broker, one Raft
+// group (shard) per partition, and the controller group that holds cluster metadata.
+// It knows nothing of record formats: commands are opaque bytes.
+package quorum
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/client"
+	"github.com/lni/dragonboat/v4/config"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// Errors returned by Host methods; dragonboat's own errors are mapped onto these.
+var (
+	// ErrNotLeader: this node is not the shard's leader, or no leader is known yet
+	// (Kafka NOT_LEADER_OR_FOLLOWER; the client refreshes metadata and retries).
+	ErrNotLeader = errors.New("quorum: not the leader")
+	// ErrShardNotFound: the shard is not running on this host.
+	ErrShardNotFound = errors.New("quorum: shard not found")
+	// ErrTimeout: the deadline passed before the command was applied (REQUEST_TIMED_OUT).
+	// The command may still commit later.
+	ErrTimeout = errors.New("quorum: timeout")
+	// ErrShardClosed: the shard or the whole host is shutting down.
+	ErrShardClosed = errors.New("quorum: shard closed")
+	// ErrBusy: the shard's in-memory Raft log is full (followers or the disk are behind); retry later.
+	ErrBusy = errors.New("quorum: shard busy")
+	// ErrPayloadTooBig: the command is larger than the shard accepts (HostConfig.MaxInMemLogSize).
+	ErrPayloadTooBig = errors.New("quorum: payload too big")
+)
+
+// HostConfig configures a Host. Zero values take the defaults noted.
+type HostConfig struct {
+	NodeID   uint64        // >= 1; the Raft replica id of this broker in every shard
+	RaftAddr string        // host:port for Raft traffic (tests: 127.0.0.1:<free port>)
+	DataDir  string        // NodeHost dir (LogDB, snapshots): e.g. <data>/raft
+	RTT      time.Duration // dragonboat RTTMillisecond, the tick; default 5ms (loopback / LAN)
+	Logger   *slog.Logger  // default slog.Default(); dragonboat's own logs go here at Warn and above
+
+	// Per-shard Raft settings, in ticks of RTT. Defaults: heartbeat 2 (10 ms), election 30
+	// (150–300 ms randomised): fast failover on loopback/LAN, yet not so tight that a GC pause
+	// or a busy 2-core machine deposes leaders.
+	HeartbeatTicks uint64
+	ElectionTicks  uint64
+	// SnapshotEntries: take a local snapshot (metadata only for on-disk state machines) every
+	// this many applied entries and compact the Raft log behind it, keeping CompactionOverhead
+	// entries for slightly lagging followers. Defaults 1000 and 200.
+	SnapshotEntries    uint64
+	CompactionOverhead uint64
+	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
+	// Default 64 MiB.
+	MaxInMemLogSize uint64
+}
+
+func (c *HostConfig) setDefaults() {
+	if c.RTT <= 0 {
+		c.RTT = 5 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 2
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 30
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 1000
+	}
+	if c.CompactionOverhead == 0 {
+		c.CompactionOverhead = 200
+	}
+	if c.MaxInMemLogSize == 0 {
+		c.MaxInMemLogSize = 64 << 20
+	}
+}
+
+// Host is this broker's dragonboat NodeHost plus the bookkeeping for asynchronous proposals.
+type Host struct {
+	cfg HostConfig
+	nh  *dragonboat.NodeHost
+	log *slog.Logger
+
+	shards    sync.Map // shardID -> *shardState, for shards started through this Host
+	closeOnce sync.Once
+}
+
+// shardState is the per-shard part of the asynchronous proposal path: a NO-OP session (created
+// once, it allocates) and a FIFO of in-flight proposals drained by at most one goroutine.
+type shardState struct {
+	id      uint64
+	session *client.Session
+
+	mu       sync.Mutex
+	queue    []pendingProposal
+	spare    []pendingProposal
+	draining bool
+}
+
+type pendingProposal struct {
+	rs   *dragonboat.RequestState
+	done func(sm.Result, error)
+}
+
+// NewHost starts the NodeHost: opens (or creates) the LogDB in cfg.DataDir and listens on cfg.RaftAddr.
+func NewHost(cfg HostConfig) (*Host, error) {
+	if cfg.NodeID == 0 {
+		return nil, errors.New("quorum: NodeID must be >= 1")
+	}
+	if cfg.RaftAddr == "" || cfg.DataDir == "" {
+		return nil, errors.New("quorum: RaftAddr and DataDir are required")
+	}
+	cfg.setDefaults()
+	setDragonboatLogger(cfg.Logger)
+
+	rttMs := uint64(cfg.RTT / time.Millisecond)
+	if rttMs == 0 {
+		rttMs = 1
+	}
+	nhc := config.NodeHostConfig{
+		NodeHostDir:    cfg.DataDir,
+		RTTMillisecond: rttMs,
+		RaftAddress:    cfg.RaftAddr,
+		Expert:         config.GetDefaultExpertConfig(),
+	}
+	// LogDB choice (recorded in DataDir by dragonboat, so it is made once, here): the default
+	// sharded Pebble with the tiny memory profile (4 MiB memtables). Not tan: tan's regular mode
+	// fallocates a 64 MiB log file per replica (6.4 GB reserved at 100 partitions, unbounded
+	// with thousands), and its multiplexed mode is not exercised by dragonboat's NodeHost tests.
+	// Pebble's default profile would take up to 8 GB of memtables (16 shards x 4 x 128 MiB).
+	nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	if err := nhc.Prepare(); err != nil {
+		return nil, fmt.Errorf("quorum: node host config: %w", err)
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return nil, fmt.Errorf("quorum: start node host: %w", err)
+	}
+	return &Host{cfg: cfg, nh: nh, log: cfg.Logger}, nil
+}
+
+// NodeHost is the escape hatch to the underlying dragonboat NodeHost.
+func (h *Host) NodeHost() *dragonboat.NodeHost { return h.nh }
+
+// NodeID is this broker's Raft replica id.
+func (h *Host) NodeID() uint64 { return h.cfg.NodeID }
+
+// RaftAddr is the address this host's Raft transport listens on.
+func (h *Host) RaftAddr() string { return h.cfg.RaftAddr }
+
+// shardConfig is the dragonboat per-shard configuration shared by partitions and the controller.
+func (h *Host) shardConfig(shardID uint64) config.Config {
+	return config.Config{
+		ReplicaID:           h.cfg.NodeID,
+		ShardID:             shardID,
+		CheckQuorum:         true,
+		PreVote:             true, // a partitioned node rejoining does not depose a healthy leader
+		ElectionRTT:         h.cfg.ElectionTicks,
+		HeartbeatRTT:        h.cfg.HeartbeatTicks,
+		SnapshotEntries:     h.cfg.SnapshotEntries,
+		CompactionOverhead:  h.cfg.CompactionOverhead,
+		OrderedConfigChange: true,
+		MaxInMemLogSize:     h.cfg.MaxInMemLogSize,
+	}
+}
+
+// members converts nodeID -> address into dragonboat's form, or nil when dragonboat already holds
+// this replica's bootstrap record (a restart: the recorded membership wins, and passing a
+// different list would be rejected).
+func (h *Host) members(shardID uint64, initialMembers map[uint64]string, join bool) (map[uint64]dragonboat.Target, bool) {
+	if h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
+		return nil, false
+	}
+	m := make(map[uint64]dragonboat.Target, len(initialMembers))
+	for id, addr := range initialMembers {
+		m[id] = addr
+	}
+	if join {
+		m = nil
+	}
+	return m, join
+}
+
+// StartOnDiskShard starts (or restarts after a crash: dragonboat remembers) this node's replica
+// of a shard whose state machine implements sm.IOnDiskStateMachine. initialMembers maps
+// nodeID -> raft address for a new shard; on restart it is ignored. join=true starts a replica
+// that an existing member will add (initialMembers must then be empty). It returns once the
+// replica is registered; Open() and log replay run in the background (Propose waits for them,
+// ProposeAsync returns ErrNotLeader until a leader is known; WaitLeader waits explicitly).
+func (h *Host) StartOnDiskShard(shardID uint64, initialMembers map[uint64]string, join bool, create sm.CreateOnDiskStateMachineFunc) error {
+	if shardID == ControllerShardID {
+		return errors.New("quorum: shard id 1 is the controller's")
+	}
+	m, j := h.members(shardID, initialMembers, join)
+	if err := h.nh.StartOnDiskReplica(m, j, create, h.shardConfig(shardID)); err != nil {
+		return fmt.Errorf("quorum: start shard %d: %w", shardID, mapError(err))
+	}
+	h.shards.Store(shardID, &shardState{id: shardID, session: h.nh.GetNoOPSession(shardID)})
+	return nil
+}
+
+// StopShard stops this node's replica of the shard; its data stays (restart with StartOnDiskShard).
+// In-flight proposals complete with ErrShardClosed.
+func (h *Host) StopShard(shardID uint64) error {
+	err := h.nh.StopShard(shardID)
+	h.shards.Delete(shardID)
+	if err != nil {
+		return mapError(err)
+	}
+	return nil
+}
+
+// RemoveShardData deletes this node's Raft data of a stopped shard (a deleted partition). The
+// shard id must never be started again on this host.
+func (h *Host) RemoveShardData(shardID uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.nh.SyncRemoveData(ctx, shardID, h.cfg.NodeID); err != nil {
+		return fmt.Errorf("quorum: remove shard %d data: %w", shardID, mapError(err))
+	}
+	return nil
+}
+
+// LeaderInfo reports the shard's leader as this node knows it.
+func (h *Host) LeaderInfo(shardID uint64) (leaderID uint64, term uint64, ok bool) {
+	id, term, ok, err := h.nh.GetLeaderID(shardID)
+	if err != nil {
+		return 0, 0, false
+	}
+	return id, term, ok
+}
+
+// IsLeader reports whether this node currently leads the shard.
+func (h *Host) IsLeader(shardID uint64) bool {
+	id, _, ok := h.LeaderInfo(shardID)
+	return ok && id == h.cfg.NodeID
+}
+
+// WaitLeader waits until the shard has a known leader (any node) and returns its id.
+func (h *Host) WaitLeader(ctx context.Context, shardID uint64) (uint64, error) {
+	t := time.NewTicker(h.cfg.RTT)
+	defer t.Stop()
+	for {
+		id, _, ok, err := h.nh.GetLeaderID(shardID)
+		if err != nil {
+			return 0, mapError(err)
+		}
+		if ok {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ErrTimeout
+		case <-t.C:
+		}
+	}
+}
+
+// checkLeader returns nil if this node leads the shard, ErrNotLeader or ErrShardNotFound otherwise.
+// Dragonboat would forward a follower's proposal to the leader, but a Kafka partition accepts
+// writes on its leader only.
+func (h *Host) checkLeader(shardID uint64) error {
+	id, _, ok, err := h.nh.GetLeaderID(shardID)
+	if err != nil {
+		return mapError(err)
+	}
+	if !ok || id != h.cfg.NodeID {
+		return ErrNotLeader
+	}
+	return nil
+}
+
+// Propose submits cmd to the shard through the NO-OP session and waits until it is committed and
+// applied locally; it returns the state machine's Result. Safe for many concurrent callers (the
+// proposals pipeline). While the shard is starting or electing its first leader it waits (up to
+// ctx); when another node is the leader it returns ErrNotLeader. ctx must have a deadline or be
+// cancellable; without a deadline a 30 s bound applies. cmd may be reused after return.
+func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Result, error) {
+	v, ok := h.shards.Load(shardID)
+	if !ok {
+		return sm.Result{}, ErrShardNotFound
+	}
+	s := v.(*shardState)
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return sm.Result{}, ErrTimeout
+		}
+		timeout = max(timeout, h.cfg.RTT) // dragonboat counts in ticks and refuses zero
+	}
+	for {
+		id, _, known, err := h.nh.GetLeaderID(shardID)
+		if err != nil {
+			return sm.Result{}, mapError(err)
+		}
+		if known && id != h.cfg.NodeID {
+			return sm.Result{}, ErrNotLeader
+		}
+		if !known {
+			// No leader yet (start-up or election): wait a tick and look again.
+			if werr := h.sleepTick(ctx); werr != nil {
+				return sm.Result{}, werr
+			}
+			continue
+		}
+		rs, err := h.nh.Propose(s.session, cmd, timeout)
+		if err != nil {
+			err = mapError(err)
+			if err == ErrNotLeader { // not initialised yet
+				if werr := h.sleepTick(ctx); werr != nil {
+					return sm.Result{}, werr
+				}
+				continue
+			}
+			return sm.Result{}, err
+		}
+		select {
+		case r := <-rs.AppliedC():
+			rs.Release()
+			return resultOf(r)
+		case <-ctx.Done():
+			// The request completes (or times out) inside dragonboat later; not released here.
+			return sm.Result{}, ctxError(ctx)
+		}
+	}
+}
+
+func (h *Host) sleepTick(ctx context.Context) error {
+	t := time.NewTimer(h.cfg.RTT)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctxError(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// ProposeAsync is the non-blocking form for the hot path. If it returns nil, done is called exactly
+// once, from a helper goroutine, with the state machine's Result or an error (ErrTimeout after
+// timeout, ErrShardClosed, ErrNotLeader if leadership was lost before commit). If it returns an
+// error, done is never called. done should return quickly: completions of one shard are delivered
+// in order by one goroutine. cmd may be reused after return (dragonboat copies it).
+func (h *Host) ProposeAsync(shardID uint64, cmd []byte, timeout time.Duration, done func(sm.Result, error)) error {
+	v, ok := h.shards.Load(shardID)
+	if !ok {
+		return ErrShardNotFound
+	}
+	s := v.(*shardState)
+	if err := h.checkLeader(shardID); err != nil {
+		return err
+	}
+	if timeout < h.cfg.RTT {
+		timeout = h.cfg.RTT
+	}
+	rs, err := h.nh.Propose(s.session, cmd, timeout)
+	if err != nil {
+		return mapError(err)
+	}
+	s.mu.Lock()
+	s.queue = append(s.queue, pendingProposal{rs: rs, done: done})
+	start := !s.draining
+	s.draining = true
+	s.mu.Unlock()
+	if start {
+		go s.drain()
+	}
+	return nil
+}
+
+// drain delivers completions in proposal order. One goroutine per shard while proposals are in
+// flight, none when idle: proposals of a shard are applied in log order, so waiting on the oldest
+// first rarely delays a later one, and a pipelined burst costs one goroutine, not one per proposal.
+func (s *shardState) drain() {
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.draining = false
+			s.mu.Unlock()
+			return
+		}
+		batch := s.queue
+		s.queue = s.spare[:0]
+		s.mu.Unlock()
+
+		for i := range batch {
+			p := batch[i]
+			batch[i] = pendingProposal{}
+			r := <-p.rs.AppliedC()
+			p.rs.Release()
+			res, err := resultOf(r)
+			p.done(res, err)
+		}
+
+		s.mu.Lock()
+		s.spare = batch[:0]
+		s.mu.Unlock()
+	}
+}
+
+// Close stops every shard and the NodeHost. Safe to call more than once.
+func (h *Host) Close() {
+	h.closeOnce.Do(func() {
+		h.nh.Close()
+	})
+}
+
+// resultOf maps a dragonboat request outcome to a Result or one of this package's errors.
+func resultOf(r dragonboat.RequestResult) (sm.Result, error) {
+	switch {
+	case r.Completed():
+		return r.GetResult(), nil
+	case r.Timeout():
+		return sm.Result{}, ErrTimeout
+	case r.Terminated():
+		return sm.Result{}, ErrShardClosed
+	case r.Dropped():
+		return sm.Result{}, ErrNotLeader
+	case r.Rejected():
+		return sm.Result{}, fmt.Errorf("quorum: %w", dragonboat.ErrRejected)
+	case r.Aborted():
+		return sm.Result{}, fmt.Errorf("quorum: %w", dragonboat.ErrAborted)
+	}
+	return sm.Result{}, fmt.Errorf("quorum: unexpected request result %v", r)
+}
+
+func ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ErrTimeout
+	}
+	return ctx.Err()
+}
+
+// mapError maps dragonboat's errors onto this package's; others pass through.
+func mapError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dragonboat.ErrShardNotFound):
+		return ErrShardNotFound
+	case errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, dragonboat.ErrClosed):
+		return ErrShardClosed
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, dragonboat.ErrTimeoutTooSmall):
+		return ErrTimeout
+	case errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized):
+		return ErrNotLeader
+	case errors.Is(err, dragonboat.ErrSystemBusy):
+		return ErrBusy
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return ErrPayloadTooBig
+	case errors.Is(err, dragonboat.ErrCanceled):
+		return context.Canceled
+	}
+	return err
+}
