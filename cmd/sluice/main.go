@@ -1,4 +1,5 @@
-// Command sluice is the Sluice broker.
+// Command sluice is the Sluice broker: `sluice serve` runs it; `sluice topics` manages topics on a
+// running broker.
 package main
 
 import (
@@ -6,7 +7,35 @@ import (
 	"os"
 )
 
+const usage = `sluice: a Kafka-compatible event streaming broker
+
+Usage:
+  sluice serve  [flags]          run the broker (defaults: :9092, ./data, one node)
+  sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME, against a running broker
+
+Run "sluice serve -h" or "sluice topics -h" for the flags.
+`
+
 func main() {
-	fmt.Fprintln(os.Stderr, "sluice: the broker is not built yet")
-	os.Exit(1)
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "topics":
+		err = topics(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "sluice: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
 }

@@ -1,0 +1,210 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/quorum"
+)
+
+// maxTopicNameLen is Kafka's limit (249, so that partition directory names fit in 255 bytes).
+const maxTopicNameLen = 249
+
+// validTopicName applies Kafka's rules: 1..249 characters of [a-zA-Z0-9._-], not "." or "..".
+func validTopicName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("topic name is empty")
+	case name == "." || name == "..":
+		return fmt.Errorf("topic name %q is not allowed", name)
+	case len(name) > maxTopicNameLen:
+		return fmt.Errorf("topic name is longer than %d characters", maxTopicNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic name %q has the illegal character %q (legal: a-z A-Z 0-9 . _ -)", name, c)
+		}
+	}
+	return nil
+}
+
+func timeAfter(ms int) <-chan time.Time { return time.After(time.Duration(ms) * time.Millisecond) }
+
+// requestContext bounds an admin request by its own timeout field (or a default) and the broker's life.
+func (b *Broker) requestContext(timeoutMillis int32) (context.Context, context.CancelFunc) {
+	d := time.Duration(timeoutMillis) * time.Millisecond
+	if d <= 0 {
+		d = 30 * time.Second
+	}
+	return context.WithTimeout(b.ctx, d)
+}
+
+func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+	ctx, cancel := b.requestContext(req.TimeoutMillis)
+	defer cancel()
+	seen := make(map[string]int, len(req.Topics))
+	for _, t := range req.Topics {
+		seen[t.Topic]++
+	}
+	brokers := int16(len(b.ctl.Metadata().Brokers))
+	for _, t := range req.Topics {
+		st := kmsg.NewCreateTopicsResponseTopic()
+		st.Topic = t.Topic
+		fail := func(code int16, msg string) {
+			st.ErrorCode = code
+			st.ErrorMessage = &msg
+			st.NumPartitions, st.ReplicationFactor = -1, -1
+			resp.Topics = append(resp.Topics, st)
+		}
+		if seen[t.Topic] > 1 {
+			fail(kerr.InvalidRequest.Code, "topic appears more than once in the request")
+			continue
+		}
+		if err := validTopicName(t.Topic); err != nil {
+			fail(kerr.InvalidTopicException.Code, err.Error())
+			continue
+		}
+		partitions, rf := t.NumPartitions, t.ReplicationFactor
+		if len(t.ReplicaAssignment) > 0 {
+			fail(kerr.InvalidRequest.Code, "manual replica assignment is not supported; give partitions and replication factor")
+			continue
+		}
+		if partitions == -1 {
+			partitions = b.cfg.DefaultPartitions
+		}
+		if rf == -1 {
+			rf = b.cfg.DefaultReplicationFactor
+		}
+		if partitions <= 0 {
+			fail(kerr.InvalidPartitions.Code, fmt.Sprintf("partition count %d must be positive", partitions))
+			continue
+		}
+		if rf <= 0 || rf > brokers {
+			fail(kerr.InvalidReplicationFactor.Code, fmt.Sprintf("replication factor %d must be between 1 and the broker count %d", rf, brokers))
+			continue
+		}
+		configs := make(map[string]string, len(t.Configs))
+		for _, c := range t.Configs {
+			if c.Value == nil {
+				continue
+			}
+			configs[c.Name] = *c.Value
+		}
+		if err := b.validateTopicConfigs(configs); err != nil {
+			fail(kerr.InvalidConfig.Code, err.Error())
+			continue
+		}
+		if _, ok := b.ctl.Metadata().Topics[t.Topic]; ok {
+			fail(kerr.TopicAlreadyExists.Code, fmt.Sprintf("topic %q already exists", t.Topic))
+			continue
+		}
+		if !req.ValidateOnly {
+			if err := b.createTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs}); err != nil {
+				fail(errorCode(err), err.Error())
+				continue
+			}
+			if tm, ok := b.ctl.Metadata().Topics[t.Topic]; ok {
+				st.TopicID = tm.ID
+			}
+		}
+		st.NumPartitions, st.ReplicationFactor = partitions, rf
+		for _, e := range b.describeTopicConfigs(configs, nil, false) {
+			c := kmsg.NewCreateTopicsResponseTopicConfig()
+			c.Name, c.Value, c.ReadOnly, c.Source, c.IsSensitive = e.Name, e.Value, e.ReadOnly, e.Source, e.IsSensitive
+			st.Configs = append(st.Configs, c)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
+func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
+	ctx, cancel := b.requestContext(req.TimeoutMillis)
+	defer cancel()
+	type target struct {
+		name *string
+		id   [16]byte
+	}
+	var targets []target
+	if req.Version >= 6 {
+		for _, t := range req.Topics {
+			targets = append(targets, target{t.Topic, t.TopicID})
+		}
+	} else {
+		for _, name := range req.TopicNames {
+			n := name
+			targets = append(targets, target{name: &n})
+		}
+	}
+	for _, t := range targets {
+		st := kmsg.NewDeleteTopicsResponseTopic()
+		st.Topic, st.TopicID = t.name, t.id
+		md := b.ctl.Metadata()
+		name := ""
+		if t.name != nil {
+			name = *t.name
+		} else if n, ok := topicNameByID(md, t.id); ok {
+			name = n
+			st.Topic = &n
+		}
+		tm, ok := md.Topics[name]
+		switch {
+		case !ok && t.name == nil:
+			st.ErrorCode = kerr.UnknownTopicID.Code
+		case !ok:
+			st.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		case tm.Internal:
+			st.ErrorCode = kerr.InvalidRequest.Code
+		default:
+			st.TopicID = tm.ID
+			if err := b.ctl.DeleteTopic(ctx, name); err != nil {
+				st.ErrorCode = errorCode(err)
+				st.ErrorMessage = errorMessage(err)
+			} else if err := b.replicas.Apply(b.ctl.Metadata()); err != nil {
+				b.log.Warn("stopping partitions of a deleted topic", "topic", name, "err", err)
+			}
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
+func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
+	ctx, cancel := b.requestContext(req.TimeoutMillis)
+	defer cancel()
+	for _, t := range req.Topics {
+		st := kmsg.NewCreatePartitionsResponseTopic()
+		st.Topic = t.Topic
+		fail := func(code int16, msg string) {
+			st.ErrorCode = code
+			st.ErrorMessage = &msg
+		}
+		tm, ok := b.ctl.Metadata().Topics[t.Topic]
+		switch {
+		case !ok:
+			fail(kerr.UnknownTopicOrPartition.Code, fmt.Sprintf("topic %q does not exist", t.Topic))
+		case len(t.Assignment) > 0:
+			fail(kerr.InvalidRequest.Code, "manual replica assignment is not supported")
+		case int(t.Count) <= len(tm.Partitions):
+			fail(kerr.InvalidPartitions.Code, fmt.Sprintf("topic %q has %d partitions; the new count %d must be larger", t.Topic, len(tm.Partitions), t.Count))
+		case req.ValidateOnly:
+		default:
+			if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count); err != nil {
+				fail(errorCode(err), err.Error())
+			} else if err := b.waitTopicReady(ctx, t.Topic); err != nil {
+				fail(errorCode(err), err.Error())
+			}
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}

@@ -1,0 +1,309 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/replica"
+)
+
+// Kafka config resource types and sources.
+const (
+	resourceTopic  = 2
+	resourceBroker = 4
+
+	sourceDynamicTopic = 1
+	sourceStaticBroker = 4
+	sourceDefault      = 5
+
+	configTypeString = 2
+	configTypeInt    = 3
+	configTypeLong   = 5
+	configTypeList   = 7
+)
+
+// topicConfig describes one topic-level config Sluice honours.
+type topicConfig struct {
+	name       string
+	configType int8
+	def        func(b *Broker) string // the broker-wide default
+	check      func(v string) error   // extra validation beyond replica.TopicOptions
+}
+
+func msString(d time.Duration) string {
+	if d <= 0 {
+		return "-1"
+	}
+	return strconv.FormatInt(d.Milliseconds(), 10)
+}
+
+// topicConfigs is every topic config DescribeConfigs lists and AlterConfigs accepts.
+var topicConfigs = []topicConfig{
+	{name: "cleanup.policy", configType: configTypeList, def: func(*Broker) string { return "delete" }, check: func(v string) error {
+		if v != "delete" {
+			return fmt.Errorf("cleanup.policy %q is not supported (only delete)", v)
+		}
+		return nil
+	}},
+	{name: "compression.type", configType: configTypeString, def: func(*Broker) string { return "producer" }, check: func(v string) error {
+		if v != "producer" {
+			return fmt.Errorf("compression.type %q is not supported: batches are stored as the producer compressed them (producer)", v)
+		}
+		return nil
+	}},
+	{name: "index.interval.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.Itoa(b.cfg.Log.IndexIntervalBytes) }},
+	{name: "max.message.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.Itoa(int(b.cfg.MaxMessageBytes)) }},
+	{name: "message.timestamp.type", configType: configTypeString, def: func(*Broker) string { return "CreateTime" }},
+	{name: "min.insync.replicas", configType: configTypeInt, def: func(*Broker) string { return "1" }, check: func(v string) error {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			return fmt.Errorf("min.insync.replicas %q must be an integer >= 1", v)
+		}
+		return nil
+	}},
+	{name: "retention.bytes", configType: configTypeLong, def: func(b *Broker) string { return strconv.FormatInt(b.cfg.Log.RetentionBytes, 10) }},
+	{name: "retention.ms", configType: configTypeLong, def: func(b *Broker) string { return msString(b.cfg.Log.RetentionAge) }},
+	{name: "segment.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.FormatInt(b.cfg.Log.SegmentBytes, 10) }},
+	{name: "segment.ms", configType: configTypeLong, def: func(b *Broker) string { return msString(b.cfg.Log.SegmentAge) }},
+}
+
+var topicConfigByName = func() map[string]*topicConfig {
+	m := make(map[string]*topicConfig, len(topicConfigs))
+	for i := range topicConfigs {
+		m[topicConfigs[i].name] = &topicConfigs[i]
+	}
+	return m
+}()
+
+// validateTopicConfigs checks names and values of a full set of explicit topic configs.
+func (b *Broker) validateTopicConfigs(configs map[string]string) error {
+	for name, v := range configs {
+		tc, ok := topicConfigByName[name]
+		if !ok {
+			return fmt.Errorf("unknown or unsupported topic config %q", name)
+		}
+		if tc.check != nil {
+			if err := tc.check(v); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := replica.TopicOptions(b.cfg.Log, configs)
+	return err
+}
+
+// configEntry is one row of a DescribeConfigs answer, before it takes a version-specific shape.
+type configEntry struct {
+	Name        string
+	Value       *string
+	ReadOnly    bool
+	Source      int8
+	IsSensitive bool
+	Type        int8
+}
+
+// describeTopicConfigs lists the topic's effective configs, all or only the named ones.
+func (b *Broker) describeTopicConfigs(explicit map[string]string, names []string, onlyNamed bool) []configEntry {
+	want := func(string) bool { return true }
+	if onlyNamed {
+		set := make(map[string]bool, len(names))
+		for _, n := range names {
+			set[n] = true
+		}
+		want = func(n string) bool { return set[n] }
+	}
+	var out []configEntry
+	for _, tc := range topicConfigs {
+		if !want(tc.name) {
+			continue
+		}
+		e := configEntry{Name: tc.name, Source: sourceDefault, Type: tc.configType}
+		v := tc.def(b)
+		if ev, ok := explicit[tc.name]; ok {
+			v, e.Source = ev, sourceDynamicTopic
+		}
+		e.Value = &v
+		out = append(out, e)
+	}
+	return out
+}
+
+// brokerConfigs lists the broker-level configs a client may ask about.
+func (b *Broker) brokerConfigs() []configEntry {
+	kv := map[string]string{
+		"broker.id":                  strconv.Itoa(int(b.cfg.NodeID)),
+		"num.partitions":             strconv.Itoa(int(b.cfg.DefaultPartitions)),
+		"auto.create.topics.enable":  strconv.FormatBool(b.cfg.AutoCreateTopics),
+		"message.max.bytes":          strconv.Itoa(int(b.cfg.MaxMessageBytes)),
+		"log.segment.bytes":          strconv.FormatInt(b.cfg.Log.SegmentBytes, 10),
+		"log.retention.ms":           msString(b.cfg.Log.RetentionAge),
+		"log.retention.bytes":        strconv.FormatInt(b.cfg.Log.RetentionBytes, 10),
+		"default.replication.factor": strconv.Itoa(int(b.cfg.DefaultReplicationFactor)),
+	}
+	names := make([]string, 0, len(kv))
+	for n := range kv {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]configEntry, 0, len(names))
+	for _, n := range names {
+		v := kv[n]
+		out = append(out, configEntry{Name: n, Value: &v, ReadOnly: true, Source: sourceStaticBroker, Type: configTypeString})
+	}
+	return out
+}
+
+func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+	md := b.ctl.Metadata()
+	for _, r := range req.Resources {
+		sr := kmsg.NewDescribeConfigsResponseResource()
+		sr.ResourceType, sr.ResourceName = r.ResourceType, r.ResourceName
+		var entries []configEntry
+		switch r.ResourceType {
+		case resourceTopic:
+			t, ok := md.Topics[r.ResourceName]
+			if !ok {
+				sr.ErrorCode = kerr.UnknownTopicOrPartition.Code
+				break
+			}
+			entries = b.describeTopicConfigs(t.Configs, r.ConfigNames, r.ConfigNames != nil)
+		case resourceBroker:
+			if r.ResourceName != "" && r.ResourceName != strconv.Itoa(int(b.cfg.NodeID)) {
+				sr.ErrorCode = kerr.InvalidRequest.Code
+				break
+			}
+			entries = b.brokerConfigs()
+		default:
+			sr.ErrorCode = kerr.InvalidRequest.Code
+		}
+		for _, e := range entries {
+			c := kmsg.NewDescribeConfigsResponseResourceConfig()
+			c.Name, c.Value, c.ReadOnly, c.IsSensitive = e.Name, e.Value, e.ReadOnly, e.IsSensitive
+			c.Source = e.Source
+			c.IsDefault = e.Source == sourceDefault
+			c.ConfigType = kmsg.ConfigType(e.Type)
+			sr.Configs = append(sr.Configs, c)
+		}
+		resp.Resources = append(resp.Resources, sr)
+	}
+	return resp
+}
+
+// handleAlterConfigs replaces a topic's whole explicit config set (the legacy, non-incremental API).
+func (b *Broker) handleAlterConfigs(req *kmsg.AlterConfigsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
+	for _, r := range req.Resources {
+		sr := kmsg.NewAlterConfigsResponseResource()
+		sr.ResourceType, sr.ResourceName = r.ResourceType, r.ResourceName
+		set := make(map[string]string, len(r.Configs))
+		for _, c := range r.Configs {
+			if c.Value != nil {
+				set[c.Name] = *c.Value
+			}
+		}
+		err := b.alterTopicConfigs(r.ResourceType, r.ResourceName, func(map[string]string) map[string]string { return set }, req.ValidateOnly)
+		sr.ErrorCode, sr.ErrorMessage = alterError(err)
+		resp.Resources = append(resp.Resources, sr)
+	}
+	return resp
+}
+
+// Incremental config operations (KIP-339).
+const (
+	opSet      = 0
+	opDelete   = 1
+	opAppend   = 2
+	opSubtract = 3
+)
+
+func (b *Broker) handleIncrementalAlterConfigs(req *kmsg.IncrementalAlterConfigsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+	for _, r := range req.Resources {
+		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
+		sr.ResourceType, sr.ResourceName = r.ResourceType, r.ResourceName
+		var opErr error
+		err := b.alterTopicConfigs(r.ResourceType, r.ResourceName, func(cur map[string]string) map[string]string {
+			next := make(map[string]string, len(cur))
+			for k, v := range cur {
+				next[k] = v
+			}
+			for _, c := range r.Configs {
+				switch c.Op {
+				case opSet:
+					if c.Value == nil {
+						opErr = fmt.Errorf("config %q: SET needs a value", c.Name)
+						continue
+					}
+					next[c.Name] = *c.Value
+				case opDelete:
+					delete(next, c.Name)
+				case opAppend, opSubtract:
+					opErr = fmt.Errorf("config %q: APPEND and SUBTRACT apply to list configs; use SET", c.Name)
+				default:
+					opErr = fmt.Errorf("config %q: unknown operation %d", c.Name, c.Op)
+				}
+			}
+			return next
+		}, req.ValidateOnly)
+		if err == nil {
+			err = opErr
+		}
+		sr.ErrorCode, sr.ErrorMessage = alterError(err)
+		resp.Resources = append(resp.Resources, sr)
+	}
+	return resp
+}
+
+// configError marks a bad config request (INVALID_CONFIG) apart from failures of the cluster.
+type configError struct{ error }
+
+func alterError(err error) (int16, *string) {
+	if err == nil {
+		return 0, nil
+	}
+	if _, ok := err.(configError); ok {
+		return kerr.InvalidConfig.Code, errorMessage(err)
+	}
+	return errorCode(err), errorMessage(err)
+}
+
+// alterTopicConfigs computes a topic's new explicit configs, validates them and stores them through the
+// controller; replicas pick the change up from the metadata.
+func (b *Broker) alterTopicConfigs(resourceType int8, name string, edit func(map[string]string) map[string]string, validateOnly bool) error {
+	switch resourceType {
+	case resourceTopic:
+	case resourceBroker:
+		return configError{fmt.Errorf("broker configs are static in Sluice; set them with sluice serve flags")}
+	default:
+		return configError{fmt.Errorf("resource type %d is not supported", resourceType)}
+	}
+	t, ok := b.ctl.Metadata().Topics[name]
+	if !ok {
+		return kerr.UnknownTopicOrPartition
+	}
+	next := edit(t.Configs)
+	if err := b.validateTopicConfigs(next); err != nil {
+		return configError{err}
+	}
+	if validateOnly {
+		return nil
+	}
+	var remove []string
+	for k := range t.Configs {
+		if _, ok := next[k]; !ok {
+			remove = append(remove, k)
+		}
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := b.ctl.AlterTopicConfig(ctx, name, next, remove); err != nil {
+		return err
+	}
+	return b.replicas.Apply(b.ctl.Metadata())
+}

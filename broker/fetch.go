@@ -1,0 +1,279 @@
+package broker
+
+import (
+	"encoding/binary"
+	"reflect"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/netio"
+	"github.com/sluicebroker/sluice/replica"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// defaultFetchMaxBytes applies to Fetch versions before MaxBytes existed, and to nonsense values.
+const defaultFetchMaxBytes = 50 << 20
+
+// fetchPartition is one partition of a fetch: where it reads from and what it found.
+type fetchPartition struct {
+	partition int32
+	offset    int64
+	maxBytes  int32
+	part      *replica.Partition // nil when not hosted here
+
+	errCode                int16
+	highWatermark, lso, ls int64
+	data                   *segment.ReadResult // nil when there is nothing to send
+}
+
+type fetchTopic struct {
+	name  string
+	parts []fetchPartition
+}
+
+// handleFetch reads committed batches as file ranges and answers with them, sent by netio with sendfile.
+// When fewer than MinBytes are available it parks on the partitions' append signals until enough data
+// arrives or MaxWaitMillis passes.
+func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
+	topics := make([]fetchTopic, len(req.Topics))
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		ft := &topics[i]
+		ft.name = rt.Topic
+		ft.parts = make([]fetchPartition, len(rt.Partitions))
+		for j := range rt.Partitions {
+			rp := &rt.Partitions[j]
+			fp := &ft.parts[j]
+			fp.partition, fp.offset, fp.maxBytes = rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes
+			if part, ok := b.replicas.Partition(rt.Topic, rp.Partition); ok {
+				fp.part = part
+			} else {
+				fp.errCode = errorCode(b.missingPartitionError(rt.Topic, rp.Partition))
+				fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
+			}
+		}
+	}
+	maxBytes := int64(req.MaxBytes)
+	if req.Version < 3 || maxBytes <= 0 {
+		maxBytes = defaultFetchMaxBytes
+	}
+	deadline := time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
+	var timer *time.Timer
+	for {
+		total, failed := b.readFetch(topics, maxBytes)
+		if failed || total >= int64(req.MinBytes) && (total > 0 || req.MinBytes <= 0) || !time.Now().Before(deadline) {
+			b.respondFetch(c, req, topics)
+			return
+		}
+		releaseFetch(topics)
+		if timer == nil {
+			timer = time.NewTimer(time.Until(deadline))
+			defer timer.Stop()
+		}
+		if !b.waitForData(topics, timer.C) {
+			b.respondFetch(c, req, topics)
+			return
+		}
+	}
+}
+
+// readFetch fills each partition's data, within maxBytes for the whole response; the first batch found is
+// always sent whole even when larger (KIP-74), so a consumer never gets stuck behind a big batch.
+func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, failed bool) {
+	for i := range topics {
+		for j := range topics[i].parts {
+			fp := &topics[i].parts[j]
+			if fp.part == nil {
+				failed = true
+				continue
+			}
+			fp.errCode = 0
+			fp.highWatermark = fp.part.HighWatermark()
+			fp.lso = fp.part.LastStableOffset()
+			fp.ls = fp.part.LogStartOffset()
+			if isLeader, _, _ := fp.part.Leader(); !isLeader {
+				fp.errCode = kerr.NotLeaderForPartition.Code
+				fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
+				failed = true
+				continue
+			}
+			if fp.offset < fp.ls || fp.offset > fp.highWatermark {
+				fp.errCode = kerr.OffsetOutOfRange.Code
+				failed = true
+				continue
+			}
+			remaining := maxBytes - total
+			if fp.offset == fp.highWatermark || remaining <= 0 || fp.maxBytes <= 0 && total > 0 {
+				continue
+			}
+			limit := min(int64(max(fp.maxBytes, 1)), remaining)
+			rr, err := fp.part.Read(fp.offset, int(limit))
+			if err != nil {
+				fp.errCode = errorCode(err)
+				failed = true
+				continue
+			}
+			if rr.Size == 0 || total > 0 && rr.Size > remaining {
+				rr.Release()
+				continue
+			}
+			fp.data = rr
+			total += rr.Size
+		}
+	}
+	return total, failed
+}
+
+func releaseFetch(topics []fetchTopic) {
+	for i := range topics {
+		for j := range topics[i].parts {
+			if fp := &topics[i].parts[j]; fp.data != nil {
+				fp.data.Release()
+				fp.data = nil
+			}
+		}
+	}
+}
+
+// waitForData parks until any fetched partition gets data past its fetch offset, the deadline passes
+// (false) or the broker closes (false).
+func (b *Broker) waitForData(topics []fetchTopic, deadline <-chan time.Time) bool {
+	cases := []reflect.SelectCase{
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(deadline)},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(b.ctx.Done())},
+	}
+	var single <-chan struct{}
+	for i := range topics {
+		for j := range topics[i].parts {
+			fp := &topics[i].parts[j]
+			if fp.part == nil {
+				continue
+			}
+			ch := fp.part.Wait(fp.offset)
+			single = ch
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+		}
+	}
+	if len(cases) == 3 { // the common case: one partition, no reflection
+		select {
+		case <-deadline:
+			return false
+		case <-b.ctx.Done():
+			return false
+		case <-single:
+			return true
+		}
+	}
+	chosen, _, _ := reflect.Select(cases)
+	return chosen >= 2
+}
+
+// respondFetch queues the encoded response; the file ranges are released once netio has sent them.
+func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, topics []fetchTopic) {
+	bp := bufPool.Get().(*[]byte)
+	parts, buf := encodeFetchResponse((*bp)[:0], c.hdr.correlationID, req.Version, topics)
+	*bp = buf
+	c.nr.Respond(&netio.Response{
+		Parts: parts,
+		OnDone: func() {
+			releaseFetch(topics)
+			if cap(*bp) <= 1<<20 {
+				bufPool.Put(bp)
+			}
+		},
+	})
+}
+
+// encodeFetchResponse encodes the FetchResponse by hand so the record bytes can stay in the segment
+// files: the response is a list of netio parts, byte runs of our encoding (all in buf, which it returns)
+// interleaved with file ranges. The layout is FetchResponse v4..v12 exactly as kmsg encodes it, which the
+// tests check by decoding it with kmsg.
+func encodeFetchResponse(buf []byte, correlationID int32, v int16, topics []fetchTopic) ([]netio.Part, []byte) {
+	flexible := v >= 12
+	buf = appendResponseHeader(buf, correlationID, flexible)
+	buf = kbin.AppendInt32(buf, 0) // throttle
+	if v >= 7 {
+		buf = kbin.AppendInt16(buf, 0) // top-level error
+		buf = kbin.AppendInt32(buf, 0) // session id 0: no fetch sessions, clients send full fetches
+	}
+	type cut struct {
+		at   int // position in buf where the file ranges go
+		data *segment.ReadResult
+	}
+	var cuts []cut
+	buf = appendArrayLen(buf, len(topics), flexible)
+	for i := range topics {
+		ft := &topics[i]
+		if flexible {
+			buf = kbin.AppendCompactString(buf, ft.name)
+		} else {
+			buf = kbin.AppendString(buf, ft.name)
+		}
+		buf = appendArrayLen(buf, len(ft.parts), flexible)
+		for j := range ft.parts {
+			fp := &ft.parts[j]
+			buf = kbin.AppendInt32(buf, fp.partition)
+			buf = kbin.AppendInt16(buf, fp.errCode)
+			buf = kbin.AppendInt64(buf, fp.highWatermark)
+			buf = kbin.AppendInt64(buf, fp.lso) // v4+
+			if v >= 5 {
+				buf = kbin.AppendInt64(buf, fp.ls)
+			}
+			// Aborted transactions: null until transactions exist.
+			if flexible {
+				buf = kbin.AppendUvarint(buf, 0)
+			} else {
+				buf = kbin.AppendInt32(buf, -1)
+			}
+			if v >= 11 {
+				buf = kbin.AppendInt32(buf, -1) // preferred read replica
+			}
+			var size int64
+			if fp.data != nil {
+				size = fp.data.Size
+			}
+			if flexible {
+				buf = kbin.AppendUvarint(buf, uint32(size+1))
+			} else {
+				buf = kbin.AppendInt32(buf, int32(size))
+			}
+			if fp.data != nil {
+				cuts = append(cuts, cut{at: len(buf), data: fp.data})
+			}
+			if flexible {
+				buf = append(buf, 0) // partition tags
+			}
+		}
+		if flexible {
+			buf = append(buf, 0) // topic tags
+		}
+	}
+	if flexible {
+		buf = append(buf, 0) // top-level tags
+	}
+
+	var fileBytes int64
+	parts := make([]netio.Part, 0, 2*len(cuts)+1)
+	last := 0
+	for _, ct := range cuts {
+		parts = append(parts, netio.Part{Bytes: buf[last:ct.at]})
+		for _, r := range ct.data.Ranges {
+			parts = append(parts, netio.Part{File: r.File, Off: r.Pos, Len: r.Len})
+			fileBytes += r.Len
+		}
+		last = ct.at
+	}
+	parts = append(parts, netio.Part{Bytes: buf[last:]})
+	binary.BigEndian.PutUint32(buf, uint32(int64(len(buf))-4+fileBytes))
+	return parts, buf
+}
+
+func appendArrayLen(buf []byte, n int, flexible bool) []byte {
+	if flexible {
+		return kbin.AppendCompactArrayLen(buf, n)
+	}
+	return kbin.AppendArrayLen(buf, n)
+}

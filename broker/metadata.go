@@ -1,0 +1,209 @@
+package broker
+
+import (
+	"context"
+	"sort"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/quorum"
+)
+
+// handleMetadata answers from this broker's replica of the controller state. Unknown topics are created
+// with the broker defaults when the client allows it and auto-creation is on, as Kafka does.
+func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.MetadataResponse)
+	md := b.ctl.Metadata()
+
+	var names []string
+	if req.Topics == nil {
+		for name := range md.Topics {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+	} else {
+		autoCreate := b.cfg.AutoCreateTopics && (req.Version < 4 || req.AllowAutoTopicCreation)
+		created := false
+		for _, t := range req.Topics {
+			if t.Topic == nil {
+				// Lookup by topic ID (v10+ with a null name).
+				name, ok := topicNameByID(md, t.TopicID)
+				if !ok {
+					st := kmsg.NewMetadataResponseTopic()
+					st.TopicID = t.TopicID
+					st.ErrorCode = kerr.UnknownTopicID.Code
+					resp.Topics = append(resp.Topics, st)
+					continue
+				}
+				names = append(names, name)
+				continue
+			}
+			name := *t.Topic
+			names = append(names, name)
+			if _, ok := md.Topics[name]; !ok && autoCreate && validTopicName(name) == nil {
+				if err := b.createTopic(b.ctx, quorum.TopicSpec{
+					Name:              name,
+					Partitions:        b.cfg.DefaultPartitions,
+					ReplicationFactor: b.cfg.DefaultReplicationFactor,
+				}); err != nil && errorCode(err) != kerr.TopicAlreadyExists.Code {
+					b.log.Warn("auto-creating topic failed", "topic", name, "err", err)
+				}
+				created = true
+			}
+		}
+		if created {
+			md = b.ctl.Metadata()
+		}
+	}
+
+	resp.ClusterID = &md.ClusterID
+	resp.ControllerID = b.controllerID()
+	resp.Brokers = metadataBrokers(md)
+	for _, name := range names {
+		resp.Topics = append(resp.Topics, b.metadataTopic(md, name))
+	}
+	return resp
+}
+
+func metadataBrokers(md *quorum.Metadata) []kmsg.MetadataResponseBroker {
+	ids := make([]int32, 0, len(md.Brokers))
+	for id := range md.Brokers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	out := make([]kmsg.MetadataResponseBroker, 0, len(ids))
+	for _, id := range ids {
+		bi := md.Brokers[id]
+		mb := kmsg.NewMetadataResponseBroker()
+		mb.NodeID, mb.Host, mb.Port = bi.NodeID, bi.Host, bi.Port
+		if bi.Rack != "" {
+			rack := bi.Rack
+			mb.Rack = &rack
+		}
+		out = append(out, mb)
+	}
+	return out
+}
+
+func (b *Broker) metadataTopic(md *quorum.Metadata, name string) kmsg.MetadataResponseTopic {
+	st := kmsg.NewMetadataResponseTopic()
+	n := name
+	st.Topic = &n
+	t, ok := md.Topics[name]
+	if !ok {
+		if validTopicName(name) != nil {
+			st.ErrorCode = kerr.InvalidTopicException.Code
+		} else {
+			st.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		}
+		return st
+	}
+	st.TopicID = t.ID
+	st.IsInternal = t.Internal
+	st.Partitions = make([]kmsg.MetadataResponseTopicPartition, 0, len(t.Partitions))
+	for _, p := range t.Partitions {
+		sp := kmsg.NewMetadataResponseTopicPartition()
+		sp.Partition = p.Partition
+		sp.Replicas = p.Replicas
+		sp.ISR = p.Replicas
+		sp.Leader, sp.LeaderEpoch = -1, -1
+		if part, ok := b.replicas.Partition(name, p.Partition); ok {
+			if _, leader, epoch := part.Leader(); leader >= 0 {
+				sp.Leader, sp.LeaderEpoch = leader, epoch
+			}
+		}
+		if sp.Leader < 0 {
+			sp.ErrorCode = kerr.LeaderNotAvailable.Code
+		}
+		st.Partitions = append(st.Partitions, sp)
+	}
+	return st
+}
+
+func topicNameByID(md *quorum.Metadata, id [16]byte) (string, bool) {
+	for name, t := range md.Topics {
+		if t.ID == id {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// controllerID is the node leading the controller group, or this node when unknown.
+func (b *Broker) controllerID() int32 {
+	// TODO(cluster): report the controller group's leader once there are several brokers.
+	return b.cfg.NodeID
+}
+
+func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
+	md := b.ctl.Metadata()
+	resp.ClusterID = md.ClusterID
+	resp.ControllerID = b.controllerID()
+	for _, mb := range metadataBrokers(md) {
+		db := kmsg.NewDescribeClusterResponseBroker()
+		db.NodeID, db.Host, db.Port, db.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack
+		resp.Brokers = append(resp.Brokers, db)
+	}
+	return resp
+}
+
+// createTopic creates a topic through the controller and waits until this node's partitions of it run
+// and have leaders, so a client that creates then produces does not bounce off LEADER_NOT_AVAILABLE.
+func (b *Broker) createTopic(ctx context.Context, spec quorum.TopicSpec) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
+	defer cancel()
+	if _, err := b.ctl.CreateTopic(ctx, spec); err != nil {
+		return err
+	}
+	return b.waitTopicReady(ctx, spec.Name)
+}
+
+// waitTopicReady applies the latest metadata to the replica manager (idempotent; the background watcher
+// does the same) and waits for every local partition of the topic to have a leader.
+func (b *Broker) waitTopicReady(ctx context.Context, name string) error {
+	for {
+		md := b.ctl.Metadata()
+		if err := b.replicas.Apply(md); err != nil {
+			return err
+		}
+		t, ok := md.Topics[name]
+		if !ok {
+			return nil // deleted meanwhile
+		}
+		ready := true
+		for _, p := range t.Partitions {
+			if !containsInt32(p.Replicas, b.cfg.NodeID) {
+				continue
+			}
+			part, ok := b.replicas.Partition(name, p.Partition)
+			if !ok {
+				ready = false
+				break
+			}
+			if _, leader, _ := part.Leader(); leader < 0 {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil // created; leaders still electing: clients retry on LEADER_NOT_AVAILABLE
+		case <-b.ctl.Changed():
+		case <-timeAfter(5):
+		}
+	}
+}
+
+func containsInt32(s []int32, v int32) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

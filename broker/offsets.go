@@ -1,0 +1,72 @@
+package broker
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// ListOffsets special timestamps.
+const (
+	listLatest   = -1
+	listEarliest = -2
+)
+
+// readCommitted is FetchRequest/ListOffsetsRequest IsolationLevel 1.
+const readCommitted = 1
+
+func (b *Broker) handleListOffsets(req *kmsg.ListOffsetsRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	for _, t := range req.Topics {
+		st := kmsg.NewListOffsetsResponseTopic()
+		st.Topic = t.Topic
+		for _, p := range t.Partitions {
+			sp := kmsg.NewListOffsetsResponseTopicPartition()
+			sp.Partition = p.Partition
+			sp.Timestamp, sp.Offset = -1, -1
+			b.listOffset(t.Topic, p, req.IsolationLevel, &sp)
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
+func (b *Broker) listOffset(topic string, p kmsg.ListOffsetsRequestTopicPartition, isolation int8, sp *kmsg.ListOffsetsResponseTopicPartition) {
+	part, ok := b.replicas.Partition(topic, p.Partition)
+	if !ok {
+		sp.ErrorCode = errorCode(b.missingPartitionError(topic, p.Partition))
+		return
+	}
+	isLeader, _, epoch := part.Leader()
+	if !isLeader {
+		sp.ErrorCode = kerr.NotLeaderForPartition.Code
+		return
+	}
+	if p.CurrentLeaderEpoch >= 0 && p.CurrentLeaderEpoch > epoch {
+		sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
+		return
+	}
+	sp.LeaderEpoch = epoch
+	switch p.Timestamp {
+	case listLatest:
+		if isolation == readCommitted {
+			sp.Offset = part.LastStableOffset()
+		} else {
+			sp.Offset = part.HighWatermark()
+		}
+	case listEarliest:
+		sp.Offset = part.LogStartOffset()
+	default:
+		if p.Timestamp < 0 {
+			sp.ErrorCode = kerr.InvalidRequest.Code
+			return
+		}
+		offset, ts, found, err := part.OffsetForTimestamp(p.Timestamp)
+		switch {
+		case err != nil:
+			sp.ErrorCode = errorCode(err)
+		case found:
+			sp.Offset, sp.Timestamp = offset, ts
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package broker
+
+import (
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/replica"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// defaultProduceTimeout bounds a produce whose request gives no usable timeout.
+const defaultProduceTimeout = 30 * time.Second
+
+// handleProduce validates each partition's batch (header and CRC, never decompressing), hands the valid
+// ones to their partitions' Raft groups all at once, and answers when every one is committed. The batches
+// point into the request frame, which netio keeps alive until the request is answered, so even acks=0
+// waits for the proposals before releasing it.
+func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
+	if timeout <= 0 {
+		timeout = defaultProduceTimeout
+	}
+	var wg sync.WaitGroup
+	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		st := &resp.Topics[i]
+		*st = kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for j := range rt.Partitions {
+			rp := &rt.Partitions[j]
+			sp := &st.Partitions[j]
+			*sp = kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			part, err := b.validateProduce(req, rt.Topic, rp.Partition, rp.Records)
+			if err != nil {
+				sp.ErrorCode = errorCode(err)
+				sp.ErrorMessage = errorMessage(err)
+				continue
+			}
+			wg.Add(1)
+			part.ProduceAsync(rp.Records, timeout, func(res replica.ProduceResult, err error) {
+				if err != nil {
+					sp.ErrorCode = errorCode(err)
+				} else {
+					sp.BaseOffset = res.BaseOffset
+					sp.LogAppendTime = res.LogAppendTime
+					sp.LogStartOffset = res.LogStartOffset
+				}
+				wg.Done()
+			})
+		}
+	}
+	wg.Wait()
+	if req.Acks == 0 {
+		c.nr.Skip()
+		return
+	}
+	b.respond(c.nr, c.hdr, resp)
+}
+
+// Produce validation errors, with the Kafka code each maps to.
+var (
+	errNoRecords        = kerr.InvalidRecord
+	errMultipleBatches  = kerr.InvalidRecord
+	errControlBatch     = kerr.InvalidRecord
+	errNoSequence       = kerr.InvalidRecord
+	errTransactionalOff = kerr.TransactionalIDAuthorizationFailed
+)
+
+// validateProduce finds the partition and checks one batch as Kafka does, without decoding records.
+func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partition int32, records []byte) (*replica.Partition, error) {
+	part, ok := b.replicas.Partition(topic, partition)
+	if !ok {
+		return nil, b.missingPartitionError(topic, partition)
+	}
+	if len(records) == 0 {
+		return nil, errNoRecords
+	}
+	if int64(len(records)) > int64(part.MaxMessageBytes()) {
+		return nil, kerr.MessageTooLarge
+	}
+	h, err := segment.ParseHeader(records)
+	if err != nil {
+		return nil, err
+	}
+	if h.Size() < len(records) {
+		// Produce v3+ carries exactly one batch per partition.
+		return nil, errMultipleBatches
+	}
+	if h, err = segment.Validate(records); err != nil {
+		return nil, err
+	}
+	switch {
+	case h.RecordCount <= 0:
+		return nil, errNoRecords
+	case h.IsControl():
+		return nil, errControlBatch
+	case h.ProducerID >= 0 && h.BaseSequence < 0:
+		return nil, errNoSequence
+	case h.IsTransactional() || req.TransactionID != nil:
+		// Transactions come with the transaction coordinator; until then they are refused plainly.
+		return nil, errTransactionalOff
+	}
+	return part, nil
+}
+
+// missingPartitionError tells an unknown topic or partition from one this broker does not host.
+func (b *Broker) missingPartitionError(topic string, partition int32) error {
+	md := b.ctl.Metadata()
+	t, ok := md.Topics[topic]
+	if !ok || partition < 0 || int(partition) >= len(t.Partitions) {
+		return kerr.UnknownTopicOrPartition
+	}
+	return kerr.NotLeaderForPartition
+}

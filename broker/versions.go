@@ -1,0 +1,51 @@
+package broker
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+// apiRange is the version range of one API key that the broker serves completely. A client uses
+// min(its max, our max), so a range is advertised only when every version in it works.
+type apiRange struct {
+	key      int16
+	min, max int16
+}
+
+// supportedAPIs is what ApiVersions advertises. Caps, with the reason for each:
+//   - Produce 3+ and Fetch 4+: record batch v2 only (librdkafka needs these to send v2 batches).
+//   - Produce ≤ 12, Fetch ≤ 12: v13 replaces topic names with topic IDs in requests.
+//   - Fetch must include 10 (kafka-go picks Fetch only from {2, 5, 10}); Produce must include 7.
+//   - ListOffsets ≤ 6: v7 adds the max-timestamp lookup (-3), v8+ tiered storage.
+//   - Metadata ≤ 12: topic IDs are filled in; v13 only adds a top-level error code.
+var supportedAPIs = []apiRange{
+	{0, 3, 12}, // Produce
+	{1, 4, 12}, // Fetch
+	{2, 1, 6},  // ListOffsets
+	{3, 0, 12}, // Metadata
+	{18, 0, 4}, // ApiVersions
+	{19, 0, 7}, // CreateTopics
+	{20, 0, 6}, // DeleteTopics
+	{22, 0, 4}, // InitProducerId
+	{32, 0, 4}, // DescribeConfigs
+	{33, 0, 2}, // AlterConfigs
+	{37, 0, 3}, // CreatePartitions
+	{44, 0, 1}, // IncrementalAlterConfigs
+	{60, 0, 1}, // DescribeCluster
+}
+
+// apiByKey indexes supportedAPIs by key for the request path.
+var apiByKey = func() map[int16]apiRange {
+	m := make(map[int16]apiRange, len(supportedAPIs))
+	for _, a := range supportedAPIs {
+		m[a.key] = a
+	}
+	return m
+}()
+
+func apiVersionsKeys() []kmsg.ApiVersionsResponseApiKey {
+	keys := make([]kmsg.ApiVersionsResponseApiKey, 0, len(supportedAPIs))
+	for _, a := range supportedAPIs {
+		k := kmsg.NewApiVersionsResponseApiKey()
+		k.ApiKey, k.MinVersion, k.MaxVersion = a.key, a.min, a.max
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluicebroker/sluice/broker"
+	"github.com/sluicebroker/sluice/netio"
+	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/replica"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// serveConfig is everything `sluice serve` is told, by flags or a config file.
+type serveConfig struct {
+	listen          string
+	advertised      string
+	dataDir         string
+	nodeID          uint64
+	raftAddr        string
+	voters          string
+	rack            string
+	partitions      int
+	replication     int
+	autoCreate      bool
+	segmentBytes    int64
+	segmentAge      time.Duration
+	retention       time.Duration
+	retentionBytes  int64
+	retentionCheck  time.Duration
+	maxMessageBytes int
+	netioBackend    string
+	logLevel        string
+	configFile      string
+}
+
+func serveFlags(cfg *serveConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&cfg.configFile, "config", "", "config file: one `flag = value` per line (flag names as below, # comments); command-line flags win")
+	fs.StringVar(&cfg.listen, "listen", ":9092", "Kafka listener address")
+	fs.StringVar(&cfg.advertised, "advertised-addr", "", "host:port clients are told to connect to (default: the listen address, localhost when it names no host)")
+	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "data directory: Raft log and partition segments")
+	fs.Uint64Var(&cfg.nodeID, "node-id", 1, "this broker's node id (>= 1)")
+	fs.StringVar(&cfg.raftAddr, "raft-addr", "127.0.0.1:9093", "address for Raft traffic between brokers")
+	fs.StringVar(&cfg.voters, "controller-voters", "", "controller quorum voters, id@host:port,... (default: this node alone)")
+	fs.StringVar(&cfg.rack, "rack", "", "rack id reported in metadata")
+	fs.IntVar(&cfg.partitions, "partitions", 1, "default partition count for new topics (num.partitions)")
+	fs.IntVar(&cfg.replication, "replication-factor", 1, "default replication factor for new topics")
+	fs.BoolVar(&cfg.autoCreate, "auto-create-topics", true, "create unknown topics on metadata requests that allow it")
+	fs.Int64Var(&cfg.segmentBytes, "segment-bytes", 1<<30, "segment file size; files are preallocated to it (log.segment.bytes)")
+	fs.DurationVar(&cfg.segmentAge, "segment-age", 7*24*time.Hour, "roll the active segment after this long (log.roll.ms); 0 = never")
+	fs.DurationVar(&cfg.retention, "retention", 7*24*time.Hour, "delete segments older than this (log.retention.ms); 0 = forever")
+	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
+	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
+	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
+	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto, gnet or std")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+// parseServeArgs reads flags, then the config file for every flag not given on the command line.
+func parseServeArgs(args []string) (serveConfig, error) {
+	var cfg serveConfig
+	fs := serveFlags(&cfg)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if cfg.configFile != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := applyConfigFile(fs, cfg.configFile, set); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+func applyConfigFile(fs *flag.FlagSet, path string, skip map[string]bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(text, "=")
+		if !ok {
+			return fmt.Errorf("%s:%d: want `name = value`, got %q", path, line, text)
+		}
+		name, value = strings.TrimSpace(name), strings.Trim(strings.TrimSpace(value), `"`)
+		if name == "config" {
+			return fmt.Errorf("%s:%d: a config file cannot name another", path, line)
+		}
+		if fs.Lookup(name) == nil {
+			return fmt.Errorf("%s:%d: unknown setting %q", path, line, name)
+		}
+		if skip[name] {
+			continue
+		}
+		if err := fs.Set(name, value); err != nil {
+			return fmt.Errorf("%s:%d: %s: %v", path, line, name, err)
+		}
+	}
+	return sc.Err()
+}
+
+// advertisedHostPort is where clients should connect: the flag, else the listen address with
+// "localhost" standing in for an unspecified host.
+func advertisedHostPort(cfg serveConfig) (string, int32, error) {
+	addr := cfg.advertised
+	if addr == "" {
+		addr = cfg.listen
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("advertised address %q: %v", addr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("advertised address %q: needs a port", addr)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return host, int32(port), nil
+}
+
+func serve(args []string) error {
+	cfg, err := parseServeArgs(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return fmt.Errorf("log level: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+
+	if cfg.nodeID == 0 || cfg.nodeID > 1<<31-1 {
+		return fmt.Errorf("node id %d must be between 1 and 2147483647", cfg.nodeID)
+	}
+	host, port, err := advertisedHostPort(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.voters == "" {
+		cfg.voters = fmt.Sprintf("%d@%s", cfg.nodeID, cfg.raftAddr)
+	}
+	voters, err := quorum.ParseVoters(cfg.voters)
+	if err != nil {
+		return fmt.Errorf("controller voters: %v", err)
+	}
+	logOpts := segment.Options{
+		SegmentBytes:   cfg.segmentBytes,
+		SegmentAge:     cfg.segmentAge,
+		RetentionBytes: cfg.retentionBytes,
+		RetentionAge:   cfg.retention,
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
+		return err
+	}
+
+	qh, err := quorum.NewHost(quorum.HostConfig{
+		NodeID:   cfg.nodeID,
+		RaftAddr: cfg.raftAddr,
+		DataDir:  filepath.Join(cfg.dataDir, "raft"),
+		Logger:   logger,
+	})
+	if err != nil {
+		return fmt.Errorf("starting raft: %v", err)
+	}
+	defer qh.Close()
+	ctl, err := qh.StartController(voters, false)
+	if err != nil {
+		return fmt.Errorf("starting the controller: %v", err)
+	}
+	if err := registerBroker(ctl, quorum.BrokerInfo{
+		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr,
+	}); err != nil {
+		return err
+	}
+
+	mgr := replica.NewManager(qh, replica.Config{
+		DataDir:                filepath.Join(cfg.dataDir, "logs"),
+		Log:                    logOpts,
+		MaxMessageBytes:        int32(cfg.maxMessageBytes),
+		RetentionCheckInterval: cfg.retentionCheck,
+		Logger:                 logger,
+	})
+	defer mgr.Close()
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			changed := ctl.Changed() // taken before reading, so no change slips between
+			if err := mgr.Apply(ctl.Metadata()); err != nil {
+				logger.Error("applying metadata", "err", err)
+			}
+			select {
+			case <-changed:
+			case <-stopWatch:
+				return
+			}
+		}
+	}()
+
+	br := broker.New(broker.Config{
+		NodeID:                   int32(cfg.nodeID),
+		Host:                     host,
+		Port:                     port,
+		Rack:                     cfg.rack,
+		DefaultPartitions:        int32(cfg.partitions),
+		DefaultReplicationFactor: int16(cfg.replication),
+		AutoCreateTopics:         cfg.autoCreate,
+		MaxMessageBytes:          int32(cfg.maxMessageBytes),
+		Log:                      logOpts,
+		Logger:                   logger,
+	}, ctl, mgr)
+	srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
+	if err != nil {
+		close(stopWatch)
+		<-watchDone
+		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
+	}
+	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
+		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	logger.Info("shutting down", "signal", s.String())
+	srv.Close()
+	br.Close()
+	close(stopWatch)
+	<-watchDone
+	return nil
+}
+
+// registerBroker records this broker in the controller, retrying while the controller elects a leader.
+func registerBroker(ctl *quorum.Controller, bi quorum.BrokerInfo) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		attempt, cancelAttempt := context.WithTimeout(ctx, 5*time.Second)
+		err := ctl.RegisterBroker(attempt, bi)
+		cancelAttempt()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("registering with the controller: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
