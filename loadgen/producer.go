@@ -1,0 +1,289 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// maxPoolBytes bounds the preallocated payload buffers of one producer (large records
+// get fewer records in flight).
+const maxPoolBytes = 256 << 20
+
+// PutStamp writes the intended send time, producer index and sequence into v[:StampSize].
+func PutStamp(v []byte, intendedNs int64, producer uint32, seq uint64) {
+	binary.BigEndian.PutUint64(v[0:8], uint64(intendedNs))
+	binary.BigEndian.PutUint32(v[8:12], producer)
+	binary.BigEndian.PutUint64(v[12:20], seq)
+}
+
+// ReadStamp reads what PutStamp wrote; ok is false for a value too short to hold it.
+func ReadStamp(v []byte) (intendedNs int64, producer uint32, seq uint64, ok bool) {
+	if len(v) < StampSize {
+		return 0, 0, 0, false
+	}
+	return int64(binary.BigEndian.Uint64(v[0:8])), binary.BigEndian.Uint32(v[8:12]), binary.BigEndian.Uint64(v[12:20]), true
+}
+
+// sendFunc hands a record to the client; the callback runs once it is acknowledged or failed.
+type sendFunc func(r *kgo.Record, promise func(*kgo.Record, error))
+
+// producer sends records on a schedule (open loop, Rate > 0) or as fast as its pool of
+// preallocated records allows (closed loop). Records are recycled in the promise callback,
+// so sending allocates nothing beyond what kgo itself does.
+type producer struct {
+	id        uint32
+	topic     string
+	rate      float64 // records/s of this producer; 0 = closed loop
+	free      chan *kgo.Record
+	poolSize  int
+	sizes     SizeDist
+	keys      [][]byte
+	keyRandom bool
+	rng       *rand.Rand
+	send      sendFunc
+	promise   func(*kgo.Record, error) // p.onAck, bound once
+	pub       *Recorder                // publish latency: ack - intended
+	lagRec    *Recorder                // schedule lag: actual send - intended
+	// measureFrom (Unix ns): records intended before it are warm-up and not recorded.
+	measureFrom int64
+
+	seq        uint64
+	keyNext    int
+	sent       atomic.Int64
+	acked      atomic.Int64
+	ackedBytes atomic.Int64
+	failed     atomic.Int64
+	maxLag     atomic.Int64 // ns
+	blocked    atomic.Int64 // ns spent waiting for a free record (the in-flight bound)
+	errs       errorCounts
+}
+
+// newProducer preallocates the record pool: each record owns a value buffer of the
+// largest size, filled once with the payload.
+func newProducer(id uint32, w *Workload, topic string, rate float64, keys [][]byte, send sendFunc, seed uint64) *producer {
+	largest := w.RecordSize.Largest()
+	pool := min(w.MaxBufferedRecords, max(1, maxPoolBytes/largest))
+	p := &producer{
+		id:        id,
+		topic:     topic,
+		rate:      rate,
+		free:      make(chan *kgo.Record, pool),
+		poolSize:  pool,
+		sizes:     w.RecordSize,
+		keys:      keys,
+		keyRandom: w.Keys.Kind == "random",
+		rng:       rand.New(rand.NewPCG(seed, uint64(id))),
+		send:      send,
+		pub:       NewRecorder(),
+		lagRec:    NewRecorder(),
+	}
+	p.promise = p.onAck
+	for range pool {
+		buf := make([]byte, largest)
+		fillPayload(buf, w.Payload, p.rng)
+		p.free <- &kgo.Record{Topic: topic, Value: buf}
+	}
+	return p
+}
+
+// run sends from start until stop (Unix ns) or until ctx is done.
+func (p *producer) run(ctx context.Context, startNs, stopNs int64) {
+	var period float64
+	if p.rate > 0 {
+		period = 1e9 / p.rate
+	}
+	done := ctx.Done()
+	for i := int64(0); ; i++ {
+		var intended int64
+		if p.rate > 0 {
+			intended = startNs + int64(float64(i)*period)
+			if intended >= stopNs {
+				return
+			}
+			if d := intended - time.Now().UnixNano(); d > 0 {
+				if !sleep(ctx, time.Duration(d)) {
+					return
+				}
+			}
+		}
+		var r *kgo.Record
+		select {
+		case r = <-p.free:
+		default:
+			// The in-flight bound is reached: wait, and count the wait as back-pressure.
+			t0 := time.Now()
+			select {
+			case r = <-p.free:
+			case <-done:
+				return
+			}
+			p.blocked.Add(int64(time.Since(t0)))
+		}
+		now := time.Now().UnixNano()
+		if p.rate == 0 {
+			if now >= stopNs {
+				p.free <- r
+				return
+			}
+			intended = now
+		} else if lag := now - intended; lag > 0 {
+			if lag > p.maxLag.Load() {
+				p.maxLag.Store(lag)
+			}
+			if intended >= p.measureFrom {
+				p.lagRec.Record(lag)
+			}
+		}
+		p.fill(r, intended)
+		p.sent.Add(1)
+		p.send(r, p.promise)
+	}
+}
+
+// fill sets the record's size, key and stamp.
+func (p *producer) fill(r *kgo.Record, intended int64) {
+	n := p.nextSize(cap(r.Value))
+	r.Value = r.Value[:n]
+	PutStamp(r.Value, intended, p.id, p.seq)
+	p.seq++
+	if len(p.keys) > 0 {
+		if p.keyRandom {
+			r.Key = p.keys[p.rng.IntN(len(p.keys))]
+		} else {
+			r.Key = p.keys[p.keyNext]
+			p.keyNext = (p.keyNext + 1) % len(p.keys)
+		}
+	}
+}
+
+func (p *producer) nextSize(largest int) int {
+	n := p.sizes.Mean
+	switch p.sizes.Kind {
+	case "uniform":
+		n = p.sizes.Min + p.rng.IntN(p.sizes.Max-p.sizes.Min+1)
+	case "normal":
+		n = int(float64(p.sizes.Mean) + p.rng.NormFloat64()*float64(p.sizes.StdDev))
+	}
+	return min(max(n, StampSize), largest)
+}
+
+// onAck records the publish latency and returns the record to the pool.
+func (p *producer) onAck(r *kgo.Record, err error) {
+	now := time.Now().UnixNano()
+	intended, _, _, _ := ReadStamp(r.Value)
+	if err != nil {
+		p.failed.Add(1)
+		p.errs.add(err)
+	} else {
+		p.acked.Add(1)
+		p.ackedBytes.Add(int64(len(r.Value)))
+		if intended >= p.measureFrom {
+			p.pub.Record(now - intended)
+		}
+	}
+	*r = kgo.Record{Topic: p.topic, Value: r.Value[:cap(r.Value)]}
+	p.free <- r
+}
+
+// sleep waits d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d < 50*time.Microsecond {
+		return ctx.Err() == nil // too short for a timer to be worth it
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fillPayload fills b with random bytes, or with text that compresses like log lines.
+func fillPayload(b []byte, kind string, rng *rand.Rand) {
+	if kind != "text" {
+		for i := 0; i+8 <= len(b); i += 8 {
+			binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
+		}
+		for i := len(b) &^ 7; i < len(b); i++ {
+			b[i] = byte(rng.Uint32())
+		}
+		return
+	}
+	i := 0
+	for i < len(b) {
+		w := textWords[rng.IntN(len(textWords))]
+		i += copy(b[i:], w)
+		if i < len(b) {
+			b[i] = ' '
+			i++
+		}
+	}
+}
+
+var textWords = []string{
+	"GET", "POST", "/api/v1/orders", "/api/v1/users", "200", "404", "500", "user_id=", "order_id=",
+	"latency_ms=", "status=ok", "status=error", "region=eu-west-1", "region=us-east-1", "INFO", "WARN",
+	"ERROR", "request", "completed", "started", "session", "checkout", "payment", "accepted", "the",
+	"customer", "shipment", "inventory", "timeout", "retry", "{\"event\":", "\"click\",", "\"ts\":",
+	"1700000000", "true", "false", "null", "}", "trace=", "span=", "host=web-01", "host=web-02",
+}
+
+// makeKeys returns the workload's distinct keys, or nil for records without keys.
+func makeKeys(k KeyDist) [][]byte {
+	if k.Kind == "none" || k.Count == 0 {
+		return nil
+	}
+	keys := make([][]byte, k.Count)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "key-%08d", i)
+	}
+	return keys
+}
+
+// errorCounts counts errors by Kafka error name (or "client: ..." for errors that are not Kafka's).
+type errorCounts struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func (e *errorCounts) add(err error) {
+	var name string
+	var ke *kerr.Error
+	switch {
+	case errors.As(err, &ke):
+		name = fmt.Sprintf("%s(%d)", ke.Message, ke.Code)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		name = "client: " + err.Error()
+	default:
+		name = "client: " + err.Error()
+		if len(name) > 80 {
+			name = name[:80]
+		}
+	}
+	e.mu.Lock()
+	if e.m == nil {
+		e.m = make(map[string]int64)
+	}
+	e.m[name]++
+	e.mu.Unlock()
+}
+
+// addTo adds the counts into m.
+func (e *errorCounts) addTo(m map[string]int64) {
+	e.mu.Lock()
+	for k, v := range e.m {
+		m[k] += v
+	}
+	e.mu.Unlock()
+}

@@ -1,0 +1,126 @@
+package loadgen
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+func startKfake(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+// checkSane asserts the figures every run must have.
+func checkSane(t *testing.T, res *Result) {
+	t.Helper()
+	if !res.Check.Complete || res.Check.OutOfOrder != 0 || res.Check.OffsetGaps != 0 || res.ConsumerLag != 0 {
+		t.Errorf("consumers did not read every record exactly once in order: %+v lag %d", res.Check, res.ConsumerLag)
+	}
+	if len(res.ProduceErrors)+len(res.ConsumeErrors) != 0 {
+		t.Errorf("errors: produce %v consume %v", res.ProduceErrors, res.ConsumeErrors)
+	}
+	if res.Produce.Records != res.Consume.Records {
+		t.Errorf("produced %d, consumed %d", res.Produce.Records, res.Consume.Records)
+	}
+	for name, tp := range map[string]Throughput{"produce": res.Produce, "consume": res.Consume} {
+		if tp.RecordsPerSec <= 0 || tp.MBPerSec <= 0 || tp.Bytes <= 0 {
+			t.Errorf("%s throughput not positive: %+v", name, tp)
+		}
+	}
+	for name, l := range map[string]Latency{"publish": res.Publish, "e2e": res.EndToEnd} {
+		if l.Count == 0 || l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.P999 || l.P999 > l.Max || l.Min > l.P50 {
+			t.Errorf("%s latency not sane: %+v", name, l)
+		}
+		if len(l.Curve) < 3 || l.Curve[len(l.Curve)-1].Percentile != 100 {
+			t.Errorf("%s percentile curve too short: %v", name, l.Curve)
+		}
+	}
+	if len(res.Broker.APIVersions) == 0 || res.Machine.Cores == 0 || res.Machine.Go == "" {
+		t.Errorf("broker or machine description missing: %+v %+v", res.Broker, res.Machine)
+	}
+}
+
+func TestRunFixedRateAgainstKfake(t *testing.T) {
+	w := Defaults()
+	w.Name = "e2e-fixed"
+	w.Brokers = startKfake(t)
+	w.Partitions = 4
+	w.Producers = 2
+	w.Rate = 2000
+	w.RecordSize = SizeDist{Kind: "uniform", Min: 50, Max: 300}
+	w.Keys = KeyDist{Kind: "roundrobin", Count: 10}
+	w.Compression = "lz4"
+	w.Payload = "text"
+	w.Warmup = Duration(time.Second)
+	w.Duration = Duration(3 * time.Second)
+	res, err := Run(context.Background(), w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSane(t, res)
+	// Open loop: each producer sends exactly the records its schedule holds, however slow the
+	// machine, and the measured ones are those intended after warm-up.
+	perProducer := int64(1000 * 4) // 1000 rec/s for 4 s
+	if res.Produce.Records != 2*perProducer {
+		t.Errorf("produced %d records, schedule holds %d", res.Produce.Records, 2*perProducer)
+	}
+	if want := int64(2 * 1000 * 3); res.Publish.Count != want || res.EndToEnd.Count != want {
+		t.Errorf("measured publish %d e2e %d, want %d each", res.Publish.Count, res.EndToEnd.Count, want)
+	}
+
+	// The result directory round-trips and its logs hold the same histograms.
+	dir := t.TempDir()
+	if err := res.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadResult(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Produce != res.Produce || back.EndToEnd.P99 != res.EndToEnd.P99 || back.Workload.RecordSize != w.RecordSize || back.Workload.Keys != w.Keys {
+		t.Errorf("result did not round-trip:\n%+v\n%+v", back, res)
+	}
+	for file, want := range map[string]int64{PublishHlog: res.Publish.Count, E2EHlog: res.EndToEnd.Count} {
+		h, err := ReadHlog(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.TotalCount() != want {
+			t.Errorf("%s holds %d values, want %d", file, h.TotalCount(), want)
+		}
+	}
+}
+
+func TestRunMaxRateAgainstKfake(t *testing.T) {
+	w := Defaults()
+	w.Name = "e2e-max"
+	w.Brokers = startKfake(t)
+	w.Partitions = 3
+	w.RecordSize = SizeDist{Kind: "fixed", Mean: 100}
+	w.MaxBufferedRecords = 1000
+	w.ConsumerGroups = 2
+	w.Warmup = Duration(500 * time.Millisecond)
+	w.Duration = Duration(2 * time.Second)
+	res, err := Run(context.Background(), w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two groups each read everything.
+	if res.Consume.Records != 2*res.Produce.Records {
+		t.Errorf("2 groups consumed %d of %d produced", res.Consume.Records, res.Produce.Records)
+	}
+	res.Consume.Records /= 2
+	checkSane(t, res)
+	if res.Schedule.InFlightBound != 1000 {
+		t.Errorf("in-flight bound %d, want 1000", res.Schedule.InFlightBound)
+	}
+}
