@@ -1,0 +1,162 @@
+package replica
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// Config configures a Manager.
+type Config struct {
+	DataDir string          // partitions live in <DataDir>/<topic>-<partition>/ (Kafka layout)
+	Log     segment.Options // defaults; topic configs override (see TopicOptions). All zero: segment defaults, unlimited retention
+
+	MaxMessageBytes        int32         // default max.message.bytes; 1 MiB if zero
+	RetentionCheckInterval time.Duration // how often retention runs; 30s if zero
+	Logger                 *slog.Logger  // slog.Default() if nil
+}
+
+const (
+	defaultMaxMessageBytes        = 1 << 20
+	defaultRetentionCheckInterval = 30 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	if c.Log == (segment.Options{}) {
+		// segment reads RetentionBytes 0 as "keep only the active segment";
+		// an unset Options means Kafka's default, unlimited.
+		c.Log.RetentionBytes = -1
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = defaultMaxMessageBytes
+	}
+	if c.RetentionCheckInterval <= 0 {
+		c.RetentionCheckInterval = defaultRetentionCheckInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Kafka topic config names this package understands.
+const (
+	ConfigRetentionMs          = "retention.ms"
+	ConfigRetentionBytes       = "retention.bytes"
+	ConfigSegmentBytes         = "segment.bytes"
+	ConfigSegmentMs            = "segment.ms"
+	ConfigMaxMessageBytes      = "max.message.bytes"
+	ConfigMessageTimestampType = "message.timestamp.type"
+	ConfigCleanupPolicy        = "cleanup.policy"
+)
+
+// TopicConfig is a topic's effective settings: Kafka topic configs over the
+// broker defaults.
+type TopicConfig struct {
+	Log             segment.Options
+	MaxMessageBytes int32
+	LogAppendTime   bool // message.timestamp.type=LogAppendTime
+	// Compact is cleanup.policy containing compact. Compaction is not
+	// implemented: a compact-only topic keeps everything (no retention).
+	Compact bool
+}
+
+// TopicOptions turns Kafka topic configs over defaults into segment options,
+// validating every config it knows (including those that are not segment
+// options) so the broker can reject bad AlterConfigs/CreateTopics values.
+// Unknown config names are ignored.
+func TopicOptions(defaults segment.Options, configs map[string]string) (segment.Options, error) {
+	tc, err := ParseTopicConfig(defaults, defaultMaxMessageBytes, configs)
+	return tc.Log, err
+}
+
+// ParseTopicConfig is TopicOptions with the settings that are not segment
+// options; maxMessageBytes is the broker default for max.message.bytes.
+func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs map[string]string) (TopicConfig, error) {
+	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes}
+	deleteRetention := true
+	for name, v := range configs {
+		switch name {
+		case ConfigRetentionMs:
+			ms, err := parseInt(name, v, -1, math.MaxInt64)
+			if err != nil {
+				return tc, err
+			}
+			switch {
+			case ms < 0:
+				tc.Log.RetentionAge = 0 // segment: forever
+			case ms > int64(math.MaxInt64/time.Millisecond):
+				return tc, fmt.Errorf("invalid %s %q: too large", name, v)
+			default:
+				// 0 is Kafka's "delete at once"; segment reads 0 as forever.
+				tc.Log.RetentionAge = max(time.Duration(ms)*time.Millisecond, time.Millisecond)
+			}
+		case ConfigRetentionBytes:
+			// Kafka: -1 unlimited, 0 keeps only the active segment; segment
+			// reads any negative value as unlimited.
+			n, err := parseInt(name, v, -1, math.MaxInt64)
+			if err != nil {
+				return tc, err
+			}
+			tc.Log.RetentionBytes = n
+		case ConfigSegmentBytes:
+			n, err := parseInt(name, v, 14, math.MaxInt32) // Kafka's bounds
+			if err != nil {
+				return tc, err
+			}
+			tc.Log.SegmentBytes = n
+		case ConfigSegmentMs:
+			ms, err := parseInt(name, v, 1, int64(math.MaxInt64/time.Millisecond))
+			if err != nil {
+				return tc, err
+			}
+			tc.Log.SegmentAge = time.Duration(ms) * time.Millisecond
+		case ConfigMaxMessageBytes:
+			n, err := parseInt(name, v, 0, math.MaxInt32)
+			if err != nil {
+				return tc, err
+			}
+			tc.MaxMessageBytes = int32(n)
+		case ConfigMessageTimestampType:
+			switch v {
+			case "CreateTime":
+				tc.LogAppendTime = false
+			case "LogAppendTime":
+				tc.LogAppendTime = true
+			default:
+				return tc, fmt.Errorf("invalid %s %q: must be CreateTime or LogAppendTime", name, v)
+			}
+		case ConfigCleanupPolicy:
+			deleteRetention, tc.Compact = false, false
+			for _, p := range strings.Split(v, ",") {
+				switch strings.TrimSpace(p) {
+				case "delete":
+					deleteRetention = true
+				case "compact":
+					tc.Compact = true
+				default:
+					return tc, fmt.Errorf("invalid %s %q: must be delete, compact or both", name, v)
+				}
+			}
+			if !deleteRetention && !tc.Compact {
+				return tc, fmt.Errorf("invalid %s %q: empty", name, v)
+			}
+		}
+	}
+	if !deleteRetention {
+		tc.Log.RetentionAge, tc.Log.RetentionBytes = 0, -1
+	}
+	return tc, nil
+}
+
+func parseInt(name, v string, lo, hi int64) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("invalid %s %q: must be an integer in [%d, %d]", name, v, lo, hi)
+	}
+	return n, nil
+}

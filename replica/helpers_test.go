@@ -1,0 +1,228 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// makeBatch builds a valid record batch v2 of n small uncompressed records,
+// as a client sends it (base offset 0). pid -1 means not idempotent.
+func makeBatch(pid int64, epoch int16, seq int32, n int, valueSize int) []byte {
+	b := make([]byte, segment.HeaderSize, segment.HeaderSize+n*(valueSize+16))
+	value := make([]byte, valueSize)
+	for i := 0; i < n; i++ {
+		var rec []byte
+		rec = append(rec, 0)                     // attributes
+		rec = binary.AppendVarint(rec, 0)        // timestamp delta
+		rec = binary.AppendVarint(rec, int64(i)) // offset delta
+		rec = binary.AppendVarint(rec, -1)       // null key
+		rec = binary.AppendVarint(rec, int64(len(value)))
+		rec = append(rec, value...)
+		rec = binary.AppendVarint(rec, 0) // no headers
+		b = binary.AppendVarint(b, int64(len(rec)))
+		b = append(b, rec...)
+	}
+	be := binary.BigEndian
+	ts := time.Now().UnixMilli()
+	be.PutUint32(b[8:], uint32(len(b)-12))
+	b[16] = 2
+	be.PutUint32(b[23:], uint32(n-1))
+	be.PutUint64(b[27:], uint64(ts))
+	be.PutUint64(b[35:], uint64(ts))
+	be.PutUint64(b[43:], uint64(pid))
+	be.PutUint16(b[51:], uint16(epoch))
+	if pid < 0 {
+		seq = -1
+	}
+	be.PutUint32(b[53:], uint32(seq))
+	be.PutUint32(b[57:], uint32(n))
+	be.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return b
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// node is one broker's replica side: a quorum Host and a Manager over dir.
+type node struct {
+	t    testing.TB
+	dir  string
+	addr string
+	host *quorum.Host
+	mgr  *Manager
+}
+
+func startNode(t testing.TB, dir, addr string, cfg Config) *node {
+	t.Helper()
+	host, err := quorum.NewHost(quorum.HostConfig{
+		NodeID:   1,
+		RaftAddr: addr,
+		DataDir:  filepath.Join(dir, "raft"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = filepath.Join(dir, "data")
+	return &node{t: t, dir: dir, addr: addr, host: host, mgr: NewManager(host, cfg)}
+}
+
+func (n *node) close() {
+	if n.mgr != nil {
+		if err := n.mgr.Close(); err != nil {
+			n.t.Errorf("manager close: %v", err)
+		}
+		n.mgr = nil
+	}
+	if n.host != nil {
+		n.host.Close()
+		n.host = nil
+	}
+}
+
+// metadata assigns every partition of the topics to node 1; shard ids are
+// firstShard, firstShard+1, ... in topic order, partition order.
+func (n *node) metadata(topics []testTopic) *quorum.Metadata {
+	md := &quorum.Metadata{
+		Version: 1,
+		Brokers: map[int32]quorum.BrokerInfo{1: {NodeID: 1, Host: "127.0.0.1", Port: 9092, RaftAddr: n.addr}},
+		Topics:  map[string]*quorum.TopicMeta{},
+	}
+	for _, tt := range topics {
+		tm := &quorum.TopicMeta{Name: tt.name, Configs: tt.configs}
+		for i := 0; i < tt.partitions; i++ {
+			tm.Partitions = append(tm.Partitions, quorum.PartitionMeta{Partition: int32(i), ShardID: tt.firstShard + uint64(i), Replicas: []int32{1}})
+		}
+		md.Topics[tt.name] = tm
+	}
+	return md
+}
+
+type testTopic struct {
+	name       string
+	partitions int
+	firstShard uint64
+	configs    map[string]string
+}
+
+// apply applies metadata and waits until every partition of it leads.
+func (n *node) apply(topics ...testTopic) {
+	n.t.Helper()
+	if err := n.mgr.Apply(n.metadata(topics)); err != nil {
+		n.t.Fatal(err)
+	}
+	for _, tt := range topics {
+		for i := 0; i < tt.partitions; i++ {
+			n.waitLeader(n.partition(tt.name, int32(i)))
+		}
+	}
+}
+
+func (n *node) partition(topic string, i int32) *Partition {
+	n.t.Helper()
+	p, ok := n.mgr.Partition(topic, i)
+	if !ok {
+		n.t.Fatalf("partition %s-%d not running", topic, i)
+	}
+	return p
+}
+
+func (n *node) waitLeader(p *Partition) {
+	n.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if lead, _, _ := p.Leader(); lead && p.log.Load() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s-%d: no leader after 30s", p.topic, p.partition)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func produce(t testing.TB, p *Partition, batch []byte) ProduceResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := p.Produce(ctx, batch)
+	if err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	return r
+}
+
+// readAll returns every batch header in [from, HighWatermark) by reading the
+// file ranges Read returns, checking each batch's CRC.
+func readAll(t testing.TB, p *Partition, from int64) []segment.Header {
+	t.Helper()
+	var out []segment.Header
+	for off := from; off < p.HighWatermark(); {
+		rr, err := p.Read(off, 64<<10)
+		if err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		var data []byte
+		for _, r := range rr.Ranges {
+			buf := make([]byte, r.Len)
+			if _, err := r.File.ReadAt(buf, r.Pos); err != nil && err != io.EOF {
+				t.Fatalf("read range: %v", err)
+			}
+			data = append(data, buf...)
+		}
+		rr.Release()
+		if len(data) == 0 {
+			t.Fatalf("empty read at %d below high watermark %d", off, p.HighWatermark())
+		}
+		for len(data) > 0 {
+			h, err := segment.Validate(data[:mustSize(t, data)])
+			if err != nil {
+				t.Fatalf("batch at %d: %v", off, err)
+			}
+			if h.NextOffset() > off {
+				out = append(out, h)
+				off = h.NextOffset()
+			}
+			data = data[h.Size():]
+		}
+	}
+	return out
+}
+
+func mustSize(t testing.TB, b []byte) int {
+	h, err := segment.ParseHeader(b)
+	if err != nil || h.Size() > len(b) {
+		t.Fatalf("partial batch in read result: %v", err)
+	}
+	return h.Size()
+}
+
+func checkDense(t testing.TB, hs []segment.Header, from int64) {
+	t.Helper()
+	next := from
+	for i, h := range hs {
+		if h.BaseOffset != next {
+			t.Fatalf("batch %d: base offset %d, want %d", i, h.BaseOffset, next)
+		}
+		next = h.NextOffset()
+	}
+}
+
+func (tt testTopic) String() string { return fmt.Sprintf("%s/%d", tt.name, tt.partitions) }

@@ -1,0 +1,255 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sluicebroker/sluice/quorum"
+)
+
+// Manager hosts this node's partitions: it starts their Raft groups as the
+// cluster metadata assigns them, applies topic configs, deletes partitions of
+// deleted topics and runs retention.
+type Manager struct {
+	host   *quorum.Host
+	cfg    Config
+	logger *slog.Logger
+
+	applyMu sync.Mutex // serialises Apply and Close
+
+	mu     sync.RWMutex
+	parts  map[partitionKey]*Partition
+	closed bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// closeWait bounds how long stopping a shard waits for its state machine to
+// close its log.
+const closeWait = 30 * time.Second
+
+// NewManager returns a Manager with no partitions; Apply starts them. It runs
+// retention in the background until Close.
+func NewManager(host *quorum.Host, cfg Config) *Manager {
+	cfg.setDefaults()
+	m := &Manager{
+		host:   host,
+		cfg:    cfg,
+		logger: cfg.Logger.With("component", "replica"),
+		parts:  make(map[partitionKey]*Partition),
+		stop:   make(chan struct{}),
+	}
+	m.wg.Add(1)
+	go m.retentionLoop()
+	return m
+}
+
+// Partition returns a running partition of this node.
+func (m *Manager) Partition(topic string, partition int32) (*Partition, bool) {
+	m.mu.RLock()
+	p, ok := m.parts[partitionKey{topic, partition}]
+	m.mu.RUnlock()
+	return p, ok
+}
+
+// Partitions returns every partition this node hosts, in no order.
+func (m *Manager) Partitions() []*Partition {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Partition, 0, len(m.parts))
+	for _, p := range m.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Apply makes the running partitions match md: it starts the Raft group of
+// every partition assigned to this node, applies changed topic configs, and
+// stops and deletes partitions no longer assigned here (deleted topics). It is
+// idempotent; call it on every metadata change. Errors of single partitions
+// are joined; the others are still applied.
+func (m *Manager) Apply(md *quorum.Metadata) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	if m.isClosed() {
+		return errors.New("replica: manager closed")
+	}
+	self := int32(m.host.NodeID())
+	var errs []error
+	want := make(map[partitionKey]bool)
+	for name, t := range md.Topics {
+		tc, err := ParseTopicConfig(m.cfg.Log, m.cfg.MaxMessageBytes, t.Configs)
+		if err != nil {
+			// A bad stored config must not keep the partition down: run on defaults.
+			errs = append(errs, fmt.Errorf("replica: topic %s: %w", name, err))
+			tc, _ = ParseTopicConfig(m.cfg.Log, m.cfg.MaxMessageBytes, nil)
+		}
+		for _, pm := range t.Partitions {
+			if !hasReplica(pm.Replicas, self) {
+				continue
+			}
+			key := partitionKey{name, pm.Partition}
+			want[key] = true
+			p, ok := m.Partition(name, pm.Partition)
+			if ok && p.shardID != pm.ShardID {
+				// The topic was deleted and recreated under the same name between
+				// two metadata versions: the old partition goes first.
+				if err := m.remove(p); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				ok = false
+			}
+			if ok {
+				p.setConfig(tc)
+				continue
+			}
+			if err := m.start(md, name, pm, tc); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, p := range m.Partitions() {
+		if !want[partitionKey{p.topic, p.partition}] {
+			if err := m.remove(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hasReplica(replicas []int32, id int32) bool {
+	for _, r := range replicas {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+// partitionDir is Kafka's layout: <data>/<topic>-<partition>.
+func (m *Manager) partitionDir(topic string, partition int32) string {
+	return filepath.Join(m.cfg.DataDir, topic+"-"+strconv.Itoa(int(partition)))
+}
+
+func (m *Manager) start(md *quorum.Metadata, topic string, pm quorum.PartitionMeta, tc TopicConfig) error {
+	members := make(map[uint64]string, len(pm.Replicas))
+	for _, id := range pm.Replicas {
+		b, ok := md.Brokers[id]
+		if !ok || b.RaftAddr == "" {
+			return fmt.Errorf("replica: %s-%d: replica %d has no raft address", topic, pm.Partition, id)
+		}
+		members[uint64(id)] = b.RaftAddr
+	}
+	p := newPartition(m.host, topic, pm.Partition, pm.ShardID, m.partitionDir(topic, pm.Partition), tc, m.logger)
+	if err := m.host.StartOnDiskShard(pm.ShardID, members, false, p.createStateMachine); err != nil {
+		return fmt.Errorf("replica: start %s-%d: %w", topic, pm.Partition, err)
+	}
+	m.mu.Lock()
+	m.parts[partitionKey{topic, pm.Partition}] = p
+	m.mu.Unlock()
+	m.logger.Info("partition started", "topic", topic, "partition", pm.Partition, "shard", pm.ShardID)
+	return nil
+}
+
+// remove stops a partition's Raft group and deletes its Raft data and log.
+func (m *Manager) remove(p *Partition) error {
+	m.mu.Lock()
+	delete(m.parts, partitionKey{p.topic, p.partition})
+	m.mu.Unlock()
+	p.markDeleting()
+	if err := m.host.StopShard(p.shardID); err != nil && !errors.Is(err, quorum.ErrShardNotFound) {
+		return fmt.Errorf("replica: stop %s-%d: %w", p.topic, p.partition, err)
+	}
+	// RemoveShardData waits until dragonboat has closed the state machine,
+	// which deletes the log.
+	if err := m.host.RemoveShardData(p.shardID); err != nil {
+		return fmt.Errorf("replica: remove %s-%d: %w", p.topic, p.partition, err)
+	}
+	p.waitLogClosed(closeWait)
+	// The state machine may never have opened the log (or failed to).
+	if err := os.RemoveAll(p.dir); err != nil {
+		return fmt.Errorf("replica: remove %s: %w", p.dir, err)
+	}
+	m.logger.Info("partition deleted", "topic", p.topic, "partition", p.partition, "shard", p.shardID)
+	return nil
+}
+
+// Close stops every partition's Raft group (each syncs and closes its log)
+// and the retention loop. The partitions' data stays for the next start.
+func (m *Manager) Close() error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	parts := make([]*Partition, 0, len(m.parts))
+	for _, p := range m.parts {
+		parts = append(parts, p)
+	}
+	m.parts = make(map[partitionKey]*Partition)
+	m.mu.Unlock()
+	close(m.stop)
+	m.wg.Wait()
+
+	var errs []error
+	for _, p := range parts {
+		if err := m.host.StopShard(p.shardID); err != nil && !errors.Is(err, quorum.ErrShardNotFound) && !errors.Is(err, quorum.ErrShardClosed) {
+			errs = append(errs, fmt.Errorf("replica: stop %s-%d: %w", p.topic, p.partition, err))
+		}
+	}
+	for _, p := range parts {
+		p.waitLogClosed(closeWait)
+		p.markClosed()
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) isClosed() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.closed
+}
+
+func (m *Manager) retentionLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.RetentionCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case now := <-t.C:
+			m.EnforceRetention(now)
+		}
+	}
+}
+
+// EnforceRetention deletes, in every partition, the old segments that its
+// retention settings allow; the background loop calls it periodically.
+func (m *Manager) EnforceRetention(now time.Time) {
+	for _, p := range m.Partitions() {
+		n, err := p.enforceRetention(now)
+		if err != nil {
+			p.logger.Warn("retention failed", "err", err)
+		} else if n > 0 {
+			p.logger.Debug("retention deleted segments", "segments", n, "log_start_offset", p.LogStartOffset())
+		}
+	}
+}

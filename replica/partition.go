@@ -1,0 +1,360 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// ProduceResult is the outcome of a committed produce.
+type ProduceResult struct {
+	BaseOffset     int64
+	LogAppendTime  int64 // -1 unless the topic uses LogAppendTime
+	LogStartOffset int64
+}
+
+// defaultProduceTimeout bounds Produce when its context has no deadline.
+const defaultProduceTimeout = 30 * time.Second
+
+// Partition is one partition hosted on this node: the write path into its Raft
+// group and the read side of its segment log.
+type Partition struct {
+	topic     string
+	partition int32
+	shardID   uint64
+	dir       string
+	host      *quorum.Host
+	logger    *slog.Logger
+
+	config atomic.Pointer[TopicConfig]
+	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
+
+	hw atomic.Int64 // next offset past applied data
+
+	mu       sync.Mutex
+	waitCh   chan struct{} // closed and dropped at the next advance; nil when nobody waits
+	closed   bool          // the Manager dropped this partition
+	deleting bool          // the state machine deletes the log instead of closing it
+	smClosed chan struct{} // closed once the open state machine has closed its log; nil if none opened
+}
+
+func newPartition(host *quorum.Host, topic string, partition int32, shardID uint64, dir string, cfg TopicConfig, logger *slog.Logger) *Partition {
+	p := &Partition{
+		topic:     topic,
+		partition: partition,
+		shardID:   shardID,
+		dir:       dir,
+		host:      host,
+		logger:    logger.With("topic", topic, "partition", partition, "shard", shardID),
+	}
+	p.config.Store(&cfg)
+	return p
+}
+
+// Topic and Index name the partition.
+func (p *Partition) Topic() string { return p.topic }
+
+// Index is the partition number within its topic.
+func (p *Partition) Index() int32 { return p.partition }
+
+// ShardID is the partition's Raft group.
+func (p *Partition) ShardID() uint64 { return p.shardID }
+
+func (p *Partition) options() *TopicConfig { return p.config.Load() }
+
+// createStateMachine is the factory handed to dragonboat for this partition.
+func (p *Partition) createStateMachine(shardID, replicaID uint64) sm.IOnDiskStateMachine {
+	return &stateMachine{p: p}
+}
+
+// attach publishes an opened log to readers. The state machine closes the
+// returned channel once it has closed the log.
+func (p *Partition) attach(log *segment.Log) (closed chan struct{}) {
+	closed = make(chan struct{})
+	p.mu.Lock()
+	p.smClosed = closed
+	p.mu.Unlock()
+	p.hw.Store(log.NextOffset())
+	p.log.Store(log)
+	return closed
+}
+
+// logClosed returns a channel closed once the state machine that last opened
+// the log has closed it (nil if none ever opened).
+func (p *Partition) logClosed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.smClosed
+}
+
+// detach hides the log from readers before it closes and wakes all waiters.
+// It reports whether the log is to be deleted rather than closed.
+func (p *Partition) detach(log *segment.Log) (deleting bool) {
+	p.log.CompareAndSwap(log, nil)
+	p.mu.Lock()
+	ch := p.waitCh
+	p.waitCh = nil
+	deleting = p.deleting
+	p.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+	return deleting
+}
+
+// advance publishes a new high watermark and wakes waiters.
+func (p *Partition) advance(hw int64) {
+	p.hw.Store(hw)
+	p.mu.Lock()
+	ch := p.waitCh
+	p.waitCh = nil
+	p.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Wait returns a channel closed once HighWatermark() > offset, or when the
+// partition's log closes. All waiters share one channel per append.
+func (p *Partition) Wait(offset int64) <-chan struct{} {
+	if p.hw.Load() > offset {
+		return closedChan
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.log.Load() == nil || p.hw.Load() > offset {
+		return closedChan
+	}
+	if p.waitCh == nil {
+		p.waitCh = make(chan struct{})
+	}
+	return p.waitCh
+}
+
+// HighWatermark is the offset after the last applied, hence committed, batch.
+func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
+
+// LastStableOffset equals the high watermark until transactions exist.
+func (p *Partition) LastStableOffset() int64 { return p.hw.Load() }
+
+// LogStartOffset is the first offset still in the log (retention moves it).
+func (p *Partition) LogStartOffset() int64 {
+	if log := p.log.Load(); log != nil {
+		return log.StartOffset()
+	}
+	return 0
+}
+
+// MaxMessageBytes is the topic's max.message.bytes, else the broker default.
+func (p *Partition) MaxMessageBytes() int32 { return p.options().MaxMessageBytes }
+
+// Leader reports whether this node leads the partition's Raft group, the
+// leader's broker id (-1 if unknown) and the Raft term as the leader epoch.
+func (p *Partition) Leader() (isLeader bool, leaderID int32, epoch int32) {
+	id, term, ok := p.host.LeaderInfo(p.shardID)
+	if !ok {
+		return false, -1, int32(term)
+	}
+	return id == p.host.NodeID(), int32(id), int32(term)
+}
+
+// Read returns committed batches from offset, up to about maxBytes (at least
+// one whole batch). Offsets outside [LogStartOffset, HighWatermark] give
+// kerr.OffsetOutOfRange; offset == HighWatermark gives an empty result.
+// Release the result when its ranges have been sent.
+func (p *Partition) Read(offset int64, maxBytes int) (*segment.ReadResult, error) {
+	log := p.log.Load()
+	if log == nil {
+		return nil, kerr.NotLeaderForPartition
+	}
+	if offset > p.hw.Load() {
+		return nil, kerr.OffsetOutOfRange
+	}
+	r, err := log.Read(offset, maxBytes)
+	if err != nil {
+		return nil, readError(err)
+	}
+	return r, nil
+}
+
+// readError maps segment errors to the Kafka errors a consumer acts on.
+func readError(err error) error {
+	switch {
+	case errors.Is(err, segment.ErrOffsetOutOfRange):
+		return kerr.OffsetOutOfRange
+	case errors.Is(err, segment.ErrClosed):
+		return kerr.NotLeaderForPartition
+	}
+	return err
+}
+
+// OffsetForTimestamp finds the first batch whose max timestamp is >= ts
+// (ListOffsets by time) and returns its base offset and max timestamp.
+func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64, found bool, err error) {
+	log := p.log.Load()
+	if log == nil {
+		return 0, -1, false, kerr.NotLeaderForPartition
+	}
+	off, found, err := log.OffsetForTimestamp(ts)
+	if err != nil || !found {
+		return -1, -1, false, readError(err)
+	}
+	timestamp = ts
+	if r, err := log.Read(off, 0); err == nil {
+		if len(r.Ranges) > 0 {
+			var hb [segment.HeaderSize]byte
+			if _, err := r.Ranges[0].File.ReadAt(hb[:], r.Ranges[0].Pos); err == nil {
+				if h, err := segment.ParseHeader(hb[:]); err == nil {
+					timestamp = h.MaxTimestamp
+				}
+			}
+		}
+		r.Release()
+	}
+	return off, timestamp, true, nil
+}
+
+// Produce replicates one validated batch and returns once it is committed and
+// applied. A repeat of one of the producer's last 5 batches succeeds with the
+// original base offset and is not appended again.
+func (p *Partition) Produce(ctx context.Context, batch []byte) (ProduceResult, error) {
+	timeout := defaultProduceTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return ProduceResult{}, kerr.RequestTimedOut
+		}
+	}
+	type outcome struct {
+		r   ProduceResult
+		err error
+	}
+	ch := make(chan outcome, 1)
+	p.ProduceAsync(batch, timeout, func(r ProduceResult, err error) { ch <- outcome{r, err} })
+	select {
+	case o := <-ch:
+		return o.r, o.err
+	case <-ctx.Done():
+		return ProduceResult{}, kerr.RequestTimedOut
+	}
+}
+
+// ProduceAsync is Produce without blocking: done is called exactly once, from
+// another goroutine, and should return quickly (completions of a partition are
+// delivered in order by one goroutine). batch may be reused once ProduceAsync
+// returns: the command holds a copy.
+func (p *Partition) ProduceAsync(batch []byte, timeout time.Duration, done func(ProduceResult, error)) {
+	id, term, ok := p.host.LeaderInfo(p.shardID)
+	if !ok || id != p.host.NodeID() {
+		go done(ProduceResult{}, kerr.NotLeaderForPartition)
+		return
+	}
+	var flags byte
+	appendTime := time.Now().UnixMilli()
+	if p.options().LogAppendTime {
+		flags |= flagLogAppendTime
+	}
+	cmd := encodeProduce(batch, flags, int32(term), appendTime)
+	err := p.host.ProposeAsync(p.shardID, cmd, timeout, func(r sm.Result, err error) {
+		if err != nil {
+			done(ProduceResult{}, proposeError(err))
+			return
+		}
+		base, dup, err := decodeResult(r.Value)
+		if err != nil {
+			done(ProduceResult{}, err)
+			return
+		}
+		res := ProduceResult{BaseOffset: base, LogAppendTime: -1, LogStartOffset: p.LogStartOffset()}
+		if flags&flagLogAppendTime != 0 && !dup {
+			res.LogAppendTime = appendTime
+		}
+		done(res, nil)
+	})
+	if err != nil {
+		go done(ProduceResult{}, proposeError(err))
+	}
+}
+
+// proposeError maps quorum's errors to the Kafka errors a producer acts on.
+func proposeError(err error) error {
+	switch {
+	case errors.Is(err, quorum.ErrTimeout), errors.Is(err, quorum.ErrBusy):
+		return kerr.RequestTimedOut
+	case errors.Is(err, quorum.ErrPayloadTooBig):
+		return kerr.MessageTooLarge
+	case errors.Is(err, quorum.ErrNotLeader), errors.Is(err, quorum.ErrShardNotFound), errors.Is(err, quorum.ErrShardClosed):
+		return kerr.NotLeaderForPartition
+	}
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke
+	}
+	return kerr.UnknownServerError
+}
+
+// setConfig applies changed topic configs; the log takes new segment options
+// at once (retention, rolling), the rest applies to the next produce.
+func (p *Partition) setConfig(tc TopicConfig) {
+	old := p.config.Swap(&tc)
+	if old != nil && *old == tc {
+		return
+	}
+	if log := p.log.Load(); log != nil {
+		log.SetOptions(tc.Log)
+	}
+}
+
+func (p *Partition) enforceRetention(now time.Time) (int, error) {
+	log := p.log.Load()
+	if log == nil {
+		return 0, nil
+	}
+	return log.EnforceRetention(now)
+}
+
+// markDeleting makes the state machine delete the log when it closes.
+func (p *Partition) markDeleting() {
+	p.mu.Lock()
+	p.deleting = true
+	p.mu.Unlock()
+	p.markClosed()
+}
+
+// markClosed ends the partition for waiters: Wait returns closed channels.
+func (p *Partition) markClosed() {
+	p.mu.Lock()
+	p.closed = true
+	ch := p.waitCh
+	p.waitCh = nil
+	p.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// waitLogClosed waits, up to d, for an opened log to be closed.
+func (p *Partition) waitLogClosed(d time.Duration) {
+	ch := p.logClosed()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		p.logger.Warn("state machine did not close its log in time")
+	}
+}
