@@ -117,7 +117,7 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 		st.NumPartitions, st.ReplicationFactor = partitions, rf
 		for _, e := range b.describeTopicConfigs(configs, nil, false) {
 			c := kmsg.NewCreateTopicsResponseTopicConfig()
-			c.Name, c.Value, c.ReadOnly, c.Source, c.IsSensitive = e.Name, e.Value, e.ReadOnly, e.Source, e.IsSensitive
+			c.Name, c.Value, c.ReadOnly, c.Source, c.IsSensitive = e.Name, e.Value, e.ReadOnly, int8(e.Source), e.IsSensitive
 			st.Configs = append(st.Configs, c)
 		}
 		resp.Topics = append(resp.Topics, st)

@@ -13,25 +13,25 @@ import (
 	"github.com/sluicebroker/sluice/replica"
 )
 
-// Kafka config resource types and sources.
+// Kafka config resource types, sources and value types, by shorter names.
 const (
-	resourceTopic  = 2
-	resourceBroker = 4
+	resourceTopic  = kmsg.ConfigResourceTypeTopic
+	resourceBroker = kmsg.ConfigResourceTypeBroker
 
-	sourceDynamicTopic = 1
-	sourceStaticBroker = 4
-	sourceDefault      = 5
+	sourceDynamicTopic = kmsg.ConfigSourceDynamicTopicConfig
+	sourceStaticBroker = kmsg.ConfigSourceStaticBrokerConfig
+	sourceDefault      = kmsg.ConfigSourceDefaultConfig
 
-	configTypeString = 2
-	configTypeInt    = 3
-	configTypeLong   = 5
-	configTypeList   = 7
+	configTypeString = kmsg.ConfigTypeString
+	configTypeInt    = kmsg.ConfigTypeInt
+	configTypeLong   = kmsg.ConfigTypeLong
+	configTypeList   = kmsg.ConfigTypeList
 )
 
 // topicConfig describes one topic-level config Sluice honours.
 type topicConfig struct {
 	name       string
-	configType int8
+	configType kmsg.ConfigType
 	def        func(b *Broker) string // the broker-wide default
 	check      func(v string) error   // extra validation beyond replica.TopicOptions
 }
@@ -102,9 +102,9 @@ type configEntry struct {
 	Name        string
 	Value       *string
 	ReadOnly    bool
-	Source      int8
+	Source      kmsg.ConfigSource
 	IsSensitive bool
-	Type        int8
+	Type        kmsg.ConfigType
 }
 
 // describeTopicConfigs lists the topic's effective configs, all or only the named ones.
@@ -187,7 +187,7 @@ func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Re
 			c.Name, c.Value, c.ReadOnly, c.IsSensitive = e.Name, e.Value, e.ReadOnly, e.IsSensitive
 			c.Source = e.Source
 			c.IsDefault = e.Source == sourceDefault
-			c.ConfigType = kmsg.ConfigType(e.Type)
+			c.ConfigType = e.Type
 			sr.Configs = append(sr.Configs, c)
 		}
 		resp.Resources = append(resp.Resources, sr)
@@ -216,10 +216,10 @@ func (b *Broker) handleAlterConfigs(req *kmsg.AlterConfigsRequest) kmsg.Response
 
 // Incremental config operations (KIP-339).
 const (
-	opSet      = 0
-	opDelete   = 1
-	opAppend   = 2
-	opSubtract = 3
+	opSet      = kmsg.IncrementalAlterConfigOpSet
+	opDelete   = kmsg.IncrementalAlterConfigOpDelete
+	opAppend   = kmsg.IncrementalAlterConfigOpAppend
+	opSubtract = kmsg.IncrementalAlterConfigOpSubtract
 )
 
 func (b *Broker) handleIncrementalAlterConfigs(req *kmsg.IncrementalAlterConfigsRequest) kmsg.Response {
@@ -275,7 +275,7 @@ func alterError(err error) (int16, *string) {
 
 // alterTopicConfigs computes a topic's new explicit configs, validates them and stores them through the
 // controller; replicas pick the change up from the metadata.
-func (b *Broker) alterTopicConfigs(resourceType int8, name string, edit func(map[string]string) map[string]string, validateOnly bool) error {
+func (b *Broker) alterTopicConfigs(resourceType kmsg.ConfigResourceType, name string, edit func(map[string]string) map[string]string, validateOnly bool) error {
 	switch resourceType {
 	case resourceTopic:
 	case resourceBroker:

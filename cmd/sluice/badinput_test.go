@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -84,7 +85,7 @@ func TestBadInput(t *testing.T) {
 		healthy(t)
 	})
 	t.Run("oversized record", func(t *testing.T) {
-		err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: make([]byte, 200000)}).FirstErr()
+		err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: randomBytes(200000)}).FirstErr()
 		if !errors.Is(err, kerr.MessageTooLarge) {
 			t.Fatalf("200 kB record to a topic with max.message.bytes=100000: got %v, want MESSAGE_TOO_LARGE", err)
 		}
@@ -152,6 +153,14 @@ func TestBadInput(t *testing.T) {
 }
 
 func strPtr(s string) *string { return &s }
+
+// randomBytes does not compress, so a record's size on the wire is its size (franz-go compresses with
+// snappy by default).
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
 
 // rawProduce sends one batch in a hand-built ProduceRequest and returns the partition's error code.
 func rawProduce(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) int16 {

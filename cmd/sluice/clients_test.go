@@ -275,6 +275,7 @@ func TestKafkaGo(t *testing.T) {
 				BatchTimeout: 5 * time.Millisecond,
 				BatchSize:    50,
 				Compression:  c.codec,
+				Transport:    &kafka.Transport{}, // the shared default caches metadata across brokers and tests
 			}
 			defer w.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -24,7 +24,7 @@ const serveArgsEnv = "SLUICE_TEST_SERVE_ARGS"
 
 func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(serveArgsEnv); ok {
-		if err := serve(strings.Split(args, "\x00")); err != nil {
+		if err := serve(strings.Split(args, "\x1f")); err != nil {
 			fmt.Fprintln(os.Stderr, "serve:", err)
 			os.Exit(1)
 		}
@@ -98,7 +98,7 @@ func (b *testBroker) start() {
 		b.t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serveArgsEnv+"="+strings.Join(args, "\x00"))
+	cmd.Env = append(os.Environ(), serveArgsEnv+"="+strings.Join(args, "\x1f"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)
@@ -125,7 +125,7 @@ func (b *testBroker) waitReady() {
 			cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr))
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err = kadm.NewClient(cl).BrokerMetadata(ctx)
+				err = allPartitionsLed(ctx, kadm.NewClient(cl))
 				cancel()
 				cl.Close()
 				if err == nil {
@@ -136,6 +136,25 @@ func (b *testBroker) waitReady() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.t.Fatalf("broker at %s not ready after 60s:\n%s", b.addr, readTail(b.logPath))
+}
+
+// allPartitionsLed is true once every partition the broker has restarted has elected its leader.
+func allPartitionsLed(ctx context.Context, adm *kadm.Client) error {
+	td, err := adm.ListTopics(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range td {
+		if t.Err != nil {
+			return t.Err
+		}
+		for _, p := range t.Partitions {
+			if p.Err != nil || p.Leader < 0 {
+				return fmt.Errorf("%s/%d has no leader yet", t.Topic, p.Partition)
+			}
+		}
+	}
+	return nil
 }
 
 func readTail(path string) string {
