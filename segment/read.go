@@ -1,0 +1,267 @@
+package segment
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+)
+
+// FileRange is a run of whole batches in a segment file, for sendfile(out, File.Fd(), &Pos, Len).
+// Never use the file's shared offset (Read/Seek, TCPConn.ReadFrom): ranges are shared.
+type FileRange struct {
+	File *os.File
+	Pos  int64
+	Len  int64
+}
+
+// ReadResult holds the answer of Log.Read: file ranges of whole batches, in offset order. The
+// files stay open until Release, even if retention deletes the segments meanwhile.
+type ReadResult struct {
+	Ranges []FileRange
+	Size   int64 // sum of the ranges' Len
+
+	segs      []*segment // one reference each
+	rangesArr [2]FileRange
+	segsArr   [2]*segment
+}
+
+var resultPool = sync.Pool{New: func() any { return new(ReadResult) }}
+
+func newResult() *ReadResult {
+	r := resultPool.Get().(*ReadResult)
+	r.Ranges, r.segs = r.rangesArr[:0], r.segsArr[:0]
+	return r
+}
+
+// Release gives the files back. Call it exactly once, when the bytes have been sent; the result
+// must not be used afterwards.
+func (r *ReadResult) Release() {
+	for _, s := range r.segs {
+		s.release()
+	}
+	clear(r.rangesArr[:])
+	clear(r.segsArr[:])
+	r.Ranges, r.segs, r.Size = nil, nil, 0
+	resultPool.Put(r)
+}
+
+// WriteTo copies the ranges to w, reading with pread (the files' shared offsets are untouched).
+func (r *ReadResult) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for _, rg := range r.Ranges {
+		n, err := io.Copy(w, io.NewSectionReader(rg.File, rg.Pos, rg.Len))
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n != rg.Len {
+			return total, io.ErrUnexpectedEOF
+		}
+	}
+	return total, nil
+}
+
+// AppendTo appends the ranges' bytes to dst.
+func (r *ReadResult) AppendTo(dst []byte) ([]byte, error) {
+	n := len(dst)
+	dst = growLen(dst, int(r.Size))
+	for _, rg := range r.Ranges {
+		if _, err := rg.File.ReadAt(dst[n:n+int(rg.Len)], rg.Pos); err != nil {
+			return dst[:n], err
+		}
+		n += int(rg.Len)
+	}
+	return dst, nil
+}
+
+func growLen(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), len(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
+
+func (r *ReadResult) add(s *segment, pos, n int64) {
+	if k := len(r.Ranges); k > 0 && r.segs[k-1] == s && r.Ranges[k-1].Pos+r.Ranges[k-1].Len == pos {
+		r.Ranges[k-1].Len += n
+	} else {
+		r.Ranges = append(r.Ranges, FileRange{File: s.data, Pos: pos, Len: n})
+		r.segs = append(r.segs, s)
+		s.acquire()
+	}
+	r.Size += n
+}
+
+// segView is what a reader needs of a segment, taken under Log.mu.
+type segView struct {
+	s       *segment
+	end     int64
+	next    int64
+	maxTs   int64
+	entries []indexEntry
+}
+
+// viewAt returns the segment holding offset with one reference taken, false for
+// offset == NextOffset, and ErrOffsetOutOfRange outside [StartOffset, NextOffset].
+func (l *Log) viewAt(offset int64) (segView, bool, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.shut {
+		return segView{}, false, ErrClosed
+	}
+	start, next := l.segs[0].base, l.active.next
+	if offset < start || offset > next {
+		return segView{}, false, fmt.Errorf("%w: offset %d, log holds [%d, %d)", ErrOffsetOutOfRange, offset, start, next)
+	}
+	if offset == next {
+		return segView{}, false, nil
+	}
+	s := l.segs[sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > offset })-1]
+	s.acquire()
+	return segView{s: s, end: s.end, next: s.next, maxTs: s.maxTs, entries: s.entries}, true, nil
+}
+
+// Read returns the whole batches from the one containing offset onward, at most maxBytes in
+// total, but always at least that first batch (so a consumer makes progress whatever its limit).
+// offset == NextOffset() gives an empty result. Release the result when done.
+func (l *Log) Read(offset int64, maxBytes int) (*ReadResult, error) {
+	v, ok, err := l.viewAt(offset)
+	if err != nil {
+		return nil, err
+	}
+	r := newResult()
+	if !ok {
+		return r, nil
+	}
+	pos, first, err := findBatch(v, offset)
+	if err != nil {
+		v.s.release()
+		r.Release()
+		return nil, err
+	}
+	// The first batch goes in whatever its size.
+	r.add(v.s, pos, first)
+	budget := int64(maxBytes) - first
+	pos += first
+	var hb [HeaderSize]byte
+	for budget > 0 {
+		if pos < v.end {
+			endPos, err := lastBoundary(v, pos, budget, &hb)
+			if err != nil {
+				v.s.release()
+				r.Release()
+				return nil, err
+			}
+			if endPos > pos {
+				r.add(v.s, pos, endPos-pos)
+				budget -= endPos - pos
+			}
+			if endPos < v.end {
+				break // the next batch does not fit
+			}
+		}
+		// On into the next segment, if any.
+		v.s.release()
+		if v, ok, err = l.viewAt(v.next); err != nil || !ok {
+			return r, nil
+		}
+		pos = 0
+	}
+	v.s.release()
+	return r, nil
+}
+
+// findBatch returns the position and size of the batch holding offset in v: from the index point
+// at or before it, header by header.
+func findBatch(v segView, offset int64) (pos, size int64, err error) {
+	var hb [HeaderSize]byte
+	pos, off := indexFor(v.entries, v.s.base, offset)
+	for pos < v.end {
+		h, err := readHeader(v.s.data, pos, &hb)
+		if err != nil {
+			return 0, 0, err
+		}
+		if h.BaseOffset != off {
+			return 0, 0, fmt.Errorf("%w: batch at %d of %s has base %d, expected %d", ErrCorrupt, pos, v.s.path, h.BaseOffset, off)
+		}
+		if h.NextOffset() > offset {
+			return pos, int64(h.Size()), nil
+		}
+		pos += int64(h.Size())
+		off = h.NextOffset()
+	}
+	return 0, 0, fmt.Errorf("%w: offset %d not found in %s", ErrCorrupt, offset, v.s.path)
+}
+
+// lastBoundary returns the furthest batch boundary in v at or below pos+budget (pos is a
+// boundary): an index point near the limit, then header by header.
+func lastBoundary(v segView, pos, budget int64, hb *[HeaderSize]byte) (int64, error) {
+	limit := pos + budget
+	if limit >= v.end {
+		return v.end, nil
+	}
+	i := sort.Search(len(v.entries), func(i int) bool { return int64(v.entries[i].pos) > limit })
+	if i > 0 && int64(v.entries[i-1].pos) > pos {
+		pos = int64(v.entries[i-1].pos)
+	}
+	for pos < v.end {
+		h, err := readHeader(v.s.data, pos, hb)
+		if err != nil {
+			return 0, err
+		}
+		if pos+int64(h.Size()) > limit {
+			break
+		}
+		pos += int64(h.Size())
+	}
+	return pos, nil
+}
+
+// OffsetForTimestamp returns the base offset of the first batch whose MaxTimestamp >= ts (Kafka's
+// ListOffsets by time), found through the time index; found is false when no batch is that new.
+func (l *Log) OffsetForTimestamp(ts int64) (offset int64, found bool, err error) {
+	l.mu.RLock()
+	var v segView
+	if l.shut {
+		l.mu.RUnlock()
+		return 0, false, ErrClosed
+	}
+	for _, s := range l.segs {
+		if s.end > 0 && s.maxTs >= ts {
+			s.acquire()
+			v = segView{s: s, end: s.end, next: s.next, maxTs: s.maxTs, entries: s.entries}
+			break
+		}
+	}
+	l.mu.RUnlock()
+	if v.s == nil {
+		return 0, false, nil
+	}
+	defer v.s.release()
+
+	// Entries' tsBefore never decrease. Before the first entry with tsBefore >= ts some batch
+	// reaches ts; every batch before the entry ahead of it is older than ts.
+	j := sort.Search(len(v.entries), func(i int) bool { return v.entries[i].tsBefore >= ts })
+	pos, off := int64(0), v.s.base
+	if j > 0 {
+		pos, off = int64(v.entries[j-1].pos), v.s.base+int64(v.entries[j-1].rel)
+	}
+	var hb [HeaderSize]byte
+	for pos < v.end {
+		h, err := readHeader(v.s.data, pos, &hb)
+		if err != nil {
+			return 0, false, err
+		}
+		if h.MaxTimestamp >= ts {
+			return off, true, nil
+		}
+		pos += int64(h.Size())
+		off = h.NextOffset()
+	}
+	// Unreachable while maxTs is right; say so rather than guess.
+	return 0, false, fmt.Errorf("%w: max timestamp of %s not found", ErrCorrupt, v.s.path)
+}
