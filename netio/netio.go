@@ -1,0 +1,157 @@
+// Package netio is the broker's connection layer. It reads length-prefixed frames (a 4-byte big-endian
+// size, then the body), hands each complete frame to a Handler, and writes the responses in request order
+// per connection, as bytes plus zero-copy file ranges (sendfile on Linux). It knows nothing of Kafka.
+//
+// Two backends sit behind one API: gnet (epoll/kqueue event loops) and std (a reader and a writer
+// goroutine per connection on Go's net package). Both share the per-connection response queue and the
+// write-out algorithm in queue.go; a backend only supplies a sink (how bytes and file ranges reach the
+// socket) and a way to wake its writer.
+package netio
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync/atomic"
+)
+
+// Backend names a connection backend.
+type Backend string
+
+const (
+	// BackendAuto picks gnet where it is supported (Linux, BSD, macOS) and std elsewhere.
+	BackendAuto Backend = "auto"
+	// BackendGnet runs gnet v2 event loops.
+	BackendGnet Backend = "gnet"
+	// BackendStd runs a reader and a writer goroutine per connection on net.TCPConn.
+	BackendStd Backend = "std"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxFrameBytes = 100 << 20
+	DefaultMaxInFlight   = 64
+)
+
+// sendfileWouldBlock counts file sends that found the socket full and waited for writability; tests
+// use it to check that the slow path ran.
+var sendfileWouldBlock atomic.Uint64
+
+// minFrameBytes is the smallest body a request can have: api key, version and correlation id.
+const minFrameBytes = 8
+
+// Options configure a Server. The zero value is valid.
+type Options struct {
+	Backend Backend
+	// Loops is the number of gnet event loops (0 = GOMAXPROCS).
+	Loops int
+	// MaxFrameBytes bounds a frame's body; a larger (or negative) size closes the connection.
+	MaxFrameBytes int32
+	// MaxInFlight bounds the requests of one connection that were handed to the Handler and whose
+	// responses are not yet written. At the limit the connection is not read until responses drain.
+	MaxInFlight int
+	Logger      *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Backend == "" {
+		o.Backend = BackendAuto
+	}
+	if o.Loops <= 0 {
+		o.Loops = runtime.GOMAXPROCS(0)
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Handler receives the frames of every connection.
+type Handler interface {
+	// HandleRequest gets one complete frame (the body, without the size prefix). Calls for one
+	// connection arrive in order and never concurrently with each other. It must not block: long work
+	// goes to another goroutine, which later answers r. r.Frame stays valid until the request's
+	// response has been written (or the connection is gone): netio does not reuse it before then.
+	HandleRequest(r *Request)
+	// ConnClosed is called once when a connection is gone, after its last HandleRequest. Requests still
+	// unanswered may be answered later; their responses are dropped and OnDone runs.
+	ConnClosed(c *Conn)
+}
+
+// Server accepts connections on one address.
+type Server struct {
+	backend Backend
+	addr    net.Addr
+	impl    backendServer
+}
+
+// backendServer is what a backend implements besides its per-connection sink.
+type backendServer interface {
+	close() error
+}
+
+// core is what every backend shares: the handler, options and connection ids.
+type core struct {
+	handler Handler
+	opts    Options
+	log     *slog.Logger
+	nextID  atomic.Uint64
+}
+
+// Listen binds addr ("host:port"; a "tcp://" prefix is accepted) and serves it until Close. The server is
+// bound and accepting when Listen returns.
+func Listen(addr string, h Handler, opts Options) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("netio: nil handler")
+	}
+	opts = opts.withDefaults()
+	addr = strings.TrimPrefix(addr, "tcp://")
+	c := &core{handler: h, opts: opts, log: opts.Logger}
+
+	b := opts.Backend
+	if b == BackendAuto {
+		b = BackendStd
+		if gnetSupported {
+			b = BackendGnet
+		}
+	}
+	var (
+		impl  backendServer
+		bound net.Addr
+		err   error
+	)
+	switch b {
+	case BackendGnet:
+		if !gnetSupported {
+			return nil, fmt.Errorf("netio: backend gnet is not supported on %s", runtime.GOOS)
+		}
+		impl, bound, err = listenGnet(addr, c)
+	case BackendStd:
+		impl, bound, err = listenStd(addr, c)
+	default:
+		return nil, fmt.Errorf("netio: unknown backend %q", b)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Server{backend: b, addr: bound, impl: impl}, nil
+}
+
+// Addr returns the bound address (with the real port when listening on port 0).
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Backend returns the backend that runs.
+func (s *Server) Backend() Backend { return s.backend }
+
+// Close stops accepting, closes every connection (ConnClosed runs for each) and waits for the
+// backend's goroutines to end. Responses answered later only run their OnDone.
+func (s *Server) Close() error { return s.impl.close() }

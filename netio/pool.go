@@ -1,0 +1,48 @@
+package netio
+
+import (
+	"math/bits"
+	"sync"
+)
+
+// Frame buffers come from power-of-two size classes, so a steady stream of requests allocates nothing.
+// Pools hold *[]byte: putting a pointer into an interface does not allocate.
+const (
+	minClassBits = 9  // 512 B
+	maxClassBits = 27 // 128 MiB, above DefaultMaxFrameBytes
+)
+
+var framePools [maxClassBits - minClassBits + 1]sync.Pool
+
+func classOf(n int) int {
+	c := bits.Len(uint(n - 1))
+	if c < minClassBits {
+		c = minClassBits
+	}
+	return c
+}
+
+// getFrame returns a buffer of length n.
+func getFrame(n int) *[]byte {
+	c := classOf(n)
+	if c > maxClassBits {
+		b := make([]byte, n)
+		return &b
+	}
+	if v := framePools[c-minClassBits].Get(); v != nil {
+		b := v.(*[]byte)
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, 1<<c)
+	return &b
+}
+
+// putFrame returns a buffer from getFrame.
+func putFrame(b *[]byte) {
+	c := cap(*b)
+	if c < 1<<minClassBits || c > 1<<maxClassBits || c&(c-1) != 0 {
+		return
+	}
+	framePools[bits.Len(uint(c))-1-minClassBits].Put(b)
+}

@@ -1,0 +1,239 @@
+package netio
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// The std backend: per connection, a reader goroutine that parses frames and a writer goroutine that
+// drains the response queue with blocking writes. Back-pressure is real: at MaxInFlight the reader
+// stops reading the socket, so TCP flow control pushes back on the client.
+
+const stdReadBuffer = 32 << 10
+
+type stdServer struct {
+	core      *core
+	ln        *net.TCPListener
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	mu     sync.Mutex
+	conns  map[*stdConn]struct{}
+	closed bool
+}
+
+type stdConn struct {
+	srv  *stdServer
+	conn *Conn
+	tc   *net.TCPConn
+	br   *bufio.Reader
+	hdr  [4]byte
+
+	wakeCh     chan struct{} // writer: something to drain
+	roomCh     chan struct{} // reader: head advanced
+	writerDone chan struct{}
+	killOnce   sync.Once
+
+	bufs net.Buffers
+	file stdFileSender // per-platform sendfile state
+}
+
+func listenStd(addr string, co *core) (backendServer, net.Addr, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netio: listen %s: %w", addr, err)
+	}
+	s := &stdServer{core: co, ln: l.(*net.TCPListener), conns: make(map[*stdConn]struct{})}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, l.Addr(), nil
+}
+
+func (s *stdServer) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		tc, err := s.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: back off instead of spinning.
+			s.core.log.Warn("netio: accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		_ = tc.SetNoDelay(true)
+		sc := &stdConn{
+			srv:        s,
+			tc:         tc,
+			br:         bufio.NewReaderSize(tc, stdReadBuffer),
+			wakeCh:     make(chan struct{}, 1),
+			roomCh:     make(chan struct{}, 1),
+			writerDone: make(chan struct{}),
+		}
+		sc.conn = newConn(s.core, sc, tc.RemoteAddr(), tc.LocalAddr())
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			_ = tc.Close()
+			return
+		}
+		s.conns[sc] = struct{}{}
+		s.wg.Add(2)
+		s.mu.Unlock()
+		go sc.writeLoop()
+		go sc.readLoop()
+	}
+}
+
+func (s *stdServer) close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		_ = s.ln.Close()
+		s.mu.Lock()
+		for sc := range s.conns {
+			sc.kill()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+func (sc *stdConn) wake() {
+	select {
+	case sc.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (sc *stdConn) resumeReader() {
+	select {
+	case sc.roomCh <- struct{}{}:
+	default:
+	}
+}
+
+func (sc *stdConn) close() { sc.kill() }
+
+// kill closes the socket and stops both goroutines; the writer sweeps the queue.
+func (sc *stdConn) kill() {
+	sc.killOnce.Do(func() {
+		sc.conn.markClosed()
+		_ = sc.tc.Close()
+		sc.wake()
+		sc.resumeReader()
+	})
+}
+
+func (sc *stdConn) readLoop() {
+	defer sc.srv.wg.Done()
+	if reason := sc.readFrames(); reason != "" {
+		sc.srv.core.log.Warn("netio: closing connection", "remote", sc.conn.RemoteAddr, "reason", reason)
+	}
+	sc.kill()
+	<-sc.writerDone
+	sc.srv.core.handler.ConnClosed(sc.conn)
+	sc.srv.mu.Lock()
+	delete(sc.srv.conns, sc)
+	sc.srv.mu.Unlock()
+}
+
+// readFrames reads and dispatches frames until the connection ends; it returns a reason when the
+// client sent garbage.
+func (sc *stdConn) readFrames() string {
+	c := sc.conn
+	maxFrame := c.core.opts.MaxFrameBytes
+	for sc.waitRoom() {
+		if _, err := io.ReadFull(sc.br, sc.hdr[:]); err != nil {
+			return ""
+		}
+		size := int32(binary.BigEndian.Uint32(sc.hdr[:]))
+		if reason := checkFrameSize(size, maxFrame); reason != "" {
+			return reason
+		}
+		buf := getFrame(int(size))
+		if _, err := io.ReadFull(sc.br, *buf); err != nil {
+			putFrame(buf)
+			return ""
+		}
+		c.dispatch(buf)
+	}
+	return ""
+}
+
+// waitRoom blocks while MaxInFlight requests are outstanding (or a CloseConn is pending); false means
+// the connection is closed.
+func (sc *stdConn) waitRoom() bool {
+	c := sc.conn
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return false
+		}
+		if c.tail-c.head < c.max && !c.closing {
+			c.mu.Unlock()
+			return true
+		}
+		c.readerWaiting = true
+		c.mu.Unlock()
+		<-sc.roomCh
+	}
+}
+
+func (sc *stdConn) writeLoop() {
+	defer sc.srv.wg.Done()
+	defer close(sc.writerDone)
+	c := sc.conn
+	for range sc.wakeCh {
+		res, reason, err := c.drain(sc)
+		if res == drainIdle || res == drainBlocked {
+			continue
+		}
+		switch res {
+		case drainClose:
+			c.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
+		case drainFailed:
+			c.core.log.Debug("netio: write failed", "remote", c.RemoteAddr, "err", err)
+		}
+		break
+	}
+	sc.kill()
+	c.sweep()
+}
+
+func (sc *stdConn) writeBytes(iov [][]byte) error {
+	sc.bufs = iov
+	_, err := sc.bufs.WriteTo(sc.tc)
+	sc.bufs = nil
+	return err
+}
+
+func (sc *stdConn) flushed() error { return nil }
+
+func (sc *stdConn) sendFile(f *os.File, off, n int64) (int64, error) {
+	return sc.file.send(sc.tc, f, off, n)
+}
+
+// checkFrameSize returns why a frame of this size is refused, or "".
+func checkFrameSize(size, maxFrame int32) string {
+	switch {
+	case size < 0:
+		return fmt.Sprintf("negative frame size %d", size)
+	case size > maxFrame:
+		return fmt.Sprintf("frame size %d above limit %d", size, maxFrame)
+	case size < minFrameBytes:
+		return fmt.Sprintf("frame size %d below a request header (%d)", size, minFrameBytes)
+	}
+	return ""
+}
