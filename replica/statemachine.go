@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -36,7 +35,10 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		return 0, fmt.Errorf("replica: open %s: %w", p.dir, err)
 	}
 	cp := log.Checkpoint()
-	if next := log.NextOffset(); next > cp.NextOffset {
+	next := log.NextOffset()
+	p.logger.Info("opening partition log", "dir", p.dir, "start_offset", log.StartOffset(), "next_offset", next,
+		"checkpoint_index", cp.AppliedIndex, "checkpoint_offset", cp.NextOffset)
+	if next > cp.NextOffset {
 		if err := log.TruncateTo(cp.NextOffset); err != nil {
 			log.Close()
 			return 0, fmt.Errorf("replica: truncate %s to checkpoint %d: %w", p.dir, cp.NextOffset, err)
@@ -136,77 +138,6 @@ func (s *stateMachine) Sync() error {
 		Extra:        s.producers.encode(nil),
 	})
 	return s.log.Sync()
-}
-
-// snapshotState is the point-in-time identity PrepareSnapshot hands to SaveSnapshot.
-type snapshotState struct {
-	applied     uint64
-	startOffset int64
-	nextOffset  int64
-	producers   []byte
-}
-
-func (s *stateMachine) PrepareSnapshot() (any, error) {
-	return &snapshotState{
-		applied:     s.applied,
-		startOffset: s.log.StartOffset(),
-		nextOffset:  s.log.NextOffset(),
-		producers:   s.producers.encode(nil),
-	}, nil
-}
-
-const snapshotMagic = "SLCSNAP1"
-
-// SaveSnapshot writes the snapshot header: applied index, offset range and
-// producer state. Local snapshots of on-disk state machines never call it;
-// only a follower that fell behind the compacted Raft log receives it.
-// TODO(replication): stream the segment batches in [startOffset, nextOffset)
-// after the header so RecoverFromSnapshot can rebuild a follower's log.
-func (s *stateMachine) SaveSnapshot(state any, w io.Writer, stop <-chan struct{}) error {
-	st := state.(*snapshotState)
-	buf := make([]byte, 0, 64+len(st.producers))
-	buf = append(buf, snapshotMagic...)
-	buf = binary.BigEndian.AppendUint64(buf, st.applied)
-	buf = binary.BigEndian.AppendUint64(buf, uint64(st.startOffset))
-	buf = binary.BigEndian.AppendUint64(buf, uint64(st.nextOffset))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(st.producers)))
-	buf = append(buf, st.producers...)
-	_, err := w.Write(buf)
-	return err
-}
-
-// RecoverFromSnapshot installs a snapshot's state. Without the segment stream
-// (see SaveSnapshot) it can only accept a snapshot whose log this replica
-// already holds, which is every case with one replica.
-func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
-	var hdr [len(snapshotMagic) + 28]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return fmt.Errorf("replica: read snapshot: %w", err)
-	}
-	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
-		return errors.New("replica: not a partition snapshot")
-	}
-	b := hdr[len(snapshotMagic):]
-	applied := binary.BigEndian.Uint64(b)
-	nextOffset := int64(binary.BigEndian.Uint64(b[16:]))
-	prod := make([]byte, binary.BigEndian.Uint32(b[24:]))
-	if _, err := io.ReadFull(r, prod); err != nil {
-		return fmt.Errorf("replica: read snapshot: %w", err)
-	}
-	producers, err := decodeProducerState(prod)
-	if err != nil {
-		return err
-	}
-	if have := s.log.NextOffset(); have < nextOffset {
-		return fmt.Errorf("replica: %s: snapshot needs offsets up to %d, log ends at %d (segment streaming not implemented)", s.p.dir, nextOffset, have)
-	} else if have > nextOffset {
-		if err := s.log.TruncateTo(nextOffset); err != nil {
-			return err
-		}
-	}
-	s.producers, s.applied = producers, applied
-	s.p.advance(s.log.NextOffset())
-	return nil
 }
 
 // Close syncs (a clean stop replays nothing at the next start) and closes the
