@@ -58,6 +58,7 @@ type producer struct {
 
 	seq        uint64
 	keyNext    int
+	timer      *time.Timer
 	sent       atomic.Int64
 	acked      atomic.Int64
 	ackedBytes atomic.Int64
@@ -109,10 +110,8 @@ func (p *producer) run(ctx context.Context, startNs, stopNs int64) {
 			if intended >= stopNs {
 				return
 			}
-			if d := intended - time.Now().UnixNano(); d > 0 {
-				if !sleep(ctx, time.Duration(d)) {
-					return
-				}
+			if d := intended - time.Now().UnixNano(); d > 0 && !p.wait(ctx, time.Duration(d)) {
+				return
 			}
 		}
 		var r *kgo.Record
@@ -192,6 +191,26 @@ func (p *producer) onAck(r *kgo.Record, err error) {
 	}
 	*r = kgo.Record{Topic: p.topic, Value: r.Value[:cap(r.Value)]}
 	p.free <- r
+}
+
+// wait sleeps d on the producer's one timer (no allocation per record); it reports
+// whether d passed rather than ctx ending.
+func (p *producer) wait(ctx context.Context, d time.Duration) bool {
+	if d < 50*time.Microsecond {
+		return ctx.Err() == nil // too short for a timer to be worth it: send a little early
+	}
+	if p.timer == nil {
+		p.timer = time.NewTimer(d)
+	} else {
+		p.timer.Reset(d)
+	}
+	select {
+	case <-p.timer.C:
+		return true
+	case <-ctx.Done():
+		p.timer.Stop()
+		return false
+	}
 }
 
 // sleep waits d or until ctx is done; it reports whether d passed.

@@ -124,3 +124,23 @@ func TestRunMaxRateAgainstKfake(t *testing.T) {
 		t.Errorf("in-flight bound %d, want 1000", res.Schedule.InFlightBound)
 	}
 }
+
+// Without a group, consumers split the partitions and still read everything once.
+func TestRunDirectConsumersAgainstKfake(t *testing.T) {
+	w := Defaults()
+	w.Name = "e2e-direct"
+	w.Brokers = startKfake(t)
+	w.Topics, w.Producers, w.Partitions = 2, 2, 3
+	w.ConsumerGroups, w.Consumers = 0, 4
+	w.Rate = 1000
+	w.Warmup = Duration(500 * time.Millisecond)
+	w.Duration = Duration(2 * time.Second)
+	res, err := Run(context.Background(), w, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSane(t, res)
+	if res.Produce.Records != 2500 {
+		t.Errorf("produced %d records, schedule holds 2500", res.Produce.Records)
+	}
+}

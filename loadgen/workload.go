@@ -49,6 +49,8 @@ type Workload struct {
 	MaxBufferedRecords int      `yaml:"max_buffered_records" json:"max_buffered_records"` // per producer: the closed-loop in-flight bound
 	Compression        string   `yaml:"compression" json:"compression"`                   // none | gzip | snappy | lz4 | zstd
 
+	// ConsumerGroups 0 with Consumers > 0: the consumers split the partitions among themselves
+	// without a group coordinator (direct assignment), for brokers without group support.
 	ConsumerGroups int `yaml:"consumer_groups" json:"consumer_groups"`
 	Consumers      int `yaml:"consumers" json:"consumers"` // per group; 0 = produce only
 
@@ -163,8 +165,8 @@ func (w *Workload) Validate() error {
 	if w.Consumers < 0 || w.ConsumerGroups < 0 {
 		bad("consumers and consumer_groups must be >= 0")
 	}
-	if w.Consumers > 0 && w.ConsumerGroups < 1 {
-		bad("consumers need consumer_groups >= 1")
+	if w.Consumers > 0 && w.ConsumerGroups == 0 && w.Consumers > w.Topics*int(w.Partitions) {
+		bad("direct consumers (consumer_groups 0) need a partition each: %d consumers, %d partitions", w.Consumers, w.Topics*int(w.Partitions))
 	}
 	if w.Duration <= 0 {
 		bad("duration must be > 0")
@@ -218,7 +220,7 @@ func (w *Workload) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&w.MaxInFlight, "max-in-flight", w.MaxInFlight, "produce requests in flight per broker")
 	fs.IntVar(&w.MaxBufferedRecords, "max-buffered-records", w.MaxBufferedRecords, "records in flight per producer (the closed-loop bound)")
 	fs.StringVar(&w.Compression, "compression", w.Compression, "none | gzip | snappy | lz4 | zstd")
-	fs.IntVar(&w.ConsumerGroups, "consumer-groups", w.ConsumerGroups, "consumer groups, each reading everything")
+	fs.IntVar(&w.ConsumerGroups, "consumer-groups", w.ConsumerGroups, "consumer groups, each reading everything; 0 = consumers split the partitions without a group")
 	fs.IntVar(&w.Consumers, "consumers", w.Consumers, "consumers per group; 0 = produce only")
 	fs.Var(&w.Warmup, "warmup", "warm-up, not measured")
 	fs.Var(&w.Duration, "duration", "measured duration after warm-up")

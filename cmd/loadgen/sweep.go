@@ -2,9 +2,109 @@ package main
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sluicebroker/sluice/loadgen"
 )
 
-func cmdSweep(ctx context.Context, args []string) error { return errors.New("sweep: not yet") }
+func cmdSweep(ctx context.Context, args []string) error {
+	var opt loadgen.SweepOptions
+	c, err := parseWorkload("sweep", args, func(fs *flag.FlagSet) {
+		fs.Float64Var(&opt.Start, "start", 10000, "first rate, records/s")
+		fs.Float64Var(&opt.Factor, "factor", 1.5, "multiply the rate by this each step")
+		fs.Float64Var(&opt.MaxRate, "max-rate", 0, "highest rate to try (0 = until not sustainable)")
+		fs.DurationVar(&opt.P99Max, "p99-max", 50*time.Millisecond, "p99 end-to-end latency bound")
+		fs.IntVar(&opt.Refine, "refine", 2, "bisection steps between the last good and first bad rate")
+	})
+	if err != nil {
+		return err
+	}
+	if c.out == "" {
+		c.out = defaultOut("sweep", c.workload.Name)
+	}
+	if !c.quiet {
+		opt.Progress = os.Stderr
+	}
+	var runs []*loadgen.Result
+	opt.Step = func(i int, r *loadgen.Result, s loadgen.SweepStep) {
+		dir := filepath.Join(c.out, fmt.Sprintf("step-%02d-%.0f", i, s.Rate))
+		if err := r.Write(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+		}
+		verdict := "sustainable"
+		if !s.OK {
+			verdict = "not sustainable: " + s.Reason
+		}
+		fmt.Printf("step %d: %.0f rec/s -> achieved %.0f, p99 %.2f ms: %s\n", i, s.Rate, s.Achieved, s.P99Ms, verdict)
+		runs = append(runs, r)
+	}
+	res, err := loadgen.Sweep(ctx, c.workload, opt)
+	if res != nil {
+		res.Print(os.Stdout)
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if werr := os.WriteFile(filepath.Join(c.out, "sweep.json"), append(b, '\n'), 0o644); werr != nil && err == nil {
+			err = werr
+		}
+		if _, cerr := loadgen.WriteCharts(c.out, c.workload.Name+" sweep", runs); cerr != nil && err == nil {
+			err = cerr
+		}
+		fmt.Println("result:", c.out)
+	}
+	return err
+}
 
-func cmdCompare(args []string) error { return errors.New("compare: not yet") }
+func cmdCompare(args []string) error {
+	fs := flag.NewFlagSet("loadgen compare", flag.ContinueOnError)
+	out := fs.String("out", "", "directory for the charts and compare.txt (default: none, table only)")
+	title := fs.String("title", "", "chart title prefix")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: loadgen compare [-out DIR] [-title T] RESULT_DIR...\n\nPrints a side-by-side table of the runs and, with -out, draws the latency-percentile charts\n(e2e-latency.svg/.png, publish-latency.svg/.png) and writes the table to compare.txt.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return fmt.Errorf("compare needs at least one result directory")
+	}
+	var runs []*loadgen.Result
+	for _, dir := range fs.Args() {
+		r, err := loadgen.ReadResult(dir)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, r)
+	}
+	var w io.Writer = os.Stdout
+	var f *os.File
+	if *out != "" {
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return err
+		}
+		var err error
+		if f, err = os.Create(filepath.Join(*out, "compare.txt")); err != nil {
+			return err
+		}
+		defer f.Close()
+		w = io.MultiWriter(os.Stdout, f)
+	}
+	loadgen.CompareTable(w, runs)
+	if *out == "" {
+		return nil
+	}
+	files, err := loadgen.WriteCharts(*out, *title, runs)
+	for _, p := range files {
+		fmt.Println("chart:", p)
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
