@@ -62,6 +62,9 @@ type gnetConn struct {
 	budget int64 // file bytes left for this loop turn
 	sfOff  int64 // sendfile's offset argument
 	armed  bool  // registered with the writable waiter
+
+	loopEpfd int  // the loop's epoll set, for pausing reads; -1 if unknown
+	readOff  bool // EPOLLIN is off: paused at MaxInFlight
 }
 
 func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
@@ -134,7 +137,10 @@ func (s *gnetServer) close() error {
 
 func (s *gnetServer) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	_ = gc.SetNoDelay(true)
-	g := &gnetConn{srv: s, gc: gc}
+	g := &gnetConn{srv: s, gc: gc, loopEpfd: -1}
+	if fd, ok := loopEpollFd(gc); ok {
+		g.loopEpfd = fd
+	}
 	var local net.Addr = s.addr
 	if sa, err := unix.Getsockname(gc.Fd()); err == nil {
 		local = sockaddrToTCP(sa)
@@ -168,7 +174,9 @@ func (s *gnetServer) OnTraffic(gc gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 		// Draining may have made room for frames that are already buffered.
-		if !g.paused || gc.InboundBuffered() == 0 || !c.hasRoom() {
+		room := c.hasRoom()
+		if !g.paused || !room || gc.InboundBuffered() == 0 {
+			g.setReading(room)
 			return gnet.None
 		}
 	}

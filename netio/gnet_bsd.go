@@ -2,7 +2,11 @@
 
 package netio
 
-import "os"
+import (
+	"os"
+
+	"github.com/panjf2000/gnet/v2"
+)
 
 // Off Linux the gnet backend copies file ranges once through gnet's outbound buffer (pread, then
 // Write); there is no side poller.
@@ -33,3 +37,7 @@ func (g *gnetConn) flushed() error {
 func (g *gnetConn) sendFile(f *os.File, off, n int64) (int64, error) {
 	return copyFileRange(g.gc, f, off, n)
 }
+
+// Without epoll there is no read pause: at MaxInFlight frames wait unparsed in gnet's inbound buffer.
+func loopEpollFd(gnet.Conn) (int, bool) { return -1, false }
+func (*gnetConn) setReading(bool)       {}

@@ -792,3 +792,60 @@ func TestCloseWhileBusy(t *testing.T) {
 		}
 	})
 }
+
+// At MaxInFlight the server stops reading the socket, so a client that keeps sending blocks instead of
+// filling the broker's memory; once answers flow, every request gets through.
+func TestBackPressureReachesClient(t *testing.T) {
+	forBackends(t, func(t *testing.T, b Backend) {
+		h := newTestHandler(t)
+		h.holdAll = true
+		s, _ := startServer(t, b, h, Options{MaxInFlight: 2})
+		c := dial(t, s)
+		const n, size = 40, 1 << 20 // far beyond what socket buffers hold
+		payload := payloadFor(3, size)
+		var written atomic.Int64
+		writeErr := make(chan error, 1)
+		go func() {
+			for i := 0; i < n; i++ {
+				if _, err := c.c.Write(frame(uint32(i), opEcho, payload)); err != nil {
+					writeErr <- err
+					return
+				}
+				written.Add(1)
+			}
+			writeErr <- nil
+		}()
+		first := h.nextHeld(t)
+		if g, ok := first.Conn.io.(*gnetConn); ok && runtime.GOOS == "linux" && g.loopEpfd < 0 {
+			t.Fatal("gnet's epoll descriptor not found: reads cannot pause")
+		}
+		// Wait until the writer stalls (it must, long before n); without back-pressure it finishes.
+		for last, still := int64(-1), 0; still < 5; {
+			time.Sleep(100 * time.Millisecond)
+			w := written.Load()
+			if w == n {
+				t.Fatalf("the client wrote all %d MiB while the server held 2 requests: no back-pressure", n)
+			}
+			if w == last {
+				still++
+			} else {
+				last, still = w, 0
+			}
+		}
+
+		// Answer everything; read all responses.
+		go func() {
+			h.answer(first)
+			for i := 1; i < n; i++ {
+				h.answer(h.nextHeld(t))
+			}
+		}()
+		for i := 0; i < n; i++ {
+			c.expect(uint32(i), payload)
+		}
+		if err := <-writeErr; err != nil {
+			t.Fatal(err)
+		}
+		h.waitDone(t)
+	})
+}
