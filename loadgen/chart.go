@@ -25,9 +25,9 @@ type Chart struct {
 }
 
 const (
-	chartW, chartH = 1000, 600
+	chartW, chartH = 1200, 600
 	marginL        = 80
-	marginR        = 30
+	marginR        = 330 // the legend's column
 	marginT        = 60
 	marginB        = 70
 	fontScale      = 2 // PNG glyphs are 10x14 pixels
@@ -129,19 +129,24 @@ func (c *Chart) draw(cv canvas) {
 			pts = append(pts, [2]float64{l.px(p.Percentile), l.py(p.Us / 1e3)})
 		}
 		cv.polyline(pts, col, 2.5)
-		// Legend, top left inside the plot.
-		ly := l.y1 + 18 + float64(i)*22
-		cv.line(l.x0+14, ly, l.x0+44, ly, col, 3)
-		cv.text(l.x0+52, ly, s.Label, black, 0)
+		// Legend, in its own column right of the plot.
+		ly := l.y1 + 8 + float64(i)*24
+		cv.line(l.x1+40, ly, l.x1+70, ly, col, 3)
+		cv.text(l.x1+78, ly, legendLabel(s.Label), black, 0)
 	}
 }
 
 // pctLabel names decade d of the x axis: 0%, 90%, 99%, 99.9%...
 func pctLabel(d float64) string {
-	if d == 0 {
-		return "0%"
+	return fmt.Sprintf("%.*f%%", max(int(d)-2, 0), 100*(1-math.Pow(10, -d)))
+}
+
+// legendLabel keeps a label within the legend column (about 20 characters).
+func legendLabel(s string) string {
+	if r := []rune(s); len(r) > 20 {
+		return string(r[:19]) + "~"
 	}
-	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.*f", max(int(d)-2, 0), 100*(1-math.Pow(10, -d))), "0"), ".") + "%"
+	return s
 }
 
 func msLabel(v float64) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -56,9 +57,13 @@ type producer struct {
 	// measureFrom (Unix ns): records intended before it are warm-up and not recorded.
 	measureFrom int64
 
-	seq        uint64
-	keyNext    int
-	timer      *time.Timer
+	seq     uint64
+	keyNext int
+	timer   *time.Timer
+	// The open-loop schedule: record i is intended at startNs + i*period.
+	startNs    int64
+	period     float64
+	scheduled  int64
 	sent       atomic.Int64
 	acked      atomic.Int64
 	ackedBytes atomic.Int64
@@ -101,15 +106,17 @@ func (p *producer) run(ctx context.Context, startNs, stopNs int64) {
 	var period float64
 	if p.rate > 0 {
 		period = 1e9 / p.rate
+		p.startNs, p.period = startNs, period
+		p.scheduled = int64(math.Ceil(float64(stopNs-startNs) / period))
 	}
 	done := ctx.Done()
 	for i := int64(0); ; i++ {
 		var intended int64
 		if p.rate > 0 {
-			intended = startNs + int64(float64(i)*period)
-			if intended >= stopNs {
+			if i >= p.scheduled {
 				return
 			}
+			intended = startNs + int64(float64(i)*period)
 			if d := intended - time.Now().UnixNano(); d > 0 && !p.wait(ctx, time.Duration(d)) {
 				return
 			}
@@ -123,9 +130,11 @@ func (p *producer) run(ctx context.Context, startNs, stopNs int64) {
 			select {
 			case r = <-p.free:
 			case <-done:
-				return
 			}
 			p.blocked.Add(int64(time.Since(t0)))
+			if r == nil {
+				return
+			}
 		}
 		now := time.Now().UnixNano()
 		if p.rate == 0 {
@@ -146,6 +155,23 @@ func (p *producer) run(ctx context.Context, startNs, stopNs int64) {
 		p.sent.Add(1)
 		p.send(r, p.promise)
 	}
+}
+
+// chargeUnsent accounts for the scheduled records never sent (the run ended while the
+// in-flight bound held the producer back): each waited at least from its intended time
+// until nowNs, so that wait goes into the publish latency, as open loop demands.
+// It returns how many there were.
+func (p *producer) chargeUnsent(nowNs int64) int64 {
+	if p.rate == 0 {
+		return 0
+	}
+	sent := p.sent.Load()
+	for i := sent; i < p.scheduled; i++ {
+		if intended := p.startNs + int64(float64(i)*p.period); intended >= p.measureFrom {
+			p.pub.Record(nowNs - intended)
+		}
+	}
+	return p.scheduled - sent
 }
 
 // fill sets the record's size, key and stamp.

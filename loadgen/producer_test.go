@@ -177,3 +177,26 @@ func BenchmarkGeneratorOpenLoop(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
 	b.ReportMetric(float64(p.maxLag.Load())/1e6, "max-lag-ms")
 }
+
+// Records a stalled broker kept the producer from sending are charged their wait too.
+func TestUnsentRecordsAreCharged(t *testing.T) {
+	w := testWorkload()
+	w.MaxBufferedRecords = 5
+	send := func(*kgo.Record, func(*kgo.Record, error)) {} // never acknowledged
+	p := newProducer(0, &w, "t", 1000, nil, send, 1)
+	start := time.Now()
+	p.measureFrom = start.UnixNano()
+	stop := start.Add(100 * time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), stop)
+	defer cancel()
+	p.run(ctx, start.UnixNano(), stop.UnixNano())
+	end := time.Now()
+	if got := p.chargeUnsent(end.UnixNano()); got != 95 || p.sent.Load() != 5 {
+		t.Fatalf("sent %d, unsent %d; want 5 and 95", p.sent.Load(), got)
+	}
+	h, _ := p.pub.swap(NewHistogram())
+	// The last scheduled record (intended at 99 ms) waited at least until the end.
+	if h.TotalCount() != 95 || h.Min() < int64(end.Sub(start.Add(99*time.Millisecond)))*999/1000 {
+		t.Errorf("charged %d values, min %d ns", h.TotalCount(), h.Min())
+	}
+}

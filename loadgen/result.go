@@ -77,8 +77,9 @@ type Schedule struct {
 	MaxLagMs        float64 `json:"max_lag_ms"`  // the most a send came after its intended time
 	LagP99Ms        float64 `json:"lag_p99_ms"`
 	BlockedSeconds  float64 `json:"blocked_seconds"`     // summed over producers: waits for the in-flight bound
+	Unsent          int64   `json:"unsent"`              // scheduled records never sent (held back until the end)
 	InFlightBound   int     `json:"in_flight_bound"`     // records per producer
-	LoadgenLimited  bool    `json:"loadgen_limited"`     // loadgen, not the broker, fell behind
+	LoadgenLimited  bool    `json:"loadgen_limited"`     // the send loop fell behind without waiting on the in-flight bound
 	TargetAchieved  bool    `json:"target_achieved"`     // produce rate >= 95% of target
 	ProducerThreads int     `json:"producer_clients"`    // producers
 	ConsumerThreads int     `json:"consumer_clients"`    // consumers over all groups

@@ -56,7 +56,7 @@ type Workload struct {
 
 	Warmup       Duration `yaml:"warmup" json:"warmup"`
 	Duration     Duration `yaml:"duration" json:"duration"`
-	DrainTimeout Duration `yaml:"drain_timeout" json:"drain_timeout"` // how long consumers may catch up after producing stops
+	DrainTimeout Duration `yaml:"drain_timeout" json:"drain_timeout"` // how long acknowledgements and consumers may take after producing stops
 }
 
 // Defaults returns the workload used when nothing is said: 1 KiB random records,
@@ -224,7 +224,7 @@ func (w *Workload) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&w.Consumers, "consumers", w.Consumers, "consumers per group; 0 = produce only")
 	fs.Var(&w.Warmup, "warmup", "warm-up, not measured")
 	fs.Var(&w.Duration, "duration", "measured duration after warm-up")
-	fs.Var(&w.DrainTimeout, "drain-timeout", "how long consumers may catch up after producing stops")
+	fs.Var(&w.DrainTimeout, "drain-timeout", "how long acknowledgements and consumers may take after producing stops; then unacknowledged records count as errors")
 }
 
 // TopicNames returns the topic names the workload writes.
