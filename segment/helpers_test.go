@@ -178,3 +178,11 @@ func fileLen(t testing.TB, path string) int64 {
 	}
 	return st.Size()
 }
+
+// trials is n, or short under -short.
+func trials(n, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return n
+}

@@ -100,10 +100,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		}
 		return nil, err
 	}
-	if err := syncDir(dir); err != nil {
-		l.closeFiles()
-		return nil, err
-	}
+	// Files created or removed by recovery become durable with the first Sync.
+	l.dirDirty = true
 	return l, nil
 }
 
@@ -124,7 +122,7 @@ func (l *Log) recover() error {
 	// Orphan indexes (their .log was deleted) would be taken for a new segment's later.
 	for _, de := range names {
 		name := de.Name()
-		for _, suffix := range []string{indexSuffix, timeIndexSuffix} {
+		for _, suffix := range []string{indexSuffix, timeIndexSuffix, sumSuffix} {
 			if stem, ok := strings.CutSuffix(name, suffix); ok && len(stem) == 20 && !stems[stem] {
 				os.Remove(filepath.Join(l.dir, name))
 			}
@@ -155,11 +153,14 @@ func (l *Log) recover() error {
 		if i == len(l.segs)-1 {
 			break
 		}
+		// Unsynced: if the cut is lost, the next Open cuts again.
 		if s.end < fileSize(s.data) {
 			if err := s.data.Truncate(s.end); err != nil {
 				return err
 			}
-			if err := datasync(s.data); err != nil {
+		}
+		if s.sumStale {
+			if err := s.seal(); err != nil {
 				return err
 			}
 		}
@@ -285,8 +286,9 @@ func (l *Log) roll() (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Seal: indexes complete, no preallocated tail (as Kafka does), durable at the next Sync.
-	if err := old.flushIndex(); err != nil {
+	// Seal: indexes complete and vouched for, no preallocated tail (as Kafka does), durable at the
+	// next Sync.
+	if err := old.seal(); err != nil {
 		s.release()
 		s.removeFiles()
 		return nil, err
@@ -493,6 +495,10 @@ func (l *Log) TruncateTo(offset int64) error {
 		d.release()
 	}
 	l.dropDeletedUnsynced()
+	// The index is about to change: it must not be vouched for by its old checksum.
+	if err := os.Remove(s.stem() + sumSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return l.fail(err)
+	}
 	s.sinceIndex = pos
 	if n := len(s.entries); n > 0 {
 		s.sinceIndex = pos - int64(s.entries[n-1].pos)
@@ -633,12 +639,13 @@ func (l *Log) Close() error {
 		return ErrClosed
 	}
 	l.closed = true
-	if l.failed == nil {
+	if l.failed == nil && err == nil {
+		// Cut the preallocated tail and vouch for the index, so the next Open trusts it.
 		s := l.active
-		if e := s.data.Truncate(s.end); e != nil && err == nil {
-			err = e
-		} else if e := datasync(s.data); e != nil && err == nil {
-			err = e
+		if err = s.data.Truncate(s.end); err == nil {
+			if err = datasync(s.data); err == nil {
+				err = s.seal()
+			}
 		}
 	}
 	l.closeFiles()

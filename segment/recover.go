@@ -3,18 +3,65 @@ package segment
 import (
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
 )
 
-// loadIndex reads the index files and keeps their longest self-consistent prefix: strictly
-// increasing offsets and positions inside the data, non-decreasing timestamps, both files
-// agreeing. A missing or damaged file yields fewer (or no) entries, never an error.
+// An index is trusted on open only when its .indexsum file vouches for it: entry count and
+// CRC-32C of both index files, written when the segment is sealed (roll, Close, recovery). A
+// crash leaves the active segment without one (or with a stale one), so its index is rebuilt by
+// scanning the whole segment, as Kafka does past its recovery point; damaged index files of
+// sealed segments are caught the same way instead of silently misdirecting reads.
+const (
+	sumSuffix = ".indexsum"
+	sumMagic  = "SLIX"
+	sumSize   = 4 + 4 + 4 // magic | entry count u32 | crc u32
+)
+
+func indexSum(ob, tb []byte) uint32 {
+	return crc32.Update(crc32.Checksum(ob, castagnoli), castagnoli, tb)
+}
+
+// writeIndexSum records the checksum of the index files as they are now (after flushIndex).
+func (s *segment) writeIndexSum() error {
+	ob, tb := encodeEntries(s.entries)
+	var b [sumSize]byte
+	copy(b[:], sumMagic)
+	binary.BigEndian.PutUint32(b[4:], uint32(len(s.entries)))
+	binary.BigEndian.PutUint32(b[8:], indexSum(ob, tb))
+	return os.WriteFile(s.stem()+sumSuffix, b[:], 0o644)
+}
+
+func encodeEntries(entries []indexEntry) (ob, tb []byte) {
+	ob = make([]byte, len(entries)*offsetEntrySize)
+	tb = make([]byte, len(entries)*timeEntrySize)
+	for i, e := range entries {
+		binary.BigEndian.PutUint32(ob[i*offsetEntrySize:], e.rel)
+		binary.BigEndian.PutUint32(ob[i*offsetEntrySize+4:], e.pos)
+		binary.BigEndian.PutUint64(tb[i*timeEntrySize:], uint64(e.tsBefore))
+		binary.BigEndian.PutUint32(tb[i*timeEntrySize+8:], e.rel)
+	}
+	return ob, tb
+}
+
+// loadIndex returns the index entries if the index files are vouched for by their checksum and
+// make sense (strictly increasing offsets and positions inside the data, non-decreasing
+// timestamps, both files agreeing), else nil: the segment is then rebuilt from its data.
 func loadIndex(stem string, dataSize int64) []indexEntry {
-	ob, _ := os.ReadFile(stem + indexSuffix)
-	tb, _ := os.ReadFile(stem + timeIndexSuffix)
-	n := min(len(ob)/offsetEntrySize, len(tb)/timeEntrySize, maxIndexEntries)
+	sum, err := os.ReadFile(stem + sumSuffix)
+	if err != nil || len(sum) != sumSize || string(sum[:4]) != sumMagic {
+		return nil
+	}
+	ob, err1 := os.ReadFile(stem + indexSuffix)
+	tb, err2 := os.ReadFile(stem + timeIndexSuffix)
+	n := int(binary.BigEndian.Uint32(sum[4:]))
+	if err1 != nil || err2 != nil || n > maxIndexEntries ||
+		len(ob) != n*offsetEntrySize || len(tb) != n*timeEntrySize ||
+		binary.BigEndian.Uint32(sum[8:]) != indexSum(ob, tb) {
+		return nil
+	}
 	entries := make([]indexEntry, 0, n)
 	var prev indexEntry
 	for i := range n {
@@ -26,7 +73,7 @@ func loadIndex(stem string, dataSize int64) []indexEntry {
 		if binary.BigEndian.Uint32(tb[i*timeEntrySize+8:]) != e.rel ||
 			e.rel <= prev.rel || e.pos <= prev.pos || int64(e.pos) >= dataSize ||
 			e.rel > math.MaxInt32 || (i > 0 && e.tsBefore < prev.tsBefore) {
-			break
+			return nil
 		}
 		entries = append(entries, e)
 		prev = e
@@ -34,10 +81,12 @@ func loadIndex(stem string, dataSize int64) []indexEntry {
 	return entries
 }
 
-// recoverSegment opens the segment file at path and finds its intact prefix: it trusts the index
-// up to its last entry that points at an intact batch, then checks every batch after it by CRC
-// and stops at the first one that is torn, garbage or zeros. The index is extended over the
-// scanned part and its files are rewritten where they disagreed. The file is not shortened here.
+// recoverSegment opens the segment file at path and finds its intact prefix: it starts at the
+// last entry of a trusted index that points at an intact batch (else at the start), checks every
+// batch from there by CRC and stops at the first one that is torn, garbage or zeros. The index
+// is extended over the scanned part, and its files are rewritten when they were not trusted
+// (the checksum file is left to the caller: seal).
+// The data file is not shortened here.
 func recoverSegment(path string, base int64, interval int64, sc *scanner) (*segment, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -90,9 +139,9 @@ func recoverSegment(path string, base int64, interval int64, sc *scanner) (*segm
 	}
 	s.end = pos
 
-	// Bring the index files in line: cut what was wrong, then write the rebuilt tail.
+	// Bring the index files in line: keep the trusted part, write the rebuilt tail.
 	s.flushed = trusted
-	if trusted != len(fileEntries) || len(s.entries) != trusted || indexFileEntries(s.stem()) != trusted {
+	if trusted != len(fileEntries) || len(s.entries) != trusted || fileEntries == nil {
 		if err := s.truncateIndexFiles(trusted); err != nil {
 			s.release()
 			return nil, err
@@ -101,23 +150,10 @@ func recoverSegment(path string, base int64, interval int64, sc *scanner) (*segm
 			s.release()
 			return nil, err
 		}
-		if err := s.syncFiles(); err != nil {
-			s.release()
-			return nil, err
-		}
+		// Not synced: a lost rewrite only means another rebuild at the next Open.
+		s.sumStale = true
 	}
 	return s, nil
-}
-
-// indexFileEntries is the entry count the two index files' sizes imply, -1 if they disagree.
-func indexFileEntries(stem string) int {
-	oi, err1 := os.Stat(stem + indexSuffix)
-	ti, err2 := os.Stat(stem + timeIndexSuffix)
-	if err1 != nil || err2 != nil || oi.Size()%offsetEntrySize != 0 || ti.Size()%timeEntrySize != 0 ||
-		oi.Size()/offsetEntrySize != ti.Size()/timeEntrySize {
-		return -1
-	}
-	return int(oi.Size() / offsetEntrySize)
 }
 
 // isBadData tells a defect in the bytes (which recovery cuts off) from an I/O failure (which it

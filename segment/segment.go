@@ -1,7 +1,6 @@
 package segment
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -56,6 +55,7 @@ type segment struct {
 	firstAppendMs    int64    // writer: wall clock of its first batch (segment.ms), 0 when empty
 	dirty            bool     // writer: written since the last fdatasync (queued in Log.unsynced)
 	deleted          bool     // writer: removed from the log
+	sumStale         bool     // writer: index files rewritten by recovery, checksum not yet
 
 	refs atomic.Int32 // one for the Log while listed, one per ReadResult holding it
 }
@@ -134,14 +134,7 @@ func (s *segment) flushIndex() error {
 		return err
 	}
 	// Index points are rare (one per IndexIntervalBytes), so these small buffers are not a hot path.
-	ob := make([]byte, n*offsetEntrySize)
-	tb := make([]byte, n*timeEntrySize)
-	for i, e := range s.entries[s.flushed:] {
-		binary.BigEndian.PutUint32(ob[i*offsetEntrySize:], e.rel)
-		binary.BigEndian.PutUint32(ob[i*offsetEntrySize+4:], e.pos)
-		binary.BigEndian.PutUint64(tb[i*timeEntrySize:], uint64(e.tsBefore))
-		binary.BigEndian.PutUint32(tb[i*timeEntrySize+8:], e.rel)
-	}
+	ob, tb := encodeEntries(s.entries[s.flushed:])
 	if _, err := s.index.WriteAt(ob, int64(s.flushed*offsetEntrySize)); err != nil {
 		return err
 	}
@@ -213,7 +206,7 @@ func (s *segment) release() {
 // orphan indexes, which Open deletes.
 func (s *segment) removeFiles() error {
 	err := os.Remove(s.path)
-	for _, suffix := range []string{indexSuffix, timeIndexSuffix} {
+	for _, suffix := range []string{indexSuffix, timeIndexSuffix, sumSuffix} {
 		if e := os.Remove(s.stem() + suffix); e != nil && !errors.Is(e, os.ErrNotExist) && err == nil {
 			err = e
 		}
@@ -246,4 +239,13 @@ func (s *segment) addIndexPoint(interval int64) {
 // indexFull reports whether the next due index point would overflow the index.
 func (s *segment) indexFull(interval int64) bool {
 	return len(s.entries) >= maxIndexEntries && s.sinceIndex >= interval
+}
+
+// seal writes the pending index entries and vouches for the index files with their checksum.
+func (s *segment) seal() error {
+	if err := s.flushIndex(); err != nil {
+		return err
+	}
+	s.sumStale = false
+	return s.writeIndexSum()
 }
