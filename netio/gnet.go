@@ -82,6 +82,16 @@ func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
 	}
 	go func() {
 		s.runErr = gnet.Run(s, "tcp://"+addr, opts...)
+		select {
+		case <-s.booted:
+			s.wakeMu.RLock()
+			if !s.stopping {
+				// gnet stops its whole engine on some accept errors (EMFILE among them).
+				co.log.Error("netio: gnet engine stopped", "addr", s.addr, "err", s.runErr)
+			}
+			s.wakeMu.RUnlock()
+		default: // Listen reports it
+		}
 		close(s.done)
 	}()
 	select {
@@ -247,6 +257,9 @@ func (g *gnetConn) close() {
 	}
 	s.wakeMu.RUnlock()
 }
+
+// pausesReads reports whether reads can pause at MaxInFlight (the loop's epoll set was found).
+func (g *gnetConn) pausesReads() bool { return g.loopEpfd >= 0 }
 
 // resumeReader has nothing to do: the reader runs on the loop right after each drain.
 func (g *gnetConn) resumeReader() {}

@@ -14,6 +14,11 @@ import (
 // (EPOLLOUT|EPOLLONESHOT) in a side epoll set whose goroutine wakes the connection's loop when it
 // becomes writable.
 
+// gnetCopyWhenFull switches what a full socket does to a file range: instead of waiting for
+// writability, copy the rest into gnet's outbound buffer (pread, then Write). Off by default: it costs
+// a copy and holds the range in memory per slow client; benchmarks compare the two.
+var gnetCopyWhenFull bool
+
 type writableWaiter struct {
 	epfd, evfd int
 	done       chan struct{}
@@ -141,6 +146,9 @@ func (g *gnetConn) sendFile(f *os.File, off, n int64) (int64, error) {
 		m, err := unix.Sendfile(out, in, &g.sfOff, int(min(end-g.sfOff, g.budget)))
 		g.budget -= int64(max(m, 0))
 		switch {
+		case err == unix.EAGAIN && gnetCopyWhenFull:
+			k, cerr := copyFileRange(g.gc, f, g.sfOff, end-g.sfOff)
+			return g.sfOff - off + k, cerr
 		case err == unix.EAGAIN:
 			sendfileWouldBlock.Add(1)
 			if aerr := g.srv.waiter.arm(g); aerr != nil {

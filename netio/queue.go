@@ -274,10 +274,13 @@ func (c *Conn) drain(s sink) (drainResult, string, error) {
 			}
 			return drainClose, r.reason, nil
 		case stateReady:
-			parts := r.resp.Parts
+			var parts []Part
+			if r.resp != nil {
+				parts = r.resp.Parts
+			}
 			for c.wPart < len(parts) {
 				p := &parts[c.wPart]
-				if p.File == nil {
+				if p.Bytes != nil || p.File == nil {
 					if len(p.Bytes) > 0 {
 						c.iov = append(c.iov, p.Bytes)
 						if len(c.iov) >= maxIov {

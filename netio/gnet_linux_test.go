@@ -1,0 +1,6 @@
+package netio
+
+func setGnetCopyWhenFull(on bool) bool {
+	gnetCopyWhenFull = on
+	return true
+}

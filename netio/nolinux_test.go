@@ -1,0 +1,5 @@
+//go:build !linux
+
+package netio
+
+func setGnetCopyWhenFull(bool) bool { return false }
