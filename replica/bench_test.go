@@ -44,9 +44,10 @@ func benchProduce(b *testing.B, partitions, producers int) {
 		go func() {
 			defer wg.Done()
 			done := make(chan error, 1)
+			complete := func(_ ProduceResult, err error) { done <- err }
 			// Each producer cycles through the partitions, one batch in flight.
 			for i := g; left.Add(-1) >= 0; i++ {
-				parts[i%partitions].ProduceAsync(batch, 10*time.Second, func(_ ProduceResult, err error) { done <- err })
+				parts[i%partitions].ProduceAsync(batch, 10*time.Second, complete)
 				if err := <-done; err != nil {
 					failed.Add(1)
 				}

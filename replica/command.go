@@ -25,16 +25,18 @@ const (
 	produceHeaderLen = 14
 )
 
-// encodeProduce builds the command for batch: one allocation, one copy, and
-// the state machine may then rewrite broker-owned header fields in place.
+// encodeProduce builds the command for batch in a new buffer; the state
+// machine may rewrite broker-owned header fields in place.
 func encodeProduce(batch []byte, flags byte, leaderEpoch int32, appendTime int64) []byte {
-	cmd := make([]byte, produceHeaderLen+len(batch))
-	cmd[0] = kindProduce
-	cmd[1] = flags
-	binary.BigEndian.PutUint32(cmd[2:], uint32(leaderEpoch))
-	binary.BigEndian.PutUint64(cmd[6:], uint64(appendTime))
-	copy(cmd[produceHeaderLen:], batch)
-	return cmd
+	return appendProduce(make([]byte, 0, produceHeaderLen+len(batch)), batch, flags, leaderEpoch, appendTime)
+}
+
+// appendProduce appends the command for batch to dst.
+func appendProduce(dst, batch []byte, flags byte, leaderEpoch int32, appendTime int64) []byte {
+	dst = append(dst, kindProduce, flags)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(leaderEpoch))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(appendTime))
+	return append(dst, batch...)
 }
 
 // The result of applying one entry fits sm.Result.Value, so Update allocates

@@ -253,38 +253,82 @@ func (p *Partition) Produce(ctx context.Context, batch []byte) (ProduceResult, e
 // ProduceAsync is Produce without blocking: done is called exactly once, from
 // another goroutine, and should return quickly (completions of a partition are
 // delivered in order by one goroutine). batch may be reused once ProduceAsync
-// returns: the command holds a copy.
+// returns.
 func (p *Partition) ProduceAsync(batch []byte, timeout time.Duration, done func(ProduceResult, error)) {
 	id, term, ok := p.host.LeaderInfo(p.shardID)
 	if !ok || id != p.host.NodeID() {
 		go done(ProduceResult{}, kerr.NotLeaderForPartition)
 		return
 	}
+	c := produceCalls.Get().(*produceCall)
+	c.p, c.done = p, done
+	c.appendTime = time.Now().UnixMilli()
 	var flags byte
-	appendTime := time.Now().UnixMilli()
-	if p.options().LogAppendTime {
+	if c.logAppendTime = p.options().LogAppendTime; c.logAppendTime {
 		flags |= flagLogAppendTime
 	}
-	cmd := encodeProduce(batch, flags, int32(term), appendTime)
-	err := p.host.ProposeAsync(p.shardID, cmd, timeout, func(r sm.Result, err error) {
-		if err != nil {
-			done(ProduceResult{}, proposeError(err))
-			return
-		}
-		base, dup, err := decodeResult(r.Value)
-		if err != nil {
-			done(ProduceResult{}, err)
-			return
-		}
-		res := ProduceResult{BaseOffset: base, LogAppendTime: -1, LogStartOffset: p.LogStartOffset()}
-		if flags&flagLogAppendTime != 0 && !dup {
-			res.LogAppendTime = appendTime
-		}
-		done(res, nil)
-	})
+	// The command buffer is reused: quorum (dragonboat) copies the command
+	// before ProposeAsync returns.
+	buf := cmdBufs.Get().(*[]byte)
+	*buf = appendProduce((*buf)[:0], batch, flags, int32(term), c.appendTime)
+	err := p.host.ProposeAsync(p.shardID, *buf, timeout, c.complete)
+	if cap(*buf) <= maxPooledCmd {
+		cmdBufs.Put(buf)
+	}
 	if err != nil {
+		c.release()
 		go done(ProduceResult{}, proposeError(err))
 	}
+}
+
+// maxPooledCmd keeps rare huge commands out of the buffer pool.
+const maxPooledCmd = 1<<20 + 4<<10
+
+var cmdBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// produceCall is one ProduceAsync in flight, pooled with its completion
+// function bound once, so proposing allocates nothing of its own.
+type produceCall struct {
+	p             *Partition
+	done          func(ProduceResult, error)
+	appendTime    int64
+	logAppendTime bool
+	complete      func(sm.Result, error)
+}
+
+var produceCalls sync.Pool
+
+func init() {
+	// Set here, not in the declaration: finish puts calls back in the pool.
+	produceCalls.New = func() any {
+		c := new(produceCall)
+		c.complete = c.finish
+		return c
+	}
+}
+
+func (c *produceCall) release() {
+	c.p, c.done = nil, nil
+	produceCalls.Put(c)
+}
+
+func (c *produceCall) finish(r sm.Result, err error) {
+	p, done, appendTime, logAppendTime := c.p, c.done, c.appendTime, c.logAppendTime
+	c.release()
+	if err != nil {
+		done(ProduceResult{}, proposeError(err))
+		return
+	}
+	base, dup, err := decodeResult(r.Value)
+	if err != nil {
+		done(ProduceResult{}, err)
+		return
+	}
+	res := ProduceResult{BaseOffset: base, LogAppendTime: -1, LogStartOffset: p.LogStartOffset()}
+	if logAppendTime && !dup {
+		res.LogAppendTime = appendTime
+	}
+	done(res, nil)
 }
 
 // proposeError maps quorum's errors to the Kafka errors a producer acts on.
