@@ -114,6 +114,41 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("unknown topic: error %d, want UNKNOWN_TOPIC_OR_PARTITION", code)
 		}
 	})
+	t.Run("idempotent sequences", func(t *testing.T) {
+		init := kmsg.NewPtrInitProducerIDRequest()
+		init.TransactionTimeoutMillis = 60000
+		ir, err := init.RequestWith(ctx, cl.Broker(1))
+		if err != nil || ir.ErrorCode != 0 || ir.ProducerID < 0 {
+			t.Fatalf("InitProducerId: %v %+v", err, ir)
+		}
+		pid, epoch := ir.ProducerID, ir.ProducerEpoch
+		send := func(seq int32, values ...string) (int16, int64) {
+			var vs [][]byte
+			for _, v := range values {
+				vs = append(vs, []byte(v))
+			}
+			return rawProduceOffset(ctx, t, cl, topic, 0, kafkatest.IdempotentBatch(pid, epoch, seq, vs...))
+		}
+		code, first := send(0, "a", "b")
+		if code != 0 {
+			t.Fatalf("first batch: error %d", code)
+		}
+		if code, _ := send(5, "gap"); code != kerr.OutOfOrderSequenceNumber.Code {
+			t.Fatalf("sequence gap: error %d, want OUT_OF_ORDER_SEQUENCE_NUMBER (%d)", code, kerr.OutOfOrderSequenceNumber.Code)
+		}
+		if code, dup := send(0, "a", "b"); code != 0 || dup != first {
+			t.Fatalf("retried batch: error %d offset %d, want success at the original offset %d", code, dup, first)
+		}
+		if code, next := send(2, "c"); code != 0 || next != first+2 {
+			t.Fatalf("next batch: error %d offset %d, want %d (the retry was not appended twice)", code, next, first+2)
+		}
+		old := epoch
+		epoch--
+		if code, _ := send(3, "stale"); code != kerr.InvalidProducerEpoch.Code && code != kerr.ProducerFenced.Code {
+			t.Fatalf("older epoch: error %d, want INVALID_PRODUCER_EPOCH", code)
+		}
+		epoch = old
+	})
 	t.Run("invalid topic name", func(t *testing.T) {
 		resp, err := b.admin().CreateTopic(ctx, 1, 1, nil, "bad/name")
 		if err == nil {
@@ -165,6 +200,13 @@ func randomBytes(n int) []byte {
 // rawProduce sends one batch in a hand-built ProduceRequest and returns the partition's error code.
 func rawProduce(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) int16 {
 	t.Helper()
+	code, _ := rawProduceOffset(ctx, t, cl, topic, partition, batch)
+	return code
+}
+
+// rawProduceOffset is rawProduce that also returns the base offset the broker assigned.
+func rawProduceOffset(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) (int16, int64) {
+	t.Helper()
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks, req.TimeoutMillis = -1, 5000
 	rt := kmsg.NewProduceRequestTopic()
@@ -177,5 +219,6 @@ func rawProduce(ctx context.Context, t *testing.T, cl *kgo.Client, topic string,
 	if err != nil {
 		t.Fatalf("produce request: %v", err)
 	}
-	return resp.Topics[0].Partitions[0].ErrorCode
+	p := resp.Topics[0].Partitions[0]
+	return p.ErrorCode, p.BaseOffset
 }

@@ -16,6 +16,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Batch encodes one uncompressed, non-idempotent record batch v2 with one record per value (null keys,
 // no headers), base offset 0, timestamps now.
 func Batch(values ...[]byte) []byte {
+	return IdempotentBatch(-1, -1, -1, values...)
+}
+
+// IdempotentBatch is Batch with a producer id, epoch and base sequence, as an idempotent producer sends.
+func IdempotentBatch(producerID int64, epoch int16, baseSequence int32, values ...[]byte) []byte {
 	var records []byte
 	for i, v := range values {
 		var rec []byte
@@ -36,9 +41,9 @@ func Batch(values ...[]byte) []byte {
 		LastOffsetDelta: int32(len(values) - 1),
 		FirstTimestamp:  now,
 		MaxTimestamp:    now,
-		ProducerID:      -1,
-		ProducerEpoch:   -1,
-		FirstSequence:   -1,
+		ProducerID:      producerID,
+		ProducerEpoch:   epoch,
+		FirstSequence:   baseSequence,
 		NumRecords:      int32(len(values)),
 		Records:         records,
 	}
