@@ -17,7 +17,7 @@ const (
 // CompareTable prints one row per run: throughput, latency percentiles, errors and warnings.
 func CompareTable(out io.Writer, runs []*Result) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tbroker\trecord\trate\tprod rec/s\tprod MB/s\tcons rec/s\tpub p50\tpub p99\tpub p99.9\tpub max\te2e p50\te2e p99\te2e p99.9\te2e p99.99\te2e max\terrors\tlag\tok\t")
+	fmt.Fprintln(tw, "run\trecord\trate\tprod rec/s\tprod MB/s\tcons rec/s\tpub p50\tpub p99\tpub p99.9\tpub max\te2e p50\te2e p99\te2e p99.9\te2e p99.99\te2e max\terrors\tlag\tok\t")
 	for _, r := range runs {
 		rate := "max"
 		if r.Workload.Rate > 0 {
@@ -33,9 +33,11 @@ func CompareTable(out io.Writer, runs []*Result) {
 		ok := "yes"
 		if len(r.Warnings) > 0 {
 			ok = fmt.Sprintf("%d warning(s)", len(r.Warnings))
+		} else if errs > 0 || r.ConsumerLag > 0 {
+			ok = "no"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n",
-			r.Label, r.Broker.VersionHint, r.Workload.RecordSize, rate,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n",
+			r.Label, r.Workload.RecordSize, rate,
 			r.Produce.RecordsPerSec, r.Produce.MBPerSec, r.Consume.RecordsPerSec,
 			ms(r.Publish.P50), ms(r.Publish.P99), ms(r.Publish.P999), ms(r.Publish.Max),
 			ms(r.EndToEnd.P50), ms(r.EndToEnd.P99), ms(r.EndToEnd.P999), ms(r.EndToEnd.P9999), ms(r.EndToEnd.Max),

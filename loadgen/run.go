@@ -354,6 +354,13 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 		res.Schedule.LagP99Ms = 0
 	}
 	res.Warnings = append(res.Warnings, judgeSchedule(&res.Schedule, res.Produce.RecordsPerSec, secs)...)
+	var nerr int64
+	for _, v := range res.ProduceErrors {
+		nerr += v
+	}
+	if nerr > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d records failed to produce (see produce_errors)", nerr))
+	}
 	if unsent > 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%d scheduled records were never sent: the run ended while the in-flight bound held the producers back; their wait until the end is in the publish latency", unsent))
 	}
