@@ -849,3 +849,108 @@ func TestBackPressureReachesClient(t *testing.T) {
 		h.waitDone(t)
 	})
 }
+
+// Random frames written in random pieces, answered in random order by several goroutines, some
+// skipped, some with file ranges or many small parts: every answered request comes back in order,
+// byte-exact.
+func TestRandomizedTraffic(t *testing.T) {
+	forBackends(t, func(t *testing.T, b Backend) {
+		h := newTestHandler(t)
+		h.holdAll = true
+		f, data := makeTestFile(t, 1<<20)
+		h.file = f
+		s, _ := startServer(t, b, h, Options{MaxInFlight: 8})
+		stop := make(chan struct{})
+		var answerers sync.WaitGroup
+		for w := 0; w < 3; w++ {
+			answerers.Add(1)
+			go func() {
+				defer answerers.Done()
+				rng := mrand.New(mrand.NewPCG(uint64(w), 1))
+				var pending []*Request
+				for {
+					select {
+					case r := <-h.held:
+						pending = append(pending, r)
+						if len(pending) < 3 {
+							continue
+						}
+					case <-time.After(time.Millisecond):
+					case <-stop:
+						return
+					}
+					rng.Shuffle(len(pending), func(i, j int) { pending[i], pending[j] = pending[j], pending[i] })
+					for _, r := range pending {
+						answerMany(h, r)
+					}
+					pending = pending[:0]
+				}
+			}()
+		}
+		var clients sync.WaitGroup
+		for k := 0; k < 4; k++ {
+			c := dial(t, s)
+			clients.Add(1)
+			go func() {
+				defer clients.Done()
+				rng := mrand.New(mrand.NewPCG(uint64(k), 2))
+				var stream []byte
+				type want struct {
+					seq     uint32
+					payload []byte
+				}
+				var wants []want
+				for i := uint32(0); i < 150; i++ {
+					switch op := rng.IntN(10); {
+					case op == 0:
+						stream = append(stream, frame(i, opSkip, payloadFor(i, rng.IntN(50)))...)
+					case op == 1:
+						off, n := rng.Int64N(1<<19), 1+rng.Int64N(1<<19)
+						stream = append(stream, fileFrame(i, off, n)...)
+						wants = append(wants, want{i, append(append([]byte(nil), data[off:off+n]...), "END!"...)})
+					case op == 2:
+						p := payloadFor(i, 600+rng.IntN(1000)) // answered in many tiny parts
+						stream = append(stream, frame(i, opHold, p)...)
+						wants = append(wants, want{i, p})
+					default:
+						p := payloadFor(i, rng.IntN(3000))
+						stream = append(stream, frame(i, opEcho, p)...)
+						wants = append(wants, want{i, p})
+					}
+				}
+				go func() {
+					for len(stream) > 0 {
+						n := min(len(stream), 1+rng.IntN(5000))
+						if _, err := c.c.Write(stream[:n]); err != nil {
+							return
+						}
+						stream = stream[n:]
+					}
+				}()
+				for _, w := range wants {
+					c.expect(w.seq, w.payload)
+				}
+			}()
+		}
+		clients.Wait()
+		close(stop)
+		answerers.Wait()
+		h.waitDone(t)
+	})
+}
+
+// answerMany answers like testHandler.answer, except that opHold echoes come back one byte per part,
+// which is more parts than one writev takes.
+func answerMany(h *testHandler, r *Request) {
+	if r.Frame[4] != opHold {
+		h.answer(r)
+		return
+	}
+	whole := echoResponse(r.Frame)
+	parts := make([]Part, len(whole))
+	for i := range whole {
+		parts[i] = Part{Bytes: whole[i : i+1]}
+	}
+	h.responded.Add(1)
+	r.Respond(&Response{Parts: parts, OnDone: func() { h.done.Add(1) }})
+}
