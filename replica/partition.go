@@ -60,7 +60,7 @@ func newPartition(host *quorum.Host, topic string, partition int32, shardID uint
 	return p
 }
 
-// Topic and Index name the partition.
+// Topic is the partition's topic.
 func (p *Partition) Topic() string { return p.topic }
 
 // Index is the partition number within its topic.

@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -38,6 +41,16 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	next := log.NextOffset()
 	p.logger.Info("opening partition log", "dir", p.dir, "start_offset", log.StartOffset(), "next_offset", next,
 		"checkpoint_index", cp.AppliedIndex, "checkpoint_offset", cp.NextOffset)
+	if start := log.StartOffset(); cp.NextOffset < start {
+		// Retention removed segments past the checkpoint before the crash:
+		// the log restarts empty at the checkpoint and the replay rebuilds it
+		// (retention removes those batches again later).
+		log.Close()
+		if log, err = restartLogAt(p.dir, cp.NextOffset, p.options().Log); err != nil {
+			return 0, err
+		}
+		next = log.NextOffset()
+	}
 	if next > cp.NextOffset {
 		if err := log.TruncateTo(cp.NextOffset); err != nil {
 			log.Close()
@@ -56,6 +69,41 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	s.log, s.producers, s.applied = log, producers, cp.AppliedIndex
 	s.closed = p.attach(log)
 	return cp.AppliedIndex, nil
+}
+
+// restartLogAt empties the log in dir and reopens it starting at offset
+// (segment files are named by base offset); checkpoint files stay.
+func restartLogAt(dir string, offset int64, opts segment.Options) (*segment.Log, error) {
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, de := range names {
+		if _, ok := segmentBase(de.Name()); ok || strings.HasSuffix(de.Name(), ".index") || strings.HasSuffix(de.Name(), ".timeindex") {
+			if err := os.Remove(filepath.Join(dir, de.Name())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%020d.log", offset)))
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	log, err := segment.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("replica: reopen %s at offset %d: %w", dir, offset, err)
+	}
+	if log.StartOffset() != offset || log.NextOffset() != offset {
+		log.Close()
+		return nil, fmt.Errorf("replica: %s: log restarted at %d holds [%d, %d)", dir, offset, log.StartOffset(), log.NextOffset())
+	}
+	return log, nil
 }
 
 // Update applies committed entries in order. Everything it decides comes from
