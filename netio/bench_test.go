@@ -126,6 +126,56 @@ func BenchmarkEcho(b *testing.B) {
 	}
 }
 
+// BenchmarkEchoConns: 16 connections, each with 4 requests of 128 bytes in flight, answered from
+// another goroutine (as the broker does): throughput of the whole loop and wake-up machinery.
+func BenchmarkEchoConns(b *testing.B) {
+	const conns, depth = 16, 4
+	for _, backend := range backends {
+		b.Run(string(backend), func(b *testing.B) {
+			h := newBenchHandler(true, nil)
+			defer close(h.work)
+			s := benchServer(b, backend, h)
+			cs := make([]net.Conn, conns)
+			for i := range cs {
+				c, err := net.Dial("tcp", s.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				cs[i] = c
+			}
+			req := frame(1, opEcho, make([]byte, 128-8))
+			batch := make([]byte, 0, depth*len(req))
+			for i := 0; i < depth; i++ {
+				batch = append(batch, req...)
+			}
+			b.SetBytes(int64(len(req)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := (b.N + conns*depth - 1) / (conns * depth)
+			for _, c := range cs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp := make([]byte, len(batch))
+					for i := 0; i < per; i++ {
+						if _, err := c.Write(batch); err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := io.ReadFull(c, resp); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}
+
 // BenchmarkFileRange: one connection, each request answered with an 8-byte header and a 1 MiB file
 // range (sendfile on Linux), two requests in flight.
 func BenchmarkFileRange(b *testing.B) {

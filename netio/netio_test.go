@@ -529,6 +529,17 @@ func TestCloseConn(t *testing.T) {
 		if !strings.Contains(logs.String(), "test asked") {
 			t.Errorf("close reason not logged: %q", logs.String())
 		}
+
+		// The close also waits for a file range that fills the socket.
+		f, data := makeTestFile(t, 8<<20)
+		h.file = f
+		c = dial(t, s)
+		_ = c.c.SetReadBuffer(16 << 10)
+		c.send(fileFrame(1, 0, int64(len(data))), frame(2, opClose, nil))
+		time.Sleep(20 * time.Millisecond)
+		c.expectFile(1, data)
+		c.expectEOF()
+		h.waitClosed(t)
 		h.waitDone(t)
 	})
 }
