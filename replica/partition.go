@@ -38,7 +38,8 @@ type Partition struct {
 	config atomic.Pointer[TopicConfig]
 	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
 
-	hw atomic.Int64 // next offset past applied data
+	hw       atomic.Int64 // next offset past applied data
+	replayTo atomic.Int64 // log end before the last restart; below it, hw is still catching up
 
 	mu       sync.Mutex
 	waitCh   chan struct{} // closed and dropped at the next advance; nil when nobody waits
@@ -171,14 +172,18 @@ func (p *Partition) Leader() (isLeader bool, leaderID int32, epoch int32) {
 
 // Read returns committed batches from offset, up to about maxBytes (at least
 // one whole batch). Offsets outside [LogStartOffset, HighWatermark] give
-// kerr.OffsetOutOfRange; offset == HighWatermark gives an empty result.
-// Release the result when its ranges have been sent.
+// kerr.OffsetOutOfRange (kerr.NotLeaderForPartition while a restart replays
+// them); offset == HighWatermark gives an empty result. Release every result
+// when its ranges have been sent.
 func (p *Partition) Read(offset int64, maxBytes int) (*segment.ReadResult, error) {
 	log := p.log.Load()
 	if log == nil {
 		return nil, kerr.NotLeaderForPartition
 	}
 	if offset > p.hw.Load() {
+		if offset <= p.replayTo.Load() {
+			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
+		}
 		return nil, kerr.OffsetOutOfRange
 	}
 	r, err := log.Read(offset, maxBytes)

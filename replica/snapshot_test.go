@@ -189,6 +189,11 @@ func TestOpenAfterRetentionPassedCheckpoint(t *testing.T) {
 	if s.applied != 5 || s.log.StartOffset() != 5 || s.log.NextOffset() != 5 {
 		t.Fatalf("reopened at applied %d, [%d, %d)", s.applied, s.log.StartOffset(), s.log.NextOffset())
 	}
+	// Until the replay is done, fetching what consumers may have seen before
+	// the crash is retriable, not out of range.
+	if _, err := s.p.Read(20, 1024); err != kerr.NotLeaderForPartition {
+		t.Fatalf("read during replay: %v", err)
+	}
 	// Raft re-delivers entries 6..40: same results, and the producer state
 	// from the checkpoint accepts them in sequence.
 	for i, v := range applyBatches(t, s, 6, batches[5:]...) {
@@ -196,4 +201,12 @@ func TestOpenAfterRetentionPassedCheckpoint(t *testing.T) {
 			t.Fatalf("replayed entry %d: result %x, first time %x", 6+i, v, first[i])
 		}
 	}
+	if _, err := s.p.Read(41, 1024); err != kerr.OffsetOutOfRange {
+		t.Fatalf("read past the end after replay: %v", err)
+	}
+	r, err := s.p.Read(40, 1024)
+	if err != nil || len(r.Ranges) != 0 {
+		t.Fatalf("read at the end: %v %v", r, err)
+	}
+	r.Release()
 }

@@ -41,6 +41,10 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	next := log.NextOffset()
 	p.logger.Info("opening partition log", "dir", p.dir, "start_offset", log.StartOffset(), "next_offset", next,
 		"checkpoint_index", cp.AppliedIndex, "checkpoint_offset", cp.NextOffset)
+	// Batches past the checkpoint were applied, so committed, before the
+	// restart: until the replay brings them back, a fetch of them must not
+	// look like a fetch past the log end.
+	p.replayTo.Store(next)
 	if start := log.StartOffset(); cp.NextOffset < start {
 		// Retention removed segments past the checkpoint before the crash:
 		// the log restarts empty at the checkpoint and the replay rebuilds it
