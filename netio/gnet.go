@@ -63,8 +63,9 @@ type gnetConn struct {
 	sfOff  int64 // sendfile's offset argument
 	armed  bool  // registered with the writable waiter
 
-	loopEpfd int  // the loop's epoll set, for pausing reads; -1 if unknown
-	readOff  bool // EPOLLIN is off: paused at MaxInFlight
+	loopEpfd    int  // the loop's epoll set, for pausing reads; -1 if unknown
+	readOff     bool // EPOLLIN is off: paused at MaxInFlight
+	lastInbound int  // unparsed bytes when OnTraffic last returned
 }
 
 func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
@@ -167,6 +168,8 @@ func (s *gnetServer) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	c := g.conn
 	g.budget = gnetSendBudget
+	newBytes := gc.InboundBuffered() > g.lastInbound
+	defer func() { g.lastInbound = gc.InboundBuffered() }()
 	for {
 		c.beginDrain()
 		if reason := g.readFrames(); reason != "" {
@@ -184,9 +187,8 @@ func (s *gnetServer) OnTraffic(gc gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 		// Draining may have made room for frames that are already buffered.
-		room := c.hasRoom()
-		if !g.paused || !room || gc.InboundBuffered() == 0 {
-			g.setReading(room)
+		if !g.paused || gc.InboundBuffered() == 0 || !c.hasRoom() {
+			g.updateReading(newBytes)
 			return gnet.None
 		}
 	}

@@ -40,4 +40,4 @@ func (g *gnetConn) sendFile(f *os.File, off, n int64) (int64, error) {
 
 // Without epoll there is no read pause: at MaxInFlight frames wait unparsed in gnet's inbound buffer.
 func loopEpollFd(gnet.Conn) (int, bool) { return -1, false }
-func (*gnetConn) setReading(bool)       {}
+func (*gnetConn) updateReading(bool)    {}

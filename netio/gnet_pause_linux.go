@@ -38,12 +38,31 @@ func loopEpollFd(gc gnet.Conn) (int, bool) {
 	return int(fd.Int()), true
 }
 
-// setReading turns EPOLLIN for g's socket on or off. Loop goroutine, at the end of OnTraffic, which
-// is the only place room for requests can appear.
-func (g *gnetConn) setReading(on bool) {
-	if g.loopEpfd < 0 || g.closed || (on && !g.readOff) {
+// updateReading pauses reading at MaxInFlight (or once a CloseConn is pending) and resumes it when
+// at most half as many requests are outstanding, so a client that keeps the limit busy costs one
+// epoll_ctl per burst rather than per request. newBytes says that this OnTraffic found bytes that
+// arrived since the last one: if reading was off, gnet turned it back on. Loop goroutine, at the end
+// of OnTraffic, the only place where requests retire.
+func (g *gnetConn) updateReading(newBytes bool) {
+	if g.loopEpfd < 0 || g.closed {
 		return
 	}
+	c := g.conn
+	c.mu.Lock()
+	inFlight, full := c.tail-c.head, c.tail-c.head >= c.max || c.closing
+	c.mu.Unlock()
+	switch {
+	case full || (g.readOff && newBytes && inFlight > c.max/2):
+		if !g.readOff || newBytes {
+			g.setReading(false)
+		}
+	case g.readOff && inFlight <= c.max/2:
+		g.setReading(true)
+	}
+}
+
+// setReading turns EPOLLIN for g's socket on or off in its loop's epoll set.
+func (g *gnetConn) setReading(on bool) {
 	var events uint32
 	if on {
 		events = epollReadEvents
