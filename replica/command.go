@@ -25,8 +25,7 @@ const (
 	produceHeaderLen = 14
 )
 
-// encodeProduce builds the command for batch in a new buffer; the state
-// machine may rewrite broker-owned header fields in place.
+// encodeProduce builds the command for batch in a new buffer.
 func encodeProduce(batch []byte, flags byte, leaderEpoch int32, appendTime int64) []byte {
 	return appendProduce(make([]byte, 0, produceHeaderLen+len(batch)), batch, flags, leaderEpoch, appendTime)
 }

@@ -24,6 +24,7 @@ type stateMachine struct {
 	producers *producerState
 	applied   uint64        // Raft index of the last applied entry
 	closed    chan struct{} // closed once Close has closed the log
+	scratch   []byte        // the batch being appended, with its broker-owned fields set
 }
 
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
@@ -128,6 +129,10 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	return entries, nil
 }
 
+// maxKeptScratch is the largest scratch buffer a state machine keeps between
+// batches.
+const maxKeptScratch = 64 << 10
+
 // apply applies one command and returns its encoded result; an error return
 // is fatal (the log could not be written).
 func (s *stateMachine) apply(cmd []byte) (uint64, error) {
@@ -156,11 +161,19 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		}
 	}
 
+	// Entry.Cmd is read-only (dragonboat may still be sending or persisting
+	// it): the broker-owned fields are set in a copy, which costs little
+	// next to the write.
+	s.scratch = append(s.scratch[:0], batch...)
+	batch = s.scratch
 	segment.PutPartitionLeaderEpoch(batch, leaderEpoch)
 	if flags&flagLogAppendTime != 0 {
 		segment.SetLogAppendTime(batch, appendTime)
 	}
 	base, err := s.log.Append(batch)
+	if cap(s.scratch) > maxKeptScratch {
+		s.scratch = nil // thousands of partitions must not each keep a large buffer
+	}
 	if err != nil {
 		return 0, fmt.Errorf("replica: append to %s: %w", s.p.dir, err)
 	}
