@@ -335,3 +335,20 @@ func TestTopicOptions(t *testing.T) {
 func defaultTestOptions() segment.Options {
 	return segment.Options{RetentionAge: 7 * 24 * time.Hour, RetentionBytes: -1}
 }
+
+func TestRetentionLoop(t *testing.T) {
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{RetentionCheckInterval: 10 * time.Millisecond})
+	defer n.close()
+	n.apply(testTopic{name: "loop", partitions: 1, firstShard: 1000, configs: map[string]string{"segment.bytes": "4096", "retention.bytes": "4096"}})
+	p := n.partition("loop", 0)
+	for i := 0; i < 20; i++ {
+		produce(t, p, makeBatch(-1, -1, 0, 1, 1000))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for p.LogStartOffset() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the background retention never ran")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
