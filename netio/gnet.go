@@ -181,7 +181,7 @@ func (s *gnetServer) OnTraffic(gc gnet.Conn) gnet.Action {
 			s.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
 			return gnet.Close
 		case drainFailed:
-			s.core.log.Debug("netio: write failed", "remote", c.RemoteAddr, "err", err)
+			s.core.logWriteFailure(c, err)
 			return gnet.Close
 		case drainClosed:
 			return gnet.Close

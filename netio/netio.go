@@ -11,11 +11,13 @@ package netio
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 )
 
 // Backend names a connection backend.
@@ -155,3 +157,15 @@ func (s *Server) Backend() Backend { return s.backend }
 // Close stops accepting, closes every connection (ConnClosed runs for each) and waits for the
 // backend's goroutines to end. Responses answered later only run their OnDone.
 func (s *Server) Close() error { return s.impl.close() }
+
+// logWriteFailure logs why writing to c failed: quietly when the client went away, loudly when the
+// cause is on our side (a file range past the end of its file, a file closed before OnDone).
+func (co *core) logWriteFailure(c *Conn, err error) {
+	switch {
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed),
+		errors.Is(err, errConnClosed), errors.Is(err, io.EOF):
+		co.log.Debug("netio: write failed", "remote", c.RemoteAddr, "err", err)
+	default:
+		co.log.Warn("netio: closing connection", "remote", c.RemoteAddr, "reason", "write failed", "err", err)
+	}
+}

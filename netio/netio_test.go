@@ -965,3 +965,29 @@ func answerMany(h *testHandler, r *Request) {
 	h.responded.Add(1)
 	r.Respond(&Response{Parts: parts, OnDone: func() { h.done.Add(1) }})
 }
+
+// A file range beyond the end of its file is a handler bug: the connection closes with a warning
+// (the client cannot be sent a short response), OnDone still runs.
+func TestFileRangePastEOF(t *testing.T) {
+	forBackends(t, func(t *testing.T, b Backend) {
+		h := newTestHandler(t)
+		f, _ := makeTestFile(t, 1000)
+		h.file = f
+		s, logs := startServer(t, b, h, Options{})
+		c := dial(t, s)
+		c.send(frame(1, opEcho, []byte("ok")), fileFrame(2, 500, 1000))
+		c.expect(1, []byte("ok"))
+		var hdr [8]byte
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c.br, make([]byte, 1000+4)); err == nil {
+			t.Fatal("a short file range was sent as if whole")
+		}
+		h.waitClosed(t)
+		h.waitDone(t)
+		if !strings.Contains(logs.String(), "unexpected EOF") {
+			t.Errorf("no warning about the short file: %q", logs.String())
+		}
+	})
+}

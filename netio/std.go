@@ -204,7 +204,7 @@ func (sc *stdConn) writeLoop() {
 		case drainClose:
 			c.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
 		case drainFailed:
-			c.core.log.Debug("netio: write failed", "remote", c.RemoteAddr, "err", err)
+			c.core.logWriteFailure(c, err)
 		}
 		break
 	}
