@@ -85,7 +85,8 @@ type Handler interface {
 	// response has been written (or the connection is gone): netio does not reuse it before then.
 	HandleRequest(r *Request)
 	// ConnClosed is called once when a connection is gone, after its last HandleRequest. Requests still
-	// unanswered may be answered later; their responses are dropped and OnDone runs.
+	// unanswered may be answered later; their responses are dropped and OnDone runs. Like
+	// HandleRequest it may run on an event loop: it must not block.
 	ConnClosed(c *Conn)
 }
 

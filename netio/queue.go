@@ -101,7 +101,9 @@ const (
 type Response struct {
 	// Parts are written in order as one byte stream; the handler includes the 4-byte size prefix.
 	Parts []Part
-	// OnDone runs once after the response is written or the connection died. May be nil.
+	// OnDone runs once after the response is written or the connection died. May be nil. It runs
+	// on the connection's writer (a gnet event loop, the std writer goroutine) or in the call that
+	// answers a closed connection: keep it short and never block in it.
 	OnDone func()
 }
 
