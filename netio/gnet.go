@@ -179,6 +179,8 @@ func (s *gnetServer) OnTraffic(gc gnet.Conn) gnet.Action {
 		switch res, reason, err := c.drain(g); res {
 		case drainClose:
 			s.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
+			// FIN right behind the last response, before close may reset a connection with unread input.
+			_ = unix.Shutdown(gc.Fd(), unix.SHUT_WR)
 			return gnet.Close
 		case drainFailed:
 			s.core.logWriteFailure(c, err)

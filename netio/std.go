@@ -203,6 +203,8 @@ func (sc *stdConn) writeLoop() {
 		switch res {
 		case drainClose:
 			c.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
+			// FIN right behind the last response, before close may reset a connection with unread input.
+			_ = sc.tc.CloseWrite()
 		case drainFailed:
 			c.core.logWriteFailure(c, err)
 		}
