@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"encoding/binary"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -140,25 +141,33 @@ func TestUpdateRejectsBadCommands(t *testing.T) {
 	s := openSM(t, t.TempDir(), segment.Options{RetentionBytes: -1})
 	defer s.Close()
 	good := makeBatch(-1, -1, 0, 1, 10)
-	entries := []sm.Entry{
-		{Index: 1, Cmd: []byte{99, 0, 0}},                           // unknown kind
-		{Index: 2, Cmd: encodeProduce(good[:40], 0, 1, 0)},          // truncated batch
-		{Index: 3, Cmd: encodeProduce(good[:len(good)-1], 0, 1, 0)}, // length field disagrees
-		{Index: 4, Cmd: encodeProduce(good, 0, 1, 0)},
+	negDelta := append([]byte(nil), good...)
+	binary.BigEndian.PutUint32(negDelta[23:], 0xffffffff)
+	cases := []struct {
+		name string
+		cmd  []byte
+		want error
+	}{
+		{"unknown kind", []byte{99, 0, 0}, kerr.InvalidRequest},
+		{"truncated batch", encodeProduce(good[:40], 0, 1, 0), kerr.CorruptMessage},
+		{"length field disagrees", encodeProduce(good[:len(good)-1], 0, 1, 0), kerr.CorruptMessage},
+		{"negative last offset delta", encodeProduce(negDelta, 0, 1, 0), kerr.CorruptMessage},
+		{"good", encodeProduce(good, 0, 1, 0), nil},
+	}
+	entries := make([]sm.Entry, len(cases))
+	for i, c := range cases {
+		entries[i] = sm.Entry{Index: uint64(i + 1), Cmd: c.cmd}
 	}
 	out, err := s.Update(entries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, want := range []error{kerr.InvalidRequest, kerr.CorruptMessage, kerr.CorruptMessage} {
-		if _, _, err := decodeResult(out[i].Result.Value); err != want {
-			t.Errorf("entry %d: %v, want %v", i, err, want)
+	for i, c := range cases {
+		if _, _, err := decodeResult(out[i].Result.Value); err != c.want {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
-	if base, _, err := decodeResult(out[3].Result.Value); err != nil || base != 0 {
-		t.Fatalf("good entry: %d %v", base, err)
-	}
-	if s.applied != 4 || s.p.HighWatermark() != 1 {
+	if s.applied != uint64(len(cases)) || s.p.HighWatermark() != 1 {
 		t.Fatalf("applied %d, high watermark %d", s.applied, s.p.HighWatermark())
 	}
 }

@@ -144,7 +144,9 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 	appendTime := int64(binary.BigEndian.Uint64(cmd[6:]))
 	batch := cmd[produceHeaderLen:]
 	h, err := segment.ParseHeader(batch)
-	if err != nil || h.Size() != len(batch) {
+	// The broker validated the batch (CRC included); these are the checks
+	// whose failure would make Append fail, which must never be fatal.
+	if err != nil || h.Size() != len(batch) || h.LastOffsetDelta < 0 {
 		return errorResult(kerr.CorruptMessage), nil
 	}
 
