@@ -72,8 +72,13 @@ type node struct {
 
 func startNode(t testing.TB, dir, addr string, cfg Config) *node {
 	t.Helper()
+	return startNodeID(t, 1, dir, addr, cfg)
+}
+
+func startNodeID(t testing.TB, id uint64, dir, addr string, cfg Config) *node {
+	t.Helper()
 	host, err := quorum.NewHost(quorum.HostConfig{
-		NodeID:   1,
+		NodeID:   id,
 		RaftAddr: addr,
 		DataDir:  filepath.Join(dir, "raft"),
 	})

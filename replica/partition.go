@@ -41,6 +41,8 @@ type Partition struct {
 	hw       atomic.Int64 // next offset past applied data
 	replayTo atomic.Int64 // log end before the last restart; below it, hw is still catching up
 
+	snapshotsInstalled atomic.Int64 // logs received from a leader's snapshot stream
+
 	mu       sync.Mutex
 	waitCh   chan struct{} // closed and dropped at the next advance; nil when nobody waits
 	closed   bool          // the Manager dropped this partition

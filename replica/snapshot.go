@@ -210,6 +210,9 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	}
 	s.closed = s.p.attach(log)
 	s.p.advance(nextOffset)
+	s.p.snapshotsInstalled.Add(1)
+	s.p.logger.Info("installed snapshot", "dir", dir, "applied_index", applied,
+		"start_offset", log.StartOffset(), "next_offset", nextOffset)
 	return nil
 }
 
