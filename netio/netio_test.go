@@ -65,6 +65,10 @@ type testHandler struct {
 	held    chan *Request
 	holdAll bool
 
+	// checkOrder: frames of one connection must reach the handler with increasing sequence numbers.
+	checkOrder bool
+	lastSeq    sync.Map // *Conn → uint32
+
 	requests  atomic.Int64
 	responded atomic.Int64 // responses with an OnDone
 	done      atomic.Int64 // OnDone calls
@@ -77,6 +81,13 @@ func newTestHandler(t testing.TB) *testHandler {
 
 func (h *testHandler) HandleRequest(r *Request) {
 	h.requests.Add(1)
+	if h.checkOrder {
+		seq := binary.BigEndian.Uint32(r.Frame)
+		if last, ok := h.lastSeq.Load(r.Conn); ok && seq <= last.(uint32) {
+			h.t.Errorf("connection %d: request %d reached the handler after %d", r.Conn.ID, seq, last)
+		}
+		h.lastSeq.Store(r.Conn, seq)
+	}
 	if h.holdAll || r.Frame[4] == opHold {
 		h.held <- r
 		return
@@ -330,6 +341,7 @@ func TestPipelinedOutOfOrder(t *testing.T) {
 	forBackends(t, func(t *testing.T, b Backend) {
 		h := newTestHandler(t)
 		h.holdAll = true
+		h.checkOrder = true
 		s, _ := startServer(t, b, h, Options{MaxInFlight: 256})
 		c := dial(t, s)
 		const n = 200
@@ -513,6 +525,8 @@ func TestSkip(t *testing.T) {
 func TestCloseConn(t *testing.T) {
 	forBackends(t, func(t *testing.T, b Backend) {
 		h := newTestHandler(t)
+		f, data := makeTestFile(t, 8<<20)
+		h.file = f
 		s, logs := startServer(t, b, h, Options{})
 		c := dial(t, s)
 		big := payloadFor(9, 3<<20)
@@ -531,8 +545,6 @@ func TestCloseConn(t *testing.T) {
 		}
 
 		// The close also waits for a file range that fills the socket.
-		f, data := makeTestFile(t, 8<<20)
-		h.file = f
 		c = dial(t, s)
 		_ = c.c.SetReadBuffer(16 << 10)
 		c.send(fileFrame(1, 0, int64(len(data))), frame(2, opClose, nil))
@@ -868,6 +880,7 @@ func TestRandomizedTraffic(t *testing.T) {
 	forBackends(t, func(t *testing.T, b Backend) {
 		h := newTestHandler(t)
 		h.holdAll = true
+		h.checkOrder = true
 		f, data := makeTestFile(t, 1<<20)
 		h.file = f
 		s, _ := startServer(t, b, h, Options{MaxInFlight: 8})
