@@ -19,6 +19,10 @@
 #   OUT              result directory (default results/<UTC date>-<MACHINE>)
 #   MACHINE          machine name for the directory (default: <cores>core-<short host name>)
 #   CEILING          1 = also measure loadgen's generator ceiling with its Go benchmark (default 1)
+#   SLUICE_FLAGS     more `sluice serve` flags (default "--segment-bytes 67108864": segments are
+#                    preallocated, and 100 partitions of the 1 GiB default would need 100 GiB of disk)
+#   KFAKE_MEMORY     bytes kfake may keep per workload, split evenly over its partitions as
+#                    retention (kfake holds everything in memory; default 2147483648)
 #
 # With the defaults the whole script takes about 12-15 minutes on a 2-core machine;
 # DURATION=10s WARMUP=2s gives a 3-minute smoke run.
@@ -37,6 +41,8 @@ EXTRA=${EXTRA:-}
 MACHINE=${MACHINE:-$(nproc)core-$(hostname -s 2>/dev/null || echo machine)}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$MACHINE}
 CEILING=${CEILING:-1}
+SLUICE_FLAGS=${SLUICE_FLAGS:---segment-bytes 67108864}
+KFAKE_MEMORY=${KFAKE_MEMORY:-2147483648}
 
 BIN=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 PIDS=()
@@ -91,17 +97,18 @@ fi
 mkdir -p "$OUT"
 NOTES=()
 
-# start_broker NAME PORT DIR: starts the broker and sets BROKER_PID.
+# start_broker NAME PORT DIR PARTITIONS: starts the broker and sets BROKER_PID.
 start_broker() {
-	local name=$1 port=$2 dir=$3
+	local name=$1 port=$2 dir=$3 partitions=$4
 	case $name in
 	kfake)
-		"$BIN/kfake" -port "$port" >"$dir/broker.log" 2>&1 &
+		"$BIN/kfake" -port "$port" -retention-bytes $((KFAKE_MEMORY / partitions)) >"$dir/broker.log" 2>&1 &
 		;;
 	sluice)
 		mkdir -p "$BIN/data-$port"
+		# shellcheck disable=SC2086 # SLUICE_FLAGS is a list of flags
 		"$BIN/sluice" serve --listen "127.0.0.1:$port" --data-dir "$BIN/data-$port" \
-			--raft-addr "127.0.0.1:$(free_port)" >"$dir/broker.log" 2>&1 &
+			--raft-addr "127.0.0.1:$(free_port)" $SLUICE_FLAGS >"$dir/broker.log" 2>&1 &
 		;;
 	*)
 		echo "unknown broker $name" >&2
@@ -125,6 +132,7 @@ stop_broker() {
 for wl in $WORKLOADS; do
 	wname=$(awk '/^name:/ { print $2; exit }' "$wl")
 	[ -n "$wname" ] || wname=$(basename "$wl" .yaml)
+	partitions=$(awk '/^topics:/ { t = $2 } /^partitions:/ { p = $2 } END { print (t ? t : 1) * (p ? p : 8) }' "$wl")
 	runs=()
 	for broker in $BROKERS; do
 		if [ "$broker" = sluice ] && [ "$SLUICE_OK" != 1 ]; then
@@ -135,7 +143,7 @@ for wl in $WORKLOADS; do
 		rm -rf "$dir"
 		mkdir -p "$dir"
 		port=$(free_port)
-		start_broker "$broker" "$port" "$dir"
+		start_broker "$broker" "$port" "$dir" "$partitions"
 		pid=$BROKER_PID
 		PIDS+=("$pid")
 		if ! wait_port "$port" 60; then
@@ -190,6 +198,7 @@ fi
 	echo "## Settings"
 	echo
 	echo "- brokers: $BROKERS; each run starts a fresh broker process"
+	echo "- kfake keeps at most $KFAKE_MEMORY bytes per workload in memory (retention split over the partitions); sluice flags: $SLUICE_FLAGS"
 	echo "- warm-up $WARMUP, measured $DURATION, drain $DRAIN per run"
 	echo "- consumer groups: ${CONSUMER_GROUPS:-as in each workload file}${CONSUMER_GROUPS:+ (0 = consumers split the partitions without a group coordinator)}"
 	[ -n "$EXTRA" ] && echo "- extra loadgen flags: $EXTRA"

@@ -97,7 +97,12 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 		groups = append(groups, g)
 		for ci := range w.Consumers {
 			c := &consumer{group: g, e2e: NewRecorder(), runStart: runStart.UnixNano()}
-			opts := []kgo.Opt{kgo.SeedBrokers(w.Brokers...), kgo.FetchMaxWait(500 * time.Millisecond)}
+			opts := []kgo.Opt{
+				kgo.SeedBrokers(w.Brokers...),
+				kgo.FetchMaxWait(500 * time.Millisecond),
+				kgo.FetchMaxPartitionBytes(w.FetchMaxPartitionBytes),
+				kgo.FetchMaxBytes(max(50<<20, w.FetchMaxPartitionBytes)),
+			}
 			if direct {
 				// Consumer ci reads every partition whose index is ci modulo the consumers.
 				assign := map[string]map[int32]kgo.Offset{}
@@ -223,10 +228,20 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	last, lastCounts := start, [4]int64{}
+	// Rates are counted over exactly [measureFrom, stop].
+	m0Timer, m1Timer := time.NewTimer(time.Until(measureFrom)), time.NewTimer(time.Until(stop))
+	defer m0Timer.Stop()
+	defer m1Timer.Stop()
 	done := false
 	for !done {
 		var now time.Time
 		select {
+		case t := <-m0Timer.C:
+			m0, t0, haveM0 = snapCounts(snap), t, true
+			continue
+		case t := <-m1Timer.C:
+			m1, t1, haveM1 = snapCounts(snap), t, true
+			continue
 		case now = <-tick.C:
 		case <-prodDone:
 			prodDone = nil
@@ -236,14 +251,7 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		var c [4]int64
-		c[0], c[1], c[2], c[3] = snap()
-		if !haveM0 && !now.Before(measureFrom) {
-			m0, t0, haveM0 = c, now, true
-		}
-		if !haveM1 && !now.Before(stop) {
-			m1, t1, haveM1 = c, now, true
-		}
+		c := snapCounts(snap)
 		pubSet.Tick(last, now)
 		e2eSet.Tick(last, now)
 		lagSet.Tick(last, now)
@@ -291,8 +299,7 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 		pubLog.add(pubSet.Interval)
 		e2eLog.add(e2eSet.Interval)
 	}
-	var final [4]int64
-	final[0], final[1], final[2], final[3] = snap()
+	final := snapCounts(snap)
 	if !haveM0 {
 		m0, t0 = [4]int64{}, start
 	}
@@ -368,6 +375,12 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("consumers did not read every acknowledged record within the drain timeout (lag %d)", res.ConsumerLag))
 	}
 	return res, nil
+}
+
+// snapCounts returns snap's four counters as an array.
+func snapCounts(snap func() (int64, int64, int64, int64)) (c [4]int64) {
+	c[0], c[1], c[2], c[3] = snap()
+	return c
 }
 
 // judgeSchedule says whether the producers kept to their schedule, and if not, who was the limit.

@@ -144,3 +144,44 @@ func TestRunDirectConsumersAgainstKfake(t *testing.T) {
 		t.Errorf("produced %d records, schedule holds 2500", res.Produce.Records)
 	}
 }
+
+func TestJudge(t *testing.T) {
+	r := &Result{Workload: Workload{Rate: 1000}, Produce: Throughput{RecordsPerSec: 990}, EndToEnd: Latency{Count: 10, P99: 20000}}
+	if s := Judge(r, 50*time.Millisecond); !s.OK || s.P99Ms != 20 {
+		t.Errorf("p99 20 ms under a 50 ms bound judged %+v", s)
+	}
+	for name, bad := range map[string]func(r *Result){
+		"p99 over the bound": func(r *Result) { r.EndToEnd.P99 = 60000 },
+		"rate not reached":   func(r *Result) { r.Produce.RecordsPerSec = 900 },
+		"errors":             func(r *Result) { r.ProduceErrors = map[string]int64{"x": 1} },
+		"consumers behind":   func(r *Result) { r.ConsumerLag = 5 },
+	} {
+		c := *r
+		bad(&c)
+		if s := Judge(&c, 50*time.Millisecond); s.OK || s.Reason == "" {
+			t.Errorf("%s judged sustainable: %+v", name, s)
+		}
+	}
+}
+
+func TestSweepAgainstKfake(t *testing.T) {
+	w := Defaults()
+	w.Name = "sweep"
+	w.Brokers = startKfake(t)
+	w.Partitions = 2
+	w.RecordSize = SizeDist{Kind: "fixed", Mean: 100}
+	w.Warmup = Duration(200 * time.Millisecond)
+	w.Duration = Duration(time.Second)
+	var steps int
+	res, err := Sweep(context.Background(), w, SweepOptions{Start: 200, Factor: 2, MaxRate: 800, P99Max: 10 * time.Second,
+		Step: func(int, *Result, SweepStep) { steps++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps != 3 || len(res.Steps) != 3 || res.Steps[2].Rate != 800 {
+		t.Fatalf("steps %+v", res.Steps)
+	}
+	if res.MaxSustainable != 800 {
+		t.Errorf("max sustainable %v, want 800 (every step within a 10 s bound): %+v", res.MaxSustainable, res.Steps)
+	}
+}

@@ -53,6 +53,9 @@ type Workload struct {
 	// without a group coordinator (direct assignment), for brokers without group support.
 	ConsumerGroups int `yaml:"consumer_groups" json:"consumer_groups"`
 	Consumers      int `yaml:"consumers" json:"consumers"` // per group; 0 = produce only
+	// FetchMaxPartitionBytes is the consumers' max.partition.fetch.bytes (Kafka's default 1 MiB);
+	// large records need more, or each fetch round trip carries one record per partition.
+	FetchMaxPartitionBytes int32 `yaml:"fetch_max_partition_bytes" json:"fetch_max_partition_bytes"`
 
 	Warmup       Duration `yaml:"warmup" json:"warmup"`
 	Duration     Duration `yaml:"duration" json:"duration"`
@@ -63,27 +66,28 @@ type Workload struct {
 // 1 topic of 8 partitions, 1 producer at max rate, acks=all, idempotent, 1 group of 1 consumer.
 func Defaults() Workload {
 	return Workload{
-		Name:               "default",
-		Brokers:            []string{"127.0.0.1:9092"},
-		Topics:             1,
-		Partitions:         8,
-		ReplicationFactor:  1,
-		RecordSize:         SizeDist{Kind: "fixed", Mean: 1024},
-		Payload:            "random",
-		Keys:               KeyDist{Kind: "none"},
-		Producers:          1,
-		Acks:               "all",
-		Idempotent:         true,
-		Linger:             Duration(time.Millisecond),
-		BatchMaxBytes:      1 << 20,
-		MaxInFlight:        5,
-		MaxBufferedRecords: 10000,
-		Compression:        "none",
-		ConsumerGroups:     1,
-		Consumers:          1,
-		Warmup:             Duration(2 * time.Second),
-		Duration:           Duration(10 * time.Second),
-		DrainTimeout:       Duration(10 * time.Second),
+		Name:                   "default",
+		Brokers:                []string{"127.0.0.1:9092"},
+		Topics:                 1,
+		Partitions:             8,
+		ReplicationFactor:      1,
+		RecordSize:             SizeDist{Kind: "fixed", Mean: 1024},
+		Payload:                "random",
+		Keys:                   KeyDist{Kind: "none"},
+		Producers:              1,
+		Acks:                   "all",
+		Idempotent:             true,
+		Linger:                 Duration(time.Millisecond),
+		BatchMaxBytes:          1 << 20,
+		MaxInFlight:            5,
+		MaxBufferedRecords:     10000,
+		Compression:            "none",
+		ConsumerGroups:         1,
+		Consumers:              1,
+		FetchMaxPartitionBytes: 1 << 20,
+		Warmup:                 Duration(2 * time.Second),
+		Duration:               Duration(10 * time.Second),
+		DrainTimeout:           Duration(10 * time.Second),
 	}
 }
 
@@ -162,6 +166,9 @@ func (w *Workload) Validate() error {
 	if w.BatchMaxBytes < 1 {
 		bad("batch_max_bytes must be >= 1")
 	}
+	if w.FetchMaxPartitionBytes < 1 {
+		bad("fetch_max_partition_bytes must be >= 1")
+	}
 	if w.Consumers < 0 || w.ConsumerGroups < 0 {
 		bad("consumers and consumer_groups must be >= 0")
 	}
@@ -222,6 +229,11 @@ func (w *Workload) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&w.Compression, "compression", w.Compression, "none | gzip | snappy | lz4 | zstd")
 	fs.IntVar(&w.ConsumerGroups, "consumer-groups", w.ConsumerGroups, "consumer groups, each reading everything; 0 = consumers split the partitions without a group")
 	fs.IntVar(&w.Consumers, "consumers", w.Consumers, "consumers per group; 0 = produce only")
+	fs.Func("fetch-max-partition-bytes", fmt.Sprintf("consumers' max bytes per partition per fetch (default %d)", w.FetchMaxPartitionBytes), func(s string) error {
+		n, err := strconv.ParseInt(s, 10, 32)
+		w.FetchMaxPartitionBytes = int32(n)
+		return err
+	})
 	fs.Var(&w.Warmup, "warmup", "warm-up, not measured")
 	fs.Var(&w.Duration, "duration", "measured duration after warm-up")
 	fs.Var(&w.DrainTimeout, "drain-timeout", "how long acknowledgements and consumers may take after producing stops; then unacknowledged records count as errors")

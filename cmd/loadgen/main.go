@@ -95,6 +95,10 @@ func parseWorkload(name string, args []string, extra func(fs *flag.FlagSet)) (*c
 		extra(fs)
 	}
 	c.workload.BindFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: loadgen %s [-workload FILE] [flags]\n\nFlags override the workload file's values (YAML keys use underscores: record_size).\n\n", name)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
