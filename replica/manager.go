@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ type Manager struct {
 	logger *slog.Logger
 
 	applyMu sync.Mutex // serialises Apply and Close
+	swept   bool       // orphaned partition directories were removed (first Apply)
 
 	mu     sync.RWMutex
 	parts  map[partitionKey]*Partition
@@ -128,7 +130,57 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 			}
 		}
 	}
+	if !m.swept {
+		m.swept = true
+		m.sweepOrphans(md)
+	}
 	return errors.Join(errs...)
+}
+
+// sweepOrphans removes the directories and Raft data of partitions deleted
+// (or moved away) while this node was down. Only shards older than md's
+// NextShardID are judged: md knows their fate even if it lags the cluster.
+func (m *Manager) sweepOrphans(md *quorum.Metadata) {
+	entries, err := os.ReadDir(m.cfg.DataDir)
+	if err != nil {
+		return // no data yet
+	}
+	self := int32(m.host.NodeID())
+	assigned := make(map[uint64]bool)
+	for _, t := range md.Topics {
+		for _, pm := range t.Partitions {
+			if hasReplica(pm.Replicas, self) {
+				assigned[pm.ShardID] = true
+			}
+		}
+	}
+	running := make(map[string]bool)
+	for _, p := range m.Partitions() {
+		running[p.dir] = true // its state machine owns the directory (it may be opening it now)
+		running[p.dir+".snapshot"] = true
+	}
+	for _, de := range entries {
+		dir := filepath.Join(m.cfg.DataDir, de.Name())
+		if !de.IsDir() || running[dir] {
+			continue
+		}
+		if strings.HasSuffix(de.Name(), ".snapshot") { // an interrupted snapshot install
+			os.RemoveAll(dir)
+			continue
+		}
+		shard, ok, err := readShardID(dir)
+		if err != nil || !ok || shard >= md.NextShardID || assigned[shard] {
+			continue
+		}
+		if err := m.host.RemoveShardData(shard); err != nil {
+			m.logger.Warn("removing raft data of a deleted partition", "dir", dir, "shard", shard, "err", err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			m.logger.Warn("removing a deleted partition", "dir", dir, "err", err)
+			continue
+		}
+		m.logger.Info("removed a partition deleted while this node was down", "dir", dir, "shard", shard)
+	}
 }
 
 func hasReplica(replicas []int32, id int32) bool {

@@ -352,3 +352,38 @@ func TestRetentionLoop(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestTopicsChangedWhileDown: a topic deleted while the node was down is
+// swept, and one recreated under the same name starts empty instead of
+// resuming the old partition's files.
+func TestTopicsChangedWhileDown(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	n := startNode(t, dir, addr, Config{})
+	n.apply(testTopic{name: "gone", partitions: 1, firstShard: 1000}, testTopic{name: "again", partitions: 1, firstShard: 1001})
+	for _, name := range []string{"gone", "again"} {
+		for i := 0; i < 3; i++ {
+			produce(t, n.partition(name, 0), makeBatch(-1, -1, 0, 1, 10))
+		}
+	}
+	goneDir := n.partition("gone", 0).dir
+	n.close()
+
+	n = startNode(t, dir, addr, Config{})
+	defer n.close()
+	md := n.metadata([]testTopic{{name: "again", partitions: 1, firstShard: 1002}})
+	md.NextShardID = 1003
+	if err := n.mgr.Apply(md); err != nil {
+		t.Fatal(err)
+	}
+	p := n.partition("again", 0)
+	n.waitLeader(p)
+	if hw := p.HighWatermark(); hw != 0 {
+		t.Fatalf("recreated topic resumed the old log: high watermark %d", hw)
+	}
+	if r := produce(t, p, makeBatch(-1, -1, 0, 1, 10)); r.BaseOffset != 0 {
+		t.Fatalf("recreated topic: base offset %d", r.BaseOffset)
+	}
+	if _, err := os.Stat(goneDir); !os.IsNotExist(err) {
+		t.Fatalf("directory of the deleted topic still there: %v", err)
+	}
+}

@@ -170,7 +170,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := claimDir(tmp, s.p.shardID); err != nil {
 		return err
 	}
 	if err := receiveSegments(r, tmp, stop); err != nil {

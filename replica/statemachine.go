@@ -34,6 +34,9 @@ var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
 // index, and re-applying it must not append twice.
 func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	p := s.p
+	if err := claimDir(p.dir, p.shardID); err != nil {
+		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
+	}
 	log, err := segment.Open(p.dir, p.options().Log)
 	if err != nil {
 		return 0, fmt.Errorf("replica: open %s: %w", p.dir, err)
