@@ -387,3 +387,21 @@ func TestTopicsChangedWhileDown(t *testing.T) {
 		t.Fatalf("directory of the deleted topic still there: %v", err)
 	}
 }
+
+// TestTopicReplacedInOneChange: one metadata change both deletes a topic and
+// recreates it under the same name (new shards).
+func TestTopicReplacedInOneChange(t *testing.T) {
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
+	defer n.close()
+	n.apply(testTopic{name: "x", partitions: 1, firstShard: 1000})
+	old := n.partition("x", 0)
+	produce(t, old, makeBatch(-1, -1, 0, 4, 10))
+	n.apply(testTopic{name: "x", partitions: 1, firstShard: 1005})
+	p := n.partition("x", 0)
+	if p == old || p.ShardID() != 1005 {
+		t.Fatalf("partition not replaced: shard %d", p.ShardID())
+	}
+	if r := produce(t, p, makeBatch(-1, -1, 0, 1, 10)); r.BaseOffset != 0 {
+		t.Fatalf("replaced topic: base offset %d", r.BaseOffset)
+	}
+}
