@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
@@ -33,6 +34,23 @@ func setDragonboatLogger(l *slog.Logger) {
 	})
 }
 
+// transportLogEvery limits how often one transport message (by format) is logged: dragonboat's
+// transport logs every failed redial to a down peer, several lines a second per peer.
+const transportLogEvery = 30 * time.Second
+
+var transportLast sync.Map // format string -> *atomic.Int64 (unix nanos of the last line)
+
+func suppressRepeat(format string) bool {
+	now := time.Now().UnixNano()
+	v, _ := transportLast.LoadOrStore(format, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	prev := last.Load()
+	if prev != 0 && now-prev < int64(transportLogEvery) {
+		return true
+	}
+	return !last.CompareAndSwap(prev, now)
+}
+
 // slogAdapter implements dragonboat's logger.ILogger on slog.
 type slogAdapter struct{ pkg string }
 
@@ -50,6 +68,9 @@ func (a slogAdapter) log(lvl logger.LogLevel, sl slog.Level, format string, args
 	}
 	l := dbLogger.Load()
 	if l == nil || !l.Enabled(context.Background(), sl) {
+		return
+	}
+	if a.pkg == "transport" && lvl > logger.CRITICAL && suppressRepeat(format) {
 		return
 	}
 	l.Log(context.Background(), sl, fmt.Sprintf(format, args...), "component", "dragonboat", "pkg", a.pkg)
