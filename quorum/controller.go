@@ -173,8 +173,24 @@ func (c *Controller) bootstrap() {
 	}
 }
 
-// WaitReady waits until this node has applied the controller's bootstrap (the cluster id is set).
+// WaitReady waits until this node's replica has caught up with the controller group (a
+// linearizable read: everything committed before the call is applied here) and the cluster id is
+// set. Call it after StartController, before serving Metadata.
 func (c *Controller) WaitReady(ctx context.Context) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, controllerAttempt)
+		_, err := c.h.nh.SyncRead(actx, ControllerShardID, nil)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ErrNoController
+		}
+		if c.h.sleepTick(ctx) != nil {
+			return ErrNoController
+		}
+	}
 	for {
 		ch := c.Changed()
 		if c.Metadata().ClusterID != "" {
