@@ -10,8 +10,13 @@ import (
 )
 
 // The checkpoint lives in two slot files written in turn, each CRC-protected with a sequence
-// number: a torn write spoils only the slot being written, and Open takes the newest intact one.
-// One pwrite plus one fdatasync per checkpoint, no rename or directory sync.
+// number, so a torn write spoils only the slot being written.
+//
+// Sync fdatasyncs the new slot at the same time as the data, not after it (one disk round trip
+// instead of two), so a crash may leave a durable checkpoint ahead of the durable data. Open
+// therefore takes the newest intact slot whose NextOffset the recovered log reaches: all batches
+// below it passed CRC, so the state it describes is there. The other slot was written by the
+// previous, completed Sync, so it is always consistent with the data when the newest is not.
 //
 // Slot layout (big-endian): magic "SLCK" | version u32 | seq u64 | applied index u64 |
 // next offset i64 | extra length u32 | extra | CRC-32C of everything before it.
@@ -25,32 +30,49 @@ const (
 var ckptNames = [2]string{"checkpoint.0", "checkpoint.1"}
 
 type checkpointFile struct {
-	slots [2]*os.File
-	seq   uint64 // of the newest intact slot; the next write uses seq+1 in the other slot
-	last  int    // index of that slot, -1 if none
-	buf   []byte
+	slots   [2]*os.File
+	found   [2]Checkpoint // intact contents found at open
+	seqs    [2]uint64
+	intact  [2]bool
+	seq     uint64 // highest sequence number seen or written
+	last    int    // slot of the checkpoint in force, -1 if none
+	staged  int    // slot written by stage, waiting for commit
+	buf     []byte
+	pending bool
 }
 
-// openCheckpoint opens (creating) the slot files and returns the newest intact checkpoint.
-func openCheckpoint(dir string) (*checkpointFile, Checkpoint, error) {
+// openCheckpoint opens (creating) the slot files and reads what they hold.
+func openCheckpoint(dir string) (*checkpointFile, error) {
 	c := &checkpointFile{last: -1}
-	var best Checkpoint
 	for i, name := range ckptNames {
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			c.close()
-			return nil, Checkpoint{}, err
+			return nil, err
 		}
 		c.slots[i] = f
-		cp, seq, err := readSlot(f)
-		if err != nil {
-			continue // torn or never written
-		}
-		if c.last < 0 || seq > c.seq {
-			c.seq, c.last, best = seq, i, cp
+		if cp, seq, err := readSlot(f); err == nil {
+			c.found[i], c.seqs[i], c.intact[i] = cp, seq, true
+			c.seq = max(c.seq, seq)
 		}
 	}
-	return c, best, nil
+	return c, nil
+}
+
+// choose returns the newest intact checkpoint that the log, recovered up to next, satisfies, and
+// makes it the one in force.
+func (c *checkpointFile) choose(next int64) Checkpoint {
+	for i := range c.slots {
+		if c.intact[i] && c.found[i].NextOffset <= next && (c.last < 0 || c.seqs[i] > c.seqs[c.last]) {
+			c.last = i
+		}
+	}
+	if c.last < 0 {
+		return Checkpoint{}
+	}
+	cp := c.found[c.last]
+	c.found = [2]Checkpoint{}
+	return cp
 }
 
 var errBadSlot = errors.New("segment: checkpoint slot damaged")
@@ -82,8 +104,8 @@ func readSlot(f *os.File) (Checkpoint, uint64, error) {
 	return cp, binary.BigEndian.Uint64(b[8:]), nil
 }
 
-// write stores cp durably in the slot not holding the newest checkpoint.
-func (c *checkpointFile) write(cp Checkpoint) error {
+// stage writes cp (not yet durable) into the slot not holding the checkpoint in force.
+func (c *checkpointFile) stage(cp Checkpoint) error {
 	if len(cp.Extra) > ckptMaxExtra {
 		return fmt.Errorf("segment: checkpoint extra of %d bytes is too large", len(cp.Extra))
 	}
@@ -91,7 +113,7 @@ func (c *checkpointFile) write(cp Checkpoint) error {
 	if c.last == 0 {
 		slot = 1
 	}
-	seq := c.seq + 1
+	c.seq++
 	need := ckptHeaderSize + len(cp.Extra) + 4
 	if cap(c.buf) < need {
 		c.buf = make([]byte, need)
@@ -99,7 +121,7 @@ func (c *checkpointFile) write(cp Checkpoint) error {
 	b := c.buf[:need]
 	copy(b, ckptMagic)
 	binary.BigEndian.PutUint32(b[4:], ckptVersion)
-	binary.BigEndian.PutUint64(b[8:], seq)
+	binary.BigEndian.PutUint64(b[8:], c.seq)
 	binary.BigEndian.PutUint64(b[16:], cp.AppliedIndex)
 	binary.BigEndian.PutUint64(b[24:], uint64(cp.NextOffset))
 	binary.BigEndian.PutUint32(b[32:], uint32(len(cp.Extra)))
@@ -108,10 +130,19 @@ func (c *checkpointFile) write(cp Checkpoint) error {
 	if _, err := c.slots[slot].WriteAt(b, 0); err != nil {
 		return err
 	}
-	if err := datasync(c.slots[slot]); err != nil {
+	c.staged, c.pending = slot, true
+	return nil
+}
+
+// commit makes the staged slot durable; it is then the checkpoint in force.
+func (c *checkpointFile) commit() error {
+	if !c.pending {
+		return nil
+	}
+	if err := datasync(c.slots[c.staged]); err != nil {
 		return err
 	}
-	c.seq, c.last = seq, slot
+	c.last, c.pending = c.staged, false
 	return nil
 }
 

@@ -61,7 +61,8 @@ type Log struct {
 	// so readers (mu) are held off only for the bookkeeping.
 	writeMu   sync.Mutex
 	opts      Options
-	unsynced  []*segment // written since their last fdatasync
+	unsynced  []*segment // changed since the last Sync
+	syncing   []syncItem // Sync's scratch
 	dirDirty  bool       // files created or removed since the last directory fsync
 	pending   Checkpoint // set by SetCheckpoint, written by the next Sync
 	hasCp     bool
@@ -88,11 +89,11 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{dir: dir, opts: opts}
-	ck, loaded, err := openCheckpoint(dir)
+	ck, err := openCheckpoint(dir)
 	if err != nil {
 		return nil, err
 	}
-	l.ckpt, l.loadedCkp = ck, loaded
+	l.ckpt = ck
 	if err := l.recover(); err != nil {
 		l.ckpt.close()
 		for _, s := range l.segs {
@@ -100,6 +101,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		}
 		return nil, err
 	}
+	l.loadedCkp = l.ckpt.choose(l.active.next)
 	// Files created or removed by recovery become durable with the first Sync.
 	l.dirDirty = true
 	return l, nil
@@ -141,11 +143,21 @@ func (l *Log) recover() error {
 			}
 			break
 		}
-		s, err := recoverSegment(segmentPath(l.dir, base), base, interval, sc)
+		s, rebuilt, err := recoverSegment(segmentPath(l.dir, base), base, interval, sc)
 		if err != nil {
 			return err
 		}
 		l.segs = append(l.segs, s)
+		if rebuilt {
+			// Cut what was untrusted now; the next Sync writes and vouches for the rest.
+			if err := s.dropSum(); err != nil {
+				return err
+			}
+			if err := s.truncateIndexFiles(s.flushed); err != nil {
+				return err
+			}
+			l.markDirty(s)
+		}
 	}
 	// An empty segment that is not the last one can only come from damage; its successors were
 	// removed above (their base differs), so at most the last segment is empty now.
@@ -159,12 +171,9 @@ func (l *Log) recover() error {
 				return err
 			}
 		}
-		if s.sumStale {
-			if err := s.seal(); err != nil {
-				return err
-			}
+		if !s.dirty {
+			s.closeIndexes()
 		}
-		s.closeIndexes()
 	}
 	if len(l.segs) == 0 {
 		s, err := createSegment(l.dir, 0, l.opts.SegmentBytes)
@@ -184,7 +193,7 @@ func (l *Log) activate(s *segment) error {
 			return err
 		}
 	}
-	if err := s.openIndexes(false); err != nil {
+	if err := s.openIndexes(); err != nil {
 		return err
 	}
 	s.firstAppendMs = 0
@@ -286,13 +295,8 @@ func (l *Log) roll() (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Seal: indexes complete and vouched for, no preallocated tail (as Kafka does), durable at the
-	// next Sync.
-	if err := old.seal(); err != nil {
-		s.release()
-		s.removeFiles()
-		return nil, err
-	}
+	// Seal: no preallocated tail (as Kafka does); the next Sync makes it durable and writes its
+	// index files for good.
 	if err := old.data.Truncate(old.end); err != nil {
 		s.release()
 		s.removeFiles()
@@ -368,9 +372,10 @@ func (l *Log) SetCheckpoint(c Checkpoint) {
 // Checkpoint is the checkpoint found at Open (the zero value if none was ever synced).
 func (l *Log) Checkpoint() Checkpoint { return l.loadedCkp }
 
-// Sync makes every appended batch durable (fdatasync of the segment files and their indexes,
-// plus the directory when files came or went), then durably writes the checkpoint set since
-// the last Sync, if any. Appends may continue while it waits for the disk.
+// Sync makes every appended batch durable (fdatasync of the segment files, plus the directory
+// when files came or went), then writes the index files and their sums for the data now durable
+// (sealed segments' for good, fsynced), then durably writes the checkpoint set since the last
+// Sync, if any. Appends may continue while it waits for the disk.
 func (l *Log) Sync() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
@@ -380,20 +385,15 @@ func (l *Log) Sync() error {
 		l.writeMu.Unlock()
 		return err
 	}
-	todo := make([]*segment, 0, len(l.unsynced))
+	todo := l.syncing[:0]
 	for _, s := range l.unsynced {
 		s.dirty = false
-		if s.deleted {
-			continue
+		if !s.deleted {
+			s.acquire()
+			todo = append(todo, syncItem{s: s, entries: len(s.entries), gen: s.gen})
 		}
-		if err := s.flushIndex(); err != nil {
-			l.failed = err
-			l.writeMu.Unlock()
-			return err
-		}
-		s.acquire()
-		todo = append(todo, s)
 	}
+	clear(l.unsynced)
 	l.unsynced = l.unsynced[:0]
 	dirDirty := l.dirDirty
 	l.dirDirty = false
@@ -401,30 +401,85 @@ func (l *Log) Sync() error {
 	l.pending, l.hasCp = Checkpoint{}, false
 	l.writeMu.Unlock()
 
-	err := l.syncAll(todo, dirDirty)
-	for _, s := range todo {
-		s.release()
+	// The checkpoint's fdatasync runs alongside the data's (see checkpoint.go for why that is safe).
+	var err, cpErr error
+	var cpDone chan struct{}
+	if hasCp {
+		if err = l.ckpt.stage(cp); err == nil {
+			cpDone = make(chan struct{})
+			go func() {
+				cpErr = l.ckpt.commit()
+				close(cpDone)
+			}()
+		}
 	}
-	if err == nil && hasCp {
-		err = l.ckpt.write(cp)
+	if err == nil {
+		err = l.syncData(todo, dirDirty)
 	}
+	if cpDone != nil {
+		<-cpDone
+		if err == nil {
+			err = cpErr
+		}
+	}
+	if err == nil {
+		err = l.syncIndexes(todo)
+	}
+	for i := range todo {
+		todo[i].s.release()
+		todo[i] = syncItem{}
+	}
+	l.syncing = todo[:0]
 	if err != nil {
 		l.writeMu.Lock()
-		l.failed = err
+		l.fail(err)
 		l.writeMu.Unlock()
 	}
 	return err
 }
 
-// syncAll fdatasyncs the segments' files and, if asked, the directory.
-func (l *Log) syncAll(segs []*segment, dir bool) error {
-	for _, s := range segs {
-		if err := s.syncFiles(); err != nil {
+// syncItem is a segment being synced and the index entries its data covered when Sync began.
+type syncItem struct {
+	s       *segment
+	entries int
+	gen     uint64
+}
+
+// syncData fdatasyncs the segments' data and, if asked, the directory.
+func (l *Log) syncData(todo []syncItem, dir bool) error {
+	for _, it := range todo {
+		if err := datasync(it.s.data); err != nil {
 			return err
 		}
 	}
 	if dir {
 		return syncDir(l.dir)
+	}
+	return nil
+}
+
+// syncIndexes writes the index entries whose data is now durable and vouches for them; a sealed
+// segment's index files are then final: fsynced and closed.
+func (l *Log) syncIndexes(todo []syncItem) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	for _, it := range todo {
+		s := it.s
+		if s.deleted || s.gen != it.gen { // gone, or cut by TruncateTo meanwhile
+			continue
+		}
+		if err := s.flushIndex(it.entries); err != nil {
+			return err
+		}
+		if err := s.writeSum(); err != nil {
+			return err
+		}
+		if s != l.active && !s.dirty {
+			if err := s.syncIndexes(); err != nil {
+				return err
+			}
+			s.closeIndexes()
+		}
 	}
 	return nil
 }
@@ -495,10 +550,11 @@ func (l *Log) TruncateTo(offset int64) error {
 		d.release()
 	}
 	l.dropDeletedUnsynced()
-	// The index is about to change: it must not be vouched for by its old checksum.
-	if err := os.Remove(s.stem() + sumSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// The index is about to change: withdraw its sum first.
+	if err := s.dropSum(); err != nil {
 		return l.fail(err)
 	}
+	s.gen++
 	s.sinceIndex = pos
 	if n := len(s.entries); n > 0 {
 		s.sinceIndex = pos - int64(s.entries[n-1].pos)
@@ -506,20 +562,24 @@ func (l *Log) TruncateTo(offset int64) error {
 	if err := s.truncateIndexFiles(len(s.entries)); err != nil {
 		return l.fail(err)
 	}
-	if err := s.flushIndex(); err != nil {
-		return l.fail(err)
-	}
 	// Cut the bytes for good, then preallocate again (zeros) for the appends to come.
 	if err := s.data.Truncate(pos); err != nil {
 		return l.fail(err)
 	}
-	if err := s.syncFiles(); err != nil {
+	if err := datasync(s.data); err != nil {
 		return l.fail(err)
 	}
 	if err := syncDir(l.dir); err != nil {
 		return l.fail(err)
 	}
 	l.dirDirty = false
+	// What is left is durable, so its index can be vouched for again.
+	if err := s.flushIndex(len(s.entries)); err != nil {
+		return l.fail(err)
+	}
+	if err := s.writeSum(); err != nil {
+		return l.fail(err)
+	}
 	return l.fail(l.activate(s))
 }
 
@@ -640,11 +700,15 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	if l.failed == nil && err == nil {
-		// Cut the preallocated tail and vouch for the index, so the next Open trusts it.
+		// Cut the preallocated tail and leave a durable, vouched-for index for the next Open.
 		s := l.active
 		if err = s.data.Truncate(s.end); err == nil {
 			if err = datasync(s.data); err == nil {
-				err = s.seal()
+				if err = s.flushIndex(len(s.entries)); err == nil {
+					if err = s.writeSum(); err == nil {
+						err = s.syncIndexes()
+					}
+				}
 			}
 		}
 	}

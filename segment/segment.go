@@ -49,13 +49,14 @@ type segment struct {
 	maxTs   int64        // mu: largest MaxTimestamp held, math.MinInt64 when empty
 	entries []indexEntry // mu: sparse index; elements below len are never rewritten in place
 
-	index, timeIndex *os.File // writer: nil until needed
-	flushed          int      // writer: entries already in the index files
-	sinceIndex       int64    // writer: bytes appended since the last index point
-	firstAppendMs    int64    // writer: wall clock of its first batch (segment.ms), 0 when empty
-	dirty            bool     // writer: written since the last fdatasync (queued in Log.unsynced)
-	deleted          bool     // writer: removed from the log
-	sumStale         bool     // writer: index files rewritten by recovery, checksum not yet
+	index, timeIndex, sum *os.File // writer: index files, nil when closed (see index.go)
+	flushed               int      // writer: entries already in the index files
+	crcIndex, crcTime     uint32   // writer: CRC-32C of the index files' flushed contents
+	sinceIndex            int64    // writer: bytes appended since the last index point
+	firstAppendMs         int64    // writer: wall clock of its first batch (segment.ms), 0 when empty
+	dirty                 bool     // writer: changed since the last Sync (queued in Log.unsynced)
+	deleted               bool     // writer: removed from the log
+	gen                   uint64   // writer: bumped by TruncateTo, so a Sync in flight skips its index
 
 	refs atomic.Int32 // one for the Log while listed, one per ReadResult holding it
 }
@@ -89,107 +90,13 @@ func createSegment(dir string, base, size int64) (*segment, error) {
 		os.Remove(s.path)
 		return nil, err
 	}
-	if err := s.openIndexes(true); err != nil {
+	if err := s.openIndexes(); err != nil {
 		f.Close()
 		os.Remove(s.path)
 		return nil, err
 	}
 	s.refs.Store(1)
 	return s, nil
-}
-
-// openIndexes opens (creating, or emptying when truncate is set) the two index files.
-func (s *segment) openIndexes(truncate bool) error {
-	flags := os.O_RDWR | os.O_CREATE
-	if truncate {
-		flags |= os.O_TRUNC
-	}
-	if s.index == nil {
-		f, err := os.OpenFile(s.stem()+indexSuffix, flags, 0o644)
-		if err != nil {
-			return err
-		}
-		s.index = f
-	}
-	if s.timeIndex == nil {
-		f, err := os.OpenFile(s.stem()+timeIndexSuffix, flags, 0o644)
-		if err != nil {
-			s.index.Close()
-			s.index = nil
-			return err
-		}
-		s.timeIndex = f
-	}
-	return nil
-}
-
-// flushIndex writes the entries not yet in the index files. Entries are never rewritten: an
-// index file only grows, or is cut by truncateIndexFiles.
-func (s *segment) flushIndex() error {
-	n := len(s.entries) - s.flushed
-	if n == 0 {
-		return nil
-	}
-	if err := s.openIndexes(false); err != nil {
-		return err
-	}
-	// Index points are rare (one per IndexIntervalBytes), so these small buffers are not a hot path.
-	ob, tb := encodeEntries(s.entries[s.flushed:])
-	if _, err := s.index.WriteAt(ob, int64(s.flushed*offsetEntrySize)); err != nil {
-		return err
-	}
-	if _, err := s.timeIndex.WriteAt(tb, int64(s.flushed*timeEntrySize)); err != nil {
-		return err
-	}
-	s.flushed = len(s.entries)
-	return nil
-}
-
-// truncateIndexFiles cuts both index files to n entries.
-func (s *segment) truncateIndexFiles(n int) error {
-	if err := s.openIndexes(false); err != nil {
-		return err
-	}
-	if err := s.index.Truncate(int64(n * offsetEntrySize)); err != nil {
-		return err
-	}
-	if err := s.timeIndex.Truncate(int64(n * timeEntrySize)); err != nil {
-		return err
-	}
-	if s.flushed > n {
-		s.flushed = n
-	}
-	return nil
-}
-
-// syncFiles makes the segment's data and index files durable.
-func (s *segment) syncFiles() error {
-	if err := datasync(s.data); err != nil {
-		return err
-	}
-	if s.index != nil {
-		if err := datasync(s.index); err != nil {
-			return err
-		}
-	}
-	if s.timeIndex != nil {
-		if err := datasync(s.timeIndex); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// closeIndexes closes the index files; they reopen on demand.
-func (s *segment) closeIndexes() {
-	if s.index != nil {
-		s.index.Close()
-		s.index = nil
-	}
-	if s.timeIndex != nil {
-		s.timeIndex.Close()
-		s.timeIndex = nil
-	}
 }
 
 func (s *segment) acquire() { s.refs.Add(1) }
@@ -203,7 +110,7 @@ func (s *segment) release() {
 }
 
 // removeFiles unlinks the segment's files: the .log first, so a crash part-way leaves only
-// orphan indexes, which Open deletes.
+// orphan index files, which Open deletes.
 func (s *segment) removeFiles() error {
 	err := os.Remove(s.path)
 	for _, suffix := range []string{indexSuffix, timeIndexSuffix, sumSuffix} {
@@ -239,13 +146,4 @@ func (s *segment) addIndexPoint(interval int64) {
 // indexFull reports whether the next due index point would overflow the index.
 func (s *segment) indexFull(interval int64) bool {
 	return len(s.entries) >= maxIndexEntries && s.sinceIndex >= interval
-}
-
-// seal writes the pending index entries and vouches for the index files with their checksum.
-func (s *segment) seal() error {
-	if err := s.flushIndex(); err != nil {
-		return err
-	}
-	s.sumStale = false
-	return s.writeIndexSum()
 }
