@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/sluicebroker/sluice/quorum"
 )
 
@@ -62,8 +64,27 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 		t.Fatal("no leader")
 		return 0, nil
 	}
-	li, lp := leader()
-	produce(t, lp, makeBatch(-1, -1, 0, 2, 100))
+	// produceRetry follows leadership changes (a loaded machine can delay
+	// heartbeats past the election timeout); idempotence makes retries safe.
+	produceRetry := func(batch []byte) error {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, p := leader()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := p.Produce(ctx, batch)
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				return err
+			}
+			if err != kerr.NotLeaderForPartition && err != kerr.RequestTimedOut {
+				return err
+			}
+		}
+	}
+	li, _ := leader()
+	if err := produceRetry(makeBatch(99, 0, 0, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
 
 	// Stop a follower and produce well past SnapshotEntries (1000) so the
 	// leader compacts the entries the follower misses.
@@ -78,10 +99,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < total/workers; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				_, err := lp.Produce(ctx, makeBatch(int64(w), 0, int32(i), 1, 100))
-				cancel()
-				if err != nil {
+				if err := produceRetry(makeBatch(int64(w), 0, int32(i), 1, 100)); err != nil {
 					errs <- err
 					return
 				}
@@ -96,6 +114,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 
 	start(fi)
 	fp, _ := nodes[fi].mgr.Partition("rep", 0)
+	_, lp := leader()
 	want := lp.HighWatermark()
 	deadline := time.Now().Add(60 * time.Second)
 	for fp.HighWatermark() < want {

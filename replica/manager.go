@@ -130,7 +130,7 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 			}
 		}
 	}
-	if !m.swept {
+	if !m.swept && md.NextShardID > 0 { // NextShardID 0: not bootstrapped metadata
 		m.swept = true
 		m.sweepOrphans(md)
 	}
