@@ -159,6 +159,14 @@ func (p *Partition) LogStartOffset() int64 {
 	return 0
 }
 
+// Size is the number of bytes of batches the log holds (DescribeLogDirs).
+func (p *Partition) Size() int64 {
+	if log := p.log.Load(); log != nil {
+		return log.Size()
+	}
+	return 0
+}
+
 // MaxMessageBytes is the topic's max.message.bytes, else the broker default.
 func (p *Partition) MaxMessageBytes() int32 { return p.options().MaxMessageBytes }
 

@@ -55,6 +55,9 @@ func TestProduceReadRoundTrip(t *testing.T) {
 	if r := produce(t, n.partition("t", 1), makeBatch(-1, -1, 0, 1, 10)); r.BaseOffset != 0 {
 		t.Fatalf("partition 1 base offset %d", r.BaseOffset)
 	}
+	if p.Size() < 30*100 {
+		t.Fatalf("log size %d for 30 batches of 100-byte records", p.Size())
+	}
 	if got := p.MaxMessageBytes(); got != defaultMaxMessageBytes {
 		t.Fatalf("max message bytes %d", got)
 	}
