@@ -288,3 +288,182 @@ func TestShardErrors(t *testing.T) {
 		t.Fatal("restarting a removed shard succeeded")
 	}
 }
+
+// TestShardThreeReplicas: a partition shard replicated on three Hosts. Only the leader accepts
+// proposals; every replica applies them; after the leader stops, another takes over and the
+// state carries on.
+func TestShardThreeReplicas(t *testing.T) {
+	dir := t.TempDir()
+	members := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		members[id] = freeAddr(t)
+	}
+	const shard = FirstPartitionShardID + 1
+	hosts := map[uint64]*Host{}
+	sms := map[uint64]*counterSMs{}
+	for id := uint64(1); id <= 3; id++ {
+		h := newTestHost(t, id, members[id], filepath.Join(dir, fmt.Sprint(id), "raft"))
+		defer h.Close()
+		sms[id] = newCounterSMs(filepath.Join(dir, fmt.Sprint(id)))
+		if err := h.StartOnDiskShard(shard, members, false, sms[id].create); err != nil {
+			t.Fatal(err)
+		}
+		hosts[id] = h
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	leaderOf := func() (*Host, uint64) {
+		t.Helper()
+		for ctx.Err() == nil {
+			for id, h := range hosts {
+				if h.IsLeader(shard) {
+					return h, id
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("no leader")
+		return nil, 0
+	}
+	var want uint64
+	propose := func(v uint64) {
+		t.Helper()
+		for {
+			h, _ := leaderOf()
+			res, err := h.Propose(ctx, shard, cmdOf(v))
+			if errors.Is(err, ErrNotLeader) {
+				continue // leadership moved between the check and the proposal
+			}
+			if err != nil {
+				t.Fatalf("propose %d: %v", v, err)
+			}
+			want += v
+			if res.Value != want {
+				t.Fatalf("propose %d: result %d, want %d", v, res.Value, want)
+			}
+			return
+		}
+	}
+	for v := uint64(1); v <= 20; v++ {
+		propose(v)
+	}
+	leader, leaderID := leaderOf()
+	for id, h := range hosts {
+		if id == leaderID {
+			continue
+		}
+		if _, err := h.Propose(ctx, shard, cmdOf(1)); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("propose on follower %d: %v", id, err)
+		}
+		if err := h.ProposeAsync(shard, cmdOf(1), time.Second, func(sm.Result, error) {}); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("propose async on follower %d: %v", id, err)
+		}
+	}
+
+	leader.Close()
+	delete(hosts, leaderID)
+	for v := uint64(21); v <= 30; v++ {
+		propose(v)
+	}
+	// Every surviving replica applies everything.
+	for id := range hosts {
+		for {
+			s := sms[id].get(shard)
+			s.mu.Lock()
+			sum := s.sum
+			s.mu.Unlock()
+			if sum == want {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("replica %d: sum %d, want %d", id, sum, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// TestProposeAsyncConcurrent: many goroutines propose at once; every callback fires exactly once,
+// and stopping the shard with proposals in flight completes them too.
+func TestProposeAsyncConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
+	defer h.Close()
+	sms := newCounterSMs(dir)
+	const shard = FirstPartitionShardID
+	if err := h.StartOnDiskShard(shard, map[uint64]string{1: addr}, false, sms.create); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := h.Propose(ctx, shard, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	const workers, each = 8, 200
+	var calls [workers * each]atomic.Int32
+	var wg sync.WaitGroup
+	var okCount atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var inner sync.WaitGroup
+			for i := 0; i < each; i++ {
+				slot := &calls[w*each+i]
+				inner.Add(1)
+				err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
+					if err == nil {
+						okCount.Add(1)
+					}
+					slot.Add(1)
+					inner.Done()
+				})
+				if err != nil {
+					t.Errorf("propose async: %v", err)
+					inner.Done()
+					slot.Add(1)
+				}
+			}
+			inner.Wait()
+		}()
+	}
+	wg.Wait()
+	for i := range calls {
+		if n := calls[i].Load(); n != 1 {
+			t.Fatalf("callback %d called %d times", i, n)
+		}
+	}
+	if got := sms.get(shard).sum; got != uint64(okCount.Load()) || got != workers*each {
+		t.Fatalf("applied sum %d, successful callbacks %d, want %d", got, okCount.Load(), workers*each)
+	}
+
+	// Stop with proposals in flight: each callback still fires once (result or ErrShardClosed).
+	var inflight sync.WaitGroup
+	var stopCalls atomic.Int32
+	accepted := 0
+	for i := 0; i < 500; i++ {
+		inflight.Add(1)
+		err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
+			if err != nil && !errors.Is(err, ErrShardClosed) {
+				t.Errorf("in-flight proposal at stop: %v", err)
+			}
+			stopCalls.Add(1)
+			inflight.Done()
+		})
+		if err != nil {
+			inflight.Done()
+			break
+		}
+		accepted++
+		if i == 250 {
+			go h.StopShard(shard)
+		}
+	}
+	inflight.Wait()
+	if int(stopCalls.Load()) != accepted {
+		t.Fatalf("%d callbacks for %d accepted proposals", stopCalls.Load(), accepted)
+	}
+}

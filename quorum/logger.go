@@ -34,18 +34,19 @@ func setDragonboatLogger(l *slog.Logger) {
 	})
 }
 
-// transportLogEvery limits how often one transport message (by format) is logged: dragonboat's
-// transport logs every failed redial to a down peer, several lines a second per peer.
-const transportLogEvery = 30 * time.Second
+// repeatEvery limits how often one dragonboat message (by format) is logged: the transport logs
+// every failed redial to a down peer several times a second, and under load the engine warns on
+// every snapshot request that overlaps a running one. Panics are never suppressed.
+const repeatEvery = 30 * time.Second
 
-var transportLast sync.Map // format string -> *atomic.Int64 (unix nanos of the last line)
+var lastLogged sync.Map // format string -> *atomic.Int64 (unix nanos of the last line)
 
 func suppressRepeat(format string) bool {
 	now := time.Now().UnixNano()
-	v, _ := transportLast.LoadOrStore(format, new(atomic.Int64))
+	v, _ := lastLogged.LoadOrStore(format, new(atomic.Int64))
 	last := v.(*atomic.Int64)
 	prev := last.Load()
-	if prev != 0 && now-prev < int64(transportLogEvery) {
+	if prev != 0 && now-prev < int64(repeatEvery) {
 		return true
 	}
 	return !last.CompareAndSwap(prev, now)
@@ -70,7 +71,7 @@ func (a slogAdapter) log(lvl logger.LogLevel, sl slog.Level, format string, args
 	if l == nil || !l.Enabled(context.Background(), sl) {
 		return
 	}
-	if a.pkg == "transport" && lvl > logger.CRITICAL && suppressRepeat(format) {
+	if suppressRepeat(format) {
 		return
 	}
 	l.Log(context.Background(), sl, fmt.Sprintf(format, args...), "component", "dragonboat", "pkg", a.pkg)
