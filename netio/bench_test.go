@@ -179,18 +179,8 @@ func BenchmarkEchoConns(b *testing.B) {
 // BenchmarkFileRange: one connection, each request answered with an 8-byte header and a 1 MiB file
 // range (sendfile on Linux), two requests in flight.
 func BenchmarkFileRange(b *testing.B) {
-	for _, name := range []string{"gnet", "gnet-copy-when-full", "std"} {
-		backend := BackendStd
-		if name != "std" {
-			backend = BackendGnet
-		}
-		b.Run(name, func(b *testing.B) {
-			if name == "gnet-copy-when-full" {
-				if !setGnetCopyWhenFull(true) {
-					b.Skip("sendfile path only on Linux")
-				}
-				defer setGnetCopyWhenFull(false)
-			}
+	for _, backend := range backends {
+		b.Run(string(backend), func(b *testing.B) {
 			f, _ := makeTestFile(b, benchFileLen)
 			h := newBenchHandler(false, f)
 			defer close(h.work)

@@ -1,3 +1,5 @@
+//go:build !linux
+
 package netio
 
 import (
@@ -16,10 +18,11 @@ func copyFileRange(w io.Writer, f *os.File, off, n int64) (int64, error) {
 		want := min(n-sent, int64(len(*buf)))
 		k, err := f.ReadAt((*buf)[:want], off+sent)
 		if k > 0 {
-			if _, werr := w.Write((*buf)[:k]); werr != nil {
+			m, werr := w.Write((*buf)[:k])
+			sent += int64(m)
+			if werr != nil {
 				return sent, werr
 			}
-			sent += int64(k)
 		}
 		if int64(k) < want {
 			if err == nil || err == io.EOF {

@@ -9,22 +9,29 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
-// The gnet backend: event loops own the sockets. Everything for one connection (reading frames,
-// HandleRequest, writing responses) runs on its loop inside OnTraffic. Answers from other goroutines
-// reach the loop through gnet's Wake. gnet reads sockets eagerly and offers no way to pause reading:
-// at MaxInFlight frames stay unparsed in gnet's inbound buffer until responses drain.
+// The gnet backend: a connection's frames are parsed and handed to the Handler on its event loop, in
+// OnTraffic, and its responses are written there too (answers from other goroutines wake the loop).
+// Responses bypass gnet's outbound buffer: netio writes them to the socket itself (writev straight
+// from the response's buffers, sendfile for file ranges). When the socket is full, the drain stops
+// and a side poller resumes it once the socket is writable. At MaxInFlight, reading pauses (see
+// updateReading).
+//
+// A connection's descriptor belongs to gnet, which closes it right after OnClose; fdMu keeps writers
+// and OnClose apart so nobody writes to a closed (and maybe reused) descriptor.
 
 const gnetSupported = true
 
-// gnetSendBudget bounds the file bytes one connection sends per loop turn, so a fast reader of a huge
-// fetch cannot starve the loop's other connections.
+// gnetSendBudget bounds the bytes one drain writes before yielding (through the side poller), so a
+// fast reader of a huge fetch cannot monopolize a loop or the poller.
 const gnetSendBudget = 4 << 20
 
 type gnetServer struct {
@@ -50,22 +57,25 @@ type gnetConn struct {
 	srv  *gnetServer
 	conn *Conn
 	gc   gnet.Conn
+	fd   int
 
-	// Frame being read: header bytes first, then the body into a pooled buffer.
-	hdr    [4]byte
-	hdrGot int
-	frame  *[]byte
-	got    int
-	paused bool // stopped at MaxInFlight with bytes left unparsed
+	// Reader state, loop only. Frame being read: header bytes first, then the body.
+	hdr      [4]byte
+	hdrGot   int
+	frame    *[]byte
+	got      int
+	paused   bool // stopped at MaxInFlight with bytes left unparsed
+	loopEpfd int  // the loop's epoll set, for pausing reads; -1 if unknown
+	readOff  bool // EPOLLIN is off
 
-	closed bool  // OnClose ran (gnet closed the descriptor)
-	budget int64 // file bytes left for this loop turn
-	sfOff  int64 // sendfile's offset argument
-	armed  bool  // registered with the writable waiter
+	// Writer state, drainer only.
+	budget int64         // bytes left for this drain
+	sfOff  int64         // sendfile's offset argument
+	vecs   []unix.Iovec  // writev's argument
+	wait   writableState // side poller registration
 
-	loopEpfd    int  // the loop's epoll set, for pausing reads; -1 if unknown
-	readOff     bool // EPOLLIN is off: paused at MaxInFlight
-	lastInbound int  // unparsed bytes when OnTraffic last returned
+	fdMu     sync.Mutex
+	fdClosed bool // OnClose ran: gnet is closing the descriptor
 }
 
 func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
@@ -148,12 +158,12 @@ func (s *gnetServer) close() error {
 
 func (s *gnetServer) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	_ = gc.SetNoDelay(true)
-	g := &gnetConn{srv: s, gc: gc, loopEpfd: -1}
+	g := &gnetConn{srv: s, gc: gc, fd: gc.Fd(), loopEpfd: -1}
 	if fd, ok := loopEpollFd(gc); ok {
 		g.loopEpfd = fd
 	}
 	var local net.Addr = s.addr
-	if sa, err := unix.Getsockname(gc.Fd()); err == nil {
+	if sa, err := unix.Getsockname(g.fd); err == nil {
 		local = sockaddrToTCP(sa)
 	}
 	g.conn = newConn(s.core, g, cloneAddr(gc.RemoteAddr()), local)
@@ -167,32 +177,22 @@ func (s *gnetServer) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	c := g.conn
-	g.budget = gnetSendBudget
-	newBytes := gc.InboundBuffered() > g.lastInbound
-	defer func() { g.lastInbound = gc.InboundBuffered() }()
 	for {
-		c.beginDrain()
-		if reason := g.readFrames(); reason != "" {
+		// Own the writer while dispatching, so answers given inside HandleRequest are written
+		// together, in one writev, below.
+		owner := c.tryDrain()
+		reason := g.readFrames()
+		if owner && !g.runDrain() {
+			return gnet.Close
+		}
+		if reason != "" {
 			s.core.log.Warn("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
 			return gnet.Close
 		}
-		switch res, reason, err := c.drain(g); res {
-		case drainClose:
-			s.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
-			// FIN right behind the last response, before close may reset a connection with unread input.
-			_ = unix.Shutdown(gc.Fd(), unix.SHUT_WR)
-			return gnet.Close
-		case drainFailed:
-			s.core.logWriteFailure(c, err)
-			return gnet.Close
-		case drainClosed:
-			return gnet.Close
-		}
-		// Draining may have made room for frames that are already buffered.
-		if !g.paused || gc.InboundBuffered() == 0 || !c.hasRoom() {
-			g.updateReading(newBytes)
+		if !g.updateReading() {
 			return gnet.None
 		}
+		// Room appeared while frames wait in gnet's buffer: parse them.
 	}
 }
 
@@ -201,13 +201,15 @@ func (s *gnetServer) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if g == nil {
 		return gnet.None
 	}
-	g.closed = true
+	g.fdMu.Lock()
+	g.fdClosed = true
 	s.waiter.forget(g)
+	g.fdMu.Unlock()
 	if g.frame != nil {
 		putFrame(g.frame)
 		g.frame = nil
 	}
-	g.conn.sweep()
+	g.conn.closeAndSweep()
 	s.core.handler.ConnClosed(g.conn)
 	return gnet.None
 }
@@ -241,10 +243,78 @@ func (g *gnetConn) readFrames() string {
 		g.frame = nil
 		c.dispatch(buf)
 	}
+	g.paused = false
 	return ""
 }
 
-func (g *gnetConn) wake() {
+// updateReading decides, at the end of OnTraffic, whether the socket is read: it pauses at
+// MaxInFlight (or once a CloseConn is pending) and resumes when at most half as many requests are in
+// flight, so a client that keeps the limit busy costs one epoll_ctl per burst rather than per request.
+// While paused, the first retire that gets below that mark wakes the loop (resumeReader). It returns
+// true when there is room for frames that already wait in gnet's buffer.
+func (g *gnetConn) updateReading() bool {
+	c := g.conn
+	c.mu.Lock()
+	inFlight := c.tail - c.head
+	room := inFlight < c.max && !c.closing && !c.closed
+	if room && g.paused && g.gc.InboundBuffered() > 0 {
+		c.mu.Unlock()
+		return true
+	}
+	resume := room && inFlight <= c.max/2
+	pause := !room || ((g.readOff || g.paused) && !resume)
+	if pause && !c.closing && !c.closed {
+		c.readerWaiting = true
+		c.resumeAt = c.max / 2
+	}
+	c.mu.Unlock()
+	if pause != g.readOff {
+		g.setReading(!pause)
+	}
+	return false
+}
+
+// runDrain writes what is answered, on the calling goroutine, and deals with the outcome. It returns
+// false when the connection is closing. The caller owns the writer (wstate running).
+func (g *gnetConn) runDrain() bool {
+	c := g.conn
+	g.budget = gnetSendBudget
+	res, reason, err := c.drain(g)
+	switch res {
+	case drainIdle:
+		return true
+	case drainBlocked:
+		g.fdMu.Lock()
+		if !g.fdClosed {
+			g.srv.waiter.arm(g)
+		}
+		g.fdMu.Unlock()
+		return true
+	case drainClose:
+		c.core.log.Info("netio: closing connection", "remote", c.RemoteAddr, "reason", reason)
+		g.fdMu.Lock()
+		if !g.fdClosed {
+			// FIN right behind the last response, before close may reset a connection with unread input.
+			_ = unix.Shutdown(g.fd, unix.SHUT_WR)
+		}
+		g.fdMu.Unlock()
+	case drainFailed:
+		c.core.logWriteFailure(c, err)
+	}
+	c.sweep()
+	g.close()
+	return false
+}
+
+// wake gets the loop to drain: answers that arrive meanwhile go out in the same writev. (Writing on
+// the answering goroutine instead measured 2-3x slower with pipelined requests: one writev each.)
+func (g *gnetConn) wake() { g.wakeLoop() }
+
+// resumeReader gets the loop to parse buffered frames and read the socket again.
+func (g *gnetConn) resumeReader() { g.wakeLoop() }
+
+// wakeLoop triggers OnTraffic on g's loop.
+func (g *gnetConn) wakeLoop() {
 	s := g.srv
 	s.wakeMu.RLock()
 	if !s.stopping {
@@ -265,21 +335,37 @@ func (g *gnetConn) close() {
 // pausesReads reports whether reads can pause at MaxInFlight (the loop's epoll set was found).
 func (g *gnetConn) pausesReads() bool { return g.loopEpfd >= 0 }
 
-// resumeReader has nothing to do: the reader runs on the loop right after each drain.
-func (g *gnetConn) resumeReader() {}
-
-// writeBytes hands the bytes to gnet, which writes what the socket takes and buffers the rest in order.
-func (g *gnetConn) writeBytes(iov [][]byte) error {
-	var err error
-	if len(iov) == 1 {
-		_, err = g.gc.Write(iov[0])
-	} else {
-		_, err = g.gc.Writev(iov)
+// writeBytes writes with writev(2) until the socket is full or the budget is spent.
+func (g *gnetConn) writeBytes(iov *[][]byte) error {
+	g.fdMu.Lock()
+	defer g.fdMu.Unlock()
+	if g.fdClosed {
+		return errConnClosed
 	}
-	if err == nil && g.closed {
-		err = errConnClosed
+	for len(*iov) > 0 {
+		if g.budget <= 0 {
+			return errWouldBlock
+		}
+		g.vecs = g.vecs[:0]
+		for _, b := range *iov {
+			v := unix.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			g.vecs = append(g.vecs, v)
+		}
+		n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(g.fd), uintptr(unsafe.Pointer(&g.vecs[0])), uintptr(len(g.vecs)))
+		switch errno {
+		case 0:
+		case unix.EAGAIN:
+			return errWouldBlock
+		case unix.EINTR:
+			continue
+		default:
+			return os.NewSyscallError("writev", errno)
+		}
+		g.budget -= int64(n)
+		consumeIov(iov, int(n))
 	}
-	return err
+	return nil
 }
 
 func sockaddrToTCP(sa unix.Sockaddr) *net.TCPAddr {

@@ -9,15 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// gnet has no sendfile, so file ranges bypass it: once gnet's outbound buffer is empty, sendfile(2)
-// writes straight to the socket. When the socket is full, the connection's descriptor is armed
-// (EPOLLOUT|EPOLLONESHOT) in a side epoll set whose goroutine wakes the connection's loop when it
-// becomes writable.
-
-// gnetCopyWhenFull switches what a full socket does to a file range: instead of waiting for
-// writability, copy the rest into gnet's outbound buffer (pread, then Write). Off by default: it costs
-// a copy and holds the range in memory per slow client; benchmarks compare the two.
-var gnetCopyWhenFull bool
+// When a gnet connection's socket is full, its descriptor is armed (EPOLLOUT|EPOLLONESHOT) in a side
+// epoll set; the waiter goroutine resumes the connection's drain when the socket becomes writable.
 
 type writableWaiter struct {
 	epfd, evfd int
@@ -25,6 +18,11 @@ type writableWaiter struct {
 
 	mu    sync.Mutex
 	conns map[int32]*gnetConn // by descriptor
+}
+
+// writableState is a connection's registration with the waiter. Guarded by the connection's fdMu.
+type writableState struct {
+	registered bool
 }
 
 func newWritableWaiter() (*writableWaiter, error) {
@@ -67,40 +65,44 @@ func (w *writableWaiter) run() {
 			w.mu.Lock()
 			g := w.conns[fd]
 			w.mu.Unlock()
-			if g != nil {
-				g.wake() // stale after a close: gnet ignores Wake on closed connections
+			// tryResume fails for a connection that was closed (and swept) meanwhile.
+			if g != nil && g.conn.tryResume() {
+				g.runDrain()
 			}
 		}
 	}
 }
 
-// arm asks for one wake-up when g's socket is writable. Loop goroutine.
-func (w *writableWaiter) arm(g *gnetConn) error {
-	fd := g.gc.Fd()
-	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLONESHOT, Fd: int32(fd)}
-	if g.armed {
-		return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+// arm asks for one resume when g's socket is writable. Called with g.fdMu held.
+func (w *writableWaiter) arm(g *gnetConn) {
+	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLONESHOT, Fd: int32(g.fd)}
+	op := unix.EPOLL_CTL_MOD
+	if !g.wait.registered {
+		w.mu.Lock()
+		w.conns[int32(g.fd)] = g
+		w.mu.Unlock()
+		g.wait.registered = true
+		op = unix.EPOLL_CTL_ADD
 	}
-	w.mu.Lock()
-	w.conns[int32(fd)] = g
-	w.mu.Unlock()
-	g.armed = true
-	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+	if err := unix.EpollCtl(w.epfd, op, g.fd, &ev); err != nil {
+		// Cannot wait: let gnet close it (OnClose sweeps).
+		g.srv.core.log.Warn("netio: closing connection", "remote", g.conn.RemoteAddr, "reason", "epoll_ctl failed", "err", err)
+		g.close()
+	}
 }
 
-// forget removes g before gnet closes its descriptor. Loop goroutine.
+// forget removes g before gnet closes its descriptor. Called with g.fdMu held.
 func (w *writableWaiter) forget(g *gnetConn) {
-	if !g.armed {
+	if !g.wait.registered {
 		return
 	}
-	fd := g.gc.Fd()
-	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, g.fd, nil)
 	w.mu.Lock()
-	if w.conns[int32(fd)] == g {
-		delete(w.conns, int32(fd))
+	if w.conns[int32(g.fd)] == g {
+		delete(w.conns, int32(g.fd))
 	}
 	w.mu.Unlock()
-	g.armed = false
+	g.wait.registered = false
 }
 
 func (w *writableWaiter) close() {
@@ -111,53 +113,30 @@ func (w *writableWaiter) close() {
 	_ = unix.Close(w.evfd)
 }
 
-// flushed pushes gnet's outbound buffer to the socket; if some stays, it waits for writability.
-func (g *gnetConn) flushed() error {
-	if g.gc.OutboundBuffered() == 0 {
-		return nil
-	}
-	_ = g.gc.Flush()
-	if g.closed {
-		return errConnClosed
-	}
-	if g.gc.OutboundBuffered() == 0 {
-		return nil
-	}
-	if err := g.srv.waiter.arm(g); err != nil {
-		return err
-	}
-	return errWouldBlock
-}
-
-// sendFile sends with sendfile(2) after everything before it left gnet's buffer, within the turn's
-// budget; the explicit offset leaves the file's shared offset alone.
+// sendFile sends with sendfile(2), straight from the page cache to the socket, until the socket is
+// full or the budget is spent; the explicit offset leaves the file's shared offset alone.
 func (g *gnetConn) sendFile(f *os.File, off, n int64) (int64, error) {
-	if err := g.flushed(); err != nil {
-		return 0, err
+	g.fdMu.Lock()
+	defer g.fdMu.Unlock()
+	if g.fdClosed {
+		return 0, errConnClosed
 	}
-	out, in := g.gc.Fd(), int(f.Fd())
+	in := int(f.Fd())
 	g.sfOff = off
 	end := off + n
 	for g.sfOff < end {
 		if g.budget <= 0 {
-			g.wake() // yield the loop; continue next turn
 			return g.sfOff - off, errWouldBlock
 		}
-		m, err := unix.Sendfile(out, in, &g.sfOff, int(min(end-g.sfOff, g.budget)))
+		m, err := unix.Sendfile(g.fd, in, &g.sfOff, int(min(end-g.sfOff, g.budget)))
 		g.budget -= int64(max(m, 0))
 		switch {
-		case err == unix.EAGAIN && gnetCopyWhenFull:
-			k, cerr := copyFileRange(g.gc, f, g.sfOff, end-g.sfOff)
-			return g.sfOff - off + k, cerr
 		case err == unix.EAGAIN:
 			sendfileWouldBlock.Add(1)
-			if aerr := g.srv.waiter.arm(g); aerr != nil {
-				return g.sfOff - off, aerr
-			}
 			return g.sfOff - off, errWouldBlock
 		case err == unix.EINTR:
 		case err != nil:
-			return g.sfOff - off, err
+			return g.sfOff - off, os.NewSyscallError("sendfile", err)
 		case m == 0:
 			return g.sfOff - off, io.ErrUnexpectedEOF // the file is shorter than the range
 		}

@@ -777,10 +777,13 @@ func TestCloseWhileBusy(t *testing.T) {
 		var clients sync.WaitGroup
 		for i := 0; i < conns; i++ {
 			c := dial(t, s)
+			// One answered request first: the server accepted this connection, so it must report it.
+			c.send(frame(0, opEcho, nil))
+			c.expect(0, nil)
 			clients.Add(2)
 			go func() { // writer: until the connection breaks
 				defer clients.Done()
-				for k := uint32(0); ; k++ {
+				for k := uint32(1); ; k++ {
 					f := frame(k, opEcho, payloadFor(k, 200))
 					if k%5 == 0 {
 						f = fileFrame(k, 0, 1<<20)

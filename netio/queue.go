@@ -25,25 +25,37 @@ type Conn struct {
 	max  uint64
 	// head is the oldest request whose response is not yet written; tail is the next sequence number.
 	head, tail uint64
-	// writerIdle: the writer is not running, not scheduled and not waiting for the socket; the next
-	// answer of the head request must wake it.
-	writerIdle bool
-	// readerWaiting: the std reader sleeps until head advances.
+	// wstate says who may drain: nobody (idle: the next answer of the head request wakes the
+	// writer), the woken writer once it runs (woken), one goroutine now (running), or whoever
+	// resumes the drain when the full socket turns writable (blocked). Only the goroutine that moved
+	// wstate to running drains.
+	wstate uint8
+	// readerWaiting: the reader paused at MaxInFlight and wants resumeReader once at most resumeAt
+	// requests are in flight.
 	readerWaiting bool
+	resumeAt      uint64
 	closing       bool // a CloseConn was answered: read no further requests
 	closed        bool // the connection is gone: answers only release
 	sweepDone     bool // sweep ran
 
-	// Writer state, touched only by the goroutine that drains (the event loop or the writer goroutine).
-	wPart int      // next part of the head response
+	// Drain state, touched only by the goroutine that drains.
+	wNext uint64   // when blocked: requests [head, wNext) are gathered in iov or skipped
+	wPart int      // next part of the response at wNext
 	wOff  int64    // bytes of that part (a file range) already sent
-	iov   [][]byte // byte parts gathered for one writev
+	iov   [][]byte // byte parts gathered for one writev, not yet written
 	swept []*Request
 }
 
+const (
+	writerIdle uint8 = iota
+	writerWoken
+	writerRunning
+	writerBlocked
+)
+
 // connIO is what the shared queue needs from a backend's connection.
 type connIO interface {
-	// wake makes the writer drain soon, on its own goroutine.
+	// wake gets the backend's writer to drain soon (the caller moved wstate to woken).
 	wake()
 	// resumeReader wakes a reader that waits for room (readerWaiting).
 	resumeReader()
@@ -51,17 +63,13 @@ type connIO interface {
 	close()
 }
 
-// sink writes to one connection's socket, on the writer's goroutine.
+// sink writes to one connection's socket, on the draining goroutine.
 type sink interface {
-	// writeBytes writes iov completely, or keeps what the socket did not take and writes it before
-	// anything written later. The backend may modify iov.
-	writeBytes(iov [][]byte) error
-	// sendFile sends up to n bytes of f from off and returns how many it sent. errWouldBlock means
-	// the socket is full (or the loop's turn is over) and the sink has arranged a later drain.
+	// writeBytes writes *iov and leaves in it what is not written yet (nothing on success).
+	// errWouldBlock: the socket is full (or this turn's budget is spent); drain again once writable.
+	writeBytes(iov *[][]byte) error
+	// sendFile sends up to n bytes of f from off and returns how many it sent; errWouldBlock as above.
 	sendFile(f *os.File, off, n int64) (int64, error)
-	// flushed returns nil once everything written so far is in the kernel, or errWouldBlock after
-	// arranging a later drain.
-	flushed() error
 }
 
 var (
@@ -102,8 +110,8 @@ type Response struct {
 	// Parts are written in order as one byte stream; the handler includes the 4-byte size prefix.
 	Parts []Part
 	// OnDone runs once after the response is written or the connection died. May be nil. It runs
-	// on the connection's writer (a gnet event loop, the std writer goroutine) or in the call that
-	// answers a closed connection: keep it short and never block in it.
+	// on the connection's writer (an event loop, the side poller or the std writer goroutine) or,
+	// for a connection already closed, inside Respond: keep it short and never block in it.
 	OnDone func()
 }
 
@@ -141,7 +149,6 @@ func newConn(co *core, io connIO, remote, local net.Addr) *Conn {
 		ring:       make([]*Request, size),
 		mask:       size - 1,
 		max:        max,
-		writerIdle: true,
 	}
 }
 
@@ -188,9 +195,9 @@ func (c *Conn) answer(r *Request, st uint8, resp *Response, reason string) {
 	if st == stateClose {
 		c.closing = true
 	}
-	wake := r.seq == c.head && c.writerIdle
+	wake := r.seq == c.head && c.wstate == writerIdle
 	if wake {
-		c.writerIdle = false
+		c.wstate = writerWoken
 	}
 	c.mu.Unlock()
 	if wake {
@@ -212,22 +219,36 @@ func finish(r *Request, resp *Response) {
 	}
 }
 
-// beginDrain marks the writer as running, so answers given meanwhile (even on this goroutine) do not
-// wake it again; drain's end decides whether it goes idle.
-func (c *Conn) beginDrain() {
+// tryDrain makes the caller the drainer if nobody drains and the socket is not known to be full.
+func (c *Conn) tryDrain() bool {
 	c.mu.Lock()
-	c.writerIdle = false
+	ok := (c.wstate == writerIdle || c.wstate == writerWoken) && !c.closed
+	if ok {
+		c.wstate = writerRunning
+	}
 	c.mu.Unlock()
+	return ok
+}
+
+// tryResume makes the caller the drainer of a connection that waited for writability.
+func (c *Conn) tryResume() bool {
+	c.mu.Lock()
+	ok := c.wstate == writerBlocked
+	if ok {
+		c.wstate = writerRunning
+	}
+	c.mu.Unlock()
+	return ok
 }
 
 // drainResult says why drain stopped.
 type drainResult uint8
 
 const (
-	drainIdle    drainResult = iota // everything answered is written; the writer is idle
-	drainBlocked                    // the socket is full; the sink arranged a later drain
+	drainIdle    drainResult = iota // everything answered is written; wstate is idle
+	drainBlocked                    // the socket is full; wstate is blocked: arrange a resume
 	drainClose                      // a CloseConn was reached after the responses before it were written
-	drainClosed                     // the connection is closed
+	drainClosed                     // the connection is closed (and swept)
 	drainFailed                     // writing failed; err says why
 )
 
@@ -235,25 +256,26 @@ const (
 const maxIov = 512
 
 // drain writes answered responses in request order through s, as far as answers and the socket allow.
-// Consecutive byte parts, across responses, go out in one writev. Only one goroutine drains a
-// connection at a time.
+// Consecutive byte parts, across responses, go out in one writev. Only the goroutine that set wstate
+// to running calls it. After drainClose and drainFailed the caller closes the connection and sweeps.
 func (c *Conn) drain(s sink) (drainResult, string, error) {
-	next := c.head // [head, next) are skipped or fully gathered into c.iov
+	next := max(c.head, c.wNext) // [head, next) are skipped or gathered into c.iov
 	for {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
+			c.sweep()
 			return drainClosed, "", nil
 		}
 		if next == c.tail || c.ring[next&c.mask].state == statePending {
 			if next == c.head && len(c.iov) == 0 {
-				c.writerIdle = true
+				c.wstate = writerIdle
 				c.mu.Unlock()
 				return drainIdle, "", nil
 			}
 			c.mu.Unlock()
 			if err := c.flush(s, next); err != nil {
-				return drainFailed, "", err
+				return c.stopped(next, err)
 			}
 			continue
 		}
@@ -266,13 +288,7 @@ func (c *Conn) drain(s sink) (drainResult, string, error) {
 			next++
 		case stateClose:
 			if err := c.flush(s, next); err != nil {
-				return drainFailed, "", err
-			}
-			if err := s.flushed(); err != nil {
-				if err == errWouldBlock {
-					return drainBlocked, "", nil
-				}
-				return drainFailed, "", err
+				return c.stopped(next, err)
 			}
 			return drainClose, r.reason, nil
 		case stateReady:
@@ -283,30 +299,27 @@ func (c *Conn) drain(s sink) (drainResult, string, error) {
 			for c.wPart < len(parts) {
 				p := &parts[c.wPart]
 				if p.Bytes != nil || p.File == nil {
+					c.wPart++
 					if len(p.Bytes) > 0 {
 						c.iov = append(c.iov, p.Bytes)
 						if len(c.iov) >= maxIov {
 							if err := c.flush(s, next); err != nil {
-								return drainFailed, "", err
+								return c.stopped(next, err)
 							}
 						}
 					}
-					c.wPart++
 					continue
 				}
 				if c.wOff == 0 {
 					if err := c.flush(s, next); err != nil {
-						return drainFailed, "", err
+						return c.stopped(next, err)
 					}
 				}
 				for c.wOff < p.Len {
 					n, err := s.sendFile(p.File, p.Off+c.wOff, p.Len-c.wOff)
 					c.wOff += n
-					if err == errWouldBlock {
-						return drainBlocked, "", nil
-					}
 					if err != nil {
-						return drainFailed, "", err
+						return c.stopped(next, err)
 					}
 				}
 				c.wOff = 0
@@ -318,15 +331,31 @@ func (c *Conn) drain(s sink) (drainResult, string, error) {
 	}
 }
 
+// stopped ends a drain that could not write: blocked (keeping its place) or failed.
+func (c *Conn) stopped(next uint64, err error) (drainResult, string, error) {
+	if err != errWouldBlock {
+		return drainFailed, "", err
+	}
+	c.wNext = next
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.sweep()
+		return drainClosed, "", nil
+	}
+	c.wstate = writerBlocked
+	c.mu.Unlock()
+	return drainBlocked, "", nil
+}
+
 // flush writes the gathered bytes, then retires the requests before upto, whose responses they end.
 func (c *Conn) flush(s sink, upto uint64) error {
 	if len(c.iov) > 0 {
-		err := s.writeBytes(c.iov)
-		clear(c.iov)
-		c.iov = c.iov[:0]
+		err := s.writeBytes(&c.iov)
 		if err != nil {
 			return err
 		}
+		c.iov = c.iov[:0]
 	}
 	c.retire(upto)
 	return nil
@@ -334,7 +363,7 @@ func (c *Conn) flush(s sink, upto uint64) error {
 
 // retire finishes the written requests [head, upto) and frees their slots, waking a waiting reader.
 func (c *Conn) retire(upto uint64) {
-	if upto == c.head {
+	if upto <= c.head {
 		return
 	}
 	for seq := c.head; seq < upto; seq++ {
@@ -345,12 +374,31 @@ func (c *Conn) retire(upto uint64) {
 	}
 	c.mu.Lock()
 	c.head = upto
-	wakeReader := c.readerWaiting
-	c.readerWaiting = false
+	wakeReader := c.readerWaiting && c.tail-c.head <= c.resumeAt
+	if wakeReader {
+		c.readerWaiting = false
+	}
 	c.mu.Unlock()
 	if wakeReader {
 		c.io.resumeReader()
 	}
+}
+
+// consumeIov drops the first n bytes of *iov, moving what remains to the front of the same array so
+// its capacity is kept for the next gather.
+func consumeIov(iov *[][]byte, n int) {
+	v := *iov
+	i := 0
+	for i < len(v) && n >= len(v[i]) {
+		n -= len(v[i])
+		i++
+	}
+	if i < len(v) {
+		v[i] = v[i][n:]
+	}
+	k := copy(v, v[i:])
+	clear(v[k:])
+	*iov = v[:k]
 }
 
 // markClosed makes later answers finish at once and stops drain and the reader. Any goroutine.
@@ -360,9 +408,24 @@ func (c *Conn) markClosed() {
 	c.mu.Unlock()
 }
 
-// sweep runs once the connection is gone, on the writer's goroutine after its last drain: it marks the
-// connection closed and finishes every answered request still queued. Requests answered later finish
-// in answer.
+// closeAndSweep marks the connection closed and sweeps it unless a drain is running, which then
+// sweeps when it sees the connection closed.
+func (c *Conn) closeAndSweep() {
+	c.mu.Lock()
+	c.closed = true
+	take := c.wstate != writerRunning
+	if take {
+		c.wstate = writerRunning
+	}
+	c.mu.Unlock()
+	if take {
+		c.sweep()
+	}
+}
+
+// sweep runs once the connection is gone, by the drainer (or with no drain possible any more): it
+// marks the connection closed and finishes every answered request still queued. Requests answered
+// later finish in answer.
 func (c *Conn) sweep() {
 	c.mu.Lock()
 	c.closed = true

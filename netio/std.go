@@ -186,6 +186,7 @@ func (sc *stdConn) waitRoom() bool {
 			return true
 		}
 		c.readerWaiting = true
+		c.resumeAt = c.max - 1
 		c.mu.Unlock()
 		<-sc.roomCh
 	}
@@ -197,7 +198,7 @@ func (sc *stdConn) writeLoop() {
 	c := sc.conn
 	for range sc.wakeCh {
 		res, reason, err := c.drain(sc)
-		if res == drainIdle || res == drainBlocked {
+		if res == drainIdle {
 			continue
 		}
 		switch res {
@@ -214,14 +215,17 @@ func (sc *stdConn) writeLoop() {
 	c.sweep()
 }
 
-func (sc *stdConn) writeBytes(iov [][]byte) error {
-	sc.bufs = iov
+// writeBytes blocks until everything is written: the writer goroutine owns the socket.
+func (sc *stdConn) writeBytes(iov *[][]byte) error {
+	sc.bufs = *iov
 	_, err := sc.bufs.WriteTo(sc.tc)
 	sc.bufs = nil
+	if err == nil {
+		clear(*iov)
+		*iov = (*iov)[:0]
+	}
 	return err
 }
-
-func (sc *stdConn) flushed() error { return nil }
 
 func (sc *stdConn) sendFile(f *os.File, off, n int64) (int64, error) {
 	return sc.file.send(sc.tc, f, off, n)

@@ -1,6 +1,0 @@
-package netio
-
-func setGnetCopyWhenFull(on bool) bool {
-	gnetCopyWhenFull = on
-	return true
-}

@@ -1,5 +1,0 @@
-//go:build !linux
-
-package netio
-
-func setGnetCopyWhenFull(bool) bool { return false }
