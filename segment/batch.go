@@ -1,6 +1,3 @@
-// Package segment is one partition's on-disk log: Kafka record batches v2 stored byte for byte in
-// preallocated segment files, with sparse offset and time indexes, crash recovery, truncation,
-// retention, and file ranges for zero-copy reads.
 package segment
 
 import (

@@ -280,7 +280,12 @@ func loopbackSink(b *testing.B) (net.Conn, func()) {
 			return
 		}
 		accepted <- c
-		io.Copy(io.Discard, c)
+		buf := make([]byte, 1<<20) // big reads, as a consumer's socket buffer would allow
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
 	}()
 	conn, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -288,4 +293,86 @@ func loopbackSink(b *testing.B) (net.Conn, func()) {
 	}
 	peer := <-accepted
 	return conn, func() { conn.Close(); peer.Close(); ln.Close() }
+}
+
+// BenchmarkReadPaired alternates a 1 MiB Read plus sendfile of its ranges to a loopback socket
+// with the same sendfile from a plain file holding the same bytes, timing each side: the ratio
+// log/file is what the log's lookups and reference counting cost on top of sendfile.
+func BenchmarkReadPaired(b *testing.B) {
+	l, batchSize := readLog(b)
+	defer crash(l)
+	f, err := os.Create(filepath.Join(b.TempDir(), "plain"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	all, err := l.Read(0, 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Written batch by batch, as the log was (page cache folio sizes follow write sizes).
+	raw, err := all.AppendTo(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for p := 0; p < len(raw); p += int(batchSize) {
+		if _, err := f.Write(raw[p : p+int(batchSize)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	total := all.Size
+	all.Release()
+	conn, done := loopbackSink(b)
+	defer done()
+	sock, err := conn.(*net.TCPConn).File()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sock.Close()
+	fd := int(sock.Fd())
+
+	var tLog, tFile time.Duration
+	var off, pos int64
+	plain := &ReadResult{Ranges: make([]FileRange, 1)}
+	b.SetBytes(2 << 20)
+	for i := 0; b.Loop(); i++ {
+		fromLog := func() {
+			t := time.Now()
+			r, err := l.Read(off, 1<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := sendRanges(fd, r); err != nil {
+				b.Fatal(err)
+			}
+			off += r.Size / batchSize
+			r.Release()
+			tLog += time.Since(t)
+			if off == l.NextOffset() {
+				off = 0
+			}
+		}
+		fromFile := func() {
+			t := time.Now()
+			plain.Ranges[0] = FileRange{File: f, Pos: pos, Len: 1 << 20}
+			if err := sendRanges(fd, plain); err != nil {
+				b.Fatal(err)
+			}
+			tFile += time.Since(t)
+			if pos += 1 << 20; pos+1<<20 > total {
+				pos = 0
+			}
+		}
+		if i%2 == 0 {
+			fromLog()
+			fromFile()
+		} else {
+			fromFile()
+			fromLog()
+		}
+	}
+	mb := float64(b.N) * (1 << 20) / 1e6
+	b.ReportMetric(mb/tLog.Seconds(), "log-MB/s")
+	b.ReportMetric(mb/tFile.Seconds(), "file-MB/s")
+	b.ReportMetric(tFile.Seconds()/tLog.Seconds(), "log/file")
 }

@@ -38,6 +38,9 @@ func newResult() *ReadResult {
 // Release gives the files back. Call it exactly once, when the bytes have been sent; the result
 // must not be used afterwards.
 func (r *ReadResult) Release() {
+	if r.Ranges == nil {
+		return // released already (a second Release is a caller bug; this catches the common case)
+	}
 	for _, s := range r.segs {
 		s.release()
 	}
