@@ -1,5 +1,10 @@
 package quorum
 
+import "time"
+
+// defaultSyncTimeout bounds a synchronous call whose ctx has no deadline.
+const defaultSyncTimeout = 30 * time.Second
+
 // ControllerShardID is the Raft shard holding cluster metadata.
 const ControllerShardID uint64 = 1
 

@@ -220,7 +220,7 @@ func (h *Host) StopShard(shardID uint64) error {
 // RemoveShardData deletes this node's Raft data of a stopped shard (a deleted partition). The
 // shard id must never be started again on this host.
 func (h *Host) RemoveShardData(shardID uint64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultSyncTimeout)
 	defer cancel()
 	if err := h.nh.SyncRemoveData(ctx, shardID, h.cfg.NodeID); err != nil {
 		return fmt.Errorf("quorum: remove shard %d data: %w", shardID, mapError(err))
@@ -288,7 +288,7 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 		return sm.Result{}, ErrShardNotFound
 	}
 	s := v.(*shardState)
-	timeout := 30 * time.Second
+	timeout := defaultSyncTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -361,9 +362,66 @@ func TestShardThreeReplicas(t *testing.T) {
 		}
 	}
 
+	// Preferred-leader style transfer to a chosen follower.
+	target := leaderID%3 + 1
+	if err := leader.TransferLeader(shard, target); err != nil {
+		t.Fatal(err)
+	}
+	for !hosts[target].IsLeader(shard) {
+		if ctx.Err() != nil {
+			t.Fatalf("leadership never moved to %d", target)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	leader, leaderID = hosts[target], target
+	m, err := leader.Membership(ctx, shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.Voters, members) {
+		t.Fatalf("membership %v, want %v", m.Voters, members)
+	}
+
 	leader.Close()
 	delete(hosts, leaderID)
 	for v := uint64(21); v <= 30; v++ {
+		propose(v)
+	}
+
+	// Replace the dead replica: remove it, add node 4, which joins and catches up (from a
+	// snapshot: the log was compacted every 10 entries).
+	cur, _ := leaderOf()
+	m, err = cur.Membership(ctx, shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.RemoveReplica(ctx, shard, leaderID, m.ConfigChangeID); err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.RemoveReplica(ctx, shard, leaderID, m.ConfigChangeID); err == nil {
+		t.Fatal("a change with a stale ConfigChangeID was accepted")
+	}
+	if m, err = cur.Membership(ctx, shard); err != nil {
+		t.Fatal(err)
+	}
+	if _, still := m.Voters[leaderID]; still || !m.Removed[leaderID] {
+		t.Fatalf("membership after remove: %+v", m)
+	}
+	addr4 := freeAddr(t)
+	if err := cur.AddReplica(ctx, shard, 4, addr4, m.ConfigChangeID); err != nil {
+		t.Fatal(err)
+	}
+	h4 := newTestHost(t, 4, addr4, filepath.Join(dir, "4", "raft"))
+	defer h4.Close()
+	sms[4] = newCounterSMs(filepath.Join(dir, "4"))
+	if err := os.MkdirAll(filepath.Join(dir, "4"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := h4.StartOnDiskShard(shard, nil, true, sms[4].create); err != nil {
+		t.Fatal(err)
+	}
+	hosts[4] = h4
+	for v := uint64(31); v <= 35; v++ {
 		propose(v)
 	}
 	// Every surviving replica applies everything.
