@@ -55,9 +55,13 @@ type consumer struct {
 	group  *groupCheck
 	e2e    *Recorder
 	errs   errorCounts
-	// runStart (Unix ns): older stamps are records of earlier runs. measureFrom: warm-up end.
-	runStart, measureFrom int64
+	// runStart (Unix ns): older stamps are records of earlier runs.
+	runStart int64
+	// measureFrom (Unix ns): the end of warm-up, set while the consumer already polls.
+	measureFrom atomic.Int64
 }
+
+func (c *consumer) setMeasureFrom(ns int64) { c.measureFrom.Store(ns) }
 
 func (c *consumer) run(ctx context.Context) {
 	for {
@@ -88,6 +92,7 @@ func (c *consumer) checkPartition(p kgo.FetchTopicPartition, now int64) {
 	}
 	idx := ti*g.partitions + int(p.Partition)
 	var n, bytes, ooo, gaps, stale, foreign int64
+	measureFrom := c.measureFrom.Load()
 	g.mu.Lock()
 	last := g.lastSeq[idx]
 	next := g.nextOffset[idx]
@@ -111,7 +116,7 @@ func (c *consumer) checkPartition(p kgo.FetchTopicPartition, now int64) {
 		last[prod] = int64(seq)
 		n++
 		bytes += int64(len(r.Value))
-		if intended >= c.measureFrom {
+		if intended >= measureFrom {
 			c.e2e.RecordLocked(now - intended)
 		}
 	}

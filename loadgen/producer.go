@@ -308,9 +308,8 @@ func (e *errorCounts) add(err error) {
 	switch {
 	case errors.As(err, &ke):
 		name = fmt.Sprintf("%s(%d)", ke.Message, ke.Code)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		name = "client: " + err.Error()
 	default:
+		// Client-side errors carry details (addresses, counts): keep the start to bound the map.
 		name = "client: " + err.Error()
 		if len(name) > 80 {
 			name = name[:80]

@@ -75,10 +75,8 @@ func TestClosedLoopBoundsInFlight(t *testing.T) {
 	w := testWorkload()
 	w.MaxBufferedRecords = 8
 	var pending []*kgo.Record
-	var promise func(*kgo.Record, error)
 	maxPending := 0
-	send := func(r *kgo.Record, pr func(*kgo.Record, error)) {
-		promise = pr
+	send := func(r *kgo.Record, promise func(*kgo.Record, error)) {
 		pending = append(pending, r)
 		maxPending = max(maxPending, len(pending))
 		if len(pending) == 8 { // ack in bulk once the bound is reached, from another goroutine
