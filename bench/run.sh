@@ -158,6 +158,7 @@ for wl in $WORKLOADS; do
 			args+=(-consumer-groups "$CONSUMER_GROUPS")
 		fi
 		cpu0=$(cpu_seconds "$pid")
+		load0=$(cut -d' ' -f1-3 /proc/loadavg)
 		# shellcheck disable=SC2086 # EXTRA is a list of flags
 		if "$BIN/loadgen" "${args[@]}" $EXTRA >"$dir/stdout.txt" 2>"$dir/progress.log"; then
 			runs+=("$dir")
@@ -166,7 +167,8 @@ for wl in $WORKLOADS; do
 		fi
 		cpu1=$(cpu_seconds "$pid")
 		# The broker's CPU over the run (warm-up and drain included) and its peak memory.
-		echo "$broker: CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.1f", b - a }') s, peak RSS $(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null) MiB" >"$dir/broker.txt"
+		# The machine's load average before and after tells whether something else competed for the cores.
+		echo "$broker: CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.1f", b - a }') s, peak RSS $(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null) MiB; machine load average $load0 before, $(cut -d' ' -f1-3 /proc/loadavg) after" >"$dir/broker.txt"
 		stop_broker "$pid"
 		rm -rf "$BIN/data-$port"
 		cat "$dir/stdout.txt" >&2
