@@ -33,7 +33,17 @@ it, so a stalled broker cannot hide its stall. -rate 0 is closed loop at max rat
 20 bytes of every value (int64 Unix ns, producer index, sequence), so records are at least 20 bytes.
 
 'loadgen run -h' lists every workload flag; a -workload YAML file uses the same names with
-underscores (record_size, max_in_flight...) and flags given after it override it.
+underscores (record_size, max_in_flight...) and flags override it.
+
+examples:
+  loadgen run -brokers 127.0.0.1:9092 -record-size 100 -partitions 8 -duration 60s
+  loadgen run -workload bench/workloads/omb-classic.yaml -brokers 127.0.0.1:9092 -label sluice
+  loadgen run -rate 20000 -compression zstd -payload text -keys random:1000 -linger 5ms
+  loadgen sweep -workload bench/workloads/omb-classic.yaml -start 10000 -factor 1.5 -p99-max 20ms
+  loadgen compare -out cmp results/local/*-run-*
+
+A result directory holds result.json (every figure, the workload, broker API versions, machine),
+summary.txt and the latency histograms in HdrHistogram's log format (publish.hlog, e2e.hlog).
 `
 
 func main() {
