@@ -349,7 +349,7 @@ func TestShardThreeReplicas(t *testing.T) {
 	for v := uint64(1); v <= 20; v++ {
 		propose(v)
 	}
-	leader, leaderID := leaderOf()
+	_, leaderID := leaderOf()
 	for id, h := range hosts {
 		if id == leaderID {
 			continue
@@ -363,17 +363,22 @@ func TestShardThreeReplicas(t *testing.T) {
 	}
 
 	// Preferred-leader style transfer to a chosen follower.
+	// A transfer is best effort (dragonboat drops it if leadership changes meanwhile): ask the
+	// current leader again until the target leads.
 	target := leaderID%3 + 1
-	if err := leader.TransferLeader(shard, target); err != nil {
-		t.Fatal(err)
-	}
 	for !hosts[target].IsLeader(shard) {
+		cur, _ := leaderOf()
+		if err := cur.TransferLeader(shard, target); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 100 && !hosts[target].IsLeader(shard); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if ctx.Err() != nil {
 			t.Fatalf("leadership never moved to %d", target)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	leader, leaderID = hosts[target], target
+	leader, leaderID := hosts[target], target
 	m, err := leader.Membership(ctx, shard)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,10 @@ package quorum
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/lni/dragonboat/v4"
 )
 
 // Membership is a shard's Raft membership as this node has applied it.
@@ -20,9 +23,13 @@ type Membership struct {
 func (h *Host) Membership(ctx context.Context, shardID uint64) (*Membership, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	m, err := h.nh.SyncGetShardMembership(ctx, shardID)
+	var m *dragonboat.Membership
+	err := h.retryDropped(ctx, func() (err error) {
+		m, err = h.nh.SyncGetShardMembership(ctx, shardID)
+		return err
+	})
 	if err != nil {
-		return nil, mapError(err)
+		return nil, err
 	}
 	out := &Membership{Voters: m.Nodes, NonVoting: m.NonVotings, Removed: map[uint64]bool{}, ConfigChangeID: m.ConfigChangeID}
 	for id := range m.Removed {
@@ -36,8 +43,8 @@ func (h *Host) Membership(ctx context.Context, shardID uint64) (*Membership, err
 func (h *Host) AddReplica(ctx context.Context, shardID, nodeID uint64, raftAddr string, configChangeID uint64) error {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	if err := h.nh.SyncRequestAddReplica(ctx, shardID, nodeID, raftAddr, configChangeID); err != nil {
-		return fmt.Errorf("quorum: add replica %d to shard %d: %w", nodeID, shardID, mapError(err))
+	if err := h.retryDropped(ctx, func() error { return h.nh.SyncRequestAddReplica(ctx, shardID, nodeID, raftAddr, configChangeID) }); err != nil {
+		return fmt.Errorf("quorum: add replica %d to shard %d: %w", nodeID, shardID, err)
 	}
 	return nil
 }
@@ -47,8 +54,8 @@ func (h *Host) AddReplica(ctx context.Context, shardID, nodeID uint64, raftAddr 
 func (h *Host) AddNonVotingReplica(ctx context.Context, shardID, nodeID uint64, raftAddr string, configChangeID uint64) error {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	if err := h.nh.SyncRequestAddNonVoting(ctx, shardID, nodeID, raftAddr, configChangeID); err != nil {
-		return fmt.Errorf("quorum: add non-voting replica %d to shard %d: %w", nodeID, shardID, mapError(err))
+	if err := h.retryDropped(ctx, func() error { return h.nh.SyncRequestAddNonVoting(ctx, shardID, nodeID, raftAddr, configChangeID) }); err != nil {
+		return fmt.Errorf("quorum: add non-voting replica %d to shard %d: %w", nodeID, shardID, err)
 	}
 	return nil
 }
@@ -58,8 +65,8 @@ func (h *Host) AddNonVotingReplica(ctx context.Context, shardID, nodeID uint64, 
 func (h *Host) RemoveReplica(ctx context.Context, shardID, nodeID uint64, configChangeID uint64) error {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	if err := h.nh.SyncRequestDeleteReplica(ctx, shardID, nodeID, configChangeID); err != nil {
-		return fmt.Errorf("quorum: remove replica %d from shard %d: %w", nodeID, shardID, mapError(err))
+	if err := h.retryDropped(ctx, func() error { return h.nh.SyncRequestDeleteReplica(ctx, shardID, nodeID, configChangeID) }); err != nil {
+		return fmt.Errorf("quorum: remove replica %d from shard %d: %w", nodeID, shardID, err)
 	}
 	return nil
 }
@@ -69,6 +76,21 @@ func (h *Host) RemoveReplica(ctx context.Context, shardID, nodeID uint64, config
 // Call it on the current leader.
 func (h *Host) TransferLeader(shardID, nodeID uint64) error {
 	return mapError(h.nh.RequestLeaderTransfer(shardID, nodeID))
+}
+
+// retryDropped runs a synchronous dragonboat request again while it is dropped for want of a
+// leader (start-up, election, a leader not yet committed in its term): a dropped request was not
+// applied, so repeating it is safe. Errors come back mapped.
+func (h *Host) retryDropped(ctx context.Context, call func() error) error {
+	for {
+		err := mapError(call())
+		if !errors.Is(err, ErrNotLeader) {
+			return err
+		}
+		if werr := h.sleepTick(ctx); werr != nil {
+			return werr
+		}
+	}
 }
 
 // withDefaultTimeout gives ctx a deadline (dragonboat's synchronous calls require one).
