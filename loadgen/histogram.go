@@ -71,7 +71,7 @@ type LatencySet struct {
 	recorders []*Recorder
 	spare     *hdrhistogram.Histogram
 	Interval  *hdrhistogram.Histogram // the last interval, merged
-	Total     *hdrhistogram.Histogram // every interval since the last Reset
+	Total     *hdrhistogram.Histogram // every interval so far
 	Over      int64                   // values above 60 s, counted at 60 s
 }
 
@@ -97,19 +97,4 @@ func (s *LatencySet) Tick(start, end time.Time) {
 	s.Interval.SetStartTimeMs(start.UnixMilli())
 	s.Interval.SetEndTimeMs(end.UnixMilli())
 	s.Total.Merge(s.Interval)
-}
-
-// Reset forgets Total (used when warm-up ends).
-func (s *LatencySet) Reset() {
-	s.Total.Reset()
-	s.Over = 0
-}
-
-// MergeAll returns one histogram holding the values of all hs.
-func MergeAll(hs ...*hdrhistogram.Histogram) *hdrhistogram.Histogram {
-	out := NewHistogram()
-	for _, h := range hs {
-		out.Merge(h)
-	}
-	return out
 }
