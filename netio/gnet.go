@@ -353,6 +353,7 @@ func (g *gnetConn) writeBytes(iov *[][]byte) error {
 			g.vecs = append(g.vecs, v)
 		}
 		n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(g.fd), uintptr(unsafe.Pointer(&g.vecs[0])), uintptr(len(g.vecs)))
+		clear(g.vecs) // do not keep response buffers reachable
 		switch errno {
 		case 0:
 		case unix.EAGAIN:

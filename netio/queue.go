@@ -256,8 +256,9 @@ const (
 const maxIov = 512
 
 // drain writes answered responses in request order through s, as far as answers and the socket allow.
-// Consecutive byte parts, across responses, go out in one writev. Only the goroutine that set wstate
-// to running calls it. After drainClose and drainFailed the caller closes the connection and sweeps.
+// Consecutive byte parts, across responses, go out in one writev. One goroutine at a time drains a
+// connection: the one that moved wstate to running (gnet) or the writer goroutine (std). After
+// drainClose and drainFailed the caller closes the connection and sweeps.
 func (c *Conn) drain(s sink) (drainResult, string, error) {
 	next := max(c.head, c.wNext) // [head, next) are skipped or gathered into c.iov
 	for {
