@@ -86,7 +86,6 @@ func (c *HostConfig) setDefaults() {
 type Host struct {
 	cfg HostConfig
 	nh  *dragonboat.NodeHost
-	log *slog.Logger
 
 	shards    sync.Map // shardID -> *shardState, for shards started through this Host
 	closeOnce sync.Once
@@ -143,7 +142,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quorum: start node host: %w", err)
 	}
-	return &Host{cfg: cfg, nh: nh, log: cfg.Logger}, nil
+	return &Host{cfg: cfg, nh: nh}, nil
 }
 
 // NodeHost is the escape hatch to the underlying dragonboat NodeHost.
@@ -350,6 +349,9 @@ func (h *Host) sleepTick(ctx context.Context) error {
 // error, done is never called. done should return quickly: completions of one shard are delivered
 // in order by one goroutine. cmd may be reused after return (dragonboat copies it).
 func (h *Host) ProposeAsync(shardID uint64, cmd []byte, timeout time.Duration, done func(sm.Result, error)) error {
+	if done == nil {
+		return errors.New("quorum: ProposeAsync needs a done callback")
+	}
 	v, ok := h.shards.Load(shardID)
 	if !ok {
 		return ErrShardNotFound
