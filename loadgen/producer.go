@@ -61,9 +61,11 @@ type producer struct {
 	keyNext int
 	timer   *time.Timer
 	// The open-loop schedule: record i is intended at startNs + i*period.
-	startNs    int64
-	period     float64
-	scheduled  int64
+	startNs   int64
+	period    float64
+	scheduled int64
+
+	// Counters, read by the reporter while the producer runs.
 	sent       atomic.Int64
 	acked      atomic.Int64
 	ackedBytes atomic.Int64
