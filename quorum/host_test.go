@@ -430,21 +430,37 @@ func TestShardThreeReplicas(t *testing.T) {
 		propose(v)
 	}
 	// Every surviving replica applies everything.
-	for id := range hosts {
-		for {
-			s := sms[id].get(shard)
-			s.mu.Lock()
-			sum := s.sum
-			s.mu.Unlock()
-			if sum == want {
-				break
+	converge := func() {
+		t.Helper()
+		for id := range hosts {
+			for {
+				s := sms[id].get(shard)
+				s.mu.Lock()
+				sum := s.sum
+				s.mu.Unlock()
+				if sum == want {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("replica %d: sum %d, want %d", id, sum, want)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			if ctx.Err() != nil {
-				t.Fatalf("replica %d: sum %d, want %d", id, sum, want)
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	converge()
+
+	// Restart the joined replica the way a broker restarts every shard (members given, join
+	// false): dragonboat's record of the join wins.
+	h4.Close()
+	h4 = newTestHost(t, 4, addr4, filepath.Join(dir, "4", "raft"))
+	defer h4.Close()
+	if err := h4.StartOnDiskShard(shard, members, false, sms[4].create); err != nil {
+		t.Fatal(err)
+	}
+	hosts[4] = h4
+	propose(36)
+	converge()
 }
 
 // TestProposeAsyncConcurrent: many goroutines propose at once; every callback fires exactly once,
