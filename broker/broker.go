@@ -103,8 +103,9 @@ type call struct {
 	nr  *netio.Request
 }
 
-// HandleRequest runs on a netio event loop: it decodes the request, answers ApiVersions inline and hands
-// everything else to a goroutine, since produce waits for Raft and fetch may long-poll.
+// HandleRequest runs on a netio event loop: it decodes the request, answers ApiVersions and starts
+// produce inline (produce must reach Raft in arrival order and does not block), and hands everything
+// else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
 func (b *Broker) HandleRequest(nr *netio.Request) {
 	hdr, req, err := decodeRequest(nr.Frame)
 	switch {
@@ -117,8 +118,12 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 		return
 	}
 	c := &call{hdr: hdr, req: req, nr: nr}
-	if hdr.key == apiVersionsKey {
+	switch req := req.(type) {
+	case *kmsg.ApiVersionsRequest:
 		b.respond(nr, hdr, b.handleApiVersions(c))
+		return
+	case *kmsg.ProduceRequest:
+		b.handleProduce(c, req) // on the loop: proposals keep the connection's order
 		return
 	}
 	b.wg.Add(1)
@@ -178,9 +183,6 @@ func (b *Broker) serve(c *call) {
 	}()
 	var resp kmsg.Response
 	switch req := c.req.(type) {
-	case *kmsg.ProduceRequest:
-		b.handleProduce(c, req)
-		return
 	case *kmsg.FetchRequest:
 		b.handleFetch(c, req)
 		return

@@ -1,7 +1,7 @@
 package broker
 
 import (
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -14,17 +14,29 @@ import (
 // defaultProduceTimeout bounds a produce whose request gives no usable timeout.
 const defaultProduceTimeout = 30 * time.Second
 
-// handleProduce validates each partition's batch (header and CRC, never decompressing), hands the valid
-// ones to their partitions' Raft groups all at once, and answers when every one is committed. The batches
-// point into the request frame, which netio keeps alive until the request is answered, so even acks=0
-// waits for the proposals before releasing it.
+// handleProduce validates each partition's batch (header and CRC, never decompressing) and hands the
+// valid ones to their partitions' Raft groups, then answers once every one is committed. It runs on the
+// connection's event loop, not a goroutine: requests of one connection must reach Raft in the order
+// they arrived, or an idempotent producer's pipelined batches would land out of sequence. Proposing
+// does not block; the answer is sent from the last completion.
 func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
 		timeout = defaultProduceTimeout
 	}
-	var wg sync.WaitGroup
+	var pending atomic.Int32
+	pending.Store(1) // this function's own hold, released after the last proposal is made
+	finish := func() {
+		if pending.Add(-1) != 0 {
+			return
+		}
+		if req.Acks == 0 {
+			c.nr.Skip()
+			return
+		}
+		b.respond(c.nr, c.hdr, resp)
+	}
 	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
 	for i := range req.Topics {
 		rt := &req.Topics[i]
@@ -43,7 +55,7 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 				sp.ErrorMessage = errorMessage(err)
 				continue
 			}
-			wg.Add(1)
+			pending.Add(1)
 			part.ProduceAsync(rp.Records, timeout, func(res replica.ProduceResult, err error) {
 				if err != nil {
 					sp.ErrorCode = errorCode(err)
@@ -52,16 +64,11 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 					sp.LogAppendTime = res.LogAppendTime
 					sp.LogStartOffset = res.LogStartOffset
 				}
-				wg.Done()
+				finish()
 			})
 		}
 	}
-	wg.Wait()
-	if req.Acks == 0 {
-		c.nr.Skip()
-		return
-	}
-	b.respond(c.nr, c.hdr, resp)
+	finish()
 }
 
 // Produce validation errors, with the Kafka code each maps to.

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // profiles on --debug-addr
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -44,6 +46,7 @@ type serveConfig struct {
 	netioBackend    string
 	logLevel        string
 	configFile      string
+	debugAddr       string
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -67,6 +70,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
 	return fs
 }
 
@@ -181,6 +185,14 @@ func serve(args []string) error {
 	}
 	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
 		return err
+	}
+	if cfg.debugAddr != "" {
+		go func() {
+			// net/http/pprof registers its handlers on the default mux.
+			if err := http.ListenAndServe(cfg.debugAddr, nil); err != nil {
+				logger.Error("debug listener", "addr", cfg.debugAddr, "err", err)
+			}
+		}()
 	}
 
 	qh, err := quorum.NewHost(quorum.HostConfig{
