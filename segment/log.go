@@ -659,7 +659,7 @@ func (l *Log) EnforceRetention(now time.Time) (int, error) {
 	n := 0
 	for ; n < len(l.segs)-1; n++ {
 		s := l.segs[n]
-		byAge := o.RetentionAge > 0 && s.maxTs < nowMs-o.RetentionAge.Milliseconds()
+		byAge := o.RetentionAge > 0 && newestMs(s) < nowMs-o.RetentionAge.Milliseconds()
 		bySize := o.RetentionBytes >= 0 && total-s.end >= o.RetentionBytes
 		if !byAge && !bySize {
 			break
@@ -684,6 +684,18 @@ func (l *Log) EnforceRetention(now time.Time) (int, error) {
 	l.dropDeletedUnsynced()
 	l.dirDirty = true
 	return n, err
+}
+
+// newestMs is the time of a segment's newest batch: its largest timestamp, or, when its batches
+// carry none (-1), the file's modification time, as Kafka does.
+func newestMs(s *segment) int64 {
+	if s.maxTs >= 0 {
+		return s.maxTs
+	}
+	if st, err := s.data.Stat(); err == nil {
+		return st.ModTime().UnixMilli()
+	}
+	return math.MaxInt64 // unknown: keep it
 }
 
 // Close syncs the log (data, indexes, pending checkpoint), cuts the active segment's

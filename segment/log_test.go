@@ -356,6 +356,24 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// Batches without timestamps (-1) age by the segment file's modification time.
+func TestRetentionWithoutTimestamps(t *testing.T) {
+	opts := smallOpts
+	opts.RetentionAge = time.Hour
+	l := openLog(t, t.TempDir(), opts)
+	defer l.Close()
+	for range 40 {
+		appendBatch(t, l, nil, makeBatch(1, 900, -1))
+	}
+	if n, err := l.EnforceRetention(time.Now()); err != nil || n != 0 {
+		t.Fatalf("fresh segments without timestamps: %d deleted, %v", n, err)
+	}
+	n, err := l.EnforceRetention(time.Now().Add(2 * time.Hour))
+	if err != nil || n == 0 || l.SegmentCount() != 1 {
+		t.Fatalf("two hours later: %d deleted, %v, %d left", n, err, l.SegmentCount())
+	}
+}
+
 func TestOffsetForTimestamp(t *testing.T) {
 	l := openLog(t, t.TempDir(), smallOpts)
 	defer l.Close()
@@ -417,6 +435,7 @@ func TestRollByAgeAndIndexSize(t *testing.T) {
 func TestConcurrentReaders(t *testing.T) {
 	l := openLog(t, t.TempDir(), smallOpts)
 	defer l.Close()
+	l.SetOptions(Options{SegmentBytes: smallOpts.SegmentBytes, IndexIntervalBytes: 512, RetentionBytes: 64 << 10})
 	var m model
 	batches := make([][]byte, 400)
 	for i := range batches {
@@ -435,12 +454,15 @@ func TestConcurrentReaders(t *testing.T) {
 					return
 				default:
 				}
-				next := l.NextOffset()
-				if next == 0 {
+				start, next := l.StartOffset(), l.NextOffset()
+				if next == start {
 					continue
 				}
-				off := rng.Int64N(next)
+				off := start + rng.Int64N(next-start)
 				r, err := l.Read(off, 1+rng.IntN(8000))
+				if errors.Is(err, ErrOffsetOutOfRange) && off < l.StartOffset() {
+					continue // retention got there first
+				}
 				if err != nil {
 					t.Errorf("Read(%d): %v", off, err)
 					return
@@ -477,9 +499,19 @@ func TestConcurrentReaders(t *testing.T) {
 				t.Error(err)
 			}
 		}
+		if i%20 == 0 {
+			if _, err := l.EnforceRetention(time.Now()); err != nil {
+				t.Error(err)
+			}
+		}
 	}
 	close(done)
 	wg.Wait()
+	if l.StartOffset() == 0 {
+		t.Fatal("retention deleted nothing")
+	}
+	drop := m.indexOf(l.StartOffset())
+	m.batches, m.bases = m.batches[drop:], m.bases[drop:]
 	checkLog(t, l, &m)
 }
 

@@ -167,12 +167,17 @@ func (l *Log) Read(offset int64, maxBytes int) (*ReadResult, error) {
 				break // the next batch does not fit
 			}
 		}
-		// On into the next segment, if any.
-		v.s.release()
-		if v, ok, err = l.viewAt(v.next); err != nil || !ok {
+		// On to what follows v's end: the next segment, or more of v itself if v is the active
+		// segment and took appends since the view was taken.
+		prev := v
+		prev.s.release()
+		if v, ok, err = l.viewAt(prev.next); err != nil || !ok {
 			return r, nil
 		}
 		pos = 0
+		if v.s == prev.s {
+			pos = prev.end
+		}
 	}
 	v.s.release()
 	return r, nil
