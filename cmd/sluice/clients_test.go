@@ -12,6 +12,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -344,5 +345,52 @@ func TestKcat(t *testing.T) {
 		if want := fmt.Sprintf("%d key%d:value %d", i, i, i); l != want {
 			t.Fatalf("line %d: %q, want %q", i, l, want)
 		}
+	}
+}
+
+// TestPipelinedIdempotentProduce keeps several produce requests in flight on one connection, as
+// franz-go does by default. The broker must propose them in arrival order: if it did not, a later batch
+// could reach Raft before an earlier one, fail with OUT_OF_ORDER_SEQUENCE_NUMBER, and make the client
+// bump its producer epoch and stall. The producer's epoch staying 0 proves no such failure happened.
+func TestPipelinedIdempotentProduce(t *testing.T) {
+	b := startBroker(t)
+	const topic = "pipelined"
+	b.createTopic(topic, 8, nil)
+	cl := b.client(kgo.ProducerLinger(time.Millisecond)) // idempotent: up to 5 requests in flight per broker
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	value := make([]byte, 100)
+	const n = 100_000
+	var failed error
+	done := make(chan struct{}, n)
+	for i := 0; i < n; i++ {
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil && failed == nil {
+				failed = err
+			}
+			done <- struct{}{}
+		})
+	}
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	if failed != nil {
+		t.Fatalf("produce: %v", failed)
+	}
+	id, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if epoch != 0 {
+		t.Fatalf("producer %d is at epoch %d: a pipelined batch was refused and the client had to reset", id, epoch)
+	}
+	ends, err := b.admin().ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	if total != n {
+		t.Fatalf("partitions hold %d records, produced %d", total, n)
 	}
 }
