@@ -63,6 +63,7 @@ type gnetConn struct {
 	hdr      [4]byte
 	hdrGot   int
 	frame    *[]byte
+	size     int // of the frame
 	got      int
 	paused   bool // stopped at MaxInFlight with bytes left unparsed
 	loopEpfd int  // the loop's epoll set, for pausing reads; -1 if unknown
@@ -233,11 +234,14 @@ func (g *gnetConn) readFrames() string {
 			if reason := checkFrameSize(size, c.core.opts.MaxFrameBytes); reason != "" {
 				return reason
 			}
-			g.frame, g.got, g.hdrGot = getFrame(int(size)), 0, 0
+			g.frame, g.size, g.got, g.hdrGot = startFrame(int(size)), int(size), 0, 0
+		}
+		if g.got == len(*g.frame) {
+			g.frame = growFrame(g.frame, g.size)
 		}
 		n, _ := gc.Read((*g.frame)[g.got:])
-		if g.got += n; g.got < len(*g.frame) {
-			return ""
+		if g.got += n; g.got < g.size {
+			continue // the buffer is full (it grows) or gnet's is empty (the loop ends)
 		}
 		buf := g.frame
 		g.frame = nil

@@ -1007,3 +1007,57 @@ func TestFileRangePastEOF(t *testing.T) {
 		}
 	})
 }
+
+func TestFrameBuffers(t *testing.T) {
+	for _, n := range []int{8, 511, 512, 513, 4096, 1 << 20, 1<<20 + 1, 5 << 20} {
+		b := getFrame(n)
+		if len(*b) != n || cap(*b) < n {
+			t.Fatalf("getFrame(%d): len %d cap %d", n, len(*b), cap(*b))
+		}
+		putFrame(b)
+	}
+	// A frame's size alone does not allocate it; the buffer grows with the bytes, keeping them.
+	const size = 100 << 20
+	b := startFrame(size)
+	if cap(*b) > frameEagerBytes {
+		t.Fatalf("a %d-byte frame allocated %d bytes before any data", size, cap(*b))
+	}
+	for i := range *b {
+		(*b)[i] = byte(i)
+	}
+	for len(*b) < size {
+		n := len(*b)
+		b = growFrame(b, size)
+		if (*b)[n-1] != byte(n-1) || (*b)[n/2] != byte(n/2) {
+			t.Fatal("growFrame lost bytes")
+		}
+		for i := n; i < len(*b); i++ {
+			(*b)[i] = byte(i)
+		}
+	}
+	if len(*b) != size {
+		t.Fatalf("grew to %d, want %d", len(*b), size)
+	}
+	putFrame(b)
+}
+
+// Clients that announce huge frames and send nothing more cost the server little memory.
+func TestHugeFrameHeadersAllocateLittle(t *testing.T) {
+	forBackends(t, func(t *testing.T, b Backend) {
+		h := newTestHandler(t)
+		s, _ := startServer(t, b, h, Options{})
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i := 0; i < 8; i++ {
+			c := dial(t, s)
+			var hdr [4]byte
+			binary.BigEndian.PutUint32(hdr[:], DefaultMaxFrameBytes)
+			c.send(hdr[:], []byte("some bytes of a frame that never ends"))
+		}
+		time.Sleep(200 * time.Millisecond)
+		runtime.ReadMemStats(&after)
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 256<<20 {
+			t.Fatalf("8 frame headers made the server allocate %d MiB", grew>>20)
+		}
+	})
+}

@@ -46,3 +46,20 @@ func putFrame(b *[]byte) {
 	}
 	framePools[bits.Len(uint(c))-1-minClassBits].Put(b)
 }
+
+// frameEagerBytes is how much of a frame's buffer is allocated on its size alone. Larger frames grow
+// as their bytes arrive, so a client cannot make the broker allocate 100 MiB by sending 4 bytes.
+const frameEagerBytes = 1 << 20
+
+// startFrame returns the buffer to read a frame of size bytes into: all of it, or its first
+// frameEagerBytes.
+func startFrame(size int) *[]byte { return getFrame(min(size, frameEagerBytes)) }
+
+// growFrame continues a frame of size bytes whose buffer b is full: it returns a buffer twice as long
+// (at most size) that starts with b's bytes, and releases b.
+func growFrame(b *[]byte, size int) *[]byte {
+	nb := getFrame(min(2*len(*b), size))
+	copy(*nb, *b)
+	putFrame(b)
+	return nb
+}

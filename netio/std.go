@@ -161,10 +161,17 @@ func (sc *stdConn) readFrames() string {
 		if reason := checkFrameSize(size, maxFrame); reason != "" {
 			return reason
 		}
-		buf := getFrame(int(size))
-		if _, err := io.ReadFull(sc.br, *buf); err != nil {
-			putFrame(buf)
-			return ""
+		buf := startFrame(int(size))
+		for got := 0; ; {
+			n, err := io.ReadFull(sc.br, (*buf)[got:])
+			if err != nil {
+				putFrame(buf)
+				return ""
+			}
+			if got += n; got == int(size) {
+				break
+			}
+			buf = growFrame(buf, int(size))
 		}
 		c.dispatch(buf)
 	}
