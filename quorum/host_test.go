@@ -32,7 +32,12 @@ func freeAddr(t testing.TB) string {
 
 func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 	t.Helper()
-	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5})
+	return newTestHostLogDB(t, id, addr, dir, "")
+}
+
+func newTestHostLogDB(t testing.TB, id uint64, addr, dir, logDB string) *Host {
+	t.Helper()
+	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5, LogDB: logDB})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,12 +168,18 @@ func cmdOf(v uint64) []byte {
 }
 
 func TestShardProposeRestart(t *testing.T) {
+	for _, logDB := range []string{LogDBTan, LogDBPebble} {
+		t.Run(logDB, func(t *testing.T) { testShardProposeRestart(t, logDB) })
+	}
+}
+
+func testShardProposeRestart(t *testing.T, logDB string) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	sms := newCounterSMs(dir)
 	const shard = FirstPartitionShardID
 
-	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
+	h := newTestHostLogDB(t, 1, addr, filepath.Join(dir, "raft"), logDB)
 	if err := h.StartOnDiskShard(shard, map[uint64]string{1: addr}, false, sms.create); err != nil {
 		t.Fatal(err)
 	}
@@ -214,9 +225,19 @@ func TestShardProposeRestart(t *testing.T) {
 	}
 	h.Close()
 
+	// The LogDB is recorded in the directory: the other one is refused, cleanly.
+	other := LogDBPebble
+	if logDB == LogDBPebble {
+		other = LogDBTan
+	}
+	if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: other}); err == nil {
+		h2.Close()
+		t.Fatalf("reopening a %s directory with %s succeeded", logDB, other)
+	}
+
 	// Restart on the same dir with no members: dragonboat remembers the shard. The state machine
 	// reopens at its synced index; only entries above it are replayed.
-	h = newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
+	h = newTestHostLogDB(t, 1, addr, filepath.Join(dir, "raft"), logDB)
 	defer h.Close()
 	if err := h.StartOnDiskShard(shard, nil, false, sms.create); err != nil {
 		t.Fatal(err)
