@@ -3,9 +3,15 @@
 // per connection, as bytes plus zero-copy file ranges (sendfile on Linux). It knows nothing of Kafka.
 //
 // Two backends sit behind one API: gnet (epoll/kqueue event loops) and std (a reader and a writer
-// goroutine per connection on Go's net package). Both share the per-connection response queue and the
-// write-out algorithm in queue.go; a backend only supplies a sink (how bytes and file ranges reach the
-// socket) and a way to wake its writer.
+// goroutine per connection on Go's net package). Both share the per-connection request ring, response
+// ordering and write-out algorithm in queue.go. A backend (an io_uring one included) supplies:
+//   - a listener that returns a backendServer (close) and reports the bound address;
+//   - a reader that parses frames into pooled buffers (startFrame, growFrame, checkFrameSize) and calls
+//     Conn.dispatch while Conn.hasRoom, pausing otherwise until resumeReader;
+//   - a connIO per connection: wake (get the writer to drain), resumeReader, close;
+//   - a sink per connection: writeBytes and sendFile, which may stop with errWouldBlock (the drain
+//     keeps its place) as long as the backend resumes the drain when the socket is writable;
+//   - on close: Conn.sweep (or closeAndSweep) from the drainer, then Handler.ConnClosed once.
 package netio
 
 import (
@@ -48,12 +54,13 @@ const minFrameBytes = 8
 // Options configure a Server. The zero value is valid.
 type Options struct {
 	Backend Backend
-	// Loops is the number of gnet event loops (0 = GOMAXPROCS).
+	// Loops is the number of gnet event loops (0 = GOMAXPROCS); std ignores it.
 	Loops int
 	// MaxFrameBytes bounds a frame's body; a larger (or negative) size closes the connection.
 	MaxFrameBytes int32
 	// MaxInFlight bounds the requests of one connection that were handed to the Handler and whose
-	// responses are not yet written. At the limit the connection is not read until responses drain.
+	// responses are not yet written. At the limit the connection is not read until responses drain
+	// (gnet resumes reading at half the limit).
 	MaxInFlight int
 	Logger      *slog.Logger
 }
