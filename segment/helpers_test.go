@@ -48,6 +48,25 @@ func makeBatch(count, valueSize int, ts int64) []byte {
 type model struct {
 	batches [][]byte // as written (base offset set)
 	bases   []int64
+	empty   int64 // next offset while batches is empty (retention or truncation emptied it)
+}
+
+// keepFrom drops the batches before the one holding offset (all of them if none does, leaving
+// next at offset).
+func (m *model) keepFrom(offset int64) {
+	if i := m.indexOf(offset); i >= 0 {
+		m.batches, m.bases = m.batches[i:], m.bases[i:]
+		return
+	}
+	m.batches, m.bases, m.empty = nil, nil, offset
+}
+
+// keepFirst keeps the first n batches.
+func (m *model) keepFirst(n int) {
+	if n == 0 && len(m.batches) > 0 {
+		m.empty = m.bases[0]
+	}
+	m.batches, m.bases = m.batches[:n], m.bases[:n]
 }
 
 func (m *model) add(b []byte, base int64) {
@@ -57,7 +76,7 @@ func (m *model) add(b []byte, base int64) {
 
 func (m *model) next() int64 {
 	if len(m.batches) == 0 {
-		return 0
+		return m.empty
 	}
 	h, _ := ParseHeader(m.batches[len(m.batches)-1])
 	return h.NextOffset()
