@@ -67,8 +67,8 @@ const (
 	// LogDBTan: fastest (one write per entry, one file per replica), but every replica's log
 	// file is fallocated to 64 MiB: 100 partitions reserve 6.4 GB of disk.
 	LogDBTan = "tan"
-	// LogDBPebble: about a third of tan's throughput on large proposals, no per-replica disk
-	// reservation; for brokers with many partitions.
+	// LogDBPebble: a third to a half of tan's throughput, no per-replica disk reservation;
+	// for brokers with many partitions.
 	LogDBPebble = "pebble"
 )
 
@@ -150,8 +150,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	switch cfg.LogDB {
 	case LogDBTan:
 		// One log file per replica, written once (no WAL + memtable + SST rewrite): measured
-		// here 207 MB/s of 64 KiB proposals at rf=1 against 75 MB/s for Pebble "small" and
-		// ErrBusy stalls for Pebble "tiny". Its encode buffers are 16 x KVWriteBufferSize of
+		// here (BenchmarkLogDB, rf=1) 204-207 MB/s of 64 KiB proposals against 75-100 MB/s for
+		// Pebble "small" and ErrBusy stalls for Pebble "tiny"; 100 k/s of 1 KiB against 35 k/s. Its encode buffers are 16 x KVWriteBufferSize of
 		// heap: the tiny profile's 4 MiB makes that 64 MiB per NodeHost (the default 128 MiB
 		// would be 2 GiB). Cost: each replica's log file is fallocated to 64 MiB.
 		nhc.Expert.LogDBFactory = tan.Factory
