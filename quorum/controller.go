@@ -157,12 +157,16 @@ func emptyMetadata() *Metadata {
 	}
 }
 
-// bootstrap sets the cluster id once a leader exists. Every voter proposes its own random id;
-// the first applied wins and the others are ignored by the state machine.
+// bootstrap sets the cluster id once a leader exists. Every voter proposes its own random id
+// after catching up (so a restart proposes nothing); the first applied wins, the state machine
+// ignores the others.
 func (c *Controller) bootstrap() {
 	for c.Metadata().ClusterID == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _, err := c.propose(ctx, command{Op: opBootstrap, ClusterID: newClusterID()})
+		err := c.catchUp(ctx)
+		if err == nil && c.Metadata().ClusterID == "" {
+			_, _, err = c.propose(ctx, command{Op: opBootstrap, ClusterID: newClusterID()})
+		}
 		cancel()
 		if errors.Is(err, ErrShardClosed) || errors.Is(err, ErrShardNotFound) {
 			return
@@ -173,23 +177,30 @@ func (c *Controller) bootstrap() {
 	}
 }
 
-// WaitReady waits until this node's replica has caught up with the controller group (a
-// linearizable read: everything committed before the call is applied here) and the cluster id is
-// set. Call it after StartController, before serving Metadata.
-func (c *Controller) WaitReady(ctx context.Context) error {
+// catchUp waits until everything committed in the controller group before the call is applied
+// here (a linearizable read through the leader's read index).
+func (c *Controller) catchUp(ctx context.Context) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, controllerAttempt)
 		_, err := c.h.nh.SyncRead(actx, ControllerShardID, nil)
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
-		if ctx.Err() != nil {
+		if err = mapError(err); errors.Is(err, ErrShardClosed) || errors.Is(err, ErrShardNotFound) {
+			return err
+		}
+		if ctx.Err() != nil || c.h.sleepTick(ctx) != nil {
 			return ErrNoController
 		}
-		if c.h.sleepTick(ctx) != nil {
-			return ErrNoController
-		}
+	}
+}
+
+// WaitReady waits until this node's replica has caught up with the controller group and the
+// cluster id is set. Call it after StartController, before serving Metadata.
+func (c *Controller) WaitReady(ctx context.Context) error {
+	if err := c.catchUp(ctx); err != nil {
+		return err
 	}
 	for {
 		ch := c.Changed()
