@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
@@ -90,6 +91,7 @@ func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
 		gnet.WithNumEventLoop(co.opts.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTCPKeepAlive(15 * time.Second), // as Go's net does: find clients that vanished
 		gnet.WithLogger(gnetLogger{co.log}),
 	}
 	go func() {
