@@ -237,15 +237,27 @@ func (h *Host) StartOnDiskShard(shardID uint64, initialMembers map[uint64]string
 		return errors.New("quorum: shard id 1 is the controller's")
 	}
 	m, j := h.members(shardID, initialMembers, join)
-	if err := h.nh.StartOnDiskReplica(m, j, create, h.shardConfig(shardID)); err != nil {
-		return fmt.Errorf("quorum: start shard %d: %w", shardID, mapError(err))
+	deadline := time.Now().Add(defaultSyncTimeout)
+	for {
+		err := h.nh.StartOnDiskReplica(m, j, create, h.shardConfig(shardID))
+		if err == nil {
+			break
+		}
+		// After StopShard dragonboat unloads the replica (and Closes its state machine) in the
+		// background and refuses a restart until then: wait for it, unless it is really running.
+		_, running := h.shards.Load(shardID)
+		if !errors.Is(err, dragonboat.ErrShardAlreadyExist) || running || time.Now().After(deadline) {
+			return fmt.Errorf("quorum: start shard %d: %w", shardID, mapError(err))
+		}
+		time.Sleep(h.cfg.RTT)
 	}
 	h.shards.Store(shardID, &shardState{id: shardID, session: h.nh.GetNoOPSession(shardID)})
 	return nil
 }
 
-// StopShard stops this node's replica of the shard; its data stays (restart with StartOnDiskShard).
-// In-flight proposals complete with ErrShardClosed.
+// StopShard stops this node's replica of the shard; its data stays (restart with StartOnDiskShard,
+// which waits for the old replica to be unloaded). In-flight proposals complete with
+// ErrShardClosed. The state machine's Close runs in the background, after StopShard returns.
 func (h *Host) StopShard(shardID uint64) error {
 	err := h.nh.StopShard(shardID)
 	h.shards.Delete(shardID)

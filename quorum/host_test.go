@@ -567,3 +567,31 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 		t.Fatalf("%d callbacks for %d accepted proposals", stopCalls.Load(), accepted)
 	}
 }
+
+// TestShardStopStart: a stopped shard can be started again at once on the same Host (dragonboat
+// unloads it in the background) and carries on from its state.
+func TestShardStopStart(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	sms := newCounterSMs(dir)
+	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const shard = FirstPartitionShardID
+	for i := uint64(1); i <= 3; i++ {
+		if err := h.StartOnDiskShard(shard, map[uint64]string{1: addr}, false, sms.create); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+		res, err := h.Propose(ctx, shard, cmdOf(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Value != i {
+			t.Fatalf("start %d: sum %d, want %d", i, res.Value, i)
+		}
+		if err := h.StopShard(shard); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
