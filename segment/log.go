@@ -173,6 +173,7 @@ func (l *Log) recover() error {
 		}
 		if !s.dirty {
 			s.closeIndexes()
+			l.thin(s)
 		}
 	}
 	if len(l.segs) == 0 {
@@ -479,6 +480,7 @@ func (l *Log) syncIndexes(todo []syncItem) error {
 				return err
 			}
 			s.closeIndexes()
+			l.thin(s)
 		}
 	}
 	return nil
@@ -532,10 +534,18 @@ func (l *Log) TruncateTo(offset int64) error {
 	if err != nil {
 		return err
 	}
+	entries := s.entries
+	if s.thinned {
+		// s becomes active again: it needs its whole index, which its files then get anew.
+		if entries, err = scanEntries(s, int64(l.opts.IndexIntervalBytes)); err != nil {
+			return err
+		}
+		s.flushed, s.thinned = 0, false
+	}
 
 	// Everything after s goes; s keeps its prefix and becomes active.
 	dropped := l.segs[i+1:]
-	entries := s.entries[:sort.Search(len(s.entries), func(k int) bool { return int64(s.entries[k].pos) >= pos })]
+	entries = entries[:sort.Search(len(entries), func(k int) bool { return int64(entries[k].pos) >= pos })]
 	l.mu.Lock()
 	l.segs = l.segs[: i+1 : i+1]
 	l.active = s

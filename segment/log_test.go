@@ -619,3 +619,74 @@ func TestAppendDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%.3f allocations per Append", avg)
 	}
 }
+
+// Sealed segments keep a thinned index in memory; lookups, truncation into them and reopening
+// still work exactly.
+func TestThinnedIndex(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 16 << 10, IndexIntervalBytes: 64, RetentionBytes: -1}
+	l := openLog(t, dir, opts)
+	var m model
+	rng := rand.New(rand.NewPCG(21, 22))
+	ts := int64(1000)
+	for range 200 {
+		ts += int64(rng.IntN(20)) - 3
+		appendBatch(t, l, &m, makeBatch(1+rng.IntN(3), 20+rng.IntN(300), ts))
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	thinned := 0
+	for _, s := range l.segs {
+		if s.thinned {
+			thinned++
+		}
+	}
+	if thinned == 0 || l.active.thinned {
+		t.Fatalf("%d of %d segments thinned (active: %v)", thinned, len(l.segs), l.active.thinned)
+	}
+	checkLog(t, l, &m)
+	checkTimestamps(t, l, &m, 900, ts+30)
+	// Cut inside the second segment, which is thinned.
+	second := l.segs[1]
+	if !second.thinned {
+		t.Fatal("second segment not thinned")
+	}
+	keep := m.indexOf(second.base) + 5
+	if err := l.TruncateTo(m.bases[keep]); err != nil {
+		t.Fatal(err)
+	}
+	m.keepFirst(keep)
+	checkLog(t, l, &m)
+	fillLog(t, l, &m, rng, 40, ts)
+	checkLog(t, l, &m)
+	crash(l)
+	l = openLog(t, dir, opts)
+	checkLog(t, l, &m)
+	l.Close()
+	l = openLog(t, dir, opts)
+	defer l.Close()
+	checkLog(t, l, &m)
+	for _, s := range l.segs[:len(l.segs)-1] {
+		if len(s.entries) >= 2*sealedIndexStride && !s.thinned {
+			t.Fatalf("segment %d reopened with a full index of %d entries", s.base, len(s.entries))
+		}
+	}
+}
+
+func checkTimestamps(t *testing.T, l *Log, m *model, from, to int64) {
+	t.Helper()
+	for q := from; q <= to; q += 3 {
+		want, wantFound := int64(0), false
+		for i, b := range m.batches {
+			if h, _ := ParseHeader(b); h.MaxTimestamp >= q {
+				want, wantFound = m.bases[i], true
+				break
+			}
+		}
+		got, found, err := l.OffsetForTimestamp(q)
+		if err != nil || found != wantFound || got != want {
+			t.Fatalf("OffsetForTimestamp(%d) = %d, %v, %v; want %d, %v", q, got, found, err, want, wantFound)
+		}
+	}
+}

@@ -57,6 +57,7 @@ type segment struct {
 	dirty                 bool     // writer: changed since the last Sync (queued in Log.unsynced)
 	deleted               bool     // writer: removed from the log
 	gen                   uint64   // writer: bumped by TruncateTo, so a Sync in flight skips its index
+	thinned               bool     // writer: entries hold only every sealedIndexStride-th index point
 
 	refs atomic.Int32 // one for the Log while listed, one per ReadResult holding it
 }
