@@ -40,7 +40,8 @@ var (
 	ErrTimeout = errors.New("quorum: timeout")
 	// ErrShardClosed: the shard or the whole host is shutting down.
 	ErrShardClosed = errors.New("quorum: shard closed")
-	// ErrBusy: the shard's in-memory Raft log is full (followers or the disk are behind); retry later.
+	// ErrBusy: back-pressure. The shard's in-memory Raft log is full (followers or the apply are
+	// behind) or the LogDB is stalling its writes; retry later.
 	ErrBusy = errors.New("quorum: shard busy")
 	// ErrPayloadTooBig: the command is larger than the shard accepts (HostConfig.MaxInMemLogSize).
 	ErrPayloadTooBig = errors.New("quorum: payload too big")
