@@ -209,6 +209,14 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("starting the controller: %v", err)
 	}
+	// After a restart the controller replays its log; wait until this node has caught up, or the
+	// replica manager would start from stale metadata.
+	readyCtx, cancelReady := context.WithTimeout(context.Background(), 60*time.Second)
+	err = ctl.WaitReady(readyCtx)
+	cancelReady()
+	if err != nil {
+		return fmt.Errorf("waiting for the controller: %v", err)
+	}
 	if err := registerBroker(ctl, quorum.BrokerInfo{
 		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr,
 	}); err != nil {
