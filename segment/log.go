@@ -362,21 +362,22 @@ func (l *Log) SegmentCount() int {
 	return len(l.segs)
 }
 
-// SetCheckpoint remembers c; the next Sync writes it after the data. The log keeps c.Extra until
-// then: the caller must not modify it.
+// SetCheckpoint remembers c; the next Sync makes it durable along with the data. The log keeps
+// c.Extra until then: the caller must not modify it.
 func (l *Log) SetCheckpoint(c Checkpoint) {
 	l.writeMu.Lock()
 	l.pending, l.hasCp = c, true
 	l.writeMu.Unlock()
 }
 
-// Checkpoint is the checkpoint found at Open (the zero value if none was ever synced).
+// Checkpoint is the checkpoint found at Open: the newest one synced whose NextOffset the
+// recovered log reaches (so everything it describes is in the log), or the zero value.
 func (l *Log) Checkpoint() Checkpoint { return l.loadedCkp }
 
 // Sync makes every appended batch durable (fdatasync of the segment files, plus the directory
-// when files came or went), then writes the index files and their sums for the data now durable
-// (sealed segments' for good, fsynced), then durably writes the checkpoint set since the last
-// Sync, if any. Appends may continue while it waits for the disk.
+// when files came or went) and, at the same time, the checkpoint set since the last Sync, if any
+// (see checkpoint.go); then it writes the index files and their sums for the data now durable
+// (sealed segments' for good, fsynced). Appends may continue while it waits for the disk.
 func (l *Log) Sync() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
