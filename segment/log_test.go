@@ -690,3 +690,26 @@ func checkTimestamps(t *testing.T, l *Log, m *model, from, to int64) {
 		}
 	}
 }
+
+// A read that reaches the end of the active segment's view continues after it, not from the
+// segment's start, when appends came in meanwhile.
+func TestViewAfterActiveSegment(t *testing.T) {
+	l := openLog(t, t.TempDir(), smallOpts)
+	defer l.Close()
+	var m model
+	appendBatch(t, l, &m, makeBatch(2, 50, 1))
+	v, ok, err := l.viewAt(0)
+	if err != nil || !ok {
+		t.Fatalf("viewAt: %v %v", ok, err)
+	}
+	defer v.s.release()
+	if _, _, ok := l.viewAfter(v); ok {
+		t.Fatal("viewAfter at the end of the log found something")
+	}
+	appendBatch(t, l, &m, makeBatch(2, 50, 1))
+	next, pos, ok := l.viewAfter(v)
+	if !ok || next.s != v.s || pos != v.end {
+		t.Fatalf("viewAfter: same segment %v, pos %d (view ended at %d), ok %v", next.s == v.s, pos, v.end, ok)
+	}
+	next.s.release()
+}

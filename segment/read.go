@@ -167,20 +167,27 @@ func (l *Log) Read(offset int64, maxBytes int) (*ReadResult, error) {
 				break // the next batch does not fit
 			}
 		}
-		// On to what follows v's end: the next segment, or more of v itself if v is the active
-		// segment and took appends since the view was taken.
 		prev := v
 		prev.s.release()
-		if v, ok, err = l.viewAt(prev.next); err != nil || !ok {
+		if v, pos, ok = l.viewAfter(prev); !ok {
 			return r, nil
-		}
-		pos = 0
-		if v.s == prev.s {
-			pos = prev.end
 		}
 	}
 	v.s.release()
 	return r, nil
+}
+
+// viewAfter returns what follows prev's end, from position pos: the next segment, or more of the
+// same segment if it was the active one and took appends since prev was taken.
+func (l *Log) viewAfter(prev segView) (v segView, pos int64, ok bool) {
+	v, ok, err := l.viewAt(prev.next)
+	if err != nil || !ok {
+		return segView{}, 0, false
+	}
+	if v.s == prev.s {
+		pos = prev.end
+	}
+	return v, pos, true
 }
 
 // findBatch returns the position and size of the batch holding offset in v: from the index point
