@@ -53,7 +53,8 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // request goroutines
 
-	pids producerIDs
+	pids   producerIDs
+	groups groupState // the consumer-group coordinator (broker/group.go)
 }
 
 // New returns a broker over the controller (cluster metadata) and the replica manager (this node's
@@ -206,6 +207,28 @@ func (b *Broker) serve(c *call) {
 		resp = b.handleIncrementalAlterConfigs(req)
 	case *kmsg.DescribeClusterRequest:
 		resp = b.handleDescribeCluster(req)
+	case *kmsg.FindCoordinatorRequest:
+		resp = b.handleFindCoordinator(req)
+	case *kmsg.JoinGroupRequest:
+		resp = b.handleJoinGroup(c, req)
+	case *kmsg.SyncGroupRequest:
+		resp = b.handleSyncGroup(req)
+	case *kmsg.HeartbeatRequest:
+		resp = b.handleHeartbeat(req)
+	case *kmsg.LeaveGroupRequest:
+		resp = b.handleLeaveGroup(req)
+	case *kmsg.OffsetCommitRequest:
+		resp = b.handleOffsetCommit(req)
+	case *kmsg.OffsetFetchRequest:
+		resp = b.handleOffsetFetch(req)
+	case *kmsg.ListGroupsRequest:
+		resp = b.handleListGroups(req)
+	case *kmsg.DescribeGroupsRequest:
+		resp = b.handleDescribeGroups(req)
+	case *kmsg.DeleteGroupsRequest:
+		resp = b.handleDeleteGroups(req)
+	case *kmsg.OffsetDeleteRequest:
+		resp = b.handleOffsetDelete(req)
 	default:
 		c.nr.CloseConn(fmt.Sprintf("no handler for API key %d", c.hdr.key))
 		return

@@ -15,11 +15,22 @@ type apiRange struct {
 //   - Fetch must include 10 (kafka-go picks Fetch only from {2, 5, 10}); Produce must include 7.
 //   - ListOffsets ≤ 6: v7 adds the max-timestamp lookup (-3), v8+ tiered storage.
 //   - Metadata ≤ 12: topic IDs are filled in; v13 only adds a top-level error code.
+//   - Group APIs from v0 (kafka-go sends v0); OffsetCommit/OffsetFetch ≤ 9 (v10 uses topic IDs);
+//     FindCoordinator ≤ 4 (v5/v6 are for transactions and share groups); ListGroups ≤ 4.
 var supportedAPIs = []apiRange{
 	{0, 3, 12}, // Produce
 	{1, 4, 12}, // Fetch
 	{2, 1, 6},  // ListOffsets
 	{3, 0, 12}, // Metadata
+	{8, 0, 9},  // OffsetCommit
+	{9, 0, 9},  // OffsetFetch
+	{10, 0, 4}, // FindCoordinator
+	{11, 0, 9}, // JoinGroup
+	{12, 0, 4}, // Heartbeat
+	{13, 0, 5}, // LeaveGroup
+	{14, 0, 5}, // SyncGroup
+	{15, 0, 5}, // DescribeGroups
+	{16, 0, 4}, // ListGroups
 	{18, 0, 4}, // ApiVersions
 	{19, 0, 7}, // CreateTopics
 	{20, 0, 6}, // DeleteTopics
@@ -27,7 +38,9 @@ var supportedAPIs = []apiRange{
 	{32, 0, 4}, // DescribeConfigs
 	{33, 0, 2}, // AlterConfigs
 	{37, 0, 3}, // CreatePartitions
+	{42, 0, 2}, // DeleteGroups
 	{44, 0, 1}, // IncrementalAlterConfigs
+	{47, 0, 0}, // OffsetDelete
 	{60, 0, 1}, // DescribeCluster
 }
 
