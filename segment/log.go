@@ -177,7 +177,7 @@ func (l *Log) recover() error {
 		}
 	}
 	if len(l.segs) == 0 {
-		s, err := createSegment(l.dir, 0, l.opts.SegmentBytes)
+		s, err := createSegment(l.dir, 0, l.allocTarget(0))
 		if err != nil {
 			return err
 		}
@@ -187,10 +187,36 @@ func (l *Log) recover() error {
 	return l.activate(l.active)
 }
 
+// preallocChunk is how far the active segment is preallocated ahead of its data: appends within it
+// change no file metadata (one fallocate per 64 MiB, none per append), while a partition reserves at
+// most one chunk beyond what it holds. Preallocating the whole segment size up front made every
+// partition reserve 1 GiB at once: a hundred partitions filled a disk before holding any data.
+const preallocChunk = 64 << 20
+
+// allocTarget is the preallocated size for a segment holding end bytes: the next chunk boundary above
+// end, within the segment size.
+func (l *Log) allocTarget(end int64) int64 {
+	return min(l.opts.SegmentBytes, (end/preallocChunk+1)*preallocChunk)
+}
+
+// reserve grows s's preallocation, a chunk at a time, until need bytes fit. A batch larger than the
+// segment size (alone in its segment) gets exactly its size.
+func (l *Log) reserve(s *segment, need int64) error {
+	if need <= s.alloc {
+		return nil
+	}
+	target := max(need, l.allocTarget(need-1))
+	if err := preallocate(s.data, target); err != nil {
+		return err
+	}
+	s.alloc = target
+	return nil
+}
+
 // activate prepares s to take appends: preallocated, indexes open, age clock started.
 func (l *Log) activate(s *segment) error {
 	if s.end < l.opts.SegmentBytes {
-		if err := preallocate(s.data, l.opts.SegmentBytes); err != nil {
+		if err := l.reserve(s, s.end+1); err != nil {
 			return err
 		}
 	}
@@ -249,6 +275,9 @@ func (l *Log) Append(batch []byte) (int64, error) {
 			return 0, err
 		}
 	}
+	if err := l.reserve(s, s.end+size); err != nil {
+		return 0, err
+	}
 	base := s.next
 	PutBaseOffset(batch, base)
 	if _, err := s.data.WriteAt(batch, s.end); err != nil {
@@ -292,7 +321,7 @@ func (l *Log) mustRoll(s *segment, size, delta int64) bool {
 // roll seals the active segment and starts a new one at NextOffset. Caller holds writeMu.
 func (l *Log) roll() (*segment, error) {
 	old := l.active
-	s, err := createSegment(l.dir, old.next, l.opts.SegmentBytes)
+	s, err := createSegment(l.dir, old.next, l.allocTarget(0))
 	if err != nil {
 		return nil, err
 	}
@@ -577,6 +606,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	if err := s.data.Truncate(pos); err != nil {
 		return l.fail(err)
 	}
+	s.alloc = pos
 	if err := datasync(s.data); err != nil {
 		return l.fail(err)
 	}

@@ -45,6 +45,7 @@ type segment struct {
 	data *os.File
 
 	end     int64        // mu: logical bytes held (the file may be longer: preallocation)
+	alloc   int64        // writer: bytes preallocated while active (appends below it change no metadata)
 	next    int64        // mu: offset after the last batch
 	maxTs   int64        // mu: largest MaxTimestamp held, math.MinInt64 when empty
 	entries []indexEntry // mu: sparse index; elements below len are never rewritten in place
@@ -91,6 +92,7 @@ func createSegment(dir string, base, size int64) (*segment, error) {
 		os.Remove(s.path)
 		return nil, err
 	}
+	s.alloc = size
 	if err := s.openIndexes(); err != nil {
 		f.Close()
 		os.Remove(s.path)
