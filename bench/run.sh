@@ -19,8 +19,8 @@
 #   OUT              result directory (default results/<UTC date>-<MACHINE>)
 #   MACHINE          machine name for the directory (default: <cores>core-<short host name>)
 #   CEILING          1 = also measure loadgen's generator ceiling with its Go benchmark (default 1)
-#   SLUICE_FLAGS     more `sluice serve` flags (default "--segment-bytes 67108864": segments are
-#                    preallocated, and 100 partitions of the 1 GiB default would need 100 GiB of disk)
+#   SLUICE_FLAGS     more `sluice serve` flags (default none: Kafka's 1 GiB segments, preallocated
+#                    64 MiB at a time)
 #   KFAKE_MEMORY     bytes kfake may keep per workload, split evenly over its partitions as
 #                    retention (kfake holds everything in memory; default 2147483648)
 #
@@ -41,7 +41,7 @@ EXTRA=${EXTRA:-}
 MACHINE=${MACHINE:-$(nproc)core-$(hostname -s 2>/dev/null || echo machine)}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$MACHINE}
 CEILING=${CEILING:-1}
-SLUICE_FLAGS=${SLUICE_FLAGS:---segment-bytes 67108864}
+SLUICE_FLAGS=${SLUICE_FLAGS:-}
 KFAKE_MEMORY=${KFAKE_MEMORY:-2147483648}
 
 BIN=$(mktemp -d /tmp/sluice-bench.XXXXXX)
