@@ -41,6 +41,9 @@ func committedEqualsEnd(t *testing.T, b *testBroker, groupID, topic string) {
 	}
 	ends.Each(func(o kadm.ListedOffset) {
 		c, ok := offs.Lookup(topic, o.Partition)
+		if o.Offset == 0 && !ok {
+			return // nothing to commit
+		}
 		if !ok || c.At != o.Offset {
 			t.Errorf("group %s %s/%d: committed %v (%v), end %d", groupID, topic, o.Partition, c.At, ok, o.Offset)
 		}

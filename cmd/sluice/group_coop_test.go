@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// coopMember is one franz-go group member that commits what it processed after every poll, with
+// rebalances held off between poll and commit.
+type coopMember struct {
+	name      string
+	stop      chan struct{}
+	done      chan struct{}
+	committed map[int32]int64 // partition -> offset after the last successful commit
+}
+
+type coopLedger struct {
+	mu        sync.Mutex
+	first     map[[2]int64]string // (partition, offset) -> member that processed it first
+	dups      [][2]int64
+	perMember map[string]int
+	distinct  atomic.Int64
+	commitErr atomic.Int64
+}
+
+func (l *coopLedger) process(member string, r *kgo.Record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := [2]int64{int64(r.Partition), r.Offset}
+	if _, ok := l.first[k]; ok {
+		l.dups = append(l.dups, k)
+		return
+	}
+	l.first[k] = member
+	l.perMember[member]++
+	l.distinct.Add(1)
+}
+
+func startCoopMember(t *testing.T, b *testBroker, name, groupID, topic string, l *coopLedger) *coopMember {
+	m := &coopMember{name: name, stop: make(chan struct{}), done: make(chan struct{}), committed: map[int32]int64{}}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ClientID(name),
+		kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(6*time.Second), kgo.HeartbeatInterval(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(m.done)
+		defer cl.Close() // leaves the group
+		for {
+			select {
+			case <-m.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			fs := cl.PollRecords(ctx, 500)
+			cancel()
+			var recs []*kgo.Record
+			fs.EachRecord(func(r *kgo.Record) {
+				l.process(name, r)
+				recs = append(recs, r)
+			})
+			if len(recs) > 0 {
+				cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if err := cl.CommitRecords(cctx, recs...); err != nil {
+					l.commitErr.Add(1)
+				} else {
+					for _, r := range recs {
+						m.committed[r.Partition] = max(m.committed[r.Partition], r.Offset+1)
+					}
+				}
+				ccancel()
+			}
+			cl.AllowRebalance()
+		}
+	}()
+	return m
+}
+
+func (m *coopMember) leave() { close(m.stop); <-m.done }
+
+// TestGroupCooperativeSticky: three franz-go members with cooperative-sticky consume a topic while it
+// is produced to; members join and leave along the way. Every record is processed, and a record is
+// processed twice only when the member that first processed it never committed past it.
+func TestGroupCooperativeSticky(t *testing.T) {
+	b := startBroker(t)
+	const topic, groupID, total = "coop", "coop-g", 30000
+	b.createTopic(topic, 6, nil)
+	l := &coopLedger{first: map[[2]int64]string{}, perMember: map[string]int{}}
+
+	prod := b.client(kgo.ProducerLinger(2 * time.Millisecond))
+	prodDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for i := 0; i < total; i += 500 {
+			recs := make([]*kgo.Record, 0, 500)
+			for j := i; j < i+500; j++ {
+				recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(j)), Value: []byte(strconv.Itoa(j))})
+			}
+			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				prodDone <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		prodDone <- nil
+	}()
+	members := map[string]*coopMember{}
+	var all []*coopMember
+	add := func(name string) {
+		m := startCoopMember(t, b, name, groupID, topic, l)
+		members[name] = m
+		all = append(all, m)
+	}
+	add("m1")
+	add("m2")
+	add("m3")
+	// Membership changes at points of progress: m1 leaves, m4 joins, m2 leaves, m5 joins.
+	steps := []struct {
+		at     int64
+		action func()
+	}{
+		{4000, func() { members["m1"].leave() }},
+		{9000, func() { add("m4") }},
+		{15000, func() { members["m2"].leave() }},
+		{21000, func() { add("m5") }},
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for _, s := range steps {
+		for l.distinct.Load() < s.at {
+			if time.Now().After(deadline) {
+				t.Fatalf("stuck at %d of %d records", l.distinct.Load(), total)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		s.action()
+	}
+	if err := <-prodDone; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	for l.distinct.Load() < total {
+		if time.Now().After(deadline) {
+			t.Fatalf("processed %d of %d records", l.distinct.Load(), total)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Let the last commits land, then stop everyone still running.
+	for _, name := range []string{"m3", "m4", "m5"} {
+		members[name].leave()
+	}
+	committedEqualsEnd(t, b, groupID, topic)
+
+	byName := map[string]*coopMember{}
+	for _, m := range all {
+		byName[m.name] = m
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range l.dups {
+		first := byName[l.first[k]]
+		if c := first.committed[int32(k[0])]; k[1] < c {
+			t.Errorf("record %d/%d processed twice although %s committed up to %d", k[0], k[1], first.name, c)
+		}
+	}
+	t.Logf("%d records, %d duplicates, %d failed commits, per member %v", total, len(l.dups), l.commitErr.Load(), l.perMember)
+	for _, m := range all {
+		if l.perMember[m.name] == 0 {
+			t.Errorf("member %s processed no records: it never got partitions", m.name)
+		}
+	}
+}
