@@ -104,15 +104,12 @@ func (b *Broker) coordinatorFor(ctx context.Context, groupID string) (quorum.Bro
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
 	}
 	p := group.PartitionFor(groupID, int32(len(t.Partitions)))
-	part, ok := b.replicas.Partition(offsetsTopic, p)
+	part, ok := b.offsetsPartitionLed(ctx, p)
 	if !ok {
 		// TODO(cluster): a partition hosted elsewhere: its leader is known only to its replicas.
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
 	}
 	_, leader, _ := part.Leader()
-	if leader < 0 {
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-	}
 	bi, ok := b.ctl.Metadata().Brokers[leader]
 	if !ok {
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
@@ -136,15 +133,12 @@ func (b *Broker) groupReady(ctx context.Context, groupID string) int16 {
 // loadPartition makes sure this node leads partition p of __consumer_offsets and has replayed it.
 func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 	c := b.coordinator()
-	part, ok := b.replicas.Partition(offsetsTopic, p)
+	part, ok := b.offsetsPartitionLed(ctx, p)
 	if !ok {
-		return kerr.NotCoordinator.Code
-	}
-	isLeader, leader, epoch := part.Leader()
-	switch {
-	case leader < 0:
 		return kerr.CoordinatorNotAvailable.Code
-	case !isLeader:
+	}
+	isLeader, _, epoch := part.Leader()
+	if !isLeader {
 		b.groups.mu.Lock()
 		if _, ok := b.groups.loaded[p]; ok {
 			delete(b.groups.loaded, p)
@@ -166,6 +160,32 @@ func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 	b.groups.loaded[p] = epoch
 	return 0
 }
+
+// offsetsPartitionLed returns this node's replica of partition p of __consumer_offsets once it has
+// a leader, waiting a little for an election (after a start or a topic creation) so that clients do
+// not spend their retries on COORDINATOR_NOT_AVAILABLE.
+func (b *Broker) offsetsPartitionLed(ctx context.Context, p int32) (*replica.Partition, bool) {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		if part, ok := b.replicas.Partition(offsetsTopic, p); ok {
+			if _, leader, _ := part.Leader(); leader >= 0 {
+				return part, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, false
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-b.ctl.Changed():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// leaderWait bounds how long a group request waits for its partition's leader.
+const leaderWait = 5 * time.Second
 
 // replayOffsets writes an empty marker record through Raft, so that everything committed before it is
 // applied, then replays the partition from its start up to the marker.

@@ -426,6 +426,11 @@ func (c *Coordinator) completeJoin(g *group, now time.Time) {
 		g.leader = ids[0]
 	}
 	g.state = stateCompleting
+	var longest time.Duration
+	for _, m := range g.members {
+		longest = max(longest, m.rebalance)
+	}
+	g.deadline = now.Add(longest) // members that do not sync by then are dropped
 	for _, m := range g.members {
 		m.assignment = nil
 		m.lastSeen = now
@@ -677,8 +682,19 @@ func (c *Coordinator) timers() {
 						delete(g.pending, id)
 					}
 				}
-				if g.state == statePreparing && now.After(g.deadline) {
+				switch {
+				case g.state == statePreparing && now.After(g.deadline):
 					c.completeJoin(g, now)
+				case g.state == stateCompleting && now.After(g.deadline):
+					// The leader never sent its assignment, or followers never synced: drop those
+					// that did not sync and start over.
+					var lost []string
+					for id, m := range g.members {
+						if m.sync == nil {
+							lost = append(lost, id)
+						}
+					}
+					c.removeMembers(g, lost, now)
 				}
 			}
 			c.mu.Unlock()

@@ -94,70 +94,97 @@ func (m *coopMember) leave() { close(m.stop); <-m.done }
 // processed twice only when the member that first processed it never committed past it.
 func TestGroupCooperativeSticky(t *testing.T) {
 	b := startBroker(t)
-	const topic, groupID, total = "coop", "coop-g", 30000
+	const topic, groupID, total = "coop", "coop-g", 30000 // total: about how many records flow
 	b.createTopic(topic, 6, nil)
 	l := &coopLedger{first: map[[2]int64]string{}, perMember: map[string]int{}}
 
+	// Produce continuously until told to stop: the group churns under load.
 	prod := b.client(kgo.ProducerLinger(2 * time.Millisecond))
+	stopProducing := make(chan struct{})
 	prodDone := make(chan error, 1)
+	var produced atomic.Int64
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		for i := 0; i < total; i += 500 {
-			recs := make([]*kgo.Record, 0, 500)
-			for j := i; j < i+500; j++ {
+		for i := 0; ; i += 200 {
+			select {
+			case <-stopProducing:
+				prodDone <- nil
+				return
+			default:
+			}
+			recs := make([]*kgo.Record, 0, 200)
+			for j := i; j < i+200; j++ {
 				recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(j)), Value: []byte(strconv.Itoa(j))})
 			}
 			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 				prodDone <- err
 				return
 			}
-			time.Sleep(20 * time.Millisecond)
+			produced.Add(200)
+			time.Sleep(10 * time.Millisecond)
 		}
-		prodDone <- nil
 	}()
 	members := map[string]*coopMember{}
 	var all []*coopMember
+	active := map[string]bool{}
 	add := func(name string) {
 		m := startCoopMember(t, b, name, groupID, topic, l)
 		members[name] = m
 		all = append(all, m)
+		active[name] = true
+	}
+	leave := func(name string) {
+		members[name].leave()
+		delete(active, name)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	// waitProgress waits until n more records are processed and every active member has processed
+	// records (so each one really owned partitions before the next change).
+	waitProgress := func(n int64) {
+		t.Helper()
+		target := l.distinct.Load() + n
+		for {
+			l.mu.Lock()
+			ok := l.distinct.Load() >= target
+			for name := range active {
+				ok = ok && l.perMember[name] > 0
+			}
+			l.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stuck at %d records processed (per member %v)", l.distinct.Load(), l.perMember)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	add("m1")
 	add("m2")
 	add("m3")
-	// Membership changes at points of progress: m1 leaves, m4 joins, m2 leaves, m5 joins.
-	steps := []struct {
-		at     int64
-		action func()
-	}{
-		{4000, func() { members["m1"].leave() }},
-		{9000, func() { add("m4") }},
-		{15000, func() { members["m2"].leave() }},
-		{21000, func() { add("m5") }},
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	for _, s := range steps {
-		for l.distinct.Load() < s.at {
-			if time.Now().After(deadline) {
-				t.Fatalf("stuck at %d of %d records", l.distinct.Load(), total)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		s.action()
-	}
+	waitProgress(total / 5)
+	leave("m1")
+	waitProgress(total / 5)
+	add("m4")
+	waitProgress(total / 5)
+	leave("m2")
+	waitProgress(total / 5)
+	add("m5")
+	waitProgress(total / 5)
+	close(stopProducing)
 	if err := <-prodDone; err != nil {
 		t.Fatalf("produce: %v", err)
 	}
-	for l.distinct.Load() < total {
+	for l.distinct.Load() < produced.Load() {
 		if time.Now().After(deadline) {
-			t.Fatalf("processed %d of %d records", l.distinct.Load(), total)
+			t.Fatalf("processed %d of %d records", l.distinct.Load(), produced.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Let the last commits land, then stop everyone still running.
 	for _, name := range []string{"m3", "m4", "m5"} {
-		members[name].leave()
+		leave(name)
 	}
 	committedEqualsEnd(t, b, groupID, topic)
 
@@ -173,7 +200,7 @@ func TestGroupCooperativeSticky(t *testing.T) {
 			t.Errorf("record %d/%d processed twice although %s committed up to %d", k[0], k[1], first.name, c)
 		}
 	}
-	t.Logf("%d records, %d duplicates, %d failed commits, per member %v", total, len(l.dups), l.commitErr.Load(), l.perMember)
+	t.Logf("%d records, %d duplicates, %d failed commits, per member %v", produced.Load(), len(l.dups), l.commitErr.Load(), l.perMember)
 	for _, m := range all {
 		if l.perMember[m.name] == 0 {
 			t.Errorf("member %s processed no records: it never got partitions", m.name)
