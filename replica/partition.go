@@ -190,13 +190,16 @@ func (p *Partition) Read(offset int64, maxBytes int) (*segment.ReadResult, error
 	if log == nil {
 		return nil, kerr.NotLeaderForPartition
 	}
-	if offset > p.hw.Load() {
+	hw := p.hw.Load()
+	if offset > hw {
 		if offset <= p.replayTo.Load() {
 			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
 		}
 		return nil, kerr.OffsetOutOfRange
 	}
-	r, err := log.Read(offset, maxBytes)
+	// Bounded by the watermark just read: the state machine appends a whole Raft batch before it
+	// advances the watermark, and a consumer handed batches past it would next fetch above it.
+	r, err := log.ReadBelow(offset, maxBytes, hw)
 	if err != nil {
 		return nil, readError(err)
 	}

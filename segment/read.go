@@ -3,6 +3,7 @@ package segment
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"sync"
@@ -132,6 +133,13 @@ func (l *Log) viewAt(offset int64) (segView, bool, error) {
 // total, but always at least that first batch (so a consumer makes progress whatever its limit).
 // offset == NextOffset() gives an empty result. Release the result when done.
 func (l *Log) Read(offset int64, maxBytes int) (*ReadResult, error) {
+	return l.ReadBelow(offset, maxBytes, math.MaxInt64)
+}
+
+// ReadBelow is Read that stops before the batch at offset end, a batch boundary such as the high
+// watermark: Read follows appends made while it runs, and a reader bounded by a watermark it looked
+// at earlier must not be handed batches past it. offset >= end gives an empty result.
+func (l *Log) ReadBelow(offset int64, maxBytes int, end int64) (*ReadResult, error) {
 	v, ok, err := l.viewAt(offset)
 	if err != nil {
 		return nil, err
@@ -139,6 +147,15 @@ func (l *Log) Read(offset int64, maxBytes int) (*ReadResult, error) {
 	r := newResult()
 	if !ok {
 		return r, nil
+	}
+	if offset >= end {
+		v.s.release()
+		return r, nil
+	}
+	if v, err = clipView(v, end); err != nil {
+		v.s.release()
+		r.Release()
+		return nil, err
 	}
 	pos, first, err := findBatch(v, offset)
 	if err != nil {
@@ -169,12 +186,33 @@ func (l *Log) Read(offset int64, maxBytes int) (*ReadResult, error) {
 		}
 		prev := v
 		prev.s.release()
+		if prev.next >= end {
+			return r, nil
+		}
 		if v, pos, ok = l.viewAfter(prev); !ok {
 			return r, nil
+		}
+		if v, err = clipView(v, end); err != nil {
+			v.s.release()
+			r.Release()
+			return nil, err
 		}
 	}
 	v.s.release()
 	return r, nil
+}
+
+// clipView cuts v at the batch starting at offset end when v reaches past it.
+func clipView(v segView, end int64) (segView, error) {
+	if v.next <= end {
+		return v, nil
+	}
+	pos, _, err := findBatch(v, end)
+	if err != nil {
+		return v, err
+	}
+	v.end, v.next = pos, end
+	return v, nil
 }
 
 // viewAfter returns what follows prev's end, from position pos: the next segment, or more of the
