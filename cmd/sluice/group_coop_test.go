@@ -42,23 +42,37 @@ func (l *coopLedger) process(member string, r *kgo.Record) {
 	l.distinct.Add(1)
 }
 
-func startCoopMember(t *testing.T, b *testBroker, name, groupID, topic string, l *coopLedger) *coopMember {
+// startCoopMember starts a member. A crashing member is static (group.instance.id) with a short
+// session: when stopped it processes one more poll without committing and closes without leaving
+// (franz-go's static members do not send LeaveGroup), so its partitions move only when its session
+// expires, and the records of that last poll are processed again by others.
+func startCoopMember(t *testing.T, b *testBroker, name, groupID, topic string, l *coopLedger, crash bool) *coopMember {
 	m := &coopMember{name: name, stop: make(chan struct{}), done: make(chan struct{}), committed: map[int32]int64{}}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ClientID(name),
+	opts := []kgo.Opt{kgo.SeedBrokers(b.addr), kgo.ClientID(name),
 		kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(),
-		kgo.SessionTimeout(6*time.Second), kgo.HeartbeatInterval(300*time.Millisecond))
+		kgo.SessionTimeout(6 * time.Second), kgo.HeartbeatInterval(300 * time.Millisecond)}
+	if crash {
+		opts = append(opts, kgo.InstanceID(name), kgo.SessionTimeout(2*time.Second))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		defer close(m.done)
-		defer cl.Close() // leaves the group
+		defer cl.Close() // leaves the group, unless static
 		for {
 			select {
 			case <-m.stop:
+				if crash {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					cl.PollRecords(ctx, 500).EachRecord(func(r *kgo.Record) { l.process(name, r) })
+					cancel()
+				}
+				cl.AllowRebalance() // Close would wait for a rebalance held off by the last poll
 				return
 			default:
 			}
@@ -90,8 +104,9 @@ func startCoopMember(t *testing.T, b *testBroker, name, groupID, topic string, l
 func (m *coopMember) leave() { close(m.stop); <-m.done }
 
 // TestGroupCooperativeSticky: three franz-go members with cooperative-sticky consume a topic while it
-// is produced to; members join and leave along the way. Every record is processed, and a record is
-// processed twice only when the member that first processed it never committed past it.
+// is produced to; members join and leave along the way (m1 leaves cleanly, m2 is static and dies
+// without committing its last poll, so its session expires). Every record is processed, and a record
+// is processed twice only when the member that first processed it never committed past it.
 func TestGroupCooperativeSticky(t *testing.T) {
 	b := startBroker(t)
 	const topic, groupID, total = "coop", "coop-g", 30000 // total: about how many records flow
@@ -129,7 +144,7 @@ func TestGroupCooperativeSticky(t *testing.T) {
 	var all []*coopMember
 	active := map[string]bool{}
 	add := func(name string) {
-		m := startCoopMember(t, b, name, groupID, topic, l)
+		m := startCoopMember(t, b, name, groupID, topic, l, name == "m2")
 		members[name] = m
 		all = append(all, m)
 		active[name] = true
