@@ -6,6 +6,7 @@
 package group
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -280,7 +281,11 @@ func (c *Coordinator) JoinGroup(ctx context.Context, req *kmsg.JoinGroupRequest,
 
 func (m *member) fill(req *kmsg.JoinGroupRequest, clientID, clientHost string, session, rebalance time.Duration, now time.Time) {
 	m.clientID, m.clientHost = clientID, clientHost
-	m.protocols = req.Protocols
+	// Byte fields of a decoded request point into its frame, which is reused once answered: copy.
+	m.protocols = make([]kmsg.JoinGroupRequestProtocol, len(req.Protocols))
+	for i, p := range req.Protocols {
+		m.protocols[i] = kmsg.JoinGroupRequestProtocol{Name: p.Name, Metadata: bytes.Clone(p.Metadata)}
+	}
 	m.session, m.rebalance = session, rebalance
 	m.lastSeen = now
 }
@@ -552,7 +557,7 @@ func (c *Coordinator) SyncGroup(ctx context.Context, req *kmsg.SyncGroupRequest)
 	if req.MemberID == g.leader {
 		for _, a := range req.GroupAssignment {
 			if o := g.members[a.MemberID]; o != nil {
-				o.assignment = a.MemberAssignment
+				o.assignment = bytes.Clone(a.MemberAssignment) // the request's frame is reused
 			}
 		}
 		g.state = stateStable

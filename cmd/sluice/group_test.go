@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -51,12 +53,17 @@ func committedEqualsEnd(t *testing.T, b *testBroker, groupID, topic string) {
 }
 
 // TestGroupFranzSmoke: one franz-go member consumes a topic from the start and commits; the committed
-// offsets reach the end and DescribeGroups/ListGroups see the group.
+// offsets reach the end and DescribeGroups/ListGroups see the group; OffsetDelete and DeleteGroups
+// refuse while the member is there and work once it left.
 func TestGroupFranzSmoke(t *testing.T) {
 	b := startBroker(t)
 	b.createTopic("smoke", 3, nil)
 	produceN(t, b, "smoke", 0, 300)
-	cl := b.client(kgo.ConsumerGroup("smoke-g"), kgo.ConsumeTopics("smoke"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ConsumerGroup("smoke-g"), kgo.ConsumeTopics("smoke"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	seen := map[string]bool{}
@@ -83,5 +90,36 @@ func TestGroupFranzSmoke(t *testing.T) {
 	}
 	if g := dg["smoke-g"]; g.State != "Stable" || len(g.Members) != 1 || g.Protocol != "cooperative-sticky" {
 		t.Fatalf("describe: state %s members %d protocol %s err %v", g.State, len(g.Members), g.Protocol, g.Err)
+	}
+
+	// While the member is there, the group cannot be deleted, nor its subscribed topic's offsets.
+	del, err := adm.DeleteGroup(ctx, "smoke-g")
+	if !errors.Is(del.Err, kerr.NonEmptyGroup) { // kadm returns the group's error as err too
+		t.Fatalf("delete active group: %v %v", err, del.Err)
+	}
+	od, err := adm.DeleteOffsets(ctx, "smoke-g", kadm.TopicsSet{"smoke": {0: {}}})
+	if !errors.Is(od.Error(), kerr.GroupSubscribedToTopic) {
+		t.Fatalf("delete subscribed offsets: %v %v %v %+v", err, od.Error(), od, dg["smoke-g"].Members[0].Join)
+	}
+	cl.Close() // leaves
+	od, err = adm.DeleteOffsets(ctx, "smoke-g", kadm.TopicsSet{"smoke": {0: {}}})
+	if err != nil || od.Error() != nil {
+		t.Fatalf("delete offsets: %v %v", err, od.Error())
+	}
+	offs, err := adm.FetchOffsets(ctx, "smoke-g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := offs.Lookup("smoke", 0); ok {
+		t.Fatalf("offset of smoke/0 still there after OffsetDelete")
+	}
+	if _, ok := offs.Lookup("smoke", 1); !ok {
+		t.Fatalf("offset of smoke/1 gone after deleting smoke/0's")
+	}
+	if del, err = adm.DeleteGroup(ctx, "smoke-g"); err != nil || del.Err != nil {
+		t.Fatalf("delete group: %v %v", err, del.Err)
+	}
+	if ls, err = adm.ListGroups(ctx); err != nil || len(ls) != 0 {
+		t.Fatalf("groups after delete: %v %v", ls.Groups(), err)
 	}
 }
