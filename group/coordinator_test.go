@@ -282,3 +282,32 @@ func TestPartitionFor(t *testing.T) {
 		}
 	}
 }
+
+func TestOffsetsExpireFromEmptyGroups(t *testing.T) {
+	c, s := newCoord(t)
+	c.cfg.OffsetsRetention = time.Hour
+	commit := kmsg.NewPtrOffsetCommitRequest()
+	commit.Version, commit.Group, commit.Generation = 8, "old", -1
+	ct := kmsg.NewOffsetCommitRequestTopic()
+	ct.Topic = "t"
+	cp := kmsg.NewOffsetCommitRequestTopicPartition()
+	cp.Offset = 5
+	ct.Partitions = append(ct.Partitions, cp)
+	commit.Topics = append(commit.Topics, ct)
+	wantCode(t, "commit", c.OffsetCommit(ctxT(t), commit).Topics[0].Partitions[0].ErrorCode, nil)
+
+	c.expireOffsets(time.Now().Add(30 * time.Minute)) // within retention: kept
+	if got := c.FetchOffsets("old", nil); len(got["t"]) != 1 {
+		t.Fatalf("offset expired early: %+v", got)
+	}
+	c.expireOffsets(time.Now().Add(2 * time.Hour))
+	if got := c.FetchOffsets("old", nil); len(got) != 0 {
+		t.Fatalf("offset not expired: %+v", got)
+	}
+	// The expiry is durable: a replay does not bring the offset back.
+	c2, _ := newCoord(t)
+	s.replayInto(t, c2)
+	if got := c2.FetchOffsets("old", nil); len(got) != 0 {
+		t.Fatalf("expired offset back after replay: %+v", got)
+	}
+}
