@@ -2,9 +2,10 @@
 // size, then the body), hands each complete frame to a Handler, and writes the responses in request order
 // per connection, as bytes plus zero-copy file ranges (sendfile on Linux). It knows nothing of Kafka.
 //
-// Two backends sit behind one API: gnet (epoll/kqueue event loops) and std (a reader and a writer
-// goroutine per connection on Go's net package). Both share the per-connection request ring, response
-// ordering and write-out algorithm in queue.go. A backend (an io_uring one included) supplies:
+// Three backends sit behind one API: gnet (epoll/kqueue event loops), std (a reader and a writer
+// goroutine per connection on Go's net package) and uring (an io_uring event loop, Linux only). All
+// share the per-connection request ring, response ordering and write-out algorithm in queue.go. A
+// backend supplies:
 //   - a listener that returns a backendServer (close) and reports the bound address;
 //   - a reader that parses frames into pooled buffers (startFrame, growFrame, checkFrameSize) and calls
 //     Conn.dispatch while Conn.hasRoom, pausing otherwise until resumeReader;
@@ -36,6 +37,9 @@ const (
 	BackendGnet Backend = "gnet"
 	// BackendStd runs a reader and a writer goroutine per connection on net.TCPConn.
 	BackendStd Backend = "std"
+	// BackendUring runs an io_uring event loop (Linux; Listen fails where io_uring is unavailable).
+	// auto never picks it yet.
+	BackendUring Backend = "uring"
 )
 
 // Defaults for zero Options fields.
@@ -54,7 +58,7 @@ const minFrameBytes = 8
 // Options configure a Server. The zero value is valid.
 type Options struct {
 	Backend Backend
-	// Loops is the number of gnet event loops (0 = GOMAXPROCS); std ignores it.
+	// Loops is the number of gnet event loops (0 = GOMAXPROCS); std and uring (one loop) ignore it.
 	Loops int
 	// MaxFrameBytes bounds a frame's body; a larger (or negative) size closes the connection.
 	MaxFrameBytes int32
@@ -147,6 +151,8 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 		impl, bound, err = listenGnet(addr, c)
 	case BackendStd:
 		impl, bound, err = listenStd(addr, c)
+	case BackendUring:
+		impl, bound, err = listenUring(addr, c)
 	default:
 		return nil, fmt.Errorf("netio: unknown backend %q", b)
 	}

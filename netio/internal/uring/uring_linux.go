@@ -18,6 +18,7 @@ const (
 	OpNop         uint8 = 0
 	OpWritev      uint8 = 2
 	OpPollAdd     uint8 = 6
+	OpSendmsg     uint8 = 9
 	OpTimeout     uint8 = 11
 	OpAccept      uint8 = 13
 	OpAsyncCancel uint8 = 14
@@ -270,6 +271,11 @@ func (s *SQE) PrepRead(fd int, b []byte, off int64, ud uint64) {
 func (s *SQE) PrepWritev(fd int, vecs []unix.Iovec, ud uint64) {
 	s.Opcode, s.Fd, s.Addr, s.Len, s.UserData = OpWritev, int32(fd), uint64(uintptr(unsafe.Pointer(&vecs[0]))), uint32(len(vecs)), ud
 	s.Off = ^uint64(0) // -1: no offset (a socket)
+}
+
+// PrepSendmsg fills a SENDMSG of msg (which, with its iovecs, must stay untouched until the completion).
+func (s *SQE) PrepSendmsg(fd int, msg *unix.Msghdr, flags uint32, ud uint64) {
+	s.Opcode, s.Fd, s.Addr, s.Len, s.OpFlags, s.UserData = OpSendmsg, int32(fd), uint64(uintptr(unsafe.Pointer(msg))), 1, flags, ud
 }
 
 // PrepPollAdd fills a one-shot POLL_ADD for events (unix.POLLIN, unix.POLLOUT).

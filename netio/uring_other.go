@@ -1,0 +1,13 @@
+//go:build !linux
+
+package netio
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+)
+
+func listenUring(string, *core) (backendServer, net.Addr, error) {
+	return nil, nil, fmt.Errorf("netio: backend uring is not supported on %s", runtime.GOOS)
+}
