@@ -88,7 +88,10 @@ func (b *Broker) offsetsTopicMeta(ctx context.Context, create bool) (*quorum.Top
 	if rf < 1 {
 		rf = 1
 	}
-	err := b.createTopic(ctx, quorum.TopicSpec{Name: offsetsTopic, Partitions: offsetsPartitions, ReplicationFactor: rf, Internal: true})
+	// cleanup.policy=compact as in Kafka: until compaction exists, a compacted topic keeps everything,
+	// so time or size retention never deletes a group's last commit.
+	err := b.createTopic(ctx, quorum.TopicSpec{Name: offsetsTopic, Partitions: offsetsPartitions, ReplicationFactor: rf,
+		Internal: true, Configs: map[string]string{"cleanup.policy": "compact"}})
 	if err != nil && errorCode(err) != kerr.TopicAlreadyExists.Code {
 		b.log.Warn("creating __consumer_offsets failed", "err", err)
 	}

@@ -122,4 +122,22 @@ func TestGroupFranzSmoke(t *testing.T) {
 	if ls, err = adm.ListGroups(ctx); err != nil || len(ls) != 0 {
 		t.Fatalf("groups after delete: %v %v", ls.Groups(), err)
 	}
+	// __consumer_offsets is internal and compacted (kept whole until compaction exists).
+	cfgs, err := adm.DescribeTopicConfigs(ctx, "__consumer_offsets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := cfgs.On("__consumer_offsets", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := ""
+	for _, c := range cfg.Configs {
+		if c.Key == "cleanup.policy" && c.Value != nil {
+			policy = *c.Value
+		}
+	}
+	if policy != "compact" {
+		t.Errorf("__consumer_offsets cleanup.policy %q, want compact", policy)
+	}
 }
