@@ -11,7 +11,7 @@ import (
 
 // Every table-driven test also runs over io_uring where the kernel allows it.
 func init() {
-	if uring.Probe() == nil {
+	if UringAvailable() == nil {
 		backends = append(backends, BackendUring)
 	}
 }

@@ -711,3 +711,7 @@ func (u *uringConn) maybeFinalize() {
 	_ = unix.Close(u.fd)
 	delete(u.srv.conns, u.key)
 }
+
+// UringAvailable reports why Backend uring cannot run here (disabled by sysctl, a kernel too old,
+// seccomp), or nil when it can: a small ring is set up and closed.
+func UringAvailable() error { return uring.Probe() }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicebroker/sluice/netio"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -182,7 +183,11 @@ func TestTopicAdmin(t *testing.T) {
 
 // TestNetioBackends runs the same produce/consume round trip over each network backend.
 func TestNetioBackends(t *testing.T) {
-	for _, backend := range []string{"gnet", "std"} {
+	backends := []string{"gnet", "std"}
+	if netio.UringAvailable() == nil {
+		backends = append(backends, "uring")
+	}
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
 			b := startBroker(t, "--netio", backend)
 			b.createTopic("backend", 4, nil)
