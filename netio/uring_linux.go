@@ -60,7 +60,13 @@ const (
 )
 
 // uringSetup creates the loop's ring; tests replace it to simulate a kernel without io_uring.
-var uringSetup = func() (*uring.Ring, error) { return uring.New(uringEntries, uringCQEntries) }
+var uringSetup = func() (*uring.Ring, error) {
+	r, err := uring.NewFlags(uringEntries, uringCQEntries, uring.SetupCoopTaskrun)
+	if err != nil { // a kernel before 5.19
+		r, err = uring.New(uringEntries, uringCQEntries)
+	}
+	return r, err
+}
 
 type uringServer struct {
 	core *core

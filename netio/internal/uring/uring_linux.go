@@ -102,11 +102,21 @@ type Ring struct {
 // ErrUnsupported wraps the reason io_uring cannot be used here.
 var ErrUnsupported = errors.New("io_uring unavailable")
 
+// Setup flags for NewFlags.
+const (
+	// SetupCoopTaskrun: completions are not signalled with an interrupt to the submitting task; they
+	// are processed when it next enters the kernel (5.19).
+	SetupCoopTaskrun = 1 << 8
+)
+
 // New sets up a ring with at least entries submission slots and cqEntries completion slots
 // (0: twice entries).
-func New(entries, cqEntries uint32) (*Ring, error) {
+func New(entries, cqEntries uint32) (*Ring, error) { return NewFlags(entries, cqEntries, 0) }
+
+// NewFlags is New with setup flags (Setup*).
+func NewFlags(entries, cqEntries, flags uint32) (*Ring, error) {
 	var p params
-	p.flags = setupClamp
+	p.flags = setupClamp | flags
 	if cqEntries > 0 {
 		p.flags |= setupCQSize
 		p.cqEntries = cqEntries
