@@ -38,6 +38,9 @@ type Config struct {
 	Log segment.Options
 	// TopicReadyTimeout bounds how long CreateTopics and auto-creation wait for partition leaders.
 	TopicReadyTimeout time.Duration
+	// OffsetsRetention is offsets.retention.minutes: committed offsets of a group empty this long
+	// expire (0 = the group package's default, 7 days).
+	OffsetsRetention time.Duration
 
 	Logger *slog.Logger
 }

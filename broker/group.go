@@ -35,7 +35,7 @@ type groupState struct {
 func (b *Broker) coordinator() *group.Coordinator {
 	b.groups.once.Do(func() {
 		b.groups.loaded = map[int32]int32{}
-		b.groups.coord = group.New(group.Config{}, offsetsStore{b})
+		b.groups.coord = group.New(group.Config{OffsetsRetention: b.cfg.OffsetsRetention}, offsetsStore{b})
 		go func() {
 			<-b.ctx.Done()
 			b.groups.coord.Close()

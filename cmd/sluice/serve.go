@@ -27,26 +27,27 @@ import (
 
 // serveConfig is everything `sluice serve` is told, by flags or a config file.
 type serveConfig struct {
-	listen          string
-	advertised      string
-	dataDir         string
-	nodeID          uint64
-	raftAddr        string
-	voters          string
-	rack            string
-	partitions      int
-	replication     int
-	autoCreate      bool
-	segmentBytes    int64
-	segmentAge      time.Duration
-	retention       time.Duration
-	retentionBytes  int64
-	retentionCheck  time.Duration
-	maxMessageBytes int
-	netioBackend    string
-	logLevel        string
-	configFile      string
-	debugAddr       string
+	listen           string
+	advertised       string
+	dataDir          string
+	nodeID           uint64
+	raftAddr         string
+	voters           string
+	rack             string
+	partitions       int
+	replication      int
+	autoCreate       bool
+	segmentBytes     int64
+	segmentAge       time.Duration
+	retention        time.Duration
+	retentionBytes   int64
+	retentionCheck   time.Duration
+	maxMessageBytes  int
+	netioBackend     string
+	logLevel         string
+	configFile       string
+	debugAddr        string
+	offsetsRetention time.Duration
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -67,6 +68,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.retention, "retention", 7*24*time.Hour, "delete segments older than this (log.retention.ms); 0 = forever")
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
 	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
+	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto, gnet, std or uring (io_uring, Linux)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -257,6 +259,7 @@ func serve(args []string) error {
 		DefaultReplicationFactor: int16(cfg.replication),
 		AutoCreateTopics:         cfg.autoCreate,
 		MaxMessageBytes:          int32(cfg.maxMessageBytes),
+		OffsetsRetention:         cfg.offsetsRetention,
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr)
