@@ -65,8 +65,19 @@ var uringSetup = func() (*uring.Ring, error) {
 	if err != nil { // a kernel before 5.19
 		r, err = uring.New(uringEntries, uringCQEntries)
 	}
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Supports(uringOps...); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
 }
+
+// uringOps are the opcodes the backend posts.
+var uringOps = []uint8{uring.OpNop, uring.OpAccept, uring.OpRecv, uring.OpSendmsg, uring.OpPollAdd,
+	uring.OpRead, uring.OpAsyncCancel, uring.OpTimeout}
 
 type uringServer struct {
 	core *core
@@ -406,15 +417,15 @@ func (s *uringServer) accepted(res int32) {
 			return
 		}
 		switch errno := unix.Errno(-res); errno {
-		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
-			// Out of descriptors or memory: back off instead of spinning.
+		case unix.ECONNABORTED, unix.EINTR, unix.EAGAIN, unix.EPROTO, unix.EPERM:
+			s.core.log.Debug("netio: accept", "err", errno)
+			s.postAccept()
+		default:
+			// Out of descriptors or memory, or worse: back off instead of spinning.
 			s.core.log.Warn("netio: accept", "err", errno)
 			s.timerTS = unix.NsecToTimespec(int64(10 * time.Millisecond))
 			s.sqe().PrepTimeout(&s.timerTS, udTimer)
 			s.timerPosted = true
-		default:
-			s.core.log.Debug("netio: accept", "err", errno)
-			s.postAccept()
 		}
 		return
 	}
@@ -720,4 +731,4 @@ func (u *uringConn) maybeFinalize() {
 
 // UringAvailable reports why Backend uring cannot run here (disabled by sysctl, a kernel too old,
 // seccomp), or nil when it can: a small ring is set up and closed.
-func UringAvailable() error { return uring.Probe() }
+func UringAvailable() error { return uring.Probe(uringOps...) }

@@ -93,7 +93,6 @@ type Ring struct {
 	sqes           unsafe.Pointer
 	sqEntries      uint32
 	sqLocalTail    uint32 // entries handed out by GetSQE
-	sqSubmitted    uint32 // entries whose tail was published
 	cqHead, cqTail *uint32
 	cqMask         uint32
 	cqes           unsafe.Pointer
@@ -170,7 +169,6 @@ func (r *Ring) mmap(p *params) error {
 	r.cqMask = *(*uint32)(unsafe.Add(cq, p.cqOff.ringMask))
 	r.cqes = unsafe.Add(cq, p.cqOff.cqes)
 	r.sqLocalTail = atomic.LoadUint32(r.sqTail)
-	r.sqSubmitted = r.sqLocalTail
 	return nil
 }
 
@@ -207,30 +205,25 @@ func (r *Ring) GetSQE() *SQE {
 	return sqe
 }
 
-// Pending is the number of entries filled but not yet submitted.
-func (r *Ring) Pending() uint32 { return r.sqLocalTail - r.sqSubmitted }
-
 // Submit publishes the filled entries and enters the kernel, waiting for at least wait completions.
-// EINTR is retried.
+// Entries the kernel did not take (completion queue pressure) are offered again on the next call.
 func (r *Ring) Submit(wait uint32) (int, error) {
 	atomic.StoreUint32(r.sqTail, r.sqLocalTail)
-	toSubmit := r.sqLocalTail - r.sqSubmitted
-	r.sqSubmitted = r.sqLocalTail
 	var flags uintptr
 	if wait > 0 {
 		flags = enterGetEvent
 	}
 	for {
+		// Without SQPOLL the kernel takes entries inside the call: what it has not taken is tail-head.
+		toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead)
 		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(wait), flags, 0, 0)
 		switch errno {
 		case 0:
 			return int(n), nil
 		case unix.EINTR:
-			toSubmit = 0 // the kernel consumed what it took before the signal; the rest stays in the ring
 			if wait == 0 {
 				return 0, nil
 			}
-			continue
 		case unix.EAGAIN, unix.EBUSY:
 			// Completion queue pressure: the caller reaps and comes back.
 			return 0, nil
@@ -252,13 +245,33 @@ func (r *Ring) PeekCQE() *CQE {
 // Seen releases the completion PeekCQE returned.
 func (r *Ring) Seen() { atomic.AddUint32(r.cqHead, 1) }
 
-// Probe reports whether io_uring can be set up here (a small ring is created and closed).
-func Probe() error {
+// Probe reports whether io_uring can be set up here and supports the given opcodes (a small ring is
+// created and closed). Kernels before 5.6 cannot say which opcodes they have: they count as unsupported.
+func Probe(ops ...uint8) error {
 	r, err := New(4, 0)
 	if err != nil {
 		return err
 	}
-	r.Close()
+	defer r.Close()
+	return r.Supports(ops...)
+}
+
+// Supports reports whether the kernel has every one of ops (IORING_REGISTER_PROBE).
+func (r *Ring) Supports(ops ...uint8) error {
+	const registerProbe, opSupported, maxOps = 8, 1, 256
+	// struct io_uring_probe: last_op, ops_len, resv, resv2[3], then ops[] of {op, resv, flags u16, resv2 u32}.
+	var buf [16 + maxOps*8]byte
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerProbe, uintptr(unsafe.Pointer(&buf[0])), maxOps, 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("%w: io_uring_register(PROBE): %v (kernel before 5.6?)", ErrUnsupported, errno)
+	}
+	lastOp := buf[0]
+	for _, op := range ops {
+		flags := uint16(buf[16+int(op)*8+2]) | uint16(buf[16+int(op)*8+3])<<8
+		if op > lastOp || flags&opSupported == 0 {
+			return fmt.Errorf("%w: the kernel lacks io_uring opcode %d", ErrUnsupported, op)
+		}
+	}
 	return nil
 }
 

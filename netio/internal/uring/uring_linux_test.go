@@ -159,3 +159,13 @@ func TestShutdownAndCancel(t *testing.T) {
 		t.Fatalf("timeout: %+v", c)
 	}
 }
+
+func TestSupports(t *testing.T) {
+	r := newRing(t)
+	if err := r.Supports(OpNop, OpAccept, OpRecv, OpSendmsg, OpPollAdd, OpRead, OpAsyncCancel, OpTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Supports(250); err == nil {
+		t.Fatal("opcode 250 reported supported")
+	}
+}
