@@ -58,7 +58,7 @@ const minFrameBytes = 8
 // Options configure a Server. The zero value is valid.
 type Options struct {
 	Backend Backend
-	// Loops is the number of gnet event loops (0 = GOMAXPROCS); std and uring (one loop) ignore it.
+	// Loops is the number of gnet or uring event loops (0 = GOMAXPROCS); std ignores it.
 	Loops int
 	// MaxFrameBytes bounds a frame's body; a larger (or negative) size closes the connection.
 	MaxFrameBytes int32

@@ -13,7 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The io_uring backend: one event loop goroutine owns one ring (Options.Loops is ignored for now).
+// The io_uring backend: Options.Loops event loops, each a goroutine that owns one ring; every loop keeps
+// an ACCEPT posted on the one listening socket, and a connection stays on the loop that accepted it.
 // Accepts, receives and byte writes (SENDMSG with the response's buffers as iovecs) go through the ring;
 // completions are handled on the loop, which also parses frames, calls HandleRequest and drains the
 // response queue. Answers from other goroutines wake the loop through an eventfd whose READ is always
@@ -145,20 +146,63 @@ type uringConn struct {
 }
 
 func listenUring(addr string, co *core) (backendServer, net.Addr, error) {
+	// Options.Loops loops, each with its own ring, all accepting on one listening socket.
+	if err := uringProbeSetup(); err != nil {
+		return nil, nil, err
+	}
+	lfd, bound, err := uringListenSocket(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netio: listen %s: %w", addr, err)
+	}
+	l := &uringLoops{lfd: lfd}
+	for i := 0; i < co.opts.Loops; i++ {
+		s, err := listenUringLoop(lfd, bound, co)
+		if err != nil {
+			_ = l.close()
+			return nil, nil, err
+		}
+		l.loops = append(l.loops, s)
+	}
+	return l, bound, nil
+}
+
+// uringLoops is the server: its loops and their shared listening socket.
+type uringLoops struct {
+	lfd   int
+	loops []*uringServer
+	once  sync.Once
+}
+
+func (l *uringLoops) close() error {
+	l.once.Do(func() {
+		for _, s := range l.loops {
+			_ = s.close()
+		}
+		_ = unix.Close(l.lfd)
+	})
+	return nil
+}
+
+// uringProbeSetup sets up one ring and closes it, so a kernel without io_uring fails before the port
+// is bound.
+func uringProbeSetup() error {
 	ring, err := uringSetup()
 	if err != nil {
-		return nil, nil, fmt.Errorf("netio: backend uring: %w (see /proc/sys/kernel/io_uring_disabled)", err)
+		return fmt.Errorf("netio: backend uring: %w (see /proc/sys/kernel/io_uring_disabled)", err)
+	}
+	ring.Close()
+	return nil
+}
+
+func listenUringLoop(lfd int, bound net.Addr, co *core) (*uringServer, error) {
+	ring, err := uringSetup()
+	if err != nil {
+		return nil, fmt.Errorf("netio: backend uring: %w (see /proc/sys/kernel/io_uring_disabled)", err)
 	}
 	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		ring.Close()
-		return nil, nil, fmt.Errorf("netio: eventfd: %w", err)
-	}
-	lfd, bound, err := uringListenSocket(addr)
-	if err != nil {
-		ring.Close()
-		_ = unix.Close(evfd)
-		return nil, nil, fmt.Errorf("netio: listen %s: %w", addr, err)
+		return nil, fmt.Errorf("netio: eventfd: %w", err)
 	}
 	s := &uringServer{
 		core: co, ring: ring, lfd: lfd, evfd: evfd, addr: bound,
@@ -167,7 +211,7 @@ func listenUring(addr string, co *core) (backendServer, net.Addr, error) {
 	s.postAccept()
 	s.postWakeRead()
 	go s.run()
-	return s, bound, nil
+	return s, nil
 }
 
 // uringListenSocket binds a non-blocking listening socket: IPv4 for an IPv4 host, dual-stack IPv6 for
@@ -328,7 +372,6 @@ func (s *uringServer) run() {
 		}
 	}
 	s.ring.Close()
-	_ = unix.Close(s.lfd)
 	_ = unix.Close(s.evfd)
 }
 
