@@ -2,15 +2,14 @@ package replica
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/sluicebroker/sluice/internal/kafkatest"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -18,36 +17,14 @@ import (
 // makeBatch builds a valid record batch v2 of n small uncompressed records,
 // as a client sends it (base offset 0). pid -1 means not idempotent.
 func makeBatch(pid int64, epoch int16, seq int32, n int, valueSize int) []byte {
-	b := make([]byte, segment.HeaderSize, segment.HeaderSize+n*(valueSize+16))
-	value := make([]byte, valueSize)
-	for i := 0; i < n; i++ {
-		var rec []byte
-		rec = append(rec, 0)                     // attributes
-		rec = binary.AppendVarint(rec, 0)        // timestamp delta
-		rec = binary.AppendVarint(rec, int64(i)) // offset delta
-		rec = binary.AppendVarint(rec, -1)       // null key
-		rec = binary.AppendVarint(rec, int64(len(value)))
-		rec = append(rec, value...)
-		rec = binary.AppendVarint(rec, 0) // no headers
-		b = binary.AppendVarint(b, int64(len(rec)))
-		b = append(b, rec...)
-	}
-	be := binary.BigEndian
-	ts := time.Now().UnixMilli()
-	be.PutUint32(b[8:], uint32(len(b)-12))
-	b[16] = 2
-	be.PutUint32(b[23:], uint32(n-1))
-	be.PutUint64(b[27:], uint64(ts))
-	be.PutUint64(b[35:], uint64(ts))
-	be.PutUint64(b[43:], uint64(pid))
-	be.PutUint16(b[51:], uint16(epoch))
 	if pid < 0 {
 		seq = -1
 	}
-	be.PutUint32(b[53:], uint32(seq))
-	be.PutUint32(b[57:], uint32(n))
-	be.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
-	return b
+	values := make([][]byte, n)
+	for i := range values {
+		values[i] = make([]byte, valueSize)
+	}
+	return kafkatest.IdempotentBatch(pid, epoch, seq, values...)
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -312,13 +311,7 @@ func TestKafkaGo(t *testing.T) {
 // TestKcat round-trips keyed messages through librdkafka's kcat, producing and consuming with zstd.
 // CI installs kcat (.ci/run); a developer machine without it skips, CI never does.
 func TestKcat(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("kcat is not installed; .ci/run installs it")
-		}
-		t.Skip("kcat not installed (apt-get install -y kcat)")
-	}
+	kcat := requireKcat(t)
 	b := startBroker(t)
 	topic := "kcat"
 	b.createTopic(topic, 1, nil)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -166,13 +165,7 @@ func TestGroupKafkaGo(t *testing.T) {
 
 // TestGroupKcat: librdkafka's balanced consumer (kcat -G) reads a topic to its end and commits.
 func TestGroupKcat(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("kcat is not installed; .ci/run installs it")
-		}
-		t.Skip("kcat not installed (apt-get install -y kcat)")
-	}
+	kcat := requireKcat(t)
 	b := startBroker(t)
 	const topic, groupID = "kcat-g", "kcat-group"
 	b.createTopic(topic, 3, nil)

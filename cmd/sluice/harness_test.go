@@ -260,6 +260,20 @@ func consumeAll(t testing.TB, b *testBroker, topic string, opts ...kgo.Opt) []*k
 	return out
 }
 
+// requireKcat returns kcat's path. CI installs kcat (.ci/run) and fails without it; a developer
+// machine without it skips.
+func requireKcat(t testing.TB) string {
+	t.Helper()
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kcat is not installed; .ci/run installs it")
+		}
+		t.Skip("kcat not installed (apt-get install -y kcat)")
+	}
+	return kcat
+}
+
 // lines reads a text stream into lines.
 func lines(s string) []string {
 	var out []string
