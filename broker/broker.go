@@ -41,6 +41,8 @@ type Config struct {
 	// OffsetsRetention is offsets.retention.minutes: committed offsets of a group empty this long
 	// expire (0 = the group package's default, 7 days).
 	OffsetsRetention time.Duration
+	// LeaderRebalanceInterval is how often leadership goes back to preferred replicas (0: 30 s).
+	LeaderRebalanceInterval time.Duration
 
 	Logger *slog.Logger
 }
@@ -81,6 +83,7 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker 
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel}
 	b.pids.ctl = ctl
+	b.startCluster()
 	return b
 }
 

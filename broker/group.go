@@ -107,17 +107,25 @@ func (b *Broker) coordinatorFor(ctx context.Context, groupID string) (quorum.Bro
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
 	}
 	p := group.PartitionFor(groupID, int32(len(t.Partitions)))
-	part, ok := b.offsetsPartitionLed(ctx, p)
-	if !ok {
-		// TODO(cluster): a partition hosted elsewhere: its leader is known only to its replicas.
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+	deadline := time.Now().Add(leaderWait)
+	for {
+		if pm, ok := b.partitionMeta(offsetsTopic, p); ok {
+			if leader, _ := b.partitionLeader(offsetsTopic, pm); leader >= 0 {
+				if bi, ok := b.ctl.Metadata().Brokers[leader]; ok {
+					return bi, 0
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+		}
+		select {
+		case <-ctx.Done():
+			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+		case <-b.ctl.Changed():
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	_, leader, _ := part.Leader()
-	bi, ok := b.ctl.Metadata().Brokers[leader]
-	if !ok {
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-	}
-	return bi, 0
 }
 
 // groupReady checks this node coordinates groupID and its partition is loaded: 0, or the error code
@@ -136,6 +144,9 @@ func (b *Broker) groupReady(ctx context.Context, groupID string) int16 {
 // loadPartition makes sure this node leads partition p of __consumer_offsets and has replayed it.
 func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 	c := b.coordinator()
+	if pm, ok := b.partitionMeta(offsetsTopic, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
+		return kerr.NotCoordinator.Code // hosted elsewhere: the client asks FindCoordinator again
+	}
 	part, ok := b.offsetsPartitionLed(ctx, p)
 	if !ok {
 		return kerr.CoordinatorNotAvailable.Code

@@ -106,11 +106,11 @@ func (b *Broker) metadataTopic(md *quorum.Metadata, name string) kmsg.MetadataRe
 		sp := kmsg.NewMetadataResponseTopicPartition()
 		sp.Partition = p.Partition
 		sp.Replicas = p.Replicas
-		sp.ISR = p.Replicas
-		sp.Leader, sp.LeaderEpoch = -1, -1
-		if part, ok := b.replicas.Partition(name, p.Partition); ok {
-			if _, leader, epoch := part.Leader(); leader >= 0 {
-				sp.Leader, sp.LeaderEpoch = leader, epoch
+		sp.Leader, sp.LeaderEpoch = b.partitionLeader(name, p)
+		sp.ISR = b.inSyncReplicas(name, p, sp.Leader)
+		for _, r := range p.Replicas {
+			if !b.ctl.Alive(r) {
+				sp.OfflineReplicas = append(sp.OfflineReplicas, r)
 			}
 		}
 		if sp.Leader < 0 {
@@ -128,12 +128,6 @@ func topicNameByID(md *quorum.Metadata, id [16]byte) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// controllerID is the node leading the controller group, or this node when unknown.
-func (b *Broker) controllerID() int32 {
-	// TODO(cluster): report the controller group's leader once there are several brokers.
-	return b.cfg.NodeID
 }
 
 func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Response {

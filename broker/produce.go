@@ -114,6 +114,9 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 		// Transactions come with the transaction coordinator; until then they are refused plainly.
 		return nil, errTransactionalOff
 	}
+	if req.Acks == -1 && !b.enoughInSync(part) {
+		return nil, kerr.NotEnoughReplicas
+	}
 	return part, nil
 }
 

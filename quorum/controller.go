@@ -49,6 +49,10 @@ type PartitionMeta struct {
 	Partition int32
 	ShardID   uint64  // the partition's Raft shard, unique for the cluster's lifetime
 	Replicas  []int32 // broker ids; the first is the preferred leader
+	// Leader and LeaderEpoch are the Raft leader and term last reported (ReportLeaders); Leader 0
+	// means none reported yet. A broker hosting the partition knows better from its own replica.
+	Leader      int32 `json:",omitempty"`
+	LeaderEpoch int32 `json:",omitempty"`
 }
 
 // TopicMeta describes a topic.
@@ -122,6 +126,8 @@ type Controller struct {
 
 	mu      sync.Mutex
 	changed chan struct{}
+
+	live liveness // broker heartbeats (liveness.go)
 }
 
 // StartController starts this node's replica of the controller group. voters is the
@@ -384,6 +390,8 @@ const (
 	opCreatePartitions    = "create_partitions"
 	opAlterConfig         = "alter_config"
 	opAllocateProducerIDs = "allocate_producer_ids"
+	opHeartbeat           = "heartbeat"
+	opReportLeaders       = "report_leaders"
 )
 
 // command is one controller log entry (JSON: small, rare, readable in a log dump). Anything
@@ -399,6 +407,10 @@ type command struct {
 	Set       map[string]string `json:"set,omitempty"`
 	Remove    []string          `json:"remove,omitempty"`
 	N         int64             `json:"n,omitempty"`
+	Node      int32             `json:"node,omitempty"`
+	TimeMs    int64             `json:"time_ms,omitempty"`
+	Shards    []uint64          `json:"shards,omitempty"`
+	Leaders   []LeaderReport    `json:"leaders,omitempty"`
 }
 
 // Result codes in sm.Result.Value; data (a created topic, a first producer id) goes in Data.
@@ -441,6 +453,9 @@ func (s *controllerSM) Update(e sm.Entry) (sm.Result, error) {
 	if err := json.Unmarshal(e.Cmd, &cmd); err != nil {
 		// A bad entry is committed already; failing here would halt the group forever.
 		return sm.Result{Value: resultInvalidRequest, Data: []byte("undecodable command")}, nil
+	}
+	if cmd.Op == opHeartbeat {
+		return s.applyHeartbeat(&cmd), nil
 	}
 	next, res := s.apply(&cmd)
 	if next != nil {
@@ -555,6 +570,9 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 		first := md.NextProducerID
 		next.NextProducerID += cmd.N
 		return &next, sm.Result{Value: resultOK, Data: strconv.AppendInt(nil, first, 10)}
+
+	case opReportLeaders:
+		return applyLeaders(md, cmd.Leaders), sm.Result{}
 	}
 	return nil, invalid("unknown op " + cmd.Op)
 }

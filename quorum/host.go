@@ -25,6 +25,7 @@ import (
 	"github.com/lni/dragonboat/v4/client"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/plugin/tan"
+	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
@@ -117,6 +118,8 @@ type Host struct {
 
 	shards    sync.Map // shardID -> *shardState, for shards started through this Host
 	closeOnce sync.Once
+
+	leaderChanged chan struct{} // cap 1: a pending "some shard's leader changed"
 }
 
 // shardState is the per-shard part of the asynchronous proposal path: a NO-OP session (created
@@ -175,6 +178,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	default:
 		return nil, fmt.Errorf("quorum: unknown LogDB %q (want %q or %q)", cfg.LogDB, LogDBTan, LogDBPebble)
 	}
+	h := &Host{cfg: cfg, leaderChanged: make(chan struct{}, 1)}
+	nhc.RaftEventListener = h
 	if err := nhc.Prepare(); err != nil {
 		return nil, fmt.Errorf("quorum: node host config: %w", err)
 	}
@@ -182,7 +187,41 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quorum: start node host: %w", err)
 	}
-	return &Host{cfg: cfg, nh: nh}, nil
+	h.nh = nh
+	return h, nil
+}
+
+// LeaderUpdated implements raftio.IRaftEventListener. dragonboat calls it on its own goroutine for
+// every shard whose leader (or term) changes here; it must not block, so it only flags the change.
+func (h *Host) LeaderUpdated(raftio.LeaderInfo) {
+	select {
+	case h.leaderChanged <- struct{}{}:
+	default:
+	}
+}
+
+// LeaderChanges delivers a value after some local shard's leader or term changed (coalesced: one
+// value may stand for many changes). Meant for one consumer, which then re-reads LeaderInfo.
+func (h *Host) LeaderChanges() <-chan struct{} { return h.leaderChanged }
+
+// CaughtUp waits until this replica has applied everything the shard's leader had committed when
+// the call started (Raft's ReadIndex, run from a follower too). A replica for which it keeps
+// failing is not in sync: it is behind, or cut off from the leader.
+func (h *Host) CaughtUp(shardID uint64, timeout time.Duration) error {
+	rs, err := h.nh.ReadIndex(shardID, timeout)
+	if err != nil {
+		return mapError(err)
+	}
+	defer rs.Release()
+	r := <-rs.ResultC()
+	if r.Completed() {
+		return nil
+	}
+	_, err = resultOf(r)
+	if err == nil {
+		err = ErrTimeout
+	}
+	return err
 }
 
 // NodeHost is the escape hatch to the underlying dragonboat NodeHost.

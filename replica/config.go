@@ -18,6 +18,7 @@ type Config struct {
 
 	MaxMessageBytes        int32         // default max.message.bytes; 1 MiB if zero
 	RetentionCheckInterval time.Duration // how often retention runs; 30s if zero
+	ReplicaLagMax          time.Duration // a follower this far behind leaves the ISR; 10s if zero
 	Logger                 *slog.Logger  // slog.Default() if nil
 }
 
@@ -41,6 +42,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.ReplicaLagMax <= 0 {
+		c.ReplicaLagMax = defaultReplicaLagMax
+	}
 }
 
 // Kafka topic config names this package understands.
@@ -52,6 +56,7 @@ const (
 	ConfigMaxMessageBytes      = "max.message.bytes"
 	ConfigMessageTimestampType = "message.timestamp.type"
 	ConfigCleanupPolicy        = "cleanup.policy"
+	ConfigMinInSyncReplicas    = "min.insync.replicas"
 )
 
 // TopicConfig is a topic's effective settings: Kafka topic configs over the
@@ -63,6 +68,9 @@ type TopicConfig struct {
 	// Compact is cleanup.policy containing compact. Compaction is not
 	// implemented: a compact-only topic keeps everything (no retention).
 	Compact bool
+	// MinInSyncReplicas is min.insync.replicas: an acks=all produce fails
+	// with NOT_ENOUGH_REPLICAS while fewer replicas are in sync.
+	MinInSyncReplicas int
 }
 
 // TopicOptions turns Kafka topic configs over defaults into segment options,
@@ -77,7 +85,7 @@ func TopicOptions(defaults segment.Options, configs map[string]string) (segment.
 // ParseTopicConfig is TopicOptions with the settings that are not segment
 // options; maxMessageBytes is the broker default for max.message.bytes.
 func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs map[string]string) (TopicConfig, error) {
-	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes}
+	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes, MinInSyncReplicas: 1}
 	deleteRetention := true
 	for name, v := range configs {
 		switch name {
@@ -121,6 +129,12 @@ func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs m
 				return tc, err
 			}
 			tc.MaxMessageBytes = int32(n)
+		case ConfigMinInSyncReplicas:
+			n, err := parseInt(name, v, 1, math.MaxInt16)
+			if err != nil {
+				return tc, err
+			}
+			tc.MinInSyncReplicas = int(n)
 		case ConfigMessageTimestampType:
 			switch v {
 			case "CreateTime":

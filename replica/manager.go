@@ -29,8 +29,9 @@ type Manager struct {
 	parts  map[partitionKey]*Partition
 	closed bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop   chan struct{}
+	wg     sync.WaitGroup // background loops
+	checks sync.WaitGroup // lag checks in flight: they end when their shard stops
 }
 
 type partitionKey struct {
@@ -53,8 +54,9 @@ func NewManager(host *quorum.Host, cfg Config) *Manager {
 		parts:  make(map[partitionKey]*Partition),
 		stop:   make(chan struct{}),
 	}
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.retentionLoop()
+	go m.lagLoop()
 	return m
 }
 
@@ -266,6 +268,7 @@ func (m *Manager) Close() error {
 			errs = append(errs, fmt.Errorf("replica: stop %s-%d: %w", p.topic, p.partition, err))
 		}
 	}
+	m.checks.Wait()
 	for _, p := range parts {
 		p.waitLogClosed(closeWait)
 		p.markClosed()

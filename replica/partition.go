@@ -43,6 +43,9 @@ type Partition struct {
 
 	snapshotsInstalled atomic.Int64 // logs received from a leader's snapshot stream
 
+	inSync   atomic.Bool // as a follower, caught up at the last check (leadership.go)
+	lagCheck atomic.Bool // a check is in flight
+
 	mu       sync.Mutex
 	waitCh   chan struct{} // closed and dropped at the next advance; nil when nobody waits
 	closed   bool          // the Manager dropped this partition
@@ -166,6 +169,9 @@ func (p *Partition) Size() int64 {
 	}
 	return 0
 }
+
+// MinInSyncReplicas is the topic's min.insync.replicas (1 by default).
+func (p *Partition) MinInSyncReplicas() int { return p.options().MinInSyncReplicas }
 
 // MaxMessageBytes is the topic's max.message.bytes, else the broker default.
 func (p *Partition) MaxMessageBytes() int32 { return p.options().MaxMessageBytes }

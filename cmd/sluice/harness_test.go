@@ -86,6 +86,13 @@ func startBroker(t testing.TB, extra ...string) *testBroker {
 
 func (b *testBroker) start() {
 	b.t.Helper()
+	b.launch()
+	b.waitReady()
+}
+
+// launch starts the broker process without waiting for it to serve.
+func (b *testBroker) launch() {
+	b.t.Helper()
 	args := append([]string{
 		"--listen", b.addr,
 		"--raft-addr", b.raftAddr,
@@ -107,7 +114,6 @@ func (b *testBroker) start() {
 	b.cmd = cmd
 	b.exited = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(b.exited) }()
-	b.waitReady()
 }
 
 // waitReady polls until the broker answers a metadata request, failing fast if it exits.

@@ -48,6 +48,8 @@ type serveConfig struct {
 	configFile       string
 	debugAddr        string
 	offsetsRetention time.Duration
+	leaderRebalance  time.Duration
+	replicaLagMax    time.Duration
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -69,6 +71,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
 	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
 	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
+	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
+	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto, gnet, std or uring (io_uring, Linux)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -230,6 +234,7 @@ func serve(args []string) error {
 		Log:                    logOpts,
 		MaxMessageBytes:        int32(cfg.maxMessageBytes),
 		RetentionCheckInterval: cfg.retentionCheck,
+		ReplicaLagMax:          cfg.replicaLagMax,
 		Logger:                 logger,
 	})
 	defer mgr.Close()
@@ -260,6 +265,7 @@ func serve(args []string) error {
 		AutoCreateTopics:         cfg.autoCreate,
 		MaxMessageBytes:          int32(cfg.maxMessageBytes),
 		OffsetsRetention:         cfg.offsetsRetention,
+		LeaderRebalanceInterval:  cfg.leaderRebalance,
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr)
