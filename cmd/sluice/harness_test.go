@@ -60,11 +60,20 @@ func freePort(t testing.TB) string {
 // answers Kafka requests.
 func startBroker(t testing.TB, extra ...string) *testBroker {
 	t.Helper()
+	b := newTestBroker(t, freePort(t), freePort(t), extra...)
+	b.start()
+	return b
+}
+
+// newTestBroker prepares a broker on the given ports and a fresh data directory without starting it;
+// the test's cleanup stops it and prints its log's tail if the test failed.
+func newTestBroker(t testing.TB, addr, raftAddr string, extra ...string) *testBroker {
+	t.Helper()
 	b := &testBroker{
 		t:        t,
 		dataDir:  filepath.Join(t.TempDir(), "data"),
-		addr:     freePort(t),
-		raftAddr: freePort(t),
+		addr:     addr,
+		raftAddr: raftAddr,
 		extra:    extra,
 	}
 	b.logPath = filepath.Join(t.TempDir(), "broker.log")
@@ -76,11 +85,10 @@ func startBroker(t testing.TB, extra ...string) *testBroker {
 				if len(lines) > 60 {
 					lines = lines[len(lines)-60:]
 				}
-				t.Logf("broker log (last lines):\n%s", strings.Join(lines, "\n"))
+				t.Logf("broker %s log (last lines):\n%s", b.addr, strings.Join(lines, "\n"))
 			}
 		}
 	})
-	b.start()
 	return b
 }
 
@@ -188,6 +196,7 @@ func (b *testBroker) stop() {
 	if b.cmd == nil {
 		return
 	}
+	_ = b.cmd.Process.Signal(syscall.SIGCONT) // in case a test paused it
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-b.exited:

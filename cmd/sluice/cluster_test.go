@@ -1,0 +1,487 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// testCluster is n broker processes on loopback, all controller voters; brokers[i] is node i+1.
+type testCluster struct {
+	t       *testing.T
+	brokers []*testBroker
+}
+
+// startCluster starts n brokers and waits until each serves. Leadership goes back to preferred
+// replicas every 2 s and a follower 3 s behind leaves the ISR, so tests see both soon.
+func startCluster(t *testing.T, n int, extra ...string) *testCluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("three broker processes")
+	}
+	addrs, rafts, voters := make([]string, n), make([]string, n), make([]string, n)
+	for i := range n {
+		addrs[i], rafts[i] = freePort(t), freePort(t)
+		voters[i] = fmt.Sprintf("%d@%s", i+1, rafts[i])
+	}
+	c := &testCluster{t: t}
+	for i := range n {
+		args := append([]string{
+			"--node-id", strconv.Itoa(i + 1),
+			"--controller-voters", strings.Join(voters, ","),
+			"--leader-rebalance-interval", "2s",
+			"--replica-lag-max", "3s",
+		}, extra...)
+		c.brokers = append(c.brokers, newTestBroker(t, addrs[i], rafts[i], args...))
+	}
+	for _, b := range c.brokers {
+		b.launch() // all at once: the controller needs a majority before any broker can serve
+	}
+	for _, b := range c.brokers {
+		b.waitReady()
+	}
+	return c
+}
+
+func (c *testCluster) node(id int32) *testBroker { return c.brokers[id-1] }
+
+// client is a franz-go client seeded with every broker, so it survives any one of them dying.
+func (c *testCluster) client(opts ...kgo.Opt) *kgo.Client {
+	c.t.Helper()
+	seeds := make([]string, len(c.brokers))
+	for i, b := range c.brokers {
+		seeds[i] = b.addr
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+func (c *testCluster) admin() *kadm.Client { return kadm.NewClient(c.client()) }
+
+func (c *testCluster) createTopic(name string, partitions int32, rf int16, configs map[string]*string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := c.admin().CreateTopic(ctx, partitions, rf, configs, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		c.t.Fatalf("create topic %s: %v", name, err)
+	}
+}
+
+// partitions returns the topic's partitions as a live broker reports them.
+func (c *testCluster) partitions(topic string) (map[int32]kadm.PartitionDetail, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	md, err := c.admin().Metadata(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil {
+		return nil, fmt.Errorf("topic %s: %v", topic, td.Err)
+	}
+	return td.Partitions, nil
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func (c *testCluster) waitFor(timeout time.Duration, what string, cond func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitBalanced waits until every partition of topic is led by its preferred replica with every
+// replica in sync.
+func (c *testCluster) waitBalanced(topic string) {
+	c.t.Helper()
+	c.waitFor(60*time.Second, topic+" balanced with a full ISR", func() error {
+		parts, err := c.partitions(topic)
+		if err != nil {
+			return err
+		}
+		for _, p := range parts {
+			if p.Err != nil || len(p.Replicas) == 0 || p.Leader != p.Replicas[0] || len(p.ISR) != len(p.Replicas) {
+				return fmt.Errorf("partition %d: leader %d, replicas %v, isr %v, err %v", p.Partition, p.Leader, p.Replicas, p.ISR, p.Err)
+			}
+		}
+		return nil
+	})
+}
+
+func (c *testCluster) leaderOf(topic string, partition int32) int32 {
+	c.t.Helper()
+	var leader int32
+	c.waitFor(30*time.Second, "a leader", func() error {
+		parts, err := c.partitions(topic)
+		if err != nil {
+			return err
+		}
+		if p := parts[partition]; p.Leader > 0 {
+			leader = p.Leader
+			return nil
+		}
+		return errors.New("no leader")
+	})
+	return leader
+}
+
+func (b *testBroker) pause()  { _ = b.cmd.Process.Signal(syscall.SIGSTOP) }
+func (b *testBroker) resume() { _ = b.cmd.Process.Signal(syscall.SIGCONT) }
+
+// ackLedger records what producers were told: every acknowledged value with its partition and
+// offset, and the values whose produce failed (those may be present at most once).
+type ackLedger struct {
+	mu     sync.Mutex
+	acked  map[string]kgo.Record
+	failed map[string]error
+}
+
+func (l *ackLedger) done(r *kgo.Record, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.failed[string(r.Value)] = err
+		return
+	}
+	l.acked[string(r.Value)] = kgo.Record{Partition: r.Partition, Offset: r.Offset}
+}
+
+// verify consumes the whole topic and checks every acknowledged value is there exactly once at its
+// acknowledged offset, no value appears twice, and each producer's values are in order per partition.
+func (l *ackLedger) verify(t *testing.T, b *testBroker, topic string) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]*kgo.Record{}
+	last := map[string]int{} // producer/partition -> last sequence seen
+	for _, r := range consumeAll(t, b, topic) {
+		v := string(r.Value)
+		if prev, dup := seen[v]; dup {
+			t.Errorf("value %s twice: %d/%d and %d/%d", v, prev.Partition, prev.Offset, r.Partition, r.Offset)
+		}
+		seen[v] = r
+		// Values are "<producer>-<partition>-<sequence>".
+		i := strings.LastIndexByte(v, '-')
+		seq, err := strconv.Atoi(v[i+1:])
+		if err != nil {
+			t.Fatalf("unexpected value %q", v)
+		}
+		if prev, ok := last[v[:i]]; ok && seq <= prev {
+			t.Errorf("%s: sequence %d after %d (reordered)", v[:i], seq, prev)
+		}
+		last[v[:i]] = seq
+	}
+	lost := 0
+	for v, a := range l.acked {
+		r, ok := seen[v]
+		if !ok || r.Partition != a.Partition || r.Offset != a.Offset {
+			lost++
+			if lost <= 10 {
+				t.Errorf("acknowledged %s at %d/%d: found %v", v, a.Partition, a.Offset, r)
+			}
+		}
+	}
+	t.Logf("%d acknowledged, %d failed (allowed, none duplicated), %d consumed, %d lost", len(l.acked), len(l.failed), len(seen), lost)
+	for v, err := range l.failed {
+		t.Logf("a failed produce, for the record: %s: %v", v, err)
+		break
+	}
+}
+
+// produceLoop writes "<name>-<partition>-<seq>" to every partition in turn until stop closes, then
+// flushes. Records go through kgo's idempotent acks=all producer, which retries through failovers.
+func produceLoop(t *testing.T, cl *kgo.Client, name, topic string, partitions int32, l *ackLedger, stop <-chan struct{}) {
+	seq := make([]int, partitions)
+	for {
+		select {
+		case <-stop:
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			if err := cl.Flush(ctx); err != nil {
+				t.Errorf("%s: flush: %v", name, err)
+			}
+			return
+		default:
+		}
+		for p := range partitions {
+			seq[p]++
+			r := &kgo.Record{Topic: topic, Partition: p, Value: fmt.Appendf(nil, "%s-%d-%d", name, p, seq[p])}
+			cl.Produce(context.Background(), r, l.done)
+		}
+		time.Sleep(3 * time.Millisecond)
+	}
+}
+
+// TestClusterFailoverKeepsAcknowledgedRecords kills the leader of each partition in turn (kill -9)
+// while idempotent acks=all producers write to every partition; each killed broker is restarted and
+// catches up. Afterwards every acknowledged record is present exactly once at its offset, in order.
+func TestClusterFailoverKeepsAcknowledgedRecords(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic, partitions = "failover", 3
+	minISR := "2"
+	c.createTopic(topic, partitions, 3, map[string]*string{"min.insync.replicas": &minISR})
+	c.waitBalanced(topic)
+
+	l := &ackLedger{acked: map[string]kgo.Record{}, failed: map[string]error{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 2 {
+		cl := c.client(kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()),
+			kgo.MaxBufferedRecords(5000))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			produceLoop(t, cl, fmt.Sprintf("p%d", i), topic, partitions, l, stop)
+		}()
+	}
+	time.Sleep(time.Second)
+	for p := range int32(partitions) {
+		leader := c.leaderOf(topic, p)
+		t.Logf("killing broker %d, leader of partition %d", leader, p)
+		c.node(leader).kill9()
+		time.Sleep(2 * time.Second) // producers keep going: the survivors elect and take over
+		c.node(leader).start()
+		c.waitBalanced(topic) // caught up, back in the ISR, leadership handed back
+		time.Sleep(500 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+
+	l.mu.Lock()
+	n := len(l.acked)
+	l.mu.Unlock()
+	if n < 1000 {
+		t.Fatalf("only %d records acknowledged: the producers hardly ran", n)
+	}
+	l.verify(t, c.brokers[0], topic)
+}
+
+// TestClusterMinInSyncAndMinority checks that writes need enough replicas: with one broker of three
+// down, a topic with min.insync.replicas=3 refuses acks=all (NOT_ENOUGH_REPLICAS) but takes acks=1;
+// with two of three paused, the survivor accepts nothing, and what it refused never shows up acked.
+func TestClusterMinInSyncAndMinority(t *testing.T) {
+	c := startCluster(t, 3)
+	minISR := "3"
+	c.createTopic("strict", 1, 3, map[string]*string{"min.insync.replicas": &minISR})
+	c.createTopic("minority", 1, 3, nil)
+	c.waitBalanced("strict")
+	c.waitBalanced("minority")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// One follower down: the ISR shrinks to two.
+	leader := c.leaderOf("strict", 0)
+	follower := leader%3 + 1
+	c.node(follower).kill9()
+	c.waitFor(30*time.Second, "the ISR to shrink", func() error {
+		parts, err := c.partitions("strict")
+		if err != nil {
+			return err
+		}
+		if isr := parts[0].ISR; len(isr) != 2 {
+			return fmt.Errorf("isr %v", isr)
+		}
+		return nil
+	})
+	strictAll := c.client(kgo.RecordRetries(1), kgo.RequiredAcks(kgo.AllISRAcks()))
+	err := strictAll.ProduceSync(ctx, &kgo.Record{Topic: "strict", Value: []byte("all")}).FirstErr()
+	if !errors.Is(err, kerr.NotEnoughReplicas) {
+		t.Fatalf("acks=all with 2 of 3 in sync and min.insync.replicas=3: got %v, want NOT_ENOUGH_REPLICAS", err)
+	}
+	strictOne := c.client(kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	if err := strictOne.ProduceSync(ctx, &kgo.Record{Topic: "strict", Value: []byte("one")}).FirstErr(); err != nil {
+		t.Fatalf("acks=1 with 2 of 3 in sync: %v", err)
+	}
+	c.node(follower).start()
+	c.waitBalanced("strict")
+	if err := strictAll.ProduceSync(ctx, &kgo.Record{Topic: "strict", Value: []byte("all-again")}).FirstErr(); err != nil {
+		t.Fatalf("acks=all with the ISR full again: %v", err)
+	}
+
+	// Two of three paused: the leader's partition has no majority.
+	survivor := c.leaderOf("minority", 0)
+	for _, b := range c.brokers {
+		if b != c.node(survivor) {
+			b.pause()
+		}
+	}
+	lonely := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err := lonely.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("during")}).FirstErr(); err == nil {
+		t.Fatal("a produce to a broker cut off from the majority succeeded")
+	}
+	lonelyOne := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	if err := lonelyOne.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("during-acks1")}).FirstErr(); err == nil {
+		t.Fatal("an acks=1 produce to a broker cut off from the majority succeeded")
+	}
+	for _, b := range c.brokers {
+		b.resume()
+	}
+	c.waitBalanced("minority")
+	after := c.client(kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err := after.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("after")}).FirstErr(); err != nil {
+		t.Fatalf("produce after healing: %v", err)
+	}
+	counts := map[string]int{}
+	for _, r := range consumeAll(t, c.brokers[0], "minority") {
+		counts[string(r.Value)]++
+	}
+	if counts["after"] != 1 || counts["during"] > 1 || counts["during-acks1"] > 1 {
+		t.Fatalf("records after healing: %v", counts)
+	}
+}
+
+// TestClusterGroupCoordinatorFailover kills the group coordinator (kill -9) while a consumer group
+// consumes: the group finds the new coordinator, keeps consuming, and commits there.
+func TestClusterGroupCoordinatorFailover(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic, total = "grouped", 3000
+	c.createTopic(topic, 3, 3, nil)
+	c.waitBalanced(topic)
+	prod := c.client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DefaultProduceTopic(topic))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// Writes here only feed the consumers; the failover test covers producers. A record kgo gives up
+	// on (it has failed one with the dead broker's dial error) is simply sent again.
+	produce := func(from, to int) {
+		var mu sync.Mutex
+		failed := map[int]bool{}
+		for i := from; i < to; i++ {
+			failed[i] = true
+		}
+		for attempt := 0; len(failed) > 0; attempt++ {
+			if attempt == 5 {
+				t.Fatalf("%d records still failing after %d attempts", len(failed), attempt)
+			}
+			mu.Lock()
+			todo := make([]int, 0, len(failed))
+			for i := range failed {
+				todo = append(todo, i)
+			}
+			mu.Unlock()
+			for _, i := range todo {
+				prod.Produce(ctx, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))}, func(_ *kgo.Record, err error) {
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						t.Logf("produce %d: %v", i, err)
+						return
+					}
+					delete(failed, i)
+				})
+			}
+			if err := prod.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	produce(0, total/2)
+
+	const groupID = "failover-group"
+	cons := c.client(kgo.ConsumeTopics(topic), kgo.ConsumerGroup(groupID), kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	seen := map[string]bool{}
+	consumeUntil := func(n int) {
+		for len(seen) < n {
+			fs := cons.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Fatalf("consumed %d of %d before timing out", len(seen), n)
+			}
+			fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
+			if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+				t.Logf("commit: %v (retried with the next poll)", err)
+			}
+		}
+	}
+	consumeUntil(total / 4)
+
+	coordinator := findCoordinator(t, c, groupID)
+	t.Logf("killing broker %d, the coordinator of %s", coordinator, groupID)
+	c.node(coordinator).kill9()
+	produce(total/2, total)
+	consumeUntil(total)
+	if moved := findCoordinator(t, c, groupID); moved == coordinator {
+		t.Fatalf("coordinator still %d after it was killed", moved)
+	}
+	// The new coordinator has the group's offsets but not its members (group metadata is not yet
+	// persisted), so the member rejoins and resumes from its last commit; keep consuming and
+	// committing until the commits cover every record.
+	c.waitFor(60*time.Second, "commits covering every record", func() error {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cons.PollRecords(pctx, 1000)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
+		if err := cons.CommitUncommittedOffsets(ctx); err != nil {
+			return err
+		}
+		offsets, err := c.admin().FetchOffsets(ctx, groupID)
+		if err != nil {
+			return err
+		}
+		var committed int64
+		offsets.Each(func(o kadm.OffsetResponse) {
+			if o.Err == nil {
+				committed += o.At
+			}
+		})
+		if committed != total {
+			return fmt.Errorf("committed offsets sum to %d, want %d", committed, total)
+		}
+		return nil
+	})
+	if len(seen) != total {
+		t.Fatalf("consumed %d distinct records, want %d", len(seen), total)
+	}
+	c.node(coordinator).start()
+}
+
+// findCoordinator asks the cluster which broker coordinates groupID.
+func findCoordinator(t *testing.T, c *testCluster, groupID string) int32 {
+	t.Helper()
+	var id int32
+	c.waitFor(30*time.Second, "a coordinator", func() error {
+		req := kmsg.NewPtrFindCoordinatorRequest()
+		req.CoordinatorKeys = []string{groupID}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := req.RequestWith(ctx, c.client())
+		if err != nil {
+			return err
+		}
+		if len(resp.Coordinators) != 1 {
+			return fmt.Errorf("%d coordinators", len(resp.Coordinators))
+		}
+		if err := kerr.ErrorForCode(resp.Coordinators[0].ErrorCode); err != nil {
+			return err
+		}
+		id = resp.Coordinators[0].NodeID
+		return nil
+	})
+	return id
+}
