@@ -127,14 +127,21 @@ func (b *Broker) rebalanceLeaders() {
 
 // partitionLeader is the partition's leader and epoch as best known here: this node's own replica
 // knows first hand; otherwise the controller's last report, while that broker is alive. -1: none.
+// The controller's word never makes this node the leader: after a restart its report of our old
+// leadership is stale until our replica's own election says so.
 func (b *Broker) partitionLeader(topic string, pm quorum.PartitionMeta) (leader, epoch int32) {
+	reported := pm.Leader > 0 && pm.Leader != b.cfg.NodeID && b.ctl.Alive(pm.Leader)
 	if part, ok := b.replicas.Partition(topic, pm.Partition); ok && part.ShardID() == pm.ShardID {
 		_, id, term := part.Leader()
-		if term >= pm.LeaderEpoch {
-			return id, term // id is -1 while this replica sees no leader (an election, a minority)
+		switch {
+		case id >= 0 && term >= pm.LeaderEpoch:
+			return id, term
+		case reported && pm.LeaderEpoch > term:
+			return pm.Leader, pm.LeaderEpoch // elected elsewhere; our replica has not heard yet
 		}
+		return -1, max(term, pm.LeaderEpoch) // an election, a restart, or cut off from the majority
 	}
-	if pm.Leader > 0 && b.ctl.Alive(pm.Leader) {
+	if reported {
 		return pm.Leader, pm.LeaderEpoch
 	}
 	return -1, pm.LeaderEpoch

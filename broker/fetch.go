@@ -19,10 +19,11 @@ const defaultFetchMaxBytes = 50 << 20
 
 // fetchPartition is one partition of a fetch: where it reads from and what it found.
 type fetchPartition struct {
-	partition int32
-	offset    int64
-	maxBytes  int32
-	part      *replica.Partition // nil when not hosted here
+	partition   int32
+	offset      int64
+	maxBytes    int32
+	leaderEpoch int32              // the client's current leader epoch (-1: unknown, or before v9)
+	part        *replica.Partition // nil when not hosted here
 
 	errCode                int16
 	highWatermark, lso, ls int64
@@ -47,7 +48,10 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
 			fp := &ft.parts[j]
-			fp.partition, fp.offset, fp.maxBytes = rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes
+			fp.partition, fp.offset, fp.maxBytes, fp.leaderEpoch = rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, -1
+			if req.Version >= 9 {
+				fp.leaderEpoch = rp.CurrentLeaderEpoch
+			}
 			if part, ok := b.replicas.Partition(rt.Topic, rp.Partition); ok {
 				fp.part = part
 			} else {
@@ -94,13 +98,21 @@ func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, fa
 			fp.highWatermark = fp.part.HighWatermark()
 			fp.lso = fp.part.LastStableOffset()
 			fp.ls = fp.part.LogStartOffset()
-			if isLeader, _, _ := fp.part.Leader(); !isLeader {
+			if code := leaderCheck(fp.part, fp.leaderEpoch); code != 0 {
+				fp.errCode = code
+				fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
+				failed = true
+				continue
+			}
+			if fp.offset > fp.highWatermark && !fp.part.ConfirmLeadership(confirmTimeout) {
+				// A leader just back from a pause may not know it was deposed and lag the new
+				// leader's data: it must not tell a consumer its offset is out of range.
 				fp.errCode = kerr.NotLeaderForPartition.Code
 				fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
 				failed = true
 				continue
 			}
-			if fp.offset < fp.ls || fp.offset > fp.highWatermark {
+			if fp.offset < fp.ls || fp.offset > fp.part.HighWatermark() {
 				fp.errCode = kerr.OffsetOutOfRange.Code
 				failed = true
 				continue
@@ -125,6 +137,25 @@ func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, fa
 		}
 	}
 	return total, failed
+}
+
+// confirmTimeout bounds the Raft round that confirms leadership before an out-of-range answer.
+const confirmTimeout = 2 * time.Second
+
+// leaderCheck is Kafka's fencing of a partition request (KIP-320): this node must lead the partition,
+// at the client's epoch when it sent one. 0 or the error code to answer.
+func leaderCheck(part *replica.Partition, clientEpoch int32) int16 {
+	isLeader, _, epoch := part.Leader()
+	switch {
+	case !isLeader:
+		return kerr.NotLeaderForPartition.Code
+	case clientEpoch < 0 || clientEpoch == epoch:
+		return 0
+	case clientEpoch > epoch:
+		return kerr.UnknownLeaderEpoch.Code // the client knows a newer leader than this one does
+	default:
+		return kerr.FencedLeaderEpoch.Code // the client's metadata is stale
+	}
 }
 
 func releaseFetch(topics []fetchTopic) {

@@ -40,15 +40,11 @@ func (b *Broker) listOffset(topic string, p kmsg.ListOffsetsRequestTopicPartitio
 		sp.ErrorCode = errorCode(b.missingPartitionError(topic, p.Partition))
 		return
 	}
-	isLeader, _, epoch := part.Leader()
-	if !isLeader {
-		sp.ErrorCode = kerr.NotLeaderForPartition.Code
+	if code := leaderCheck(part, p.CurrentLeaderEpoch); code != 0 {
+		sp.ErrorCode = code
 		return
 	}
-	if p.CurrentLeaderEpoch >= 0 && p.CurrentLeaderEpoch > epoch {
-		sp.ErrorCode = kerr.UnknownLeaderEpoch.Code
-		return
-	}
+	_, _, epoch := part.Leader()
 	sp.LeaderEpoch = epoch
 	switch p.Timestamp {
 	case listLatest:

@@ -120,23 +120,67 @@ type Host struct {
 	closeOnce sync.Once
 
 	leaderChanged chan struct{} // cap 1: a pending "some shard's leader changed"
+	leaders       sync.Map      // shardID -> *leadership
 }
 
 // shardState is the per-shard part of the asynchronous proposal path: a NO-OP session (created
 // once, it allocates) and a FIFO of in-flight proposals drained by at most one goroutine.
 type shardState struct {
 	id      uint64
+	self    uint64
+	nh      *dragonboat.NodeHost
 	session *client.Session
 
 	mu       sync.Mutex
 	queue    []pendingProposal
 	spare    []pendingProposal
 	draining bool
+
+	lead *leadership
 }
 
 type pendingProposal struct {
-	rs   *dragonboat.RequestState
-	done func(sm.Result, error)
+	rs      *dragonboat.RequestState
+	done    func(sm.Result, error)
+	term    uint64          // the term this node led in when it proposed
+	deposed <-chan struct{} // see leadership.depositionSignal
+}
+
+// leadership follows this node's leadership of one shard from dragonboat's LeaderUpdated events
+// (delivered in order, possibly before the shard is registered here, hence its own map).
+type leadership struct {
+	mu      sync.Mutex
+	leading bool
+	deposed chan struct{} // closed when this node stops leading the shard, then replaced
+}
+
+func (h *Host) leadershipOf(shardID uint64) *leadership {
+	if v, ok := h.leaders.Load(shardID); ok {
+		return v.(*leadership)
+	}
+	v, _ := h.leaders.LoadOrStore(shardID, &leadership{deposed: make(chan struct{})})
+	return v.(*leadership)
+}
+
+// depositionSignal returns the channel closed when this node's leadership of the shard ends (the
+// current one, or the next if the event announcing it has not arrived yet). Proposals wait on it
+// besides their own result: a leader that loses office (a network partition, a transfer) would
+// otherwise leave its pending proposals hanging until they time out, though their outcome is
+// already "unknown, retry elsewhere".
+func (l *leadership) depositionSignal() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deposed
+}
+
+func (l *leadership) set(leading bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.leading && !leading {
+		close(l.deposed)
+		l.deposed = make(chan struct{})
+	}
+	l.leading = leading
 }
 
 // NewHost starts the NodeHost: opens (or creates) the LogDB in cfg.DataDir and listens on cfg.RaftAddr.
@@ -193,7 +237,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 
 // LeaderUpdated implements raftio.IRaftEventListener. dragonboat calls it on its own goroutine for
 // every shard whose leader (or term) changes here; it must not block, so it only flags the change.
-func (h *Host) LeaderUpdated(raftio.LeaderInfo) {
+func (h *Host) LeaderUpdated(info raftio.LeaderInfo) {
+	h.leadershipOf(info.ShardID).set(info.LeaderID == h.cfg.NodeID)
 	select {
 	case h.leaderChanged <- struct{}{}:
 	default:
@@ -291,7 +336,7 @@ func (h *Host) StartOnDiskShard(shardID uint64, initialMembers map[uint64]string
 		}
 		time.Sleep(h.cfg.RTT)
 	}
-	h.shards.Store(shardID, &shardState{id: shardID, session: h.nh.GetNoOPSession(shardID)})
+	h.shards.Store(shardID, &shardState{id: shardID, self: h.cfg.NodeID, nh: h.nh, session: h.nh.GetNoOPSession(shardID), lead: h.leadershipOf(shardID)})
 	return nil
 }
 
@@ -353,20 +398,6 @@ func (h *Host) WaitLeader(ctx context.Context, shardID uint64) (uint64, error) {
 	}
 }
 
-// checkLeader returns nil if this node leads the shard, ErrNotLeader or ErrShardNotFound otherwise.
-// Dragonboat would forward a follower's proposal to the leader, but a Kafka partition accepts
-// writes on its leader only.
-func (h *Host) checkLeader(shardID uint64) error {
-	id, _, ok, err := h.nh.GetLeaderID(shardID)
-	if err != nil {
-		return mapError(err)
-	}
-	if !ok || id != h.cfg.NodeID {
-		return ErrNotLeader
-	}
-	return nil
-}
-
 // Propose submits cmd to the shard through the NO-OP session and waits until it is committed and
 // applied locally; it returns the state machine's Result. Safe for many concurrent callers (the
 // proposals pipeline). While the shard is starting or electing its first leader it waits (up to
@@ -387,7 +418,7 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 		timeout = max(timeout, h.cfg.RTT) // dragonboat counts in ticks and refuses zero
 	}
 	for {
-		id, _, known, err := h.nh.GetLeaderID(shardID)
+		id, term, known, err := h.nh.GetLeaderID(shardID)
 		if err != nil {
 			return sm.Result{}, mapError(err)
 		}
@@ -401,6 +432,7 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 			}
 			continue
 		}
+		deposed := s.lead.depositionSignal()
 		rs, err := h.nh.Propose(s.session, cmd, timeout)
 		if err != nil {
 			err = mapError(err)
@@ -412,14 +444,13 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 			}
 			return sm.Result{}, err
 		}
-		select {
-		case r := <-rs.AppliedC():
-			rs.Release()
-			return resultOf(r)
-		case <-ctx.Done():
+		p := pendingProposal{rs: rs, term: term, deposed: deposed}
+		res, err := s.wait(&p, ctx.Done())
+		if errors.Is(err, errWaitCanceled) {
 			// The request completes (or times out) inside dragonboat later; not released here.
 			return sm.Result{}, ctxError(ctx)
 		}
+		return res, err
 	}
 }
 
@@ -448,18 +479,23 @@ func (h *Host) ProposeAsync(shardID uint64, cmd []byte, timeout time.Duration, d
 		return ErrShardNotFound
 	}
 	s := v.(*shardState)
-	if err := h.checkLeader(shardID); err != nil {
-		return err
+	id, term, ok, err := h.nh.GetLeaderID(shardID)
+	if err != nil {
+		return mapError(err)
+	}
+	if !ok || id != h.cfg.NodeID {
+		return ErrNotLeader // a Kafka partition takes writes on its leader only
 	}
 	if timeout < h.cfg.RTT {
 		timeout = h.cfg.RTT
 	}
+	deposed := s.lead.depositionSignal()
 	rs, err := h.nh.Propose(s.session, cmd, timeout)
 	if err != nil {
 		return mapError(err)
 	}
 	s.mu.Lock()
-	s.queue = append(s.queue, pendingProposal{rs: rs, done: done})
+	s.queue = append(s.queue, pendingProposal{rs: rs, done: done, term: term, deposed: deposed})
 	start := !s.draining
 	s.draining = true
 	s.mu.Unlock()
@@ -487,15 +523,43 @@ func (s *shardState) drain() {
 		for i := range batch {
 			p := batch[i]
 			batch[i] = pendingProposal{}
-			r := <-p.rs.AppliedC()
-			p.rs.Release()
-			res, err := resultOf(r)
-			p.done(res, err)
+			p.done(s.wait(&p, nil))
 		}
 
 		s.mu.Lock()
 		s.spare = batch[:0]
 		s.mu.Unlock()
+	}
+}
+
+// errWaitCanceled: wait's cancel channel closed first.
+var errWaitCanceled = errors.New("quorum: wait canceled")
+
+// wait returns the proposal's outcome, or ErrNotLeader as soon as this node stops leading the shard
+// (the entry may still commit under a later leader: the outcome is unknown, as after a timeout).
+func (s *shardState) wait(p *pendingProposal, cancel <-chan struct{}) (sm.Result, error) {
+	select {
+	case r := <-p.rs.AppliedC():
+		p.rs.Release()
+		return resultOf(r)
+	default:
+	}
+	for {
+		select {
+		case r := <-p.rs.AppliedC():
+			p.rs.Release()
+			return resultOf(r)
+		case <-p.deposed:
+			// Events trail the state they report: a late one from before this leadership looks
+			// like a deposition. dragonboat's current view decides.
+			if id, term, ok, err := s.nh.GetLeaderID(s.id); err == nil && ok && id == s.self && term == p.term {
+				p.deposed = s.lead.depositionSignal()
+				continue
+			}
+			return sm.Result{}, ErrNotLeader // not released: dragonboat completes it later
+		case <-cancel:
+			return sm.Result{}, errWaitCanceled
+		}
 	}
 }
 

@@ -62,6 +62,20 @@ func (p *Partition) TransferLeader(id int32) error {
 	return p.host.TransferLeader(p.shardID, uint64(id))
 }
 
+// ConfirmLeadership reports whether this node still leads the partition after a Raft round with a
+// quorum (ReadIndex), with everything committed before the call applied. A leader cut off or
+// paused may still believe it leads; this finds out.
+func (p *Partition) ConfirmLeadership(timeout time.Duration) bool {
+	if isLeader, _, _ := p.Leader(); !isLeader {
+		return false
+	}
+	if p.host.CaughtUp(p.shardID, timeout) != nil {
+		return false
+	}
+	isLeader, _, _ := p.Leader()
+	return isLeader
+}
+
 // lagLoop checks every followed partition each lagCheckInterval, one ReadIndex in flight per
 // partition.
 func (m *Manager) lagLoop() {

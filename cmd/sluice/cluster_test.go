@@ -327,19 +327,29 @@ func TestClusterMinInSyncAndMinority(t *testing.T) {
 
 	// Two of three paused: the leader's partition has no majority.
 	survivor := c.leaderOf("minority", 0)
+	lonely := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.AllISRAcks()))
+	// A first write while healthy: the producer id is in hand before the majority goes away.
+	if err := lonely.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("before")}).FirstErr(); err != nil {
+		t.Fatalf("produce before pausing: %v", err)
+	}
+	start := time.Now()
 	for _, b := range c.brokers {
 		if b != c.node(survivor) {
 			b.pause()
 		}
 	}
-	lonely := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.AllISRAcks()))
-	if err := lonely.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("during")}).FirstErr(); err == nil {
+	// Non-idempotent clients, so that they give up: kgo never fails an idempotent batch whose
+	// outcome it cannot know, it retries until the partition heals. A short request timeout: the
+	// clients learn of the paused brokers from metadata and would wait 10 s on each.
+	lonelyAll := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite(), kgo.RequestTimeoutOverhead(time.Second))
+	if err := lonelyAll.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("during")}).FirstErr(); err == nil {
 		t.Fatal("a produce to a broker cut off from the majority succeeded")
 	}
-	lonelyOne := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	lonelyOne := c.node(survivor).client(kgo.RecordDeliveryTimeout(4*time.Second), kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite(), kgo.RequestTimeoutOverhead(time.Second))
 	if err := lonelyOne.ProduceSync(ctx, &kgo.Record{Topic: "minority", Value: []byte("during-acks1")}).FirstErr(); err == nil {
 		t.Fatal("an acks=1 produce to a broker cut off from the majority succeeded")
 	}
+	t.Logf("the cut-off broker refused both writes within %v", time.Since(start).Round(time.Millisecond))
 	for _, b := range c.brokers {
 		b.resume()
 	}
@@ -352,7 +362,7 @@ func TestClusterMinInSyncAndMinority(t *testing.T) {
 	for _, r := range consumeAll(t, c.brokers[0], "minority") {
 		counts[string(r.Value)]++
 	}
-	if counts["after"] != 1 || counts["during"] > 1 || counts["during-acks1"] > 1 {
+	if counts["before"] != 1 || counts["after"] != 1 || counts["during"] > 1 || counts["during-acks1"] > 1 {
 		t.Fatalf("records after healing: %v", counts)
 	}
 }
