@@ -89,6 +89,14 @@ type faultEvent struct {
 	HealthyNote string  `json:"healthy_note,omitempty"`
 }
 
+// leaderChange is one change of a partition's leader or ISR as Metadata reported it.
+type leaderChange struct {
+	AtS       float64 `json:"at_s"`
+	Partition int32   `json:"partition"`
+	Leader    int32   `json:"leader"`
+	ISR       []int32 `json:"isr"`
+}
+
 type partSummary struct {
 	Partition            int32   `json:"partition"`
 	Acknowledged         int64   `json:"acknowledged"`
@@ -108,6 +116,7 @@ type chaosSummary struct {
 	Producers      int            `json:"producers"`
 	FaultSeconds   float64        `json:"fault_seconds"`
 	Faults         []faultEvent   `json:"faults"`
+	LeaderChanges  []leaderChange `json:"leader_changes"`
 	FaultCounts    map[string]int `json:"fault_counts"`
 	Attempted      int64          `json:"attempted"`
 	Acknowledged   int64          `json:"acknowledged"`
@@ -341,6 +350,34 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		}
 	}()
 
+	// The leader/ISR timeline, to tell what an unavailability coincided with.
+	var changes []leaderChange
+	watchDone := make(chan struct{})
+	watchStop := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		prev := map[int32]string{}
+		for {
+			select {
+			case <-watchStop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			st, _, err := topicState(context.Background(), adm, cfg.topic)
+			if err != nil {
+				continue
+			}
+			for p, ps := range st {
+				isr := slices.Clone(ps.isr)
+				slices.Sort(isr)
+				if s := fmt.Sprint(ps.leader, isr); s != prev[p] {
+					prev[p] = s
+					changes = append(changes, leaderChange{AtS: round1(time.Since(r.start).Seconds()), Partition: p, Leader: ps.leader, ISR: isr})
+				}
+			}
+		}
+	}()
+
 	// Faults, one broker at a time, until the deadline.
 	deadline := r.start.Add(cfg.duration)
 	faultCtx, cancelFaults := context.WithDeadline(ctx, deadline)
@@ -377,6 +414,10 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	}
 	fcancel()
 	close(progressDone)
+	close(watchStop)
+	<-watchDone
+	sort.SliceStable(changes, func(i, j int) bool { return changes[i].AtS < changes[j].AtS })
+	sum.LeaderChanges = changes
 
 	// The longest gap per partition; one still open at the end counts up to when producing stopped.
 	for p, pt := range r.parts {
