@@ -7,6 +7,8 @@ import (
 	"hash/fnv"
 	"log"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // key identifies one produced record: producer, partition and that producer's sequence number
@@ -92,6 +95,7 @@ type faultEvent struct {
 // leaderChange is one change of a partition's leader or ISR as Metadata reported it.
 type leaderChange struct {
 	AtS       float64 `json:"at_s"`
+	View      int32   `json:"view"` // the broker whose Metadata answer this is
 	Partition int32   `json:"partition"`
 	Leader    int32   `json:"leader"`
 	ISR       []int32 `json:"isr"`
@@ -117,6 +121,8 @@ type chaosSummary struct {
 	FaultSeconds   float64        `json:"fault_seconds"`
 	Faults         []faultEvent   `json:"faults"`
 	LeaderChanges  []leaderChange `json:"leader_changes"`
+	// Polls (every 200 ms) in which two brokers named different leaders for a partition.
+	MetadataDisagreements int64 `json:"metadata_disagreements"`
 	FaultCounts    map[string]int `json:"fault_counts"`
 	Attempted      int64          `json:"attempted"`
 	Acknowledged   int64          `json:"acknowledged"`
@@ -132,6 +138,9 @@ type chaosSummary struct {
 	UnackedPresent int64          `json:"unacknowledged_but_present"`
 	LogRecords     int64          `json:"log_records"`
 	LiveConsumed   int64          `json:"live_consumed"`
+	LiveRereads    int64          `json:"live_rereads"`
+	LiveJumps      []string       `json:"live_jumps,omitempty"`
+	LiveErrors     map[string]int `json:"live_fetch_errors,omitempty"`
 	DivergentReads int64          `json:"divergent_reads"`
 	GroupConsumed  int64          `json:"group_consumed"`
 	GroupMissing   int64          `json:"group_missing"`
@@ -224,17 +233,52 @@ func (r *chaosRun) produce(id int, cl *kgo.Client, stop <-chan struct{}) {
 	}
 }
 
-// liveConsume reads every partition from the start while faults happen and remembers a hash
-// of what it saw at each offset: a record read once and later gone is a divergent read.
-func liveConsume(ctx context.Context, cl *kgo.Client, seen []map[int64]uint64, count *atomic.Int64) {
+// liveConsumer reads every partition from the start while faults happen and remembers a hash
+// of what it saw at each offset: a record read once and later gone is a divergent read. It also
+// notes when the client goes back to an offset it already read (an offset reset after an
+// OFFSET_OUT_OF_RANGE, for instance): harmless here, records lost with auto.offset.reset=latest.
+type liveConsumer struct {
+	start   time.Time
+	seen    []map[int64]uint64
+	next    []int64
+	count   atomic.Int64
+	rereads atomic.Int64
+	jumps   []string
+	errs    map[string]int
+}
+
+func (lc *liveConsumer) run(ctx context.Context, cl *kgo.Client) {
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			seen[rec.Partition][rec.Offset] = hashValue(rec.Value)
-			count.Add(1)
+		fs.EachError(func(t string, p int32, err error) {
+			lc.errs[fmt.Sprintf("partition %d: %v", p, err)]++
+		})
+		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			p := ftp.Partition
+			for _, rec := range ftp.Records {
+				if rec.Offset < lc.next[p] {
+					lc.rereads.Add(1)
+				}
+				lc.seen[p][rec.Offset] = hashValue(rec.Value)
+				lc.count.Add(1)
+			}
+			if n := len(ftp.Records); n > 0 {
+				first, last := ftp.Records[0].Offset, ftp.Records[n-1].Offset
+				if first < lc.next[p] || first > lc.next[p] {
+					kind := "back"
+					if first > lc.next[p] {
+						kind = "forward"
+					}
+					if len(lc.jumps) < 100 {
+						lc.jumps = append(lc.jumps, fmt.Sprintf("%.1fs partition %d: jumped %s from offset %d to %d",
+							time.Since(lc.start).Seconds(), p, kind, lc.next[p], first))
+					}
+				}
+				lc.next[p] = last + 1
+			}
 		})
 	}
 }
@@ -279,22 +323,28 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	defer stopCons()
 	var consWG sync.WaitGroup
 	offsets := map[int32]kgo.Offset{}
-	live := make([]map[int64]uint64, cfg.partitions)
+	lc := &liveConsumer{start: time.Now(), seen: make([]map[int64]uint64, cfg.partitions), next: make([]int64, cfg.partitions), errs: map[string]int{}}
 	for p := range cfg.partitions {
 		offsets[int32(p)] = kgo.NewOffset().AtStart()
-		live[p] = map[int64]uint64{}
+		lc.seen[p] = map[int64]uint64{}
 	}
-	var liveCount, groupCount atomic.Int64
+	var groupCount atomic.Int64
+	liveLog, err := os.Create(filepath.Join(cfg.dataDir, "live-consumer.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer liveLog.Close()
 	liveCl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.topic: offsets}),
 		kgo.RequestTimeoutOverhead(2*time.Second), kgo.DialTimeout(time.Second),
-		kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond))
+		kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.WithLogger(kgo.BasicLogger(liveLog, kgo.LogLevelInfo, nil)))
 	if err != nil {
 		return nil, err
 	}
 	defer liveCl.Close()
 	consWG.Add(1)
-	go func() { defer consWG.Done(); liveConsume(consCtx, liveCl, live, &liveCount) }()
+	go func() { defer consWG.Done(); lc.run(consCtx, liveCl) }()
 	var groupMu sync.Mutex
 	groupSeen := map[key]struct{}{}
 	var groupCl *kgo.Client
@@ -345,34 +395,43 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 				acked := len(r.acks)
 				r.mu.Unlock()
 				log.Printf("progress %4.0fs: attempted %d, acked %d, failed %d, skipped %d, live consumed %d, group consumed %d",
-					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), liveCount.Load(), groupCount.Load())
+					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), groupCount.Load())
 			}
 		}
 	}()
 
-	// The leader/ISR timeline, to tell what an unavailability coincided with.
+	// The leader/ISR timeline as each broker's Metadata answer shows it, to tell what an
+	// unavailability coincided with and whether brokers disagree.
 	var changes []leaderChange
+	var disagree int64
 	watchDone := make(chan struct{})
 	watchStop := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		prev := map[int32]string{}
+		prev := map[[2]int32]string{}
 		for {
 			select {
 			case <-watchStop:
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
-			st, _, err := topicState(context.Background(), adm, cfg.topic)
-			if err != nil {
-				continue
-			}
-			for p, ps := range st {
-				isr := slices.Clone(ps.isr)
-				slices.Sort(isr)
-				if s := fmt.Sprint(ps.leader, isr); s != prev[p] {
-					prev[p] = s
-					changes = append(changes, leaderChange{AtS: round1(time.Since(r.start).Seconds()), Partition: p, Leader: ps.leader, ISR: isr})
+			views := brokerViews(admCl, c, cfg.topic)
+			at := round1(time.Since(r.start).Seconds())
+			leaders := map[int32]int32{}
+			for view, st := range views {
+				for p, ps := range st {
+					isr := slices.Clone(ps.isr)
+					slices.Sort(isr)
+					if s := fmt.Sprint(ps.leader, isr); s != prev[[2]int32{view, p}] {
+						prev[[2]int32{view, p}] = s
+						changes = append(changes, leaderChange{AtS: at, View: view, Partition: p, Leader: ps.leader, ISR: isr})
+					}
+					if l, ok := leaders[p]; ok && ps.leader >= 0 && l >= 0 && l != ps.leader {
+						disagree++
+					}
+					if ps.leader >= 0 {
+						leaders[p] = ps.leader
+					}
 				}
 			}
 		}
@@ -418,6 +477,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	<-watchDone
 	sort.SliceStable(changes, func(i, j int) bool { return changes[i].AtS < changes[j].AtS })
 	sum.LeaderChanges = changes
+	sum.MetadataDisagreements = disagree
 
 	// The longest gap per partition; one still open at the end counts up to when producing stopped.
 	for p, pt := range r.parts {
@@ -469,8 +529,9 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	time.Sleep(time.Second)
 	stopCons()
 	consWG.Wait()
-	sum.LiveConsumed, sum.GroupConsumed = liveCount.Load(), groupCount.Load()
-	for p, m := range live {
+	sum.LiveConsumed, sum.GroupConsumed = lc.count.Load(), groupCount.Load()
+	sum.LiveRereads, sum.LiveJumps, sum.LiveErrors = lc.rereads.Load(), lc.jumps, lc.errs
+	for p, m := range lc.seen {
 		for off, h := range m {
 			v, ok := final.hash[p][off]
 			if !ok || v != h {
@@ -717,7 +778,11 @@ func printChaos(s *chaosSummary) {
 	fmt.Printf("reordered      %d\n", s.Reordered)
 	fmt.Printf("invalid        %d\n", s.Invalid)
 	fmt.Printf("log records    %d (%d present but never acknowledged)\n", s.LogRecords, s.UnackedPresent)
-	fmt.Printf("live consumer  %d records read, %d divergent reads (seen, then gone or changed)\n", s.LiveConsumed, s.DivergentReads)
+	fmt.Printf("metadata       %d polls in which two brokers named different leaders for a partition\n", s.MetadataDisagreements)
+	fmt.Printf("live consumer  %d records read, %d divergent reads (seen, then gone or changed), %d re-read after going back\n", s.LiveConsumed, s.DivergentReads, s.LiveRereads)
+	for _, j := range s.LiveJumps[:min(len(s.LiveJumps), 10)] {
+		fmt.Println("  live consumer " + j)
+	}
 	fmt.Printf("group consumer %d records read, %d acknowledged records never seen\n", s.GroupConsumed, s.GroupMissing)
 	fmt.Println("partition  acked    log      longest-unavailable  from     during")
 	for _, p := range s.PerPartition {
@@ -738,4 +803,39 @@ func printChaos(s *chaosSummary) {
 	} else {
 		fmt.Println("FAIL")
 	}
+}
+
+// brokerViews asks every running broker for the topic's metadata directly (not through the
+// client's choice of broker), each with a short timeout so a paused broker is just missing.
+func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]partState {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := map[int32]map[int32]partState{}
+	for _, b := range c.brokers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			req := kmsg.NewPtrMetadataRequest()
+			rt := kmsg.NewMetadataRequestTopic()
+			rt.Topic = kmsg.StringPtr(topic)
+			req.Topics = append(req.Topics, rt)
+			resp, err := req.RequestWith(ctx, cl.Broker(int(b.id)))
+			if err != nil {
+				return
+			}
+			st := map[int32]partState{}
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					st[p.Partition] = partState{leader: p.Leader, replicas: p.Replicas, isr: p.ISR}
+				}
+			}
+			mu.Lock()
+			out[b.id] = st
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }
