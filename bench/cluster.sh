@@ -39,6 +39,7 @@ cleanup() {
 		kill "$CLUSTER_PID" 2>/dev/null || true
 		wait "$CLUSTER_PID" 2>/dev/null || true
 	fi
+	cp "$DATA"/broker-*.log "$OUT/" 2>/dev/null || true
 	rm -rf "$BIN" "$DATA"
 }
 trap cleanup EXIT
