@@ -144,6 +144,8 @@ type chaosSummary struct {
 	DivergentReads int64          `json:"divergent_reads"`
 	GroupConsumed  int64          `json:"group_consumed"`
 	GroupMissing   int64          `json:"group_missing"`
+	GroupRereads   int64          `json:"group_rereads"`
+	GroupJumps     []string       `json:"group_jumps,omitempty"`
 	PerPartition   []partSummary  `json:"per_partition"`
 	Examples       []string       `json:"examples,omitempty"`
 	Pass           bool           `json:"pass"`
@@ -283,21 +285,47 @@ func (lc *liveConsumer) run(ctx context.Context, cl *kgo.Client) {
 	}
 }
 
-// groupConsume reads with a consumer group (auto-commit) and records which values it saw.
-func groupConsume(ctx context.Context, cl *kgo.Client, mu *sync.Mutex, seen map[key]struct{}, count *atomic.Int64) {
+// groupConsumer reads with a consumer group (auto-commit) and records which values it saw.
+// Re-reads are expected after a rebalance (back to the last commit, at most about a second of
+// records here); it notes how far back each restart went.
+type groupConsumer struct {
+	start   time.Time
+	mu      sync.Mutex
+	seen    map[key]struct{}
+	next    map[int32]int64
+	count   atomic.Int64
+	rereads atomic.Int64
+	jumps   []string
+}
+
+func (gc *groupConsumer) run(ctx context.Context, cl *kgo.Client) {
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		mu.Lock()
-		fs.EachRecord(func(rec *kgo.Record) {
-			if k, ok := decodeValue(rec.Value); ok {
-				seen[k] = struct{}{}
+		gc.mu.Lock()
+		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			p := ftp.Partition
+			for _, rec := range ftp.Records {
+				if k, ok := decodeValue(rec.Value); ok {
+					gc.seen[k] = struct{}{}
+				}
+				gc.count.Add(1)
+				if next, ok := gc.next[p]; ok && rec.Offset < next {
+					gc.rereads.Add(1)
+				}
 			}
-			count.Add(1)
+			if n := len(ftp.Records); n > 0 {
+				first := ftp.Records[0].Offset
+				if next, ok := gc.next[p]; ok && first != next && len(gc.jumps) < 200 {
+					gc.jumps = append(gc.jumps, fmt.Sprintf("%.1fs partition %d: from offset %d to %d (%+d)",
+						time.Since(gc.start).Seconds(), p, next, first, first-next))
+				}
+				gc.next[p] = max(gc.next[p], ftp.Records[n-1].Offset+1)
+			}
 		})
-		mu.Unlock()
+		gc.mu.Unlock()
 	}
 }
 
@@ -328,7 +356,6 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		offsets[int32(p)] = kgo.NewOffset().AtStart()
 		lc.seen[p] = map[int64]uint64{}
 	}
-	var groupCount atomic.Int64
 	liveLog, err := os.Create(filepath.Join(cfg.dataDir, "live-consumer.log"))
 	if err != nil {
 		return nil, err
@@ -345,8 +372,12 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	defer liveCl.Close()
 	consWG.Add(1)
 	go func() { defer consWG.Done(); lc.run(consCtx, liveCl) }()
-	var groupMu sync.Mutex
-	groupSeen := map[key]struct{}{}
+	gc := &groupConsumer{start: lc.start, seen: map[key]struct{}{}, next: map[int32]int64{}}
+	groupLog, err := os.Create(filepath.Join(cfg.dataDir, "group-consumer.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer groupLog.Close()
 	var groupCl *kgo.Client
 	if cfg.group {
 		groupCl, err = kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
@@ -354,13 +385,14 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 			kgo.RequestTimeoutOverhead(2*time.Second), kgo.DialTimeout(time.Second),
 			kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond),
-			kgo.AutoCommitInterval(time.Second))
+			kgo.AutoCommitInterval(time.Second),
+			kgo.WithLogger(kgo.BasicLogger(groupLog, kgo.LogLevelInfo, nil)))
 		if err != nil {
 			return nil, err
 		}
 		defer groupCl.Close()
 		consWG.Add(1)
-		go func() { defer consWG.Done(); groupConsume(consCtx, groupCl, &groupMu, groupSeen, &groupCount) }()
+		go func() { defer consWG.Done(); gc.run(consCtx, groupCl) }()
 	}
 
 	var clients []*kgo.Client
@@ -395,7 +427,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 				acked := len(r.acks)
 				r.mu.Unlock()
 				log.Printf("progress %4.0fs: attempted %d, acked %d, failed %d, skipped %d, live consumed %d, group consumed %d",
-					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), groupCount.Load())
+					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), gc.count.Load())
 			}
 		}
 	}()
@@ -452,7 +484,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	for _, b := range c.brokers {
 		b.signal(syscall.SIGCONT)
 		if !b.running() {
-			if err := c.start(b); err != nil {
+			if err := c.launch(ctx60(), b); err != nil {
 				return nil, err
 			}
 		}
@@ -511,14 +543,14 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		// Give the group time to reach the end before comparing.
 		gdead := time.Now().Add(60 * time.Second)
 		for time.Now().Before(gdead) {
-			groupMu.Lock()
+			gc.mu.Lock()
 			missing := 0
 			for k := range acks {
-				if _, ok := groupSeen[k]; !ok {
+				if _, ok := gc.seen[k]; !ok {
 					missing++
 				}
 			}
-			groupMu.Unlock()
+			gc.mu.Unlock()
 			sum.GroupMissing = int64(missing)
 			if missing == 0 {
 				break
@@ -529,8 +561,11 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	time.Sleep(time.Second)
 	stopCons()
 	consWG.Wait()
-	sum.LiveConsumed, sum.GroupConsumed = lc.count.Load(), groupCount.Load()
+	sum.LiveConsumed, sum.GroupConsumed = lc.count.Load(), gc.count.Load()
 	sum.LiveRereads, sum.LiveJumps, sum.LiveErrors = lc.rereads.Load(), lc.jumps, lc.errs
+	gc.mu.Lock()
+	sum.GroupRereads, sum.GroupJumps = gc.rereads.Load(), gc.jumps
+	gc.mu.Unlock()
 	for p, m := range lc.seen {
 		for off, h := range m {
 			v, ok := final.hash[p][off]
@@ -597,7 +632,7 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		case "kill":
 			b.stop(syscall.SIGKILL, 10*time.Second)
 			time.Sleep(down)
-			if err := r.c.start(b); err != nil {
+			if err := r.c.launch(ctx60(), b); err != nil {
 				log.Printf("restart broker %d: %v", b.id, err)
 			}
 		case "pause":
@@ -606,7 +641,7 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 			b.signal(syscall.SIGCONT)
 		case "restart":
 			b.stop(syscall.SIGTERM, 30*time.Second)
-			if err := r.c.start(b); err != nil {
+			if err := r.c.launch(ctx60(), b); err != nil {
 				log.Printf("restart broker %d: %v", b.id, err)
 			}
 		}
@@ -783,7 +818,7 @@ func printChaos(s *chaosSummary) {
 	for _, j := range s.LiveJumps[:min(len(s.LiveJumps), 10)] {
 		fmt.Println("  live consumer " + j)
 	}
-	fmt.Printf("group consumer %d records read, %d acknowledged records never seen\n", s.GroupConsumed, s.GroupMissing)
+	fmt.Printf("group consumer %d records read, %d acknowledged records never seen, %d re-read (%d restarts at another offset)\n", s.GroupConsumed, s.GroupMissing, s.GroupRereads, len(s.GroupJumps))
 	fmt.Println("partition  acked    log      longest-unavailable  from     during")
 	for _, p := range s.PerPartition {
 		fmt.Printf("%-10d %-8d %-8d %-20s %-8s %s\n", p.Partition, p.Acknowledged, p.LogRecords,
@@ -838,4 +873,12 @@ func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]p
 	}
 	wg.Wait()
 	return out
+}
+
+// ctx60 bounds a broker (re)start: long enough for a loaded machine, short enough to notice a
+// broker that cannot start at all.
+func ctx60() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	time.AfterFunc(61*time.Second, cancel)
+	return ctx
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -113,6 +114,47 @@ func (c *cluster) start(b *broker) error {
 	}()
 	b.cmd, b.done, b.paused = cmd, done, false
 	return nil
+}
+
+// launch starts the broker and waits until its Kafka port accepts connections. Ports in
+// 33000-33999 lie in Linux's ephemeral range, so another program's outgoing connection can hold
+// one for a while: a broker that exits before listening is started again after a pause.
+func (c *cluster) launch(ctx context.Context, b *broker) error {
+	for attempt := 1; ; attempt++ {
+		if err := c.start(b); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		done := b.done
+		b.mu.Unlock()
+		for {
+			conn, err := net.DialTimeout("tcp", b.kafkaAddr, 200*time.Millisecond)
+			if err == nil {
+				conn.Close()
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("broker %d did not start listening on %s: %w", b.id, b.kafkaAddr, ctx.Err())
+			case <-done:
+			case <-time.After(50 * time.Millisecond):
+				continue
+			}
+			break
+		}
+		b.mu.Lock()
+		b.cmd, b.done, b.paused = nil, nil, false
+		b.mu.Unlock()
+		if attempt >= 30 {
+			return fmt.Errorf("broker %d exited before listening %d times (see %s)", b.id, attempt, b.logPath)
+		}
+		log.Printf("broker %d exited before listening (port taken?), starting it again", b.id)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // signal sends sig to the running process (no-op when it is down).

@@ -220,7 +220,7 @@ func killFor(ctx context.Context, cfg config, c *cluster, adm *kadm.Client, part
 	pcancel()
 
 	tRestart := time.Now()
-	if err := c.start(victim); err != nil {
+	if err := c.launch(ctx60(), victim); err != nil {
 		kr.Error = err.Error()
 		return kr
 	}

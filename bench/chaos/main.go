@@ -181,15 +181,14 @@ func parseFaults(s string) (map[string]int, error) {
 
 // startAll starts every broker, creates the topic and waits for a healthy cluster.
 func startAll(ctx context.Context, cfg config, c *cluster) error {
-	for _, b := range c.brokers {
-		if err := c.start(b); err != nil {
-			return err
-		}
-	}
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
+	errs := make(chan error, len(c.brokers))
 	for _, b := range c.brokers {
-		if err := waitPort(wctx, b.kafkaAddr); err != nil {
+		go func() { errs <- c.launch(wctx, b) }()
+	}
+	for range c.brokers {
+		if err := <-errs; err != nil {
 			return err
 		}
 	}
