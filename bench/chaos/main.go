@@ -10,6 +10,9 @@
 // Mode "failover" kills the leader of a partition -kills times and measures the time from the
 // kill to the first acks=all produce acknowledged by the new leader.
 //
+// Mode "stale" pauses a partition's leader until another is elected, resumes it and records
+// what the resumed broker answers to Metadata and Fetch (see stale.go).
+//
 // Mode "serve" only starts the cluster (for loadgen runs, see bench/cluster.sh) until SIGINT.
 //
 //	go build -o /tmp/chaos-bin/sluice ./cmd/sluice
@@ -64,7 +67,7 @@ func main() {
 	log.SetFlags(log.Ltime | log.Lmicroseconds | log.LUTC)
 	var cfg config
 	var faults, brokerFlags string
-	flag.StringVar(&cfg.mode, "mode", "chaos", "chaos | failover | serve")
+	flag.StringVar(&cfg.mode, "mode", "chaos", "chaos | failover | stale | serve")
 	flag.StringVar(&cfg.bin, "sluice", "", "sluice binary (default: go build ./cmd/sluice into the data dir)")
 	flag.DurationVar(&cfg.duration, "duration", 3*time.Minute, "chaos: how long faults are injected under load")
 	flag.IntVar(&cfg.brokers, "brokers", 3, "brokers in the cluster")
@@ -82,7 +85,7 @@ func main() {
 	flag.DurationVar(&cfg.downMin, "down-min", 500*time.Millisecond, "chaos: shortest time a killed broker stays down or a paused one stays paused")
 	flag.DurationVar(&cfg.downMax, "down-max", 8*time.Second, "chaos: longest down/paused time (the controller declares a broker dead after 3 s)")
 	flag.BoolVar(&cfg.group, "group", true, "chaos: also consume with a consumer group and check it saw every acknowledged record")
-	flag.IntVar(&cfg.kills, "kills", 24, "failover: leader kills")
+	flag.IntVar(&cfg.kills, "kills", 24, "failover: leader kills; stale: pauses")
 	flag.StringVar(&cfg.out, "out", "", "JSON summary file (default <data-dir>/summary.json)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directory afterwards")
 	flag.StringVar(&brokerFlags, "broker-flags", "--segment-bytes 8388608 --leader-rebalance-interval 3s", "extra `sluice serve` flags")
@@ -131,6 +134,8 @@ func main() {
 		result, err = runChaos(ctx, cfg, c, rng)
 	case "failover":
 		result, err = runFailover(ctx, cfg, c, rng)
+	case "stale":
+		result, err = runStale(ctx, cfg, c)
 	case "serve":
 		err = runServe(ctx, cfg, c)
 	default:
