@@ -21,6 +21,7 @@ type killResult struct {
 	NewLeader int32   `json:"new_leader"`
 	ProduceMs float64 `json:"produce_ms"`  // kill -> first acks=all produce acknowledged by the new leader
 	MetaMs    float64 `json:"metadata_ms"` // kill -> Metadata names another live leader
+	ViewMs    float64 `json:"view_ms"`     // kill -> some surviving broker, asked directly, names the new leader
 	BackMs    float64 `json:"back_ms"`     // restart -> full ISR and preferred leader again
 	Error     string  `json:"error,omitempty"`
 }
@@ -55,6 +56,7 @@ type failoverSummary struct {
 	Kills      []killResult `json:"kills"`
 	Produce    stats        `json:"produce"`
 	Metadata   stats        `json:"metadata"`
+	View       stats        `json:"view"`
 	Back       stats        `json:"back"`
 	Failed     int          `json:"failed_kills"`
 }
@@ -111,7 +113,7 @@ func runFailover(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*
 	}
 	defer admCl.Close()
 	sum := &failoverSummary{Mode: "failover", Seed: cfg.seed, Brokers: cfg.brokers, Partitions: cfg.partitions}
-	var prod, meta, back []float64
+	var prod, meta, view, back []float64
 	for i := range cfg.kills {
 		if ctx.Err() != nil {
 			break
@@ -123,18 +125,18 @@ func runFailover(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*
 		if kr.Error != "" {
 			sum.Failed++
 		} else {
-			prod, meta, back = append(prod, kr.ProduceMs), append(meta, kr.MetaMs), append(back, kr.BackMs)
+			prod, meta, view, back = append(prod, kr.ProduceMs), append(meta, kr.MetaMs), append(view, kr.ViewMs), append(back, kr.BackMs)
 		}
-		log.Printf("kill %2d: partition %d leader %d -> %d: produce %.0f ms, metadata %.0f ms, back in %.0f ms %s",
-			kr.N, kr.Partition, kr.OldLeader, kr.NewLeader, kr.ProduceMs, kr.MetaMs, kr.BackMs, kr.Error)
+		log.Printf("kill %2d: partition %d leader %d -> %d: produce %.0f ms, metadata %.0f ms (a survivor's own view %.0f ms), back in %.0f ms %s",
+			kr.N, kr.Partition, kr.OldLeader, kr.NewLeader, kr.ProduceMs, kr.MetaMs, kr.ViewMs, kr.BackMs, kr.Error)
 		sleepCtx(ctx, randDur(rng, 500*time.Millisecond, 1500*time.Millisecond))
 	}
-	sum.Produce, sum.Metadata, sum.Back = statsOf(prod), statsOf(meta), statsOf(back)
+	sum.Produce, sum.Metadata, sum.View, sum.Back = statsOf(prod), statsOf(meta), statsOf(view), statsOf(back)
 	fmt.Printf("\nleader failover: %d kills (%d failed), %d brokers, %d partitions rf=%d\n", len(sum.Kills), sum.Failed, cfg.brokers, cfg.partitions, cfg.rf)
 	for _, r := range []struct {
 		name string
 		s    stats
-	}{{"kill -> first acks=all produce on the new leader", sum.Produce}, {"kill -> metadata names the new leader", sum.Metadata}, {"restart -> full ISR + preferred leader back", sum.Back}} {
+	}{{"kill -> first acks=all produce on the new leader", sum.Produce}, {"kill -> metadata names the new leader", sum.Metadata}, {"kill -> a survivor's own metadata names it", sum.View}, {"restart -> full ISR + preferred leader back", sum.Back}} {
 		fmt.Printf("%-50s median %6.0f ms  p90 %6.0f ms  max %6.0f ms  min %6.0f ms\n", r.name, r.s.Median, r.s.P90, r.s.Max, r.s.Min)
 	}
 	if sum.Failed > 0 {
@@ -208,6 +210,24 @@ func killFor(ctx context.Context, cfg config, c *cluster, adm *kadm.Client, part
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
+	// Each survivor's own answer (its local Raft replica, when its term is at least the
+	// controller's): tells a slow election from a slow path to the client's Metadata.
+	viewDone := make(chan struct{})
+	go func() {
+		defer close(viewDone)
+		for time.Since(tKill) < 30*time.Second {
+			for _, b := range c.brokers {
+				if b == victim {
+					continue
+				}
+				if l, _, _, err := partitionViewOf(ctx, cl, b.id, cfg.topic, part); err == nil && l >= 0 && l != kr.OldLeader {
+					kr.ViewMs = ms(time.Since(tKill))
+					return
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	select {
 	case <-pr.got:
 		pr.mu.Lock()
@@ -217,6 +237,7 @@ func killFor(ctx context.Context, cfg config, c *cluster, adm *kadm.Client, part
 		kr.Error = "no acknowledgement within 30 s of the kill"
 	}
 	<-metaDone
+	<-viewDone
 	pcancel()
 
 	tRestart := time.Now()

@@ -89,6 +89,10 @@ func runStale(ctx context.Context, cfg config, c *cluster) (*staleSummary, error
 
 // partitionView asks one broker directly for partition 0's leader, epoch and the topic id.
 func partitionView(ctx context.Context, cl *kgo.Client, id int32, topic string) (leader, epoch int32, topicID [16]byte, err error) {
+	return partitionViewOf(ctx, cl, id, topic, 0)
+}
+
+func partitionViewOf(ctx context.Context, cl *kgo.Client, id int32, topic string, part int32) (leader, epoch int32, topicID [16]byte, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	req := kmsg.NewPtrMetadataRequest()
@@ -101,12 +105,12 @@ func partitionView(ctx context.Context, cl *kgo.Client, id int32, topic string) 
 	}
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {
-			if p.Partition == 0 {
+			if p.Partition == part {
 				return p.Leader, p.LeaderEpoch, t.TopicID, nil
 			}
 		}
 	}
-	return -1, -1, topicID, fmt.Errorf("no partition 0 in broker %d's metadata", id)
+	return -1, -1, topicID, fmt.Errorf("no partition %d in broker %d's metadata", part, id)
 }
 
 func fetchCode(ctx context.Context, cl *kgo.Client, id int32, topic string, topicID [16]byte, offset int64, epoch int32) (string, int64) {
