@@ -59,7 +59,8 @@ type Broker struct {
 	wg     sync.WaitGroup // request goroutines
 
 	pids   producerIDs
-	groups groupState // the consumer-group coordinator (broker/group.go)
+	groups groupState    // the consumer-group coordinator (broker/group.go)
+	moves  reassignments // partition reassignments this node drives (broker/reassign.go)
 }
 
 // New returns a broker over the controller (cluster metadata) and the replica manager (this node's
@@ -211,6 +212,10 @@ func (b *Broker) serve(c *call) {
 		resp = b.handleAlterConfigs(req)
 	case *kmsg.IncrementalAlterConfigsRequest:
 		resp = b.handleIncrementalAlterConfigs(req)
+	case *kmsg.AlterPartitionAssignmentsRequest:
+		resp = b.handleAlterPartitionAssignments(req)
+	case *kmsg.ListPartitionReassignmentsRequest:
+		resp = b.handleListPartitionReassignments(req)
 	case *kmsg.DescribeClusterRequest:
 		resp = b.handleDescribeCluster(req)
 	case *kmsg.FindCoordinatorRequest:

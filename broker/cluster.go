@@ -66,6 +66,7 @@ func (b *Broker) leaderLoop() {
 			continue
 		}
 		b.reportLeaders()
+		b.driveReassignments()
 	}
 }
 

@@ -44,6 +44,12 @@ func errorCode(err error) int16 {
 		return kerr.InvalidPartitions.Code
 	case errors.Is(err, quorum.ErrInvalidReplicationFactor):
 		return kerr.InvalidReplicationFactor.Code
+	case errors.Is(err, quorum.ErrUnknownPartition):
+		return kerr.UnknownTopicOrPartition.Code
+	case errors.Is(err, quorum.ErrInvalidReplicas):
+		return kerr.InvalidReplicaAssignment.Code
+	case errors.Is(err, quorum.ErrNoReassignment):
+		return kerr.NoReassignmentInProgress.Code
 	case errors.Is(err, quorum.ErrNoController), errors.Is(err, context.Canceled):
 		return kerr.NotController.Code
 	}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -105,6 +106,11 @@ func (b *Broker) metadataTopic(md *quorum.Metadata, name string) kmsg.MetadataRe
 	for _, p := range t.Partitions {
 		sp := kmsg.NewMetadataResponseTopicPartition()
 		sp.Partition = p.Partition
+		if p.Target != nil { // moving: Kafka lists the old and the new replicas together
+			p.Replicas = append(slices.Clone(p.Replicas), p.Target...)
+			slices.Sort(p.Replicas)
+			p.Replicas = slices.Compact(p.Replicas)
+		}
 		sp.Replicas = p.Replicas
 		sp.Leader, sp.LeaderEpoch = b.partitionLeader(name, p)
 		sp.ISR = b.inSyncReplicas(name, p, sp.Leader)

@@ -40,6 +40,8 @@ var supportedAPIs = []apiRange{
 	{37, 0, 3}, // CreatePartitions
 	{42, 0, 2}, // DeleteGroups
 	{44, 0, 1}, // IncrementalAlterConfigs
+	{45, 0, 0}, // AlterPartitionAssignments (v1 only adds AllowReplicationFactorChange)
+	{46, 0, 0}, // ListPartitionReassignments
 	{47, 0, 0}, // OffsetDelete
 	{60, 0, 1}, // DescribeCluster
 }

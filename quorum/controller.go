@@ -26,6 +26,9 @@ var (
 	ErrInvalidPartitions        = errors.New("quorum: invalid partition count")
 	ErrInvalidReplicationFactor = errors.New("quorum: invalid replication factor")
 	ErrInvalidRequest           = errors.New("quorum: invalid controller request")
+	ErrUnknownPartition         = errors.New("quorum: unknown partition")
+	ErrInvalidReplicas          = errors.New("quorum: invalid replica assignment")
+	ErrNoReassignment           = errors.New("quorum: no reassignment in progress")
 	// ErrNoController: the controller group has no leader (no quorum of voters reachable) or
 	// did not answer in time.
 	ErrNoController = errors.New("quorum: no controller available")
@@ -53,6 +56,16 @@ type PartitionMeta struct {
 	// means none reported yet. A broker hosting the partition knows better from its own replica.
 	Leader      int32 `json:",omitempty"`
 	LeaderEpoch int32 `json:",omitempty"`
+	// Target is the replica set a reassignment moves the partition to (nil: none in progress).
+	// The partition's leader changes the Raft membership step by step, then CompleteReassignment
+	// makes Target the Replicas.
+	Target []int32 `json:",omitempty"`
+	// Former lists brokers removed from the partition's Raft group: dragonboat never lets a
+	// removed replica id rejoin a group, so a reassignment cannot name them again.
+	Former []int32 `json:",omitempty"`
+	// Joined lists brokers that joined the group through a reassignment: they start their replica
+	// as a (promoted) learner every time (quorum.Host.StartLearnerShard).
+	Joined []int32 `json:",omitempty"`
 }
 
 // TopicMeta describes a topic.
@@ -392,6 +405,8 @@ const (
 	opAllocateProducerIDs = "allocate_producer_ids"
 	opHeartbeat           = "heartbeat"
 	opReportLeaders       = "report_leaders"
+	opReassign            = "reassign"
+	opReassignDone        = "reassign_done"
 )
 
 // command is one controller log entry (JSON: small, rare, readable in a log dump). Anything
@@ -411,6 +426,9 @@ type command struct {
 	TimeMs    int64             `json:"time_ms,omitempty"`
 	Shards    []uint64          `json:"shards,omitempty"`
 	Leaders   []LeaderReport    `json:"leaders,omitempty"`
+	Partition int32             `json:"partition,omitempty"`
+	Replicas  []int32           `json:"replicas,omitempty"`
+	Removed   []int32           `json:"removed,omitempty"`
 }
 
 // Result codes in sm.Result.Value; data (a created topic, a first producer id) goes in Data.
@@ -421,6 +439,9 @@ const (
 	resultInvalidPartitions
 	resultInvalidReplicationFactor
 	resultInvalidRequest
+	resultUnknownPartition
+	resultInvalidReplicas
+	resultNoReassignment
 )
 
 // resultError maps a non-OK result code to its error.
@@ -434,6 +455,15 @@ func resultError(res sm.Result) error {
 		return ErrInvalidPartitions
 	case resultInvalidReplicationFactor:
 		return ErrInvalidReplicationFactor
+	case resultUnknownPartition:
+		return ErrUnknownPartition
+	case resultInvalidReplicas:
+		if len(res.Data) > 0 {
+			return fmt.Errorf("%w: %s", ErrInvalidReplicas, res.Data)
+		}
+		return ErrInvalidReplicas
+	case resultNoReassignment:
+		return ErrNoReassignment
 	}
 	if len(res.Data) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidRequest, res.Data)
@@ -573,6 +603,15 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 
 	case opReportLeaders:
 		return applyLeaders(md, cmd.Leaders), sm.Result{}
+
+	case opReassign:
+		return applyReassign(md, cmd.Name, cmd.Partition, cmd.Replicas)
+
+	case opReassignDone:
+		if len(cmd.Shards) != 1 {
+			return nil, invalid("reassign_done needs one shard")
+		}
+		return applyReassignDone(md, cmd.Shards[0], cmd.Replicas, cmd.Removed), sm.Result{}
 	}
 	return nil, invalid("unknown op " + cmd.Op)
 }

@@ -318,13 +318,27 @@ func (h *Host) members(shardID uint64, initialMembers map[uint64]string, join bo
 // replica is registered; Open() and log replay run in the background (Propose waits for them,
 // ProposeAsync returns ErrNotLeader until a leader is known; WaitLeader waits explicitly).
 func (h *Host) StartOnDiskShard(shardID uint64, initialMembers map[uint64]string, join bool, create sm.CreateOnDiskStateMachineFunc) error {
+	return h.startOnDiskShard(shardID, initialMembers, join, false, create)
+}
+
+// StartLearnerShard starts this node's replica of a running shard that a member adds (or has added)
+// as non-voting (AddNonVotingReplica), to be promoted later. dragonboat requires such a replica to
+// start as non-voting every time, also after its promotion: replaying the log it applies its own
+// addition as a learner before its promotion.
+func (h *Host) StartLearnerShard(shardID uint64, create sm.CreateOnDiskStateMachineFunc) error {
+	return h.startOnDiskShard(shardID, nil, true, true, create)
+}
+
+func (h *Host) startOnDiskShard(shardID uint64, initialMembers map[uint64]string, join, learner bool, create sm.CreateOnDiskStateMachineFunc) error {
 	if shardID == ControllerShardID {
 		return errors.New("quorum: shard id 1 is the controller's")
 	}
 	m, j := h.members(shardID, initialMembers, join)
+	cfg := h.shardConfig(shardID)
+	cfg.IsNonVoting = learner
 	deadline := time.Now().Add(defaultSyncTimeout)
 	for {
-		err := h.nh.StartOnDiskReplica(m, j, create, h.shardConfig(shardID))
+		err := h.nh.StartOnDiskReplica(m, j, create, cfg)
 		if err == nil {
 			break
 		}

@@ -162,7 +162,7 @@ func applyLeaders(md *Metadata, reports []LeaderReport) *Metadata {
 			cur = next
 		}
 		pm := cur.Topics[w.topic].Partitions[w.index]
-		if r.Epoch < pm.LeaderEpoch || r.Epoch == pm.LeaderEpoch && r.Leader == pm.Leader || !hasID(pm.Replicas, r.Leader) {
+		if r.Epoch < pm.LeaderEpoch || r.Epoch == pm.LeaderEpoch && r.Leader == pm.Leader || !hasID(pm.Replicas, r.Leader) && !hasID(pm.Target, r.Leader) {
 			continue
 		}
 		if next == nil {

@@ -101,8 +101,8 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 			tc, _ = ParseTopicConfig(m.cfg.Log, m.cfg.MaxMessageBytes, nil)
 		}
 		for _, pm := range t.Partitions {
-			if !hasReplica(pm.Replicas, self) {
-				continue
+			if !hasReplica(pm.Replicas, self) && !hasReplica(pm.Target, self) {
+				continue // a reassignment target joins the group before it becomes a replica
 			}
 			key := partitionKey{name, pm.Partition}
 			want[key] = true
@@ -151,7 +151,7 @@ func (m *Manager) sweepOrphans(md *quorum.Metadata) {
 	assigned := make(map[uint64]bool)
 	for _, t := range md.Topics {
 		for _, pm := range t.Partitions {
-			if hasReplica(pm.Replicas, self) {
+			if hasReplica(pm.Replicas, self) || hasReplica(pm.Target, self) {
 				assigned[pm.ShardID] = true
 			}
 		}
@@ -200,16 +200,27 @@ func (m *Manager) partitionDir(topic string, partition int32) string {
 }
 
 func (m *Manager) start(md *quorum.Metadata, topic string, pm quorum.PartitionMeta, tc TopicConfig) error {
-	members := make(map[uint64]string, len(pm.Replicas))
-	for _, id := range pm.Replicas {
-		b, ok := md.Brokers[id]
-		if !ok || b.RaftAddr == "" {
-			return fmt.Errorf("replica: %s-%d: replica %d has no raft address", topic, pm.Partition, id)
+	// A new partition starts with its replicas as the initial members; a broker a reassignment
+	// adds joins the running group as a learner instead (its leader adds it to the membership).
+	self := int32(m.host.NodeID())
+	learner := !hasReplica(pm.Replicas, self) || hasReplica(pm.Joined, self)
+	var members map[uint64]string
+	if !learner {
+		members = make(map[uint64]string, len(pm.Replicas))
+		for _, id := range pm.Replicas {
+			b, ok := md.Brokers[id]
+			if !ok || b.RaftAddr == "" {
+				return fmt.Errorf("replica: %s-%d: replica %d has no raft address", topic, pm.Partition, id)
+			}
+			members[uint64(id)] = b.RaftAddr
 		}
-		members[uint64(id)] = b.RaftAddr
 	}
 	p := newPartition(m.host, topic, pm.Partition, pm.ShardID, m.partitionDir(topic, pm.Partition), tc, m.logger)
-	if err := m.host.StartOnDiskShard(pm.ShardID, members, false, p.createStateMachine); err != nil {
+	start := func() error { return m.host.StartOnDiskShard(pm.ShardID, members, false, p.createStateMachine) }
+	if learner {
+		start = func() error { return m.host.StartLearnerShard(pm.ShardID, p.createStateMachine) }
+	}
+	if err := start(); err != nil {
 		return fmt.Errorf("replica: start %s-%d: %w", topic, pm.Partition, err)
 	}
 	m.mu.Lock()

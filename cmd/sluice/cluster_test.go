@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -494,4 +497,107 @@ func findCoordinator(t *testing.T, c *testCluster, groupID string) int32 {
 		return nil
 	})
 	return id
+}
+
+// TestClusterReassignment moves a partition to another set of brokers with AlterPartitionAssignments
+// while an idempotent producer writes to it: the new broker joins and catches up, the old leader
+// hands over and leaves (its copy is deleted), and every acknowledged record is there once, in order.
+func TestClusterReassignment(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic = "moving"
+	c.createTopic(topic, 1, 2, nil)
+	c.waitBalanced(topic)
+	parts, err := c.partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := parts[0].Replicas
+	var fresh int32
+	for id := int32(1); id <= 3; id++ {
+		if !slices.Contains(old, id) {
+			fresh = id
+		}
+	}
+	target := []int32{fresh, old[1]} // drops old[0], the preferred leader: it must hand over first
+	adm := c.admin()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Bad requests first: unknown broker, duplicate, nothing to cancel.
+	for _, bad := range [][]int32{{fresh, 9}, {fresh, fresh}} {
+		var req kadm.AlterPartitionAssignmentsReq
+		req.Assign(topic, 0, bad)
+		resp, err := adm.AlterPartitionAssignments(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := resp[topic][0].Err; !errors.Is(err, kerr.InvalidReplicaAssignment) {
+			t.Fatalf("reassign to %v: %v, want INVALID_REPLICA_ASSIGNMENT", bad, err)
+		}
+	}
+	var cancelReq kadm.AlterPartitionAssignmentsReq
+	cancelReq.CancelAssign(topic, 0)
+	if resp, err := adm.AlterPartitionAssignments(ctx, cancelReq); err != nil || !errors.Is(resp[topic][0].Err, kerr.NoReassignmentInProgress) {
+		t.Fatalf("cancel with none in progress: %v %v, want NO_REASSIGNMENT_IN_PROGRESS", err, resp[topic][0].Err)
+	}
+
+	l := &ackLedger{acked: map[string]kgo.Record{}, failed: map[string]error{}}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	prod := c.client(kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()))
+	go func() {
+		defer close(done)
+		produceLoop(t, prod, "m", topic, 1, l, stop)
+	}()
+	time.Sleep(500 * time.Millisecond)
+
+	var req kadm.AlterPartitionAssignmentsReq
+	req.Assign(topic, 0, target)
+	resp, err := adm.AlterPartitionAssignments(ctx, req)
+	if err == nil {
+		err = resp[topic][0].Err
+	}
+	if err != nil {
+		t.Fatalf("reassign %v -> %v: %v", old, target, err)
+	}
+	c.waitFor(90*time.Second, "the reassignment to finish", func() error {
+		listed, err := adm.ListPartitionReassignments(ctx, kadm.TopicsSet{topic: {0: {}}})
+		if err != nil {
+			return err
+		}
+		if r, ok := listed[topic][0]; ok {
+			return fmt.Errorf("in progress: replicas %v adding %v removing %v", r.Replicas, r.AddingReplicas, r.RemovingReplicas)
+		}
+		parts, err := c.partitions(topic)
+		if err != nil {
+			return err
+		}
+		got := slices.Sorted(slices.Values(parts[0].Replicas))
+		if want := slices.Sorted(slices.Values(target)); !slices.Equal(got, want) || len(parts[0].ISR) != 2 || parts[0].Leader < 0 {
+			return fmt.Errorf("replicas %v isr %v leader %d, want replicas %v", parts[0].Replicas, parts[0].ISR, parts[0].Leader, want)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // a little more traffic on the new replica set
+	close(stop)
+	<-done
+	l.verify(t, c.brokers[0], topic)
+
+	// The broker that left deleted its copy; the one that joined has the log.
+	gone := filepath.Join(c.node(old[0]).dataDir, "logs", topic+"-0")
+	c.waitFor(30*time.Second, "the old replica's copy to be deleted", func() error {
+		if _, err := os.Stat(gone); err == nil {
+			return fmt.Errorf("%s still exists", gone)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(c.node(fresh).dataDir, "logs", topic+"-0")); err != nil {
+		t.Fatalf("the new replica has no log: %v", err)
+	}
+	// A broker that left a partition's Raft group cannot rejoin it (dragonboat): refused plainly.
+	var back kadm.AlterPartitionAssignmentsReq
+	back.Assign(topic, 0, old)
+	if resp, err := adm.AlterPartitionAssignments(ctx, back); err != nil || !errors.Is(resp[topic][0].Err, kerr.InvalidReplicaAssignment) {
+		t.Fatalf("moving back to a former replica: %v %v, want INVALID_REPLICA_ASSIGNMENT", err, resp[topic][0].Err)
+	}
 }
