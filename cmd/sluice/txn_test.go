@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,21 +18,21 @@ const sentinel = "sentinel"
 
 // writeSentinels appends one plain record to every partition of topic; a consumer that has seen them
 // all has read everything written before, whatever control batches and aborted data lie between.
-func writeSentinels(t testing.TB, b *testBroker, topic string, partitions int32) {
+func writeSentinels(t testing.TB, b *testBroker, topic string, partitions int32, tag string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl := b.client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for p := range partitions {
-		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: []byte(sentinel)}).FirstErr(); err != nil {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: []byte(sentinel + tag)}).FirstErr(); err != nil {
 			t.Fatalf("sentinel %s/%d: %v", topic, p, err)
 		}
 	}
 }
 
 // consumeToSentinels reads topic from the start until it has seen a sentinel in every partition and
-// returns the other records.
-func consumeToSentinels(t testing.TB, b *testBroker, topic string, partitions int32, opts ...kgo.Opt) []*kgo.Record {
+// returns the other records (earlier sentinels, of other tags, left out).
+func consumeToSentinels(t testing.TB, b *testBroker, topic string, partitions int32, tag string, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -47,8 +46,10 @@ func consumeToSentinels(t testing.TB, b *testBroker, topic string, partitions in
 		}
 		fs.EachError(func(topic string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
 		fs.EachRecord(func(r *kgo.Record) {
-			if string(r.Value) == sentinel {
-				seen[r.Partition] = true
+			if strings.HasPrefix(string(r.Value), sentinel) {
+				if string(r.Value) == sentinel+tag {
+					seen[r.Partition] = true
+				}
 				return
 			}
 			if !seen[r.Partition] {
@@ -145,13 +146,13 @@ func TestTxnAbortedInvisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	runTxn(ctx, t, tx, false, txnRecords(topic, "a2", 20)...)
-	writeSentinels(t, b, topic, parts)
+	writeSentinels(t, b, topic, parts, "")
 
-	committed := countPrefixes(values(consumeToSentinels(t, b, topic, parts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
+	committed := countPrefixes(values(consumeToSentinels(t, b, topic, parts, "", kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
 	if want := map[string]int{"c1": 20, "c2": 20, "p1": 10, "p2": 10}; fmt.Sprint(committed) != fmt.Sprint(want) {
 		t.Errorf("read_committed saw %v, want %v", committed, want)
 	}
-	all := countPrefixes(values(consumeToSentinels(t, b, topic, parts, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))))
+	all := countPrefixes(values(consumeToSentinels(t, b, topic, parts, "", kgo.FetchIsolationLevel(kgo.ReadUncommitted()))))
 	if want := map[string]int{"a1": 20, "a2": 20, "c1": 20, "c2": 20, "p1": 10, "p2": 10}; fmt.Sprint(all) != fmt.Sprint(want) {
 		t.Errorf("read_uncommitted saw %v, want %v", all, want)
 	}
@@ -190,8 +191,8 @@ func TestTxnFencing(t *testing.T) {
 	if !errors.Is(err, kerr.ProducerFenced) && !errors.Is(err, kerr.InvalidProducerEpoch) {
 		t.Fatalf("fenced commit: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", err)
 	}
-	writeSentinels(t, b, topic, 1)
-	got := countPrefixes(values(consumeToSentinels(t, b, topic, 1, kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
+	writeSentinels(t, b, topic, 1, "")
+	got := countPrefixes(values(consumeToSentinels(t, b, topic, 1, "", kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
 	if want := map[string]int{"second": 5}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("read_committed saw %v, want %v", got, want)
 	}
@@ -207,4 +208,254 @@ func TestTxnFencing(t *testing.T) {
 	}
 }
 
-var _ = sync.Mutex{}
+// pipeMember is one member of the consume-transform-produce pipeline.
+type pipeMember struct {
+	stop    chan struct{} // close: finish the current transaction and leave
+	abandon chan struct{} // close: leave in the middle of a transaction, never ending it
+	done    chan struct{}
+}
+
+func startPipeMember(t *testing.T, b *testBroker, txnID, in, out, groupID string) *pipeMember {
+	m := &pipeMember{stop: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{})}
+	s, err := kgo.NewGroupTransactSession(
+		kgo.SeedBrokers(b.addr),
+		kgo.TransactionalID(txnID),
+		kgo.TransactionTimeout(4*time.Second),
+		kgo.ConsumerGroup(groupID),
+		kgo.ConsumeTopics(in),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(4<<10), // small fetches: many transactions, so churn lands mid-stream
+		kgo.DefaultProduceTopic(out),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.SessionTimeout(6*time.Second),
+		kgo.HeartbeatInterval(500*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(m.done)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-m.stop:
+			case <-m.abandon:
+			}
+			cancel()
+		}()
+		for ctx.Err() == nil {
+			fs := s.PollRecords(ctx, 40)
+			if fs.Empty() {
+				continue
+			}
+			if err := s.Begin(); err != nil {
+				t.Errorf("%s: begin: %v", txnID, err)
+				break
+			}
+			var recs []*kgo.Record
+			fs.EachRecord(func(r *kgo.Record) {
+				recs = append(recs, &kgo.Record{Partition: r.Partition, Key: r.Key, Value: append([]byte("out-"), r.Value...)})
+			})
+			// A failed produce aborts below; the input is then read again.
+			_ = s.ProduceSync(context.Background(), recs...).FirstErr()
+			select {
+			case <-m.abandon:
+				// Leave without ending: the transaction stays open until the coordinator times it out.
+				s.CloseAllowingRebalance()
+				return
+			default:
+			}
+			ectx, ecancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if _, err := s.End(ectx, kgo.TryCommit); err != nil {
+				t.Logf("%s: end: %v", txnID, err) // an abort; the records are read again
+			}
+			ecancel()
+		}
+		s.CloseAllowingRebalance()
+	}()
+	return m
+}
+
+// groupProgress is how many input records the group has committed.
+func groupProgress(ctx context.Context, adm *kadm.Client, groupID, topic string) int64 {
+	offs, err := adm.FetchOffsets(ctx, groupID)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == topic && o.Err == nil && o.At > 0 {
+			n += o.At
+		}
+	})
+	return n
+}
+
+// TestTxnPipelineExactlyOnce: a consume-transform-produce pipeline of franz-go GroupTransactSessions
+// under member churn (joins, a graceful leave, a member abandoning an open transaction): the output
+// holds every input record exactly once for read_committed consumers, and the group's committed
+// offsets end at the input's end.
+func TestTxnPipelineExactlyOnce(t *testing.T) {
+	b := startBroker(t)
+	const in, out, groupID, parts, n = "pipe-in", "pipe-out", "pipe", 4, 2000
+	b.createTopic(in, parts, nil)
+	b.createTopic(out, parts, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	prod := b.client(kgo.ProducerLinger(2 * time.Millisecond))
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, &kgo.Record{Topic: in, Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprintf("in-%04d", i))})
+	}
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	adm := b.admin()
+	waitProgress := func(min int64) {
+		t.Helper()
+		for groupProgress(ctx, adm, groupID, in) < min {
+			if ctx.Err() != nil {
+				t.Fatalf("pipeline stuck below %d committed input records (at %d)", min, groupProgress(context.Background(), adm, groupID, in))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	var members []*pipeMember
+	defer func() {
+		for _, m := range members {
+			select {
+			case <-m.stop:
+			default:
+				close(m.stop)
+			}
+			<-m.done
+		}
+	}()
+	start := func(id string) *pipeMember {
+		m := startPipeMember(t, b, id, in, out, groupID)
+		members = append(members, m)
+		return m
+	}
+	a := start("pipe-a")
+	bm := start("pipe-b")
+	waitProgress(n / 5)
+	start("pipe-c") // joins: rebalance mid-stream
+	waitProgress(2 * n / 5)
+	close(a.stop) // graceful leave
+	<-a.done
+	waitProgress(3 * n / 5)
+	close(bm.abandon) // leaves with a transaction open
+	<-bm.done
+	start("pipe-d")
+	waitProgress(n)
+
+	writeSentinels(t, b, out, parts, "")
+	got := values(consumeToSentinels(t, b, out, parts, "", kgo.FetchIsolationLevel(kgo.ReadCommitted())))
+	count := map[string]int{}
+	for _, v := range got {
+		count[v]++
+	}
+	for i := range n {
+		v := fmt.Sprintf("out-in-%04d", i)
+		if count[v] != 1 {
+			t.Errorf("%s appears %d times in the read_committed output", v, count[v])
+		}
+	}
+	if len(got) != n {
+		t.Errorf("read_committed output holds %d records, want %d", len(got), n)
+	}
+	all := consumeToSentinels(t, b, out, parts, "", kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	t.Logf("output: %d committed records, %d including aborted ones", len(got), len(all))
+	if len(all) < len(got) {
+		t.Errorf("read_uncommitted saw fewer records (%d) than read_committed (%d)", len(all), len(got))
+	}
+}
+
+// TestTxnKill9MidTransaction, three times: a committed transaction, a transaction left open, and one
+// whose commit races the kill -9 of the broker. After each restart, read_committed consumers see every
+// committed transaction whole, nothing of the open one (the coordinator, rebuilt from
+// __transaction_state, aborts it on its timeout), and the raced one entirely or not at all.
+func TestTxnKill9MidTransaction(t *testing.T) {
+	b := startBroker(t)
+	const topic, parts = "txcrash", 2
+	b.createTopic(topic, parts, nil)
+	want := map[string]int{}
+	for round := 1; round <= 3; round++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		opts := func(id string) []kgo.Opt {
+			return []kgo.Opt{kgo.SeedBrokers(b.addr), kgo.TransactionalID(id), kgo.TransactionTimeout(3 * time.Second),
+				kgo.DefaultProduceTopic(topic), kgo.RequestRetries(2)}
+		}
+		newClient := func(id string) *kgo.Client {
+			cl, err := kgo.NewClient(opts(id)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return cl
+		}
+		// The same id every round: its new InitProducerId also fences whatever the last round left.
+		committer := newClient("crash-commit")
+		runTxn(ctx, t, committer, true, txnRecords(topic, fmt.Sprintf("c%d", round), 20)...)
+		want[fmt.Sprintf("c%d", round)] = 20
+
+		open := newClient(fmt.Sprintf("crash-open-%d", round)) // never used again: only the timeout ends it
+		if err := open.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := open.ProduceSync(ctx, txnRecords(topic, fmt.Sprintf("u%d", round), 20)...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+
+		racer := newClient(fmt.Sprintf("crash-race-%d", round))
+		if err := racer.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := racer.ProduceSync(ctx, txnRecords(topic, fmt.Sprintf("e%d", round), 20)...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			_ = racer.EndTransaction(ctx, kgo.TryCommit)
+		}()
+		b.kill9()
+		b.start()
+		cancel()
+		<-ended
+		for _, cl := range []*kgo.Client{committer, open, racer} {
+			cl.Close()
+		}
+
+		writeSentinels(t, b, topic, parts, fmt.Sprint(round))
+		got := countPrefixes(values(consumeToSentinels(t, b, topic, parts, fmt.Sprint(round), kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
+		for k, v := range got {
+			switch k[0] {
+			case 'c':
+				if v != want[k] {
+					t.Errorf("round %d: committed %s: %d records visible, want %d", round, k, v, want[k])
+				}
+			case 'u':
+				t.Errorf("round %d: %d records of the open transaction %s visible to read_committed", round, v, k)
+			case 'e':
+				if v != 20 {
+					t.Errorf("round %d: transaction %s half visible: %d of 20 records", round, k, v)
+				}
+			}
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("round %d: %s: %d records visible, want %d", round, k, got[k], v)
+			}
+		}
+		all := countPrefixes(values(consumeToSentinels(t, b, topic, parts, fmt.Sprint(round), kgo.FetchIsolationLevel(kgo.ReadUncommitted()))))
+		if u := fmt.Sprintf("u%d", round); all[u] != 20 {
+			t.Errorf("round %d: read_uncommitted sees %d records of %s, want 20 (acknowledged before the kill)", round, all[u], u)
+		}
+		t.Logf("round %d: raced commit e%d visible: %v", round, round, got[fmt.Sprintf("e%d", round)] == 20)
+		if t.Failed() {
+			return
+		}
+	}
+}
