@@ -91,8 +91,9 @@ type Coordinator struct {
 	mu   sync.Mutex
 	txns map[string]*txn
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
 }
 
 // New starts a coordinator; Close stops its timer goroutine.
@@ -111,9 +112,9 @@ func New(cfg Config, store Store, markers Markers) *Coordinator {
 	return c
 }
 
-// Close stops the timers.
+// Close stops the timers; it may be called more than once.
 func (c *Coordinator) Close() {
-	close(c.stop)
+	c.closeOnce.Do(func() { close(c.stop) })
 	<-c.done
 }
 
