@@ -111,6 +111,10 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 		return nil, errNoSequence
 	case h.IsTransactional() && h.ProducerID < 0:
 		return nil, errNoSequence
+	case h.IsTransactional():
+		if err := b.verifyTxnProduce(req.TransactionID, topic, partition, h.ProducerID, h.ProducerEpoch); err != nil {
+			return nil, err
+		}
 	}
 	if req.Acks == -1 && !b.enoughInSync(part) {
 		return nil, kerr.NotEnoughReplicas

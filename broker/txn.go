@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -52,7 +53,8 @@ func (b *Broker) SetMarkerSender(s MarkerSender) {
 type txnState struct {
 	once   sync.Once
 	coord  *txn.Coordinator
-	mu     sync.Mutex // serialises loads
+	ready  atomic.Pointer[txn.Coordinator] // coord once created, for the produce path (no once, no lock)
+	mu     sync.Mutex                      // serialises loads
 	loaded map[int32]int32
 	sender MarkerSender
 }
@@ -67,6 +69,7 @@ func (b *Broker) txnCoordinator() *txn.Coordinator {
 			AllocateID: b.pids.allocate,
 			Logf:       func(f string, args ...any) { b.log.Warn("transaction coordinator: " + fmt.Sprintf(f, args...)) },
 		}, txnStore{b}, txnMarkers{b})
+		b.txns.ready.Store(b.txns.coord)
 		go func() {
 			<-b.ctx.Done()
 			b.txns.coord.Close()
@@ -339,6 +342,22 @@ func (b *Broker) txnLoader() {
 			}
 		}
 	}
+}
+
+// verifyTxnProduce checks a transactional batch against the coordinator's view when this node
+// coordinates the id (Kafka's KIP-890 verification, done locally): a zombie of an older epoch cannot
+// write into a partition its transaction never added, and no batch lands outside an open
+// transaction. It never blocks: an id this node does not hold passes.
+func (b *Broker) verifyTxnProduce(txnID *string, topic string, partition int32, pid int64, epoch int16) error {
+	c := b.txns.ready.Load()
+	if c == nil || txnID == nil {
+		return nil
+	}
+	code, known := c.VerifyProduce(*txnID, pid, epoch, txn.TopicPartition{Topic: topic, Partition: partition})
+	if !known || code == 0 {
+		return nil
+	}
+	return kerr.ErrorForCode(code)
 }
 
 // producerFenced is PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH for versions before it existed.

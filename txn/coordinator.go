@@ -310,6 +310,30 @@ func (c *Coordinator) Verify(id string, pid int64, epoch int16, parts []TopicPar
 	return 0
 }
 
+// VerifyProduce checks a transactional batch for partition tp against the id's state when this
+// coordinator holds it (known false otherwise: the caller cannot tell and lets the batch through).
+// A fenced epoch, or a partition not added to the open transaction, is refused.
+func (c *Coordinator) VerifyProduce(id string, pid int64, epoch int16, tp TopicPartition) (code int16, known bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.txns[id]
+	if t == nil || t.pid < 0 || t.pid != pid {
+		return 0, false
+	}
+	switch {
+	case epoch < t.epoch:
+		return kerr.InvalidProducerEpoch.Code, true
+	case epoch > t.epoch:
+		return 0, false // a newer epoch than we know: not ours to judge
+	case t.state != Ongoing:
+		return kerr.InvalidTxnState.Code, true
+	}
+	if _, ok := t.parts[tp]; !ok {
+		return kerr.InvalidTxnState.Code, true
+	}
+	return 0, true
+}
+
 // EndTxn commits or aborts the producer's transaction: the decision is persisted (Prepare*), the
 // markers written, then the completion. A retry of a completed end succeeds.
 func (c *Coordinator) EndTxn(ctx context.Context, id string, pid int64, epoch int16, commit bool) int16 {

@@ -12,6 +12,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/broker"
+	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/txn"
 )
 
 const sentinel = "sentinel"
@@ -457,5 +462,82 @@ func TestTxnKill9MidTransaction(t *testing.T) {
 		if t.Failed() {
 			return
 		}
+	}
+}
+
+// TestTxnWriteTxnMarkers: the remote marker path. A transactional batch is written with a plain
+// producer id; broker.KafkaMarkerSender then sends WriteTxnMarkers to the broker's listener, as a
+// coordinator on another node would: the abort ends the transaction (the LSO reaches the high
+// watermark) and read_committed consumers never see its records. DescribeProducers shows the open
+// transaction before the marker.
+func TestTxnWriteTxnMarkers(t *testing.T) {
+	b := startBroker(t)
+	const topic = "txremote"
+	b.createTopic(topic, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := b.client()
+	init := kmsg.NewPtrInitProducerIDRequest()
+	init.TransactionTimeoutMillis = 60000
+	ir, err := init.RequestWith(ctx, cl)
+	if err != nil || ir.ErrorCode != 0 {
+		t.Fatalf("InitProducerId: %v %+v", err, ir)
+	}
+	if code, _ := rawProduceOffset(ctx, t, cl, topic, 0, kafkatest.TransactionalBatch(ir.ProducerID, ir.ProducerEpoch, 0, []byte("x-1"), []byte("x-2"))); code != 0 {
+		t.Fatalf("transactional produce: error %d", code)
+	}
+	adm := kadm.NewClient(cl)
+	lso := func() (int64, int64) {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := ends.Lookup(topic, 0)
+		s, _ := stable.Lookup(topic, 0)
+		return s.Offset, e.Offset
+	}
+	if s, e := lso(); s != 0 || e != 2 {
+		t.Fatalf("open transaction: LSO %d, high watermark %d; want 0 and 2", s, e)
+	}
+	dp, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: {0: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var txnStart int64 = -2
+	for _, p := range dp.SortedProducers() {
+		if p.ProducerID == ir.ProducerID {
+			txnStart = p.CurrentTxnStartOffset
+		}
+	}
+	if txnStart != 0 {
+		t.Fatalf("DescribeProducers: current transaction start %d, want 0", txnStart)
+	}
+
+	sender := &broker.KafkaMarkerSender{Leader: func(string, int32) (string, bool) { return b.addr, true }}
+	mk := broker.Marker{ProducerID: ir.ProducerID, ProducerEpoch: ir.ProducerEpoch, CoordinatorEpoch: 1, Commit: false}
+	if err := sender.SendMarkers(ctx, mk, []txn.TopicPartition{{Topic: topic, Partition: 0}}); err != nil {
+		t.Fatalf("WriteTxnMarkers: %v", err)
+	}
+	if s, e := lso(); s != 3 || e != 3 {
+		t.Fatalf("after the abort marker: LSO %d, high watermark %d; want 3 and 3", s, e)
+	}
+	// A zombie of an older epoch is fenced by the marker's epoch.
+	mk.ProducerEpoch++
+	if err := sender.SendMarkers(ctx, mk, []txn.TopicPartition{{Topic: topic, Partition: 0}}); err != nil {
+		t.Fatalf("second marker: %v", err)
+	}
+	if code, _ := rawProduceOffset(ctx, t, cl, topic, 0, kafkatest.TransactionalBatch(ir.ProducerID, ir.ProducerEpoch, 1, []byte("zombie"))); code != kerr.InvalidProducerEpoch.Code {
+		t.Fatalf("zombie produce after a newer marker: error %d, want INVALID_PRODUCER_EPOCH", code)
+	}
+	writeSentinels(t, b, topic, 1, "")
+	if got := consumeToSentinels(t, b, topic, 1, "", kgo.FetchIsolationLevel(kgo.ReadCommitted())); len(got) != 0 {
+		t.Fatalf("read_committed saw %d aborted records", len(got))
+	}
+	if got := consumeToSentinels(t, b, topic, 1, "", kgo.FetchIsolationLevel(kgo.ReadUncommitted())); len(got) != 2 {
+		t.Fatalf("read_uncommitted saw %d records, want the 2 aborted ones", len(got))
 	}
 }
