@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +30,9 @@ const (
 )
 
 // MarkerSender delivers transaction markers to partitions this node does not lead, by sending
-// WriteTxnMarkers to their leaders. The cluster wiring sets it (SetMarkerSender) once leaders of
-// non-local partitions are known; without one, such markers fail and the coordinator retries them.
+// WriteTxnMarkers to their leaders. The default is a KafkaMarkerSender that finds leaders in the
+// cluster metadata (partitionLeader); SetMarkerSender replaces it. Failed markers are retried by the
+// coordinator.
 type MarkerSender interface {
 	SendMarkers(ctx context.Context, m Marker, parts []txn.TopicPartition) error
 }
@@ -156,10 +159,9 @@ func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, e
 		sender := b.txns.sender
 		b.txns.mu.Unlock()
 		if sender == nil {
-			errs = append(errs, kerr.NotLeaderForPartition)
-		} else {
-			errs = append(errs, sender.SendMarkers(ctx, mk, remote))
+			sender = &KafkaMarkerSender{Leader: b.leaderAddr}
 		}
+		errs = append(errs, sender.SendMarkers(ctx, mk, remote))
 	}
 	return errors.Join(errs...)
 }
@@ -225,17 +227,41 @@ func (b *Broker) txnCoordinatorFor(ctx context.Context, txnID string) (quorum.Br
 	if !ok {
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
 	}
-	part, ok := b.txnPartitionLed(ctx, txn.PartitionFor(txnID, int32(len(t.Partitions))))
-	if !ok {
-		// TODO(cluster): a partition hosted elsewhere: its leader is known only to its replicas.
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+	p := txn.PartitionFor(txnID, int32(len(t.Partitions)))
+	deadline := time.Now().Add(leaderWait)
+	for {
+		if pm, ok := b.partitionMeta(txnTopic, p); ok {
+			if leader, _ := b.partitionLeader(txnTopic, pm); leader >= 0 {
+				if bi, ok := b.ctl.Metadata().Brokers[leader]; ok {
+					return bi, 0
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+		}
+		select {
+		case <-ctx.Done():
+			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+		case <-b.ctl.Changed():
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	_, leader, _ := part.Leader()
+}
+
+// leaderAddr is the Kafka address of a partition's leader as known here (the default remote path of
+// transaction markers).
+func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
+	pm, ok := b.partitionMeta(topic, partition)
+	if !ok {
+		return "", false
+	}
+	leader, _ := b.partitionLeader(topic, pm)
 	bi, ok := b.ctl.Metadata().Brokers[leader]
-	if !ok {
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
+	if !ok || leader < 0 {
+		return "", false
 	}
-	return bi, 0
+	return net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.Port))), true
 }
 
 // txnReady checks this node coordinates txnID and its partition is loaded: 0 or the error code.
@@ -254,6 +280,9 @@ func (b *Broker) txnReady(ctx context.Context, txnID string) int16 {
 // loadTxnPartition makes sure this node leads partition p of __transaction_state and has replayed it.
 func (b *Broker) loadTxnPartition(ctx context.Context, p, n int32) int16 {
 	c := b.txnCoordinator()
+	if pm, ok := b.partitionMeta(txnTopic, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
+		return kerr.NotCoordinator.Code // hosted elsewhere: the client asks FindCoordinator again
+	}
 	part, ok := b.txnPartitionLed(ctx, p)
 	if !ok {
 		return kerr.CoordinatorNotAvailable.Code
