@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -539,5 +540,86 @@ func TestTxnWriteTxnMarkers(t *testing.T) {
 	}
 	if got := consumeToSentinels(t, b, topic, 1, "", kgo.FetchIsolationLevel(kgo.ReadUncommitted())); len(got) != 2 {
 		t.Fatalf("read_uncommitted saw %d records, want the 2 aborted ones", len(got))
+	}
+}
+
+// startTxnCluster runs n brokers forming one cluster (node ids 1..n, all controller voters).
+func startTxnCluster(t *testing.T, n int) []*testBroker {
+	t.Helper()
+	bs := make([]*testBroker, n)
+	var voters []string
+	for i := range bs {
+		bs[i] = &testBroker{t: t, dataDir: filepath.Join(t.TempDir(), "data"), addr: freePort(t), raftAddr: freePort(t),
+			logPath: filepath.Join(t.TempDir(), "broker.log")}
+		voters = append(voters, fmt.Sprintf("%d@%s", i+1, bs[i].raftAddr))
+	}
+	for i, b := range bs {
+		b.extra = []string{"--node-id", fmt.Sprint(i + 1), "--controller-voters", strings.Join(voters, ","), "--replication-factor", "1"}
+		t.Cleanup(func() {
+			b.stop()
+			if t.Failed() {
+				t.Logf("broker %d log:\n%s", i+1, readTail(b.logPath))
+			}
+		})
+		b.launch()
+	}
+	for _, b := range bs {
+		b.waitReady()
+	}
+	return bs
+}
+
+// TestTxnCluster: on three brokers, transactions span partitions led by different brokers, so the
+// coordinator reaches some of them with WriteTxnMarkers; committed ones are visible whole to
+// read_committed consumers and aborted ones not at all.
+func TestTxnCluster(t *testing.T) {
+	bs := startTxnCluster(t, 3)
+	const topic, parts = "txcluster", 6
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	seeds := kgo.SeedBrokers(bs[0].addr, bs[1].addr, bs[2].addr)
+	adm := kadm.NewClient(bs[0].client(seeds))
+	if resp, err := adm.CreateTopic(ctx, parts, 1, nil, topic); err != nil || resp.Err != nil {
+		t.Fatalf("create topic: %v %v", err, resp.Err)
+	}
+	leaders := map[int32]bool{}
+	for {
+		td, err := adm.ListTopics(ctx, topic)
+		if err == nil && td[topic].Err == nil {
+			ok := true
+			for _, p := range td[topic].Partitions {
+				ok = ok && p.Leader >= 0
+				leaders[p.Leader] = true
+			}
+			if ok && len(td[topic].Partitions) == parts {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("partitions without leaders")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(leaders) < 2 {
+		t.Skipf("all partitions led by one broker (%v): no remote markers to test", leaders)
+	}
+	tx := bs[1].client(seeds, kgo.TransactionalID("cluster"), kgo.DefaultProduceTopic(topic))
+	for round := range 3 {
+		runTxn(ctx, t, tx, true, txnRecords(topic, fmt.Sprintf("c%d", round), 30)...)
+		runTxn(ctx, t, tx, false, txnRecords(topic, fmt.Sprintf("a%d", round), 30)...)
+	}
+	plain := bs[2].client(seeds, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for p := range int32(parts) {
+		if err := plain.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: []byte(sentinel)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := countPrefixes(values(consumeToSentinels(t, bs[0], topic, parts, "", seeds, kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
+	if want := map[string]int{"c0": 30, "c1": 30, "c2": 30}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("read_committed saw %v, want %v", got, want)
+	}
+	all := countPrefixes(values(consumeToSentinels(t, bs[0], topic, parts, "", seeds, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))))
+	if all["a0"] != 30 || all["c0"] != 30 {
+		t.Fatalf("read_uncommitted saw %v", all)
 	}
 }
