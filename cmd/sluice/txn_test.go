@@ -623,3 +623,102 @@ func TestTxnCluster(t *testing.T) {
 		t.Fatalf("read_uncommitted saw %v", all)
 	}
 }
+
+// TestTxnRawAPIs drives the coordinator with raw requests: the batched AddPartitionsToTxn v4 form
+// (add, then VerifyOnly), ListTransactions with filters, EndTxn, DescribeTransactions.
+func TestTxnRawAPIs(t *testing.T) {
+	b := startBroker(t)
+	const topic = "txraw"
+	b.createTopic(topic, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := b.client()
+	br := cl.Broker(1)
+	init := kmsg.NewPtrInitProducerIDRequest()
+	init.TransactionalID = kmsg.StringPtr("raw")
+	init.TransactionTimeoutMillis = 60000
+	ir, err := init.RequestWith(ctx, br)
+	if err != nil || ir.ErrorCode != 0 {
+		t.Fatalf("InitProducerId: %v %+v", err, ir)
+	}
+	addReq := func(verify bool, partitions ...int32) *kmsg.AddPartitionsToTxnRequest {
+		r := kmsg.NewPtrAddPartitionsToTxnRequest()
+		r.Version = 4
+		tx := kmsg.NewAddPartitionsToTxnRequestTransaction()
+		tx.TransactionalID, tx.ProducerID, tx.ProducerEpoch, tx.VerifyOnly = "raw", ir.ProducerID, ir.ProducerEpoch, verify
+		tt := kmsg.NewAddPartitionsToTxnRequestTransactionTopic()
+		tt.Topic, tt.Partitions = topic, partitions
+		tx.Topics = append(tx.Topics, tt)
+		r.Transactions = append(r.Transactions, tx)
+		return r
+	}
+	code := func(r *kmsg.AddPartitionsToTxnResponse) int16 {
+		if len(r.Transactions) != 1 || len(r.Transactions[0].Topics) != 1 {
+			t.Fatalf("response shape: %+v", r)
+		}
+		return r.Transactions[0].Topics[0].Partitions[0].ErrorCode
+	}
+	send := func(r *kmsg.AddPartitionsToTxnRequest) *kmsg.AddPartitionsToTxnResponse {
+		resp, err := r.RequestWith(ctx, br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Version != 4 {
+			t.Fatalf("AddPartitionsToTxn answered at v%d, want v4", resp.Version)
+		}
+		return resp
+	}
+	if c := code(send(addReq(true, 0))); c != kerr.InvalidTxnState.Code {
+		t.Fatalf("verify before adding: code %d, want INVALID_TXN_STATE", c)
+	}
+	if c := code(send(addReq(false, 0))); c != 0 {
+		t.Fatalf("add: code %d", c)
+	}
+	if c := code(send(addReq(true, 0))); c != 0 {
+		t.Fatalf("verify after adding: code %d", c)
+	}
+	if c := code(send(addReq(true, 1))); c != kerr.InvalidTxnState.Code {
+		t.Fatalf("verify of a partition not added: code %d", c)
+	}
+
+	list := func(states ...string) []string {
+		r := kmsg.NewPtrListTransactionsRequest()
+		r.StateFilters = states
+		resp, err := r.RequestWith(ctx, br)
+		if err != nil || resp.ErrorCode != 0 {
+			t.Fatalf("ListTransactions: %v %+v", err, resp)
+		}
+		var ids []string
+		for _, s := range resp.TransactionStates {
+			ids = append(ids, s.TransactionalID+":"+s.TransactionState)
+		}
+		return ids
+	}
+	if got := list("Ongoing"); fmt.Sprint(got) != "[raw:Ongoing]" {
+		t.Fatalf("ListTransactions Ongoing: %v", got)
+	}
+	if got := list("CompleteCommit"); len(got) != 0 {
+		t.Fatalf("ListTransactions CompleteCommit: %v", got)
+	}
+
+	end := kmsg.NewPtrEndTxnRequest()
+	end.TransactionalID, end.ProducerID, end.ProducerEpoch, end.Commit = "raw", ir.ProducerID, ir.ProducerEpoch, false
+	if er, err := end.RequestWith(ctx, br); err != nil || er.ErrorCode != 0 {
+		t.Fatalf("EndTxn: %v %+v", err, er)
+	}
+	if got := list(); fmt.Sprint(got) != "[raw:CompleteAbort]" {
+		t.Fatalf("ListTransactions: %v", got)
+	}
+	dr := kmsg.NewPtrDescribeTransactionsRequest()
+	dr.TransactionalIDs = []string{"raw", "unknown"}
+	resp, err := dr.RequestWith(ctx, br)
+	if err != nil || len(resp.TransactionStates) != 2 {
+		t.Fatalf("DescribeTransactions: %v %+v", err, resp)
+	}
+	if s := resp.TransactionStates[0]; s.ErrorCode != 0 || s.State != "CompleteAbort" || s.ProducerID != ir.ProducerID {
+		t.Fatalf("describe raw: %+v", s)
+	}
+	if s := resp.TransactionStates[1]; s.ErrorCode != kerr.TransactionalIDNotFound.Code {
+		t.Fatalf("describe unknown: %+v", s)
+	}
+}
