@@ -22,6 +22,8 @@ type TxnStore interface {
 	AppendTxn(ctx context.Context, group string, pid int64, epoch int16, recs []Record) error
 }
 
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 type topicPartition struct {
 	topic     string
 	partition int32
@@ -34,7 +36,7 @@ func EncodeTxnBatch(recs []Record, now time.Time, pid int64, epoch int16) []byte
 	binary.BigEndian.PutUint16(b[21:], 0x10)
 	binary.BigEndian.PutUint64(b[43:], uint64(pid))
 	binary.BigEndian.PutUint16(b[51:], uint16(epoch))
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
 	return b
 }
 

@@ -554,6 +554,8 @@ func ControlBatch(pid int64, epoch int16, coordinatorEpoch int32, commit bool, t
 	binary.BigEndian.PutUint32(b[57:], 1)
 	b = append(b, byte(len(rec)<<1))
 	b = append(b, rec...)
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
 	return b
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
