@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -543,85 +542,104 @@ func TestTxnWriteTxnMarkers(t *testing.T) {
 	}
 }
 
-// startTxnCluster runs n brokers forming one cluster (node ids 1..n, all controller voters).
-func startTxnCluster(t *testing.T, n int) []*testBroker {
+// findTxnCoordinator asks the cluster which broker coordinates a transactional id.
+func findTxnCoordinator(t *testing.T, c *testCluster, txnID string) int32 {
 	t.Helper()
-	bs := make([]*testBroker, n)
-	var voters []string
-	for i := range bs {
-		bs[i] = &testBroker{t: t, dataDir: filepath.Join(t.TempDir(), "data"), addr: freePort(t), raftAddr: freePort(t),
-			logPath: filepath.Join(t.TempDir(), "broker.log")}
-		voters = append(voters, fmt.Sprintf("%d@%s", i+1, bs[i].raftAddr))
-	}
-	for i, b := range bs {
-		b.extra = []string{"--node-id", fmt.Sprint(i + 1), "--controller-voters", strings.Join(voters, ","), "--replication-factor", "1"}
-		t.Cleanup(func() {
-			b.stop()
-			if t.Failed() {
-				t.Logf("broker %d log:\n%s", i+1, readTail(b.logPath))
-			}
-		})
-		b.launch()
-	}
-	for _, b := range bs {
-		b.waitReady()
-	}
-	return bs
+	var id int32
+	c.waitFor(30*time.Second, "a transaction coordinator", func() error {
+		req := kmsg.NewPtrFindCoordinatorRequest()
+		req.CoordinatorType, req.CoordinatorKeys = 1, []string{txnID}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := req.RequestWith(ctx, c.client())
+		if err != nil {
+			return err
+		}
+		if len(resp.Coordinators) != 1 {
+			return fmt.Errorf("%d coordinators", len(resp.Coordinators))
+		}
+		if err := kerr.ErrorForCode(resp.Coordinators[0].ErrorCode); err != nil {
+			return err
+		}
+		id = resp.Coordinators[0].NodeID
+		return nil
+	})
+	return id
 }
 
-// TestTxnCluster: on three brokers, transactions span partitions led by different brokers, so the
-// coordinator reaches some of them with WriteTxnMarkers; committed ones are visible whole to
-// read_committed consumers and aborted ones not at all.
+// TestTxnCluster, on three brokers: transactions span partitions led by different brokers, so the
+// coordinator reaches some through WriteTxnMarkers; committed ones are visible whole to
+// read_committed consumers, aborted ones not at all. Then the coordinator of an open transaction is
+// killed: the new leader of its __transaction_state partition rebuilds the state and aborts the
+// transaction on its timeout, and the id keeps working there.
 func TestTxnCluster(t *testing.T) {
-	bs := startTxnCluster(t, 3)
-	const topic, parts = "txcluster", 6
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	c := startCluster(t, 3)
+	const topic, parts = "txcluster", 3
+	c.createTopic(topic, parts, 3, nil)
+	c.waitBalanced(topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	seeds := kgo.SeedBrokers(bs[0].addr, bs[1].addr, bs[2].addr)
-	adm := kadm.NewClient(bs[0].client(seeds))
-	if resp, err := adm.CreateTopic(ctx, parts, 1, nil, topic); err != nil || resp.Err != nil {
-		t.Fatalf("create topic: %v %v", err, resp.Err)
-	}
 	leaders := map[int32]bool{}
-	for {
-		td, err := adm.ListTopics(ctx, topic)
-		if err == nil && td[topic].Err == nil {
-			ok := true
-			for _, p := range td[topic].Partitions {
-				ok = ok && p.Leader >= 0
-				leaders[p.Leader] = true
-			}
-			if ok && len(td[topic].Partitions) == parts {
-				break
-			}
-		}
-		if ctx.Err() != nil {
-			t.Fatal("partitions without leaders")
-		}
-		time.Sleep(50 * time.Millisecond)
+	for p := range int32(parts) {
+		leaders[c.leaderOf(topic, p)] = true
 	}
 	if len(leaders) < 2 {
-		t.Skipf("all partitions led by one broker (%v): no remote markers to test", leaders)
+		t.Fatalf("balanced partitions led by %v: no remote markers to test", leaders)
 	}
-	tx := bs[1].client(seeds, kgo.TransactionalID("cluster"), kgo.DefaultProduceTopic(topic))
+	txOpts := []kgo.Opt{kgo.DefaultProduceTopic(topic), kgo.TransactionTimeout(3 * time.Second)}
+	tx := c.client(append(txOpts, kgo.TransactionalID("cluster"))...)
 	for round := range 3 {
 		runTxn(ctx, t, tx, true, txnRecords(topic, fmt.Sprintf("c%d", round), 30)...)
 		runTxn(ctx, t, tx, false, txnRecords(topic, fmt.Sprintf("a%d", round), 30)...)
 	}
-	plain := bs[2].client(seeds, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+
+	coordinator := findTxnCoordinator(t, c, "cluster-open")
+	open := c.client(append(txOpts, kgo.TransactionalID("cluster-open"))...)
+	if err := open.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := open.ProduceSync(ctx, txnRecords(topic, "open", 30)...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killing broker %d, the coordinator of the open transaction", coordinator)
+	c.node(coordinator).kill9()
+	c.waitFor(60*time.Second, "the transaction coordinator to move", func() error {
+		if moved := findTxnCoordinator(t, c, "cluster-open"); moved == coordinator {
+			return fmt.Errorf("still broker %d", moved)
+		}
+		return nil
+	})
+	// The same id, through its new coordinator: the open transaction is over (timed out or fenced).
+	again := c.client(append(txOpts, kgo.TransactionalID("cluster-open"))...)
+	runTxn(ctx, t, again, true, txnRecords(topic, "after", 30)...)
+
+	var live *testBroker
+	for i, b := range c.brokers {
+		if int32(i+1) != coordinator {
+			live = b
+		}
+	}
+	seeds := []kgo.Opt{}
+	for i, b := range c.brokers {
+		if int32(i+1) != coordinator {
+			seeds = append(seeds, kgo.SeedBrokers(b.addr))
+		}
+	}
+	plain := c.client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for p := range int32(parts) {
 		if err := plain.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: []byte(sentinel)}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := countPrefixes(values(consumeToSentinels(t, bs[0], topic, parts, "", seeds, kgo.FetchIsolationLevel(kgo.ReadCommitted()))))
-	if want := map[string]int{"c0": 30, "c1": 30, "c2": 30}; fmt.Sprint(got) != fmt.Sprint(want) {
+	got := countPrefixes(values(consumeToSentinels(t, live, topic, parts, "", append(seeds, kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)))
+	if want := map[string]int{"after": 30, "c0": 30, "c1": 30, "c2": 30}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("read_committed saw %v, want %v", got, want)
 	}
-	all := countPrefixes(values(consumeToSentinels(t, bs[0], topic, parts, "", seeds, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))))
-	if all["a0"] != 30 || all["c0"] != 30 {
+	all := countPrefixes(values(consumeToSentinels(t, live, topic, parts, "", append(seeds, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))...)))
+	if all["a0"] != 30 || all["open"] != 30 {
 		t.Fatalf("read_uncommitted saw %v", all)
 	}
+	c.node(coordinator).start()
 }
 
 // TestTxnRawAPIs drives the coordinator with raw requests: the batched AddPartitionsToTxn v4 form
