@@ -740,3 +740,114 @@ func TestTxnRawAPIs(t *testing.T) {
 		t.Fatalf("describe unknown: %+v", s)
 	}
 }
+
+// TestTxnOffsetCommitRaw: offsets committed in a transaction (AddOffsetsToTxn, TxnOffsetCommit) stay
+// pending: a RequireStable OffsetFetch answers UNSTABLE_OFFSET_COMMIT, also after a broker restart
+// (pending offsets are rebuilt from __consumer_offsets), until the commit marker makes them the
+// group's offsets; an aborted transaction's offsets never count.
+func TestTxnOffsetCommitRaw(t *testing.T) {
+	b := startBroker(t)
+	const topic, groupID = "txoffsets", "txgroup"
+	b.createTopic(topic, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var cl *kgo.Client
+	connect := func() {
+		cl = b.client()
+	}
+	connect()
+	init := kmsg.NewPtrInitProducerIDRequest()
+	init.TransactionalID = kmsg.StringPtr("offsets")
+	init.TransactionTimeoutMillis = 60000
+	ir, err := init.RequestWith(ctx, cl)
+	if err != nil || ir.ErrorCode != 0 {
+		t.Fatalf("InitProducerId: %v %+v", err, ir)
+	}
+	inTxn := func(offset int64) {
+		t.Helper()
+		ao := kmsg.NewPtrAddOffsetsToTxnRequest()
+		ao.TransactionalID, ao.ProducerID, ao.ProducerEpoch, ao.Group = "offsets", ir.ProducerID, ir.ProducerEpoch, groupID
+		if r, err := ao.RequestWith(ctx, cl); err != nil || r.ErrorCode != 0 {
+			t.Fatalf("AddOffsetsToTxn: %v %+v", err, r)
+		}
+		tc := txnCommitRequest(groupID, topic, ir.ProducerID, ir.ProducerEpoch, offset)
+		r, err := tc.RequestWith(ctx, cl)
+		if err != nil || r.Topics[0].Partitions[0].ErrorCode != 0 {
+			t.Fatalf("TxnOffsetCommit: %v %+v", err, r)
+		}
+	}
+	fetch := func() (int64, int16) {
+		t.Helper()
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.RequireStable = true
+		rg := kmsg.NewOffsetFetchRequestGroup()
+		rg.Group = groupID
+		rt := kmsg.NewOffsetFetchRequestGroupTopic()
+		rt.Topic, rt.Partitions = topic, []int32{0}
+		rg.Topics = append(rg.Topics, rt)
+		req.Groups = append(req.Groups, rg)
+		// Sharded by kgo: the error code is kept per partition, not turned into a request error.
+		shards := cl.RequestSharded(ctx, req)
+		for _, s := range shards {
+			if s.Err != nil {
+				t.Fatalf("OffsetFetch: %v", s.Err)
+			}
+			resp := s.Resp.(*kmsg.OffsetFetchResponse)
+			for _, g := range resp.Groups {
+				for _, tp := range g.Topics {
+					for _, p := range tp.Partitions {
+						return p.Offset, p.ErrorCode
+					}
+				}
+			}
+		}
+		t.Fatal("OffsetFetch: no partition in the answer")
+		return 0, 0
+	}
+	end := func(commit bool) {
+		t.Helper()
+		er := kmsg.NewPtrEndTxnRequest()
+		er.TransactionalID, er.ProducerID, er.ProducerEpoch, er.Commit = "offsets", ir.ProducerID, ir.ProducerEpoch, commit
+		if r, err := er.RequestWith(ctx, cl); err != nil || r.ErrorCode != 0 {
+			t.Fatalf("EndTxn: %v %+v", err, r)
+		}
+	}
+
+	inTxn(7)
+	if _, code := fetch(); code != kerr.UnstableOffsetCommit.Code {
+		t.Fatalf("pending offset: code %d, want UNSTABLE_OFFSET_COMMIT", code)
+	}
+	b.stop()
+	b.start()
+	connect()
+	if _, code := fetch(); code != kerr.UnstableOffsetCommit.Code {
+		t.Fatalf("pending offset after a restart: code %d, want UNSTABLE_OFFSET_COMMIT", code)
+	}
+	end(true)
+	if off, code := fetch(); off != 7 || code != 0 {
+		t.Fatalf("after commit: offset %d code %d, want 7", off, code)
+	}
+	inTxn(9)
+	end(false)
+	if off, code := fetch(); off != 7 || code != 0 {
+		t.Fatalf("after an aborted transaction: offset %d code %d, want 7", off, code)
+	}
+	// KIP-447: a member of a generation the group never had is refused.
+	tc := txnCommitRequest(groupID, topic, ir.ProducerID, ir.ProducerEpoch, 11)
+	tc.MemberID, tc.Generation = "stranger", 5
+	if r, err := tc.RequestWith(ctx, cl); err != nil || r.Topics[0].Partitions[0].ErrorCode == 0 {
+		t.Fatalf("TxnOffsetCommit from an unknown member: %v %+v", err, r)
+	}
+}
+
+func txnCommitRequest(groupID, topic string, pid int64, epoch int16, offset int64) *kmsg.TxnOffsetCommitRequest {
+	tc := kmsg.NewPtrTxnOffsetCommitRequest()
+	tc.TransactionalID, tc.Group, tc.ProducerID, tc.ProducerEpoch, tc.Generation = "offsets", groupID, pid, epoch, -1
+	tt := kmsg.NewTxnOffsetCommitRequestTopic()
+	tt.Topic = topic
+	tp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	tp.Partition, tp.Offset = 0, offset
+	tt.Partitions = append(tt.Partitions, tp)
+	tc.Topics = append(tc.Topics, tt)
+	return tc
+}
