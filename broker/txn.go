@@ -47,9 +47,7 @@ type Marker struct {
 
 // SetMarkerSender sets the remote path of transaction markers.
 func (b *Broker) SetMarkerSender(s MarkerSender) {
-	b.txns.mu.Lock()
-	b.txns.sender = s
-	b.txns.mu.Unlock()
+	b.txns.sender.Store(&s)
 }
 
 // txnState is the broker's side of the transaction coordinator.
@@ -59,7 +57,7 @@ type txnState struct {
 	ready  atomic.Pointer[txn.Coordinator] // coord once created, for the produce path (no once, no lock)
 	mu     sync.Mutex                      // serialises loads
 	loaded map[int32]int32
-	sender MarkerSender
+	sender atomic.Pointer[MarkerSender] // not under mu: loads hold mu for a whole replay
 }
 
 func (b *Broker) txnCoordinator() *txn.Coordinator {
@@ -155,11 +153,9 @@ func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, e
 	}
 	wg.Wait()
 	if len(remote) > 0 {
-		b.txns.mu.Lock()
-		sender := b.txns.sender
-		b.txns.mu.Unlock()
-		if sender == nil {
-			sender = &KafkaMarkerSender{Leader: b.leaderAddr}
+		var sender MarkerSender = &KafkaMarkerSender{Leader: b.leaderAddr}
+		if s := b.txns.sender.Load(); s != nil {
+			sender = *s
 		}
 		errs = append(errs, sender.SendMarkers(ctx, mk, remote))
 	}
