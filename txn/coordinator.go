@@ -55,6 +55,9 @@ type Config struct {
 	// Tick is how often timed-out transactions are aborted and unfinished ends retried (Kafka's
 	// transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s; 500 ms here).
 	Tick time.Duration
+	// IDExpiration is transactional.id.expiration.ms (7 days): an id with no transaction open and
+	// no request for this long is forgotten (a tombstone in __transaction_state).
+	IDExpiration time.Duration
 	// AllocateID hands out a new producer id.
 	AllocateID func(ctx context.Context) (int64, error)
 	// Logf, if set, reports background failures.
@@ -103,6 +106,9 @@ func New(cfg Config, store Store, markers Markers) *Coordinator {
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = 500 * time.Millisecond
+	}
+	if cfg.IDExpiration <= 0 {
+		cfg.IDExpiration = 7 * 24 * time.Hour
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
@@ -426,6 +432,8 @@ func (c *Coordinator) timers() {
 				due = append(due, id)
 			case t.state == Ongoing && now.Sub(t.start) > time.Duration(t.timeoutMs)*time.Millisecond:
 				due = append(due, id)
+			case t.state != Ongoing && t.pid >= 0 && now.Sub(t.lastUpdate) > c.cfg.IDExpiration:
+				due = append(due, id)
 			}
 		}
 		c.mu.Unlock()
@@ -457,6 +465,20 @@ func (c *Coordinator) expire(id string) {
 		}
 	case PrepareCommit, PrepareAbort:
 		err = c.complete(ctx, t)
+	case Empty, CompleteCommit, CompleteAbort:
+		if time.Since(t.lastUpdate) <= c.cfg.IDExpiration {
+			c.release(id, nil)
+			return
+		}
+		if err := c.store.Append(ctx, id, []Record{{Key: encodeRecord(t).Key}}); err != nil {
+			c.release(id, nil)
+			c.cfg.Logf("expiring transactional id %q: %v", id, err)
+			return
+		}
+		c.mu.Lock()
+		delete(c.txns, id)
+		c.mu.Unlock()
+		return
 	default:
 		c.release(id, nil)
 		return

@@ -225,3 +225,42 @@ func TestRecordFormatRoundTrip(t *testing.T) {
 		t.Fatal(p)
 	}
 }
+
+func TestIdleIDExpires(t *testing.T) {
+	store, mk := &memStore{}, &fakeMarkers{}
+	var next int64
+	c := New(Config{Tick: 10 * time.Millisecond, IDExpiration: 50 * time.Millisecond,
+		AllocateID: func(context.Context) (int64, error) { next++; return next, nil }}, store, mk)
+	defer c.Close()
+	pid, epoch, _ := c.InitProducerID(ctx, "idle", 60000, -1, -1)
+	if code := c.AddPartitions(ctx, "idle", pid, epoch, []TopicPartition{{"t", 0}}); code != 0 {
+		t.Fatal(code)
+	}
+	// An open transaction never expires; it times out (60 s here) first.
+	time.Sleep(100 * time.Millisecond)
+	if _, ok := c.Describe("idle"); !ok {
+		t.Fatal("an id with an open transaction expired")
+	}
+	c.EndTxn(ctx, "idle", pid, epoch, false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := c.Describe("idle"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("idle id never expired")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The tombstone is in the log: a replay forgets the id too.
+	c2 := New(Config{AllocateID: c.cfg.AllocateID}, store, mk)
+	defer c2.Close()
+	store.mu.Lock()
+	for _, r := range store.recs {
+		c2.Replay(r)
+	}
+	store.mu.Unlock()
+	if _, ok := c2.Describe("idle"); ok {
+		t.Fatal("replay brought the expired id back")
+	}
+}
