@@ -645,7 +645,7 @@ func (b *Broker) handleDescribeProducers(req *kmsg.DescribeProducersRequest) kms
 				for _, pi := range part.Producers() {
 					ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
 					ap.ProducerID, ap.ProducerEpoch, ap.LastSequence, ap.LastTimestamp = pi.ProducerID, int32(pi.Epoch), pi.LastSequence, pi.LastTimestamp
-					ap.CoordinatorEpoch, ap.CurrentTxnStartOffset = -1, pi.TxnFirst
+					ap.CoordinatorEpoch, ap.CurrentTxnStartOffset = pi.CoordEpoch, pi.TxnFirst
 					rp.ActiveProducers = append(rp.ActiveProducers, ap)
 				}
 			}

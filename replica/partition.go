@@ -559,3 +559,14 @@ func ControlBatch(pid int64, epoch int16, coordinatorEpoch int32, commit bool, t
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// coordinatorEpoch reads the coordinator epoch from a marker built by
+// ControlBatch (its layout is fixed: the value's last four bytes); -1 for any
+// other batch.
+func coordinatorEpoch(batch []byte, h segment.Header) int32 {
+	const at = segment.HeaderSize + 1 + 11 // record length byte, then attributes .. value version
+	if !h.IsControl() || len(batch) < at+4 {
+		return -1
+	}
+	return int32(binary.BigEndian.Uint32(batch[at:]))
+}

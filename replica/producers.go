@@ -40,6 +40,7 @@ type producerEntry struct {
 	lastTimestamp int64 // append time (ms) of the last batch, for expiry
 	txnOpen       bool  // a transaction of this producer has data here and no marker yet
 	txnFirst      int64 // first offset of the open transaction
+	coordEpoch    int32 // coordinator epoch of the last marker (-1: none), fencing deposed coordinators
 	batches       [producerHistory]batchMeta
 }
 
@@ -135,11 +136,7 @@ func (s *producerState) check(pid int64, epoch int16, firstSeq, lastSeq int32) (
 
 // record notes an appended batch; check must have accepted it.
 func (s *producerState) record(pid int64, epoch int16, b batchMeta, appendTime int64) {
-	e := s.m[pid]
-	if e == nil {
-		e = &producerEntry{}
-		s.m[pid] = e
-	}
+	e := s.entry(pid, epoch)
 	if e.n == 0 || epoch != e.epoch {
 		e.epoch, e.n, e.head = epoch, 0, 0
 	}
@@ -151,17 +148,24 @@ func (s *producerState) record(pid int64, epoch int16, b batchMeta, appendTime i
 func (s *producerState) entry(pid int64, epoch int16) *producerEntry {
 	e := s.m[pid]
 	if e == nil {
-		e = &producerEntry{epoch: epoch}
+		e = &producerEntry{epoch: epoch, coordEpoch: -1}
 		s.m[pid] = e
 	}
 	return e
 }
 
 // checkEpoch rejects a write of an older epoch than the producer's (batches of
-// the coordinator that carry no sequence, and markers).
-func (s *producerState) checkEpoch(pid int64, epoch int16) error {
-	if e := s.m[pid]; e != nil && epoch < e.epoch {
+// the coordinator that carry no sequence, and markers), and a marker from a
+// coordinator older than the last one that wrote for the producer
+// (coordinatorEpoch -1: not a marker).
+func (s *producerState) checkEpoch(pid int64, epoch int16, coordinatorEpoch int32) error {
+	e := s.m[pid]
+	switch {
+	case e == nil:
+	case epoch < e.epoch:
 		return kerr.InvalidProducerEpoch
+	case coordinatorEpoch >= 0 && coordinatorEpoch < e.coordEpoch:
+		return kerr.TransactionCoordinatorFenced
 	}
 	return nil
 }
@@ -180,11 +184,12 @@ func (s *producerState) addTxnData(pid int64, epoch int16, base, appendTime int6
 // endTxn applies a marker written at offset: the producer's epoch moves up to
 // the marker's (fencing older instances), and an abort of an open transaction
 // enters the aborted index. lso is the last stable offset before the marker.
-func (s *producerState) endTxn(pid int64, epoch int16, offset int64, commit bool, lso, appendTime int64) {
+func (s *producerState) endTxn(pid int64, epoch int16, coordinatorEpoch int32, offset int64, commit bool, lso, appendTime int64) {
 	e := s.entry(pid, epoch)
 	if epoch > e.epoch {
 		e.epoch, e.n, e.head = epoch, 0, 0
 	}
+	e.coordEpoch = max(e.coordEpoch, coordinatorEpoch)
 	e.lastTimestamp = appendTime
 	if !e.txnOpen {
 		return
@@ -247,6 +252,7 @@ type ProducerInfo struct {
 	LastSequence  int32
 	LastTimestamp int64
 	TxnFirst      int64 // -1 when no transaction is open
+	CoordEpoch    int32 // coordinator epoch of the last marker, -1 if none
 }
 
 func (s *producerState) describe() []ProducerInfo {
@@ -254,7 +260,7 @@ func (s *producerState) describe() []ProducerInfo {
 	defer s.mu.Unlock()
 	out := make([]ProducerInfo, 0, len(s.m))
 	for pid, e := range s.m {
-		pi := ProducerInfo{ProducerID: pid, Epoch: e.epoch, LastSequence: -1, LastTimestamp: e.lastTimestamp, TxnFirst: -1}
+		pi := ProducerInfo{ProducerID: pid, Epoch: e.epoch, LastSequence: -1, LastTimestamp: e.lastTimestamp, TxnFirst: -1, CoordEpoch: e.coordEpoch}
 		if e.n > 0 {
 			pi.LastSequence = e.last().lastSeq
 		}
@@ -297,6 +303,7 @@ func (s *producerState) encode(dst []byte) []byte {
 			txnFirst = e.txnFirst
 		}
 		dst = binary.AppendVarint(dst, txnFirst)
+		dst = binary.AppendVarint(dst, int64(e.coordEpoch))
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(s.aborted)))
 	for _, a := range s.aborted {
@@ -324,7 +331,7 @@ func decodeProducerState(b []byte) (*producerState, error) {
 	count := r.uvarint()
 	for i := uint64(0); i < count && r.err == nil; i++ {
 		pid := r.varint()
-		e := &producerEntry{epoch: int16(r.uint16()), lastTimestamp: r.varint()}
+		e := &producerEntry{epoch: int16(r.uint16()), lastTimestamp: r.varint(), coordEpoch: -1}
 		n := r.byte()
 		if n > producerHistory {
 			return nil, errBadProducerState
@@ -337,6 +344,7 @@ func decodeProducerState(b []byte) (*producerState, error) {
 				e.txnOpen, e.txnFirst = true, first
 				s.open[pid] = first
 			}
+			e.coordEpoch = int32(r.varint())
 		}
 		s.m[pid] = e
 	}

@@ -179,7 +179,7 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 			firstSeq, lastSeq = h.BaseSequence, lastSequence(h.BaseSequence, h.LastOffsetDelta)
 			base, dup, err = ps.check(h.ProducerID, h.ProducerEpoch, firstSeq, lastSeq)
 		} else {
-			err = ps.checkEpoch(h.ProducerID, h.ProducerEpoch)
+			err = ps.checkEpoch(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h))
 		}
 		ps.mu.Unlock()
 		if err != nil {
@@ -211,7 +211,7 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		ps.mu.Lock()
 		switch {
 		case h.IsControl():
-			ps.endTxn(h.ProducerID, h.ProducerEpoch, base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
+			ps.endTxn(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h), base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
 		case sequenced:
 			ps.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: firstSeq, lastSeq: lastSeq, baseOffset: base}, appendTime)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -116,6 +118,17 @@ func TestTransactionsLSOAndAbortedIndex(t *testing.T) {
 	}
 	// The new epoch starts at sequence 0.
 	produce(t, p, txnBatch(12, 1, 0, 1))
+	// A marker from a deposed coordinator (an older coordinator epoch) is refused and changes nothing.
+	if _, err := p.WriteMarker(ctx, 12, 1, 5, true); err != nil {
+		t.Fatalf("marker at coordinator epoch 5: %v", err)
+	}
+	if _, err := p.WriteMarker(ctx, 12, 1, 4, false); !errors.Is(err, kerr.TransactionCoordinatorFenced) {
+		t.Fatalf("marker of an older coordinator: %v, want TRANSACTION_COORDINATOR_FENCED", err)
+	}
+	if ps := p.Producers(); len(ps) != 3 || ps[2].ProducerID != 12 || ps[2].CoordEpoch != 5 || ps[2].TxnFirst != -1 {
+		t.Fatalf("producers: %+v", ps)
+	}
+	produce(t, p, txnBatch(12, 1, 1, 1))
 	if got := p.AbortedTxns(nil, 11, 100); len(got) != 1 || got[0].FirstOffset != 11 {
 		t.Fatalf("second abort: %v", got)
 	}
