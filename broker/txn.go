@@ -125,11 +125,21 @@ type txnMarkers struct{ b *Broker }
 func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, epoch int16, commit bool, parts []txn.TopicPartition) error {
 	b := m.b
 	mk := Marker{ProducerID: pid, ProducerEpoch: epoch, Commit: commit}
-	if t, ok := b.ctl.Metadata().Topics[txnTopic]; ok {
-		if part, ok := b.replicas.Partition(txnTopic, txn.PartitionFor(txnID, int32(len(t.Partitions)))); ok {
-			_, _, mk.CoordinatorEpoch = part.Leader()
-		}
+	// Only the leader of the id's partition writes markers, at its term: a deposed coordinator stops
+	// here, and one that slips through is refused by the partitions (an older coordinator epoch).
+	t, ok := b.ctl.Metadata().Topics[txnTopic]
+	if !ok {
+		return kerr.NotCoordinator
 	}
+	tpart, ok := b.replicas.Partition(txnTopic, txn.PartitionFor(txnID, int32(len(t.Partitions))))
+	if !ok {
+		return kerr.NotCoordinator
+	}
+	isLeader, _, term := tpart.Leader()
+	if !isLeader {
+		return kerr.NotCoordinator
+	}
+	mk.CoordinatorEpoch = term
 	var remote []txn.TopicPartition
 	var wg sync.WaitGroup
 	errs := make([]error, len(parts))
