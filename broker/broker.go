@@ -43,6 +43,8 @@ type Config struct {
 	OffsetsRetention time.Duration
 	// LeaderRebalanceInterval is how often leadership goes back to preferred replicas (0: 30 s).
 	LeaderRebalanceInterval time.Duration
+	// TransactionMaxTimeout is transaction.max.timeout.ms (0 = 15 minutes).
+	TransactionMaxTimeout time.Duration
 
 	Logger *slog.Logger
 }
@@ -60,6 +62,7 @@ type Broker struct {
 
 	pids   producerIDs
 	groups groupState    // the consumer-group coordinator (broker/group.go)
+	txns   txnState      // the transaction coordinator (broker/txn.go)
 	moves  reassignments // partition reassignments this node drives (broker/reassign.go)
 }
 
@@ -85,6 +88,10 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker 
 	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel}
 	b.pids.ctl = ctl
 	b.startCluster()
+	if ctl != nil && replicas != nil {
+		b.wg.Add(1)
+		go b.txnLoader()
+	}
 	return b
 }
 
@@ -240,6 +247,22 @@ func (b *Broker) serve(c *call) {
 		resp = b.handleDeleteGroups(req)
 	case *kmsg.OffsetDeleteRequest:
 		resp = b.handleOffsetDelete(req)
+	case *kmsg.AddPartitionsToTxnRequest:
+		resp = b.handleAddPartitionsToTxn(req)
+	case *kmsg.AddOffsetsToTxnRequest:
+		resp = b.handleAddOffsetsToTxn(req)
+	case *kmsg.EndTxnRequest:
+		resp = b.handleEndTxn(req)
+	case *kmsg.WriteTxnMarkersRequest:
+		resp = b.handleWriteTxnMarkers(req)
+	case *kmsg.TxnOffsetCommitRequest:
+		resp = b.handleTxnOffsetCommit(req)
+	case *kmsg.DescribeProducersRequest:
+		resp = b.handleDescribeProducers(req)
+	case *kmsg.DescribeTransactionsRequest:
+		resp = b.handleDescribeTransactions(req)
+	case *kmsg.ListTransactionsRequest:
+		resp = b.handleListTransactions(req)
 	default:
 		c.nr.CloseConn(fmt.Sprintf("no handler for API key %d", c.hdr.key))
 		return

@@ -27,7 +27,8 @@ type fetchPartition struct {
 
 	errCode                int16
 	highWatermark, lso, ls int64
-	data                   *segment.ReadResult // nil when there is nothing to send
+	data                   *segment.ReadResult  // nil when there is nothing to send
+	aborted                []replica.AbortedTxn // read_committed: aborted transactions in the data
 }
 
 type fetchTopic struct {
@@ -66,8 +67,9 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 	}
 	deadline := time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
 	var timer *time.Timer
+	committed := req.Version >= 4 && req.IsolationLevel == readCommitted
 	for {
-		total, failed := b.readFetch(topics, maxBytes)
+		total, failed := b.readFetch(topics, maxBytes, committed)
 		if failed || total >= int64(req.MinBytes) && (total > 0 || req.MinBytes <= 0) || !time.Now().Before(deadline) {
 			b.respondFetch(c, req, topics)
 			return
@@ -77,7 +79,7 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 			timer = time.NewTimer(time.Until(deadline))
 			defer timer.Stop()
 		}
-		if !b.waitForData(topics, timer.C) {
+		if !b.waitForData(topics, timer.C, committed) {
 			b.respondFetch(c, req, topics)
 			return
 		}
@@ -86,7 +88,9 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 
 // readFetch fills each partition's data, within maxBytes for the whole response; the first batch found is
 // always sent whole even when larger (KIP-74), so a consumer never gets stuck behind a big batch.
-func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, failed bool) {
+// read_committed fetches stop at the last stable offset and carry the aborted transactions that may
+// have data in what they return.
+func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64, committed bool) (total int64, failed bool) {
 	for i := range topics {
 		for j := range topics[i].parts {
 			fp := &topics[i].parts[j]
@@ -94,7 +98,7 @@ func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, fa
 				failed = true
 				continue
 			}
-			fp.errCode = 0
+			fp.errCode, fp.aborted = 0, fp.aborted[:0]
 			fp.highWatermark = fp.part.HighWatermark()
 			fp.lso = fp.part.LastStableOffset()
 			fp.ls = fp.part.LogStartOffset()
@@ -118,11 +122,21 @@ func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, fa
 				continue
 			}
 			remaining := maxBytes - total
-			if fp.offset == fp.highWatermark || remaining <= 0 || fp.maxBytes <= 0 && total > 0 {
+			end := fp.highWatermark
+			if committed {
+				end = fp.lso
+			}
+			if fp.offset >= end || remaining <= 0 || fp.maxBytes <= 0 && total > 0 {
 				continue
 			}
 			limit := min(int64(max(fp.maxBytes, 1)), remaining)
-			rr, err := fp.part.Read(fp.offset, int(limit))
+			var rr *segment.ReadResult
+			var err error
+			if committed {
+				rr, err = fp.part.ReadCommitted(fp.offset, int(limit))
+			} else {
+				rr, err = fp.part.Read(fp.offset, int(limit))
+			}
 			if err != nil {
 				fp.errCode = errorCode(err)
 				failed = true
@@ -134,6 +148,9 @@ func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64) (total int64, fa
 			}
 			fp.data = rr
 			total += rr.Size
+			if committed {
+				fp.aborted = fp.part.AbortedTxns(fp.aborted[:0], fp.offset, end)
+			}
 		}
 	}
 	return total, failed
@@ -171,7 +188,7 @@ func releaseFetch(topics []fetchTopic) {
 
 // waitForData parks until any fetched partition gets data past its fetch offset, the deadline passes
 // (false) or the broker closes (false).
-func (b *Broker) waitForData(topics []fetchTopic, deadline <-chan time.Time) bool {
+func (b *Broker) waitForData(topics []fetchTopic, deadline <-chan time.Time, committed bool) bool {
 	cases := []reflect.SelectCase{
 		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(deadline)},
 		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(b.ctx.Done())},
@@ -184,6 +201,9 @@ func (b *Broker) waitForData(topics []fetchTopic, deadline <-chan time.Time) boo
 				continue
 			}
 			ch := fp.part.Wait(fp.offset)
+			if committed {
+				ch = fp.part.WaitStable(fp.offset)
+			}
 			single = ch
 			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
 		}
@@ -253,10 +273,20 @@ func encodeFetchResponse(buf []byte, correlationID int32, v int16, topics []fetc
 			if v >= 5 {
 				buf = kbin.AppendInt64(buf, fp.ls)
 			}
-			// Aborted transactions: null until transactions exist.
-			if flexible {
+			// Aborted transactions: null unless a read_committed fetch found some.
+			switch {
+			case len(fp.aborted) > 0:
+				buf = appendArrayLen(buf, len(fp.aborted), flexible)
+				for _, a := range fp.aborted {
+					buf = kbin.AppendInt64(buf, a.ProducerID)
+					buf = kbin.AppendInt64(buf, a.FirstOffset)
+					if flexible {
+						buf = append(buf, 0)
+					}
+				}
+			case flexible:
 				buf = kbin.AppendUvarint(buf, 0)
-			} else {
+			default:
 				buf = kbin.AppendInt32(buf, -1)
 			}
 			if v >= 11 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
 	"github.com/sluicebroker/sluice/netio"
+	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -59,7 +60,8 @@ func TestEncodeFetchResponse(t *testing.T) {
 		}
 		topics := []fetchTopic{
 			{name: "t1", parts: []fetchPartition{
-				{partition: 0, highWatermark: 10, lso: 10, ls: 0, data: rr},
+				{partition: 0, highWatermark: 10, lso: 8, ls: 0, data: rr,
+					aborted: []replica.AbortedTxn{{ProducerID: 5, FirstOffset: 2, LastOffset: 6}, {ProducerID: 9, FirstOffset: 3, LastOffset: 7}}},
 				{partition: 1, errCode: 3, highWatermark: -1, lso: -1, ls: -1},
 			}},
 			{name: "t2", parts: []fetchPartition{{partition: 4, highWatermark: 0, lso: 0, ls: 0}}},
@@ -85,8 +87,14 @@ func TestEncodeFetchResponse(t *testing.T) {
 			t.Fatalf("v%d: topics %+v", v, resp.Topics)
 		}
 		p0 := resp.Topics[0].Partitions[0]
-		if p0.HighWatermark != 10 || p0.LastStableOffset != 10 || p0.ErrorCode != 0 {
+		if p0.HighWatermark != 10 || p0.LastStableOffset != 8 || p0.ErrorCode != 0 {
 			t.Fatalf("v%d: partition 0 = %+v", v, p0)
+		}
+		if a := p0.AbortedTransactions; len(a) != 2 || a[0].ProducerID != 5 || a[0].FirstOffset != 2 || a[1].ProducerID != 9 || a[1].FirstOffset != 3 {
+			t.Fatalf("v%d: aborted transactions %+v", v, a)
+		}
+		if a := resp.Topics[1].Partitions[0].AbortedTransactions; a != nil {
+			t.Fatalf("v%d: aborted transactions of a partition without any: %+v, want null", v, a)
 		}
 		if v >= 5 && p0.LogStartOffset != 0 {
 			t.Fatalf("v%d: log start %d", v, p0.LogStartOffset)

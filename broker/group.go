@@ -204,6 +204,11 @@ const leaderWait = 5 * time.Second
 // replayOffsets writes an empty marker record through Raft, so that everything committed before it is
 // applied, then replays the partition from its start up to the marker.
 func (b *Broker) replayOffsets(ctx context.Context, c *group.Coordinator, part *replica.Partition) error {
+	n, p := int32(offsetsPartitions), part.Index()
+	if t, ok := b.ctl.Metadata().Topics[offsetsTopic]; ok {
+		n = int32(len(t.Partitions))
+	}
+	inPartition := func(g string) bool { return group.PartitionFor(g, n) == p }
 	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
 	defer cancel()
 	res, err := part.Produce(ctx, group.EncodeBatch([]group.Record{{}}, time.Now()))
@@ -221,7 +226,7 @@ func (b *Broker) replayOffsets(ctx context.Context, c *group.Coordinator, part *
 		if err != nil {
 			return err
 		}
-		next, err := group.DecodeBatches(buf, c.Replay)
+		next, err := c.ReplayBatches(buf, inPartition)
 		if err != nil {
 			return err
 		}
@@ -236,10 +241,13 @@ func (b *Broker) replayOffsets(ctx context.Context, c *group.Coordinator, part *
 func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	find := func(key string) (quorum.BrokerInfo, int16) {
-		if req.CoordinatorType != 0 {
-			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code // transactions: not yet
+		switch req.CoordinatorType {
+		case 0:
+			return b.coordinatorFor(b.ctx, key)
+		case 1:
+			return b.txnCoordinatorFor(b.ctx, key)
 		}
-		return b.coordinatorFor(b.ctx, key)
+		return quorum.BrokerInfo{}, kerr.InvalidRequest.Code
 	}
 	if req.Version < 4 {
 		bi, code := find(req.CoordinatorKey)
@@ -341,6 +349,14 @@ func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 			return resp
 		}
 		resp.Topics = b.coordinator().OffsetFetch(req.Group, req.Topics)
+		if req.RequireStable {
+			for i := range resp.Topics {
+				for j := range resp.Topics[i].Partitions {
+					rp := &resp.Topics[i].Partitions[j]
+					b.markUnstable(req.Group, resp.Topics[i].Topic, rp.Partition, &rp.ErrorCode)
+				}
+			}
+		}
 		return resp
 	}
 	for _, rg := range req.Groups {
@@ -366,6 +382,9 @@ func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 			for _, p := range t.Partitions {
 				gp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
 				gp.Partition, gp.Offset, gp.LeaderEpoch, gp.Metadata, gp.ErrorCode = p.Partition, p.Offset, p.LeaderEpoch, p.Metadata, p.ErrorCode
+				if req.RequireStable {
+					b.markUnstable(rg.Group, t.Topic, gp.Partition, &gp.ErrorCode)
+				}
 				gt.Partitions = append(gt.Partitions, gp)
 			}
 			g.Topics = append(g.Topics, gt)

@@ -73,11 +73,10 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 
 // Produce validation errors, with the Kafka code each maps to.
 var (
-	errNoRecords        = kerr.InvalidRecord
-	errMultipleBatches  = kerr.InvalidRecord
-	errControlBatch     = kerr.InvalidRecord
-	errNoSequence       = kerr.InvalidRecord
-	errTransactionalOff = kerr.TransactionalIDAuthorizationFailed
+	errNoRecords       = kerr.InvalidRecord
+	errMultipleBatches = kerr.InvalidRecord
+	errControlBatch    = kerr.InvalidRecord
+	errNoSequence      = kerr.InvalidRecord
 )
 
 // validateProduce finds the partition and checks one batch as Kafka does, without decoding records.
@@ -110,9 +109,12 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 		return nil, errControlBatch
 	case h.ProducerID >= 0 && h.BaseSequence < 0:
 		return nil, errNoSequence
-	case h.IsTransactional() || req.TransactionID != nil:
-		// Transactions come with the transaction coordinator; until then they are refused plainly.
-		return nil, errTransactionalOff
+	case h.IsTransactional() && h.ProducerID < 0:
+		return nil, errNoSequence
+	case h.IsTransactional():
+		if err := b.verifyTxnProduce(req.TransactionID, topic, partition, h.ProducerID, h.ProducerEpoch); err != nil {
+			return nil, err
+		}
 	}
 	if req.Acks == -1 && !b.enoughInSync(part) {
 		return nil, kerr.NotEnoughReplicas

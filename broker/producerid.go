@@ -38,13 +38,12 @@ func (p *producerIDs) allocate(ctx context.Context) (int64, error) {
 }
 
 // handleInitProducerID serves idempotent producers: every call gets a fresh producer id at epoch 0, as
-// Kafka does without a transactional id. Transactional ids come with the transaction coordinator.
+// Kafka does without a transactional id. Transactional ids go to the transaction coordinator.
 func (b *Broker) handleInitProducerID(req *kmsg.InitProducerIDRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
-	if req.TransactionalID != nil {
-		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
-		return resp
+	if req.TransactionalID != nil && *req.TransactionalID != "" {
+		return b.handleInitTransactional(req, resp)
 	}
 	ctx, cancel := b.requestContext(0)
 	defer cancel()

@@ -17,6 +17,10 @@ type apiRange struct {
 //   - Metadata ≤ 12: topic IDs are filled in; v13 only adds a top-level error code.
 //   - Group APIs from v0 (kafka-go sends v0); OffsetCommit/OffsetFetch ≤ 9 (v10 uses topic IDs);
 //     FindCoordinator ≤ 4 (v5/v6 are for transactions and share groups); ListGroups ≤ 4.
+//   - Transactions as before KIP-890 part 2 (no transaction.version feature is advertised):
+//     InitProducerId ≤ 4, AddPartitionsToTxn ≤ 4 (v4 is the batched broker form), EndTxn ≤ 4,
+//     TxnOffsetCommit ≤ 3 (v4+ belong to KIP-890), AddOffsetsToTxn ≤ 3, WriteTxnMarkers ≤ 1,
+//     ListTransactions ≤ 1 (v2 filters by transactional id pattern).
 var supportedAPIs = []apiRange{
 	{0, 3, 12}, // Produce
 	{1, 4, 12}, // Fetch
@@ -35,6 +39,11 @@ var supportedAPIs = []apiRange{
 	{19, 0, 7}, // CreateTopics
 	{20, 0, 6}, // DeleteTopics
 	{22, 0, 4}, // InitProducerId
+	{24, 0, 4}, // AddPartitionsToTxn
+	{25, 0, 3}, // AddOffsetsToTxn
+	{26, 0, 4}, // EndTxn
+	{27, 0, 1}, // WriteTxnMarkers
+	{28, 0, 3}, // TxnOffsetCommit
 	{32, 0, 4}, // DescribeConfigs
 	{33, 0, 2}, // AlterConfigs
 	{37, 0, 3}, // CreatePartitions
@@ -44,6 +53,9 @@ var supportedAPIs = []apiRange{
 	{46, 0, 0}, // ListPartitionReassignments
 	{47, 0, 0}, // OffsetDelete
 	{60, 0, 1}, // DescribeCluster
+	{61, 0, 0}, // DescribeProducers
+	{65, 0, 0}, // DescribeTransactions
+	{66, 0, 1}, // ListTransactions
 }
 
 // apiByKey indexes supportedAPIs by key for the request path.

@@ -106,6 +106,7 @@ type Coordinator struct {
 
 	mu     sync.Mutex
 	groups map[string]*group
+	txn    map[string]map[int64]map[topicPartition]Offset // group -> producer id -> pending transactional offsets
 
 	stop chan struct{}
 	done chan struct{}
@@ -1108,6 +1109,11 @@ func (c *Coordinator) Unload(drop func(group string) bool) {
 			}
 		}
 		delete(c.groups, id)
+	}
+	for id := range c.txn {
+		if drop(id) {
+			delete(c.txn, id)
+		}
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // Produce (kindProduce):
 //
 //	[0]     kind
-//	[1]     flags (flagLogAppendTime)
+//	[1]     flags (flagLogAppendTime, flagControl, flagCommit)
 //	[2:6]   partition leader epoch: the proposer's Raft term at proposal time
 //	[6:14]  append time, Unix ms, from the proposer's clock (Update may not read a clock)
 //	[14:]   the record batch v2, base offset still unset
@@ -21,6 +21,11 @@ const (
 	kindProduce byte = 1
 
 	flagLogAppendTime byte = 1 << 0
+	// flagControl marks a transaction marker built by this package (clients
+	// may not send control batches; the broker refuses them); flagCommit says
+	// which marker it is.
+	flagControl byte = 1 << 1
+	flagCommit  byte = 1 << 2
 
 	produceHeaderLen = 14
 )

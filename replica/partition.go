@@ -2,7 +2,9 @@ package replica
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,8 @@ type Partition struct {
 	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
 
 	hw       atomic.Int64 // next offset past applied data
+	lso      atomic.Int64 // last stable offset: hw, or the first offset of the oldest open transaction
+	txns     atomic.Pointer[producerState]
 	replayTo atomic.Int64 // log end before the last restart; below it, hw is still catching up
 
 	snapshotsInstalled atomic.Int64 // logs received from a leader's snapshot stream
@@ -84,11 +88,15 @@ func (p *Partition) createStateMachine(shardID, replicaID uint64) sm.IOnDiskStat
 
 // attach publishes an opened log to readers. The state machine closes the
 // returned channel once it has closed the log.
-func (p *Partition) attach(log *segment.Log) (closed chan struct{}) {
+func (p *Partition) attach(log *segment.Log, producers *producerState) (closed chan struct{}) {
 	closed = make(chan struct{})
 	p.mu.Lock()
 	p.smClosed = closed
 	p.mu.Unlock()
+	p.txns.Store(producers)
+	producers.mu.Lock()
+	p.lso.Store(producers.stableBefore(log.NextOffset()))
+	producers.mu.Unlock()
 	p.hw.Store(log.NextOffset())
 	p.log.Store(log)
 	return closed
@@ -148,11 +156,50 @@ func (p *Partition) Wait(offset int64) <-chan struct{} {
 	return p.waitCh
 }
 
+// WaitStable is Wait for read_committed readers: the channel closes once
+// LastStableOffset() > offset (or the log closes). An append that leaves the
+// last stable offset where it was closes it too; the caller checks again.
+func (p *Partition) WaitStable(offset int64) <-chan struct{} {
+	if p.lso.Load() > offset {
+		return closedChan
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.log.Load() == nil || p.lso.Load() > offset {
+		return closedChan
+	}
+	if p.waitCh == nil {
+		p.waitCh = make(chan struct{})
+	}
+	return p.waitCh
+}
+
 // HighWatermark is the offset after the last applied, hence committed, batch.
 func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
 
-// LastStableOffset equals the high watermark until transactions exist.
-func (p *Partition) LastStableOffset() int64 { return p.hw.Load() }
+// LastStableOffset is the offset below which every transaction has ended:
+// the first offset of the oldest open transaction, else the high watermark.
+// read_committed consumers read below it.
+func (p *Partition) LastStableOffset() int64 { return min(p.lso.Load(), p.hw.Load()) }
+
+// AbortedTxns appends to dst the aborted transactions with data in
+// [from, to), oldest marker first (the Fetch response's list).
+func (p *Partition) AbortedTxns(dst []AbortedTxn, from, to int64) []AbortedTxn {
+	ps := p.txns.Load()
+	if ps == nil {
+		return dst
+	}
+	return ps.abortedIn(dst, from, to)
+}
+
+// Producers describes the producers this partition knows (DescribeProducers).
+func (p *Partition) Producers() []ProducerInfo {
+	ps := p.txns.Load()
+	if ps == nil {
+		return nil
+	}
+	return ps.describe()
+}
 
 // LogStartOffset is the first offset still in the log (retention moves it).
 func (p *Partition) LogStartOffset() int64 {
@@ -192,11 +239,25 @@ func (p *Partition) Leader() (isLeader bool, leaderID int32, epoch int32) {
 // them); offset == HighWatermark gives an empty result. Release every result
 // when its ranges have been sent.
 func (p *Partition) Read(offset int64, maxBytes int) (*segment.ReadResult, error) {
+	return p.read(offset, maxBytes, false)
+}
+
+// ReadCommitted is Read for read_committed consumers: batches stop at the last
+// stable offset; an offset between it and the high watermark reads nothing.
+func (p *Partition) ReadCommitted(offset int64, maxBytes int) (*segment.ReadResult, error) {
+	return p.read(offset, maxBytes, true)
+}
+
+func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.ReadResult, error) {
 	log := p.log.Load()
 	if log == nil {
 		return nil, kerr.NotLeaderForPartition
 	}
+	end := p.lso.Load() // read before hw: the state machine stores it first, so it is never past hw
 	hw := p.hw.Load()
+	if !committed {
+		end = hw
+	}
 	if offset > hw {
 		if offset <= p.replayTo.Load() {
 			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
@@ -205,7 +266,7 @@ func (p *Partition) Read(offset int64, maxBytes int) (*segment.ReadResult, error
 	}
 	// Bounded by the watermark just read: the state machine appends a whole Raft batch before it
 	// advances the watermark, and a consumer handed batches past it would next fetch above it.
-	r, err := log.ReadBelow(offset, maxBytes, hw)
+	r, err := log.ReadBelow(offset, maxBytes, min(end, hw))
 	if err != nil {
 		return nil, readError(err)
 	}
@@ -279,6 +340,10 @@ func (p *Partition) Produce(ctx context.Context, batch []byte) (ProduceResult, e
 // delivered in order by one goroutine). batch may be reused once ProduceAsync
 // returns.
 func (p *Partition) ProduceAsync(batch []byte, timeout time.Duration, done func(ProduceResult, error)) {
+	p.propose(batch, 0, timeout, done)
+}
+
+func (p *Partition) propose(batch []byte, flags byte, timeout time.Duration, done func(ProduceResult, error)) {
 	id, term, ok := p.host.LeaderInfo(p.shardID)
 	if !ok || id != p.host.NodeID() {
 		go done(ProduceResult{}, kerr.NotLeaderForPartition)
@@ -287,7 +352,6 @@ func (p *Partition) ProduceAsync(batch []byte, timeout time.Duration, done func(
 	c := produceCalls.Get().(*produceCall)
 	c.p, c.done = p, done
 	c.appendTime = time.Now().UnixMilli()
-	var flags byte
 	if c.logAppendTime = p.options().LogAppendTime; c.logAppendTime {
 		flags |= flagLogAppendTime
 	}
@@ -425,4 +489,84 @@ func (p *Partition) waitLogClosed(d time.Duration) {
 	case <-t.C:
 		p.logger.Warn("state machine did not close its log in time")
 	}
+}
+
+// WriteMarker ends producer pid's transaction in this partition: it writes a
+// commit or abort control batch through Raft at the given producer epoch and
+// returns the marker's offset once applied. A marker for a producer with no
+// open transaction here is written and changes nothing but the epoch.
+func (p *Partition) WriteMarker(ctx context.Context, pid int64, epoch int16, coordinatorEpoch int32, commit bool) (int64, error) {
+	timeout := defaultProduceTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			return 0, kerr.RequestTimedOut
+		}
+	}
+	flags := flagControl
+	if commit {
+		flags |= flagCommit
+	}
+	type outcome struct {
+		r   ProduceResult
+		err error
+	}
+	ch := make(chan outcome, 1)
+	p.propose(ControlBatch(pid, epoch, coordinatorEpoch, commit, time.Now().UnixMilli()), flags, timeout, func(r ProduceResult, err error) { ch <- outcome{r, err} })
+	select {
+	case o := <-ch:
+		return o.r.BaseOffset, o.err
+	case <-ctx.Done():
+		return 0, kerr.RequestTimedOut
+	}
+}
+
+// ControlBatch encodes a transaction marker as Kafka writes it: a batch with
+// the transactional and control attributes holding one record whose key is
+// version 0 and type (0 abort, 1 commit) and whose value is version 0 and the
+// coordinator epoch.
+func ControlBatch(pid int64, epoch int16, coordinatorEpoch int32, commit bool, ts int64) []byte {
+	typ := byte(0)
+	if commit {
+		typ = 1
+	}
+	rec := []byte{
+		0,    // attributes
+		0,    // timestamp delta
+		0,    // offset delta
+		8,    // key length 4 (zigzag)
+		0, 0, // key version
+		0, typ, // key type
+		12,   // value length 6 (zigzag)
+		0, 0, // value version
+		byte(coordinatorEpoch >> 24), byte(coordinatorEpoch >> 16), byte(coordinatorEpoch >> 8), byte(coordinatorEpoch),
+		0, // headers
+	}
+	b := make([]byte, segment.HeaderSize, segment.HeaderSize+1+len(rec))
+	binary.BigEndian.PutUint32(b[8:], uint32(segment.HeaderSize-12+1+len(rec)))
+	b[16] = 2
+	binary.BigEndian.PutUint16(b[21:], 0x30) // transactional | control
+	binary.BigEndian.PutUint32(b[23:], 0)    // last offset delta
+	binary.BigEndian.PutUint64(b[27:], uint64(ts))
+	binary.BigEndian.PutUint64(b[35:], uint64(ts))
+	binary.BigEndian.PutUint64(b[43:], uint64(pid))
+	binary.BigEndian.PutUint16(b[51:], uint16(epoch))
+	binary.BigEndian.PutUint32(b[53:], 0xFFFFFFFF) // no sequence
+	binary.BigEndian.PutUint32(b[57:], 1)
+	b = append(b, byte(len(rec)<<1))
+	b = append(b, rec...)
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	return b
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// coordinatorEpoch reads the coordinator epoch from a marker built by
+// ControlBatch (its layout is fixed: the value's last four bytes); -1 for any
+// other batch.
+func coordinatorEpoch(batch []byte, h segment.Header) int32 {
+	const at = segment.HeaderSize + 1 + 11 // record length byte, then attributes .. value version
+	if !h.IsControl() || len(batch) < at+4 {
+		return -1
+	}
+	return int32(binary.BigEndian.Uint32(batch[at:]))
 }

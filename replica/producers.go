@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"sort"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -36,6 +38,9 @@ type producerEntry struct {
 	n             uint8 // batches held, ≤ producerHistory
 	head          uint8 // index of the oldest batch in the ring
 	lastTimestamp int64 // append time (ms) of the last batch, for expiry
+	txnOpen       bool  // a transaction of this producer has data here and no marker yet
+	txnFirst      int64 // first offset of the open transaction
+	coordEpoch    int32 // coordinator epoch of the last marker (-1: none), fencing deposed coordinators
 	batches       [producerHistory]batchMeta
 }
 
@@ -53,15 +58,30 @@ func (e *producerEntry) push(b batchMeta) {
 	e.head = (e.head + 1) % producerHistory
 }
 
-// producerState holds every producer's entry. It is touched only by the state
-// machine's Update, Sync and PrepareSnapshot, which dragonboat never runs
-// concurrently, so it has no lock.
+// AbortedTxn is one entry of the aborted-transaction index (Kafka's .txnindex
+// entry): the producer, the first offset of its aborted transaction, the
+// offset of the abort marker, and the last stable offset when it aborted.
+type AbortedTxn struct {
+	ProducerID       int64
+	FirstOffset      int64
+	LastOffset       int64
+	LastStableOffset int64
+}
+
+// producerState holds every producer's entry, the open transactions and the
+// aborted-transaction index. Only the state machine writes it (Update, Sync
+// and PrepareSnapshot, which dragonboat never runs concurrently); mu lets
+// fetches and DescribeProducers read it. Batches without a producer id never
+// take mu.
 type producerState struct {
-	m map[int64]*producerEntry
+	mu      sync.Mutex
+	m       map[int64]*producerEntry
+	open    map[int64]int64 // producer id -> first offset of its open transaction
+	aborted []AbortedTxn    // in marker order, so sorted by LastOffset
 }
 
 func newProducerState() *producerState {
-	return &producerState{m: make(map[int64]*producerEntry)}
+	return &producerState{m: make(map[int64]*producerEntry), open: make(map[int64]int64)}
 }
 
 // lastSequence is Kafka's DefaultRecordBatch.incrementSequence: sequences wrap
@@ -82,8 +102,14 @@ func inSequence(lastSeq, nextSeq int32) bool {
 // the producer's last batches, or a kerr error when it must be rejected.
 func (s *producerState) check(pid int64, epoch int16, firstSeq, lastSeq int32) (dupBase int64, dup bool, err error) {
 	e := s.m[pid]
-	if e == nil || e.n == 0 {
+	if e == nil {
 		return 0, false, nil // unknown producer: accept its first sequence
+	}
+	if epoch < e.epoch {
+		return 0, false, kerr.InvalidProducerEpoch // fenced, also when a marker bumped the epoch
+	}
+	if e.n == 0 {
+		return 0, false, nil // only a marker seen: accept the first sequence of this epoch
 	}
 	if epoch == e.epoch {
 		for i := 0; i < int(e.n); i++ {
@@ -110,11 +136,7 @@ func (s *producerState) check(pid int64, epoch int16, firstSeq, lastSeq int32) (
 
 // record notes an appended batch; check must have accepted it.
 func (s *producerState) record(pid int64, epoch int16, b batchMeta, appendTime int64) {
-	e := s.m[pid]
-	if e == nil {
-		e = &producerEntry{}
-		s.m[pid] = e
-	}
+	e := s.entry(pid, epoch)
 	if e.n == 0 || epoch != e.epoch {
 		e.epoch, e.n, e.head = epoch, 0, 0
 	}
@@ -122,16 +144,137 @@ func (s *producerState) record(pid int64, epoch int16, b batchMeta, appendTime i
 	e.lastTimestamp = appendTime
 }
 
-// expire drops producers idle for producerExpiryMillis before now.
+// entry returns pid's entry, created at epoch when unknown.
+func (s *producerState) entry(pid int64, epoch int16) *producerEntry {
+	e := s.m[pid]
+	if e == nil {
+		e = &producerEntry{epoch: epoch, coordEpoch: -1}
+		s.m[pid] = e
+	}
+	return e
+}
+
+// checkEpoch rejects a write of an older epoch than the producer's (batches of
+// the coordinator that carry no sequence, and markers), and a marker from a
+// coordinator older than the last one that wrote for the producer
+// (coordinatorEpoch -1: not a marker).
+func (s *producerState) checkEpoch(pid int64, epoch int16, coordinatorEpoch int32) error {
+	e := s.m[pid]
+	switch {
+	case e == nil:
+	case epoch < e.epoch:
+		return kerr.InvalidProducerEpoch
+	case coordinatorEpoch >= 0 && coordinatorEpoch < e.coordEpoch:
+		return kerr.TransactionCoordinatorFenced
+	}
+	return nil
+}
+
+// addTxnData notes a transactional batch at base: the first one opens the
+// producer's transaction in this partition.
+func (s *producerState) addTxnData(pid int64, epoch int16, base, appendTime int64) {
+	e := s.entry(pid, epoch)
+	e.lastTimestamp = appendTime
+	if !e.txnOpen {
+		e.txnOpen, e.txnFirst = true, base
+		s.open[pid] = base
+	}
+}
+
+// endTxn applies a marker written at offset: the producer's epoch moves up to
+// the marker's (fencing older instances), and an abort of an open transaction
+// enters the aborted index. lso is the last stable offset before the marker.
+func (s *producerState) endTxn(pid int64, epoch int16, coordinatorEpoch int32, offset int64, commit bool, lso, appendTime int64) {
+	e := s.entry(pid, epoch)
+	if epoch > e.epoch {
+		e.epoch, e.n, e.head = epoch, 0, 0
+	}
+	e.coordEpoch = max(e.coordEpoch, coordinatorEpoch)
+	e.lastTimestamp = appendTime
+	if !e.txnOpen {
+		return
+	}
+	if !commit {
+		s.aborted = append(s.aborted, AbortedTxn{ProducerID: pid, FirstOffset: e.txnFirst, LastOffset: offset, LastStableOffset: lso})
+	}
+	e.txnOpen = false
+	delete(s.open, pid)
+}
+
+// stableBefore is the last stable offset for a log ending at next: the first
+// offset of the oldest open transaction, else next.
+func (s *producerState) stableBefore(next int64) int64 {
+	lso := next
+	for _, first := range s.open {
+		lso = min(lso, first)
+	}
+	return lso
+}
+
+// abortedIn appends to dst the aborted transactions that may have data in
+// [from, to): their marker is at or after from and they began before to.
+func (s *producerState) abortedIn(dst []AbortedTxn, from, to int64) []AbortedTxn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := sort.Search(len(s.aborted), func(i int) bool { return s.aborted[i].LastOffset >= from })
+	for _, a := range s.aborted[i:] {
+		if a.FirstOffset < to {
+			dst = append(dst, a)
+		}
+	}
+	return dst
+}
+
+// trimAborted drops index entries wholly below the log start (retention).
+func (s *producerState) trimAborted(start int64) {
+	i := sort.Search(len(s.aborted), func(i int) bool { return s.aborted[i].LastOffset >= start })
+	if i > 0 {
+		s.mu.Lock()
+		s.aborted = slices.Delete(s.aborted, 0, i)
+		s.mu.Unlock()
+	}
+}
+
+// expire drops producers idle for producerExpiryMillis before now, except those
+// with an open transaction (their data must stay above the last stable offset).
 func (s *producerState) expire(now int64) {
 	for pid, e := range s.m {
-		if now-e.lastTimestamp > producerExpiryMillis {
+		if now-e.lastTimestamp > producerExpiryMillis && !e.txnOpen {
 			delete(s.m, pid)
 		}
 	}
 }
 
-const producerStateVersion = 1
+// ProducerInfo describes one producer of a partition (DescribeProducers).
+type ProducerInfo struct {
+	ProducerID    int64
+	Epoch         int16
+	LastSequence  int32
+	LastTimestamp int64
+	TxnFirst      int64 // -1 when no transaction is open
+	CoordEpoch    int32 // coordinator epoch of the last marker, -1 if none
+}
+
+func (s *producerState) describe() []ProducerInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProducerInfo, 0, len(s.m))
+	for pid, e := range s.m {
+		pi := ProducerInfo{ProducerID: pid, Epoch: e.epoch, LastSequence: -1, LastTimestamp: e.lastTimestamp, TxnFirst: -1, CoordEpoch: e.coordEpoch}
+		if e.n > 0 {
+			pi.LastSequence = e.last().lastSeq
+		}
+		if e.txnOpen {
+			pi.TxnFirst = e.txnFirst
+		}
+		out = append(out, pi)
+	}
+	slices.SortFunc(out, func(a, b ProducerInfo) int { return int(min(max(a.ProducerID-b.ProducerID, -1), 1)) })
+	return out
+}
+
+// Version 2 adds the open transaction per producer and the aborted index.
+const producerStateVersion = 2
 
 // encode writes the state compactly, producers sorted by id so equal states
 // give equal bytes (snapshots must be deterministic).
@@ -155,6 +298,19 @@ func (s *producerState) encode(dst []byte) []byte {
 			dst = binary.AppendVarint(dst, int64(b.lastSeq))
 			dst = binary.AppendVarint(dst, b.baseOffset)
 		}
+		txnFirst := int64(-1)
+		if e.txnOpen {
+			txnFirst = e.txnFirst
+		}
+		dst = binary.AppendVarint(dst, txnFirst)
+		dst = binary.AppendVarint(dst, int64(e.coordEpoch))
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s.aborted)))
+	for _, a := range s.aborted {
+		dst = binary.AppendVarint(dst, a.ProducerID)
+		dst = binary.AppendVarint(dst, a.FirstOffset)
+		dst = binary.AppendVarint(dst, a.LastOffset)
+		dst = binary.AppendVarint(dst, a.LastStableOffset)
 	}
 	return dst
 }
@@ -167,14 +323,15 @@ func decodeProducerState(b []byte) (*producerState, error) {
 	if len(b) == 0 {
 		return s, nil
 	}
-	if b[0] != producerStateVersion {
+	version := b[0]
+	if version != 1 && version != producerStateVersion {
 		return nil, errBadProducerState
 	}
 	r := byteReader{b: b[1:]}
 	count := r.uvarint()
 	for i := uint64(0); i < count && r.err == nil; i++ {
 		pid := r.varint()
-		e := &producerEntry{epoch: int16(r.uint16()), lastTimestamp: r.varint()}
+		e := &producerEntry{epoch: int16(r.uint16()), lastTimestamp: r.varint(), coordEpoch: -1}
 		n := r.byte()
 		if n > producerHistory {
 			return nil, errBadProducerState
@@ -182,7 +339,20 @@ func decodeProducerState(b []byte) (*producerState, error) {
 		for j := uint8(0); j < n; j++ {
 			e.push(batchMeta{firstSeq: int32(r.varint()), lastSeq: int32(r.varint()), baseOffset: r.varint()})
 		}
+		if version >= 2 {
+			if first := r.varint(); first >= 0 {
+				e.txnOpen, e.txnFirst = true, first
+				s.open[pid] = first
+			}
+			e.coordEpoch = int32(r.varint())
+		}
 		s.m[pid] = e
+	}
+	if version >= 2 {
+		n := r.uvarint()
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			s.aborted = append(s.aborted, AbortedTxn{ProducerID: r.varint(), FirstOffset: r.varint(), LastOffset: r.varint(), LastStableOffset: r.varint()})
+		}
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -208,7 +208,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := s.Sync(); err != nil {
 		return err
 	}
-	s.closed = s.p.attach(log)
+	s.closed = s.p.attach(log, producers)
 	s.p.advance(nextOffset)
 	s.p.snapshotsInstalled.Add(1)
 	s.p.logger.Info("installed snapshot", "dir", dir, "applied_index", applied,

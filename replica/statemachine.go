@@ -75,7 +75,7 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
 	}
 	s.log, s.producers, s.applied = log, producers, cp.AppliedIndex
-	s.closed = p.attach(log)
+	s.closed = p.attach(log, producers)
 	return cp.AppliedIndex, nil
 }
 
@@ -127,7 +127,15 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		s.applied = e.Index
 	}
 	if len(entries) > 0 {
-		s.p.advance(s.log.NextOffset())
+		next := s.log.NextOffset()
+		if len(s.producers.open) == 0 {
+			s.p.lso.Store(next) // the common case: no map walk, no lock
+		} else {
+			s.producers.mu.Lock()
+			s.p.lso.Store(s.producers.stableBefore(next))
+			s.producers.mu.Unlock()
+		}
+		s.p.advance(next)
 	}
 	return entries, nil
 }
@@ -153,11 +161,27 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		return errorResult(kerr.CorruptMessage), nil
 	}
 
+	if h.IsControl() != (flags&flagControl != 0) || h.IsControl() && h.ProducerID < 0 {
+		return errorResult(kerr.InvalidRecord), nil
+	}
 	idempotent := h.ProducerID >= 0
+	// Batches the coordinators write (transactional offsets, markers) carry a
+	// producer id but no sequence: only their epoch is checked.
+	sequenced := idempotent && h.BaseSequence >= 0 && !h.IsControl()
 	var firstSeq, lastSeq int32
 	if idempotent {
-		firstSeq, lastSeq = h.BaseSequence, lastSequence(h.BaseSequence, h.LastOffsetDelta)
-		base, dup, err := s.producers.check(h.ProducerID, h.ProducerEpoch, firstSeq, lastSeq)
+		ps := s.producers
+		ps.mu.Lock()
+		var base int64
+		var dup bool
+		var err error
+		if sequenced {
+			firstSeq, lastSeq = h.BaseSequence, lastSequence(h.BaseSequence, h.LastOffsetDelta)
+			base, dup, err = ps.check(h.ProducerID, h.ProducerEpoch, firstSeq, lastSeq)
+		} else {
+			err = ps.checkEpoch(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h))
+		}
+		ps.mu.Unlock()
 		if err != nil {
 			return errorResult(err), nil
 		}
@@ -183,10 +207,23 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		return 0, fmt.Errorf("replica: append to %s: %w", s.p.dir, err)
 	}
 	if idempotent {
-		s.producers.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: firstSeq, lastSeq: lastSeq, baseOffset: base}, appendTime)
+		ps := s.producers
+		ps.mu.Lock()
+		switch {
+		case h.IsControl():
+			ps.endTxn(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h), base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
+		case sequenced:
+			ps.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: firstSeq, lastSeq: lastSeq, baseOffset: base}, appendTime)
+		}
+		if h.IsTransactional() && !h.IsControl() {
+			ps.addTxnData(h.ProducerID, h.ProducerEpoch, base, appendTime)
+		}
+		ps.mu.Unlock()
 	}
 	if next := base + int64(h.LastOffsetDelta) + 1; next/expireEvery != base/expireEvery {
+		s.producers.mu.Lock()
 		s.producers.expire(appendTime)
+		s.producers.mu.Unlock()
 	}
 	return okResult(base, false), nil
 }
@@ -202,6 +239,7 @@ func (s *stateMachine) Sync() error {
 	if s.log == nil {
 		return nil
 	}
+	s.producers.trimAborted(s.log.StartOffset())
 	s.log.SetCheckpoint(segment.Checkpoint{
 		AppliedIndex: s.applied,
 		NextOffset:   s.log.NextOffset(),

@@ -48,6 +48,7 @@ type serveConfig struct {
 	configFile       string
 	debugAddr        string
 	offsetsRetention time.Duration
+	txnMaxTimeout    time.Duration
 	leaderRebalance  time.Duration
 	replicaLagMax    time.Duration
 }
@@ -71,6 +72,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
 	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
 	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
+	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
@@ -265,6 +267,7 @@ func serve(args []string) error {
 		AutoCreateTopics:         cfg.autoCreate,
 		MaxMessageBytes:          int32(cfg.maxMessageBytes),
 		OffsetsRetention:         cfg.offsetsRetention,
+		TransactionMaxTimeout:    cfg.txnMaxTimeout,
 		LeaderRebalanceInterval:  cfg.leaderRebalance,
 		Log:                      logOpts,
 		Logger:                   logger,

@@ -51,3 +51,12 @@ func IdempotentBatch(producerID int64, epoch int16, baseSequence int32, values .
 	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
 	return out
 }
+
+// TransactionalBatch is IdempotentBatch with the transactional attribute, as a transactional
+// producer sends it.
+func TransactionalBatch(producerID int64, epoch int16, baseSequence int32, values ...[]byte) []byte {
+	b := IdempotentBatch(producerID, epoch, baseSequence, values...)
+	binary.BigEndian.PutUint16(b[21:], binary.BigEndian.Uint16(b[21:])|0x10)
+	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	return b
+}
