@@ -225,7 +225,9 @@ func (p *producer) onAck(r *kgo.Record, err error) {
 // whether d passed rather than ctx ending.
 func (p *producer) wait(ctx context.Context, d time.Duration) bool {
 	if d < 50*time.Microsecond {
-		return ctx.Err() == nil // too short for a timer to be worth it: send a little early
+		// Too short for a timer to be worth it: send a little early. Even if ctx has ended meanwhile:
+		// the record is due before the deadline, and dropping it would leave the schedule short.
+		return true
 	}
 	if p.timer == nil {
 		p.timer = time.NewTimer(d)
