@@ -54,6 +54,7 @@ var supportedAPIs = []apiRange{
 	{47, 0, 0}, // OffsetDelete
 	{60, 0, 1}, // DescribeCluster
 	{61, 0, 0}, // DescribeProducers
+	{62, 0, 0}, // BrokerRegistration: a broker joining as a controller observer (RAFT listener)
 	{65, 0, 0}, // DescribeTransactions
 	{66, 0, 1}, // ListTransactions
 }

@@ -140,31 +140,74 @@ type Controller struct {
 	mu      sync.Mutex
 	changed chan struct{}
 
-	live liveness // broker heartbeats (liveness.go)
+	live     liveness // broker heartbeats (liveness.go)
+	observer bool     // a non-voting member (not in controller.quorum.voters)
 }
 
 // StartController starts this node's replica of the controller group. voters is the
-// controller.quorum.voters map (ParseVoters); this node must be one of them unless join is true.
-// On restart dragonboat's recorded membership wins. It returns at once: use WaitReady before
-// relying on Metadata (a voter alone cannot elect a leader until a quorum of voters runs).
+// controller.quorum.voters map (ParseVoters). A node that is not a voter runs as an observer: a
+// non-voting member that follows the metadata and forwards its proposals, like a KRaft broker that
+// is not a controller. A voter must add it first (AddObserver, which the broker's
+// BrokerRegistration handler calls); until then its WaitReady waits. On restart dragonboat's
+// recorded membership wins. It returns at once: use WaitReady before relying on Metadata (a voter
+// alone cannot elect a leader until a quorum of voters runs).
 func (h *Host) StartController(voters map[uint64]string, join bool) (*Controller, error) {
-	if !join {
-		if _, ok := voters[h.cfg.NodeID]; !ok && !h.nh.HasNodeInfo(ControllerShardID, h.cfg.NodeID) {
-			// TODO(cluster): brokers that are not voters should follow the controller as
-			// dragonboat non-voting members and forward their proposals to it.
-			return nil, fmt.Errorf("quorum: node %d is not a controller voter", h.cfg.NodeID)
-		}
-	}
-	c := &Controller{h: h, changed: make(chan struct{})}
+	_, voter := voters[h.cfg.NodeID]
+	c := &Controller{h: h, changed: make(chan struct{}), observer: !voter}
 	c.cur.Store(emptyMetadata())
 	c.session = h.nh.GetNoOPSession(ControllerShardID)
-	m, j := h.members(ControllerShardID, voters, join)
+	m, j := h.members(ControllerShardID, voters, join || !voter)
+	cfg := h.shardConfig(ControllerShardID)
+	cfg.IsNonVoting = !voter // every start, as for partition learners (StartLearnerShard)
 	create := func(shardID, replicaID uint64) sm.IStateMachine { return &controllerSM{c: c, md: emptyMetadata()} }
-	if err := h.nh.StartReplica(m, j, create, h.shardConfig(ControllerShardID)); err != nil {
+	if err := h.nh.StartReplica(m, j, create, cfg); err != nil {
 		return nil, fmt.Errorf("quorum: start controller: %w", mapError(err))
 	}
 	go c.bootstrap()
 	return c, nil
+}
+
+// Observer reports whether this node follows the controller group without a vote.
+func (c *Controller) Observer() bool { return c.observer }
+
+// AddObserver adds broker id, at raftAddr, to the controller group as a non-voting member (a broker
+// joining the cluster). Adding it again is a no-op.
+func (c *Controller) AddObserver(ctx context.Context, id int32, raftAddr string) error {
+	if id <= 0 || raftAddr == "" {
+		return fmt.Errorf("%w: observer %d at %q", ErrInvalidRequest, id, raftAddr)
+	}
+	for {
+		m, err := c.h.Membership(ctx, ControllerShardID)
+		if err != nil {
+			return err
+		}
+		if addr, ok := m.Voters[uint64(id)]; ok {
+			if addr != raftAddr {
+				return fmt.Errorf("%w: node %d is a voter at %s, not %s", ErrInvalidRequest, id, addr, raftAddr)
+			}
+			return nil
+		}
+		if addr, ok := m.NonVoting[uint64(id)]; ok {
+			if addr != raftAddr {
+				return fmt.Errorf("%w: node %d joined at %s, not %s", ErrInvalidRequest, id, addr, raftAddr)
+			}
+			return nil
+		}
+		if m.Removed[uint64(id)] {
+			return fmt.Errorf("%w: node %d was removed from the cluster and cannot rejoin with that id", ErrInvalidRequest, id)
+		}
+		err = c.h.AddNonVotingReplica(ctx, ControllerShardID, uint64(id), raftAddr, m.ConfigChangeID)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		// Another membership change came first (ConfigChangeID moved on): read again and retry.
+		if c.h.sleepTick(ctx) != nil {
+			return err
+		}
+	}
 }
 
 func emptyMetadata() *Metadata {
@@ -354,8 +397,7 @@ const controllerAttempt = 2 * time.Second
 // A proposal made on a follower voter is forwarded to the leader by dragonboat's Raft.
 // retried reports that an earlier attempt may have been applied already (its answer was lost):
 // callers treat "already done" outcomes as success then.
-// TODO(cluster): a broker that is not a voter (or not a member) must forward to the leader's
-// broker instead (or run as a non-voting member, which dragonboat forwards like a follower).
+// Observers (non-voting members) propose the same way: dragonboat forwards for them too.
 func (c *Controller) propose(ctx context.Context, cmd command) (res sm.Result, retried bool, err error) {
 	data, err := json.Marshal(cmd)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 type testCluster struct {
 	t       *testing.T
 	brokers []*testBroker
+	voters  string // --controller-voters
 }
 
 // startCluster starts n brokers and waits until each serves. Leadership goes back to preferred
@@ -38,11 +39,11 @@ func startCluster(t *testing.T, n int, extra ...string) *testCluster {
 		addrs[i], rafts[i] = freePort(t), freePort(t)
 		voters[i] = fmt.Sprintf("%d@%s", i+1, rafts[i])
 	}
-	c := &testCluster{t: t}
+	c := &testCluster{t: t, voters: strings.Join(voters, ",")}
 	for i := range n {
 		args := append([]string{
 			"--node-id", strconv.Itoa(i + 1),
-			"--controller-voters", strings.Join(voters, ","),
+			"--controller-voters", c.voters,
 			"--leader-rebalance-interval", "2s",
 			"--replica-lag-max", "3s",
 		}, extra...)
@@ -58,6 +59,22 @@ func startCluster(t *testing.T, n int, extra ...string) *testCluster {
 }
 
 func (c *testCluster) node(id int32) *testBroker { return c.brokers[id-1] }
+
+// addBroker starts one more broker, not a controller voter: it joins through the others.
+func (c *testCluster) addBroker() *testBroker {
+	c.t.Helper()
+	id := len(c.brokers) + 1
+	b := newTestBroker(c.t, freePort(c.t), freePort(c.t),
+		"--node-id", strconv.Itoa(id),
+		"--controller-voters", c.voters,
+		"--bootstrap-servers", c.brokers[0].addr+","+c.brokers[1].addr,
+		"--leader-rebalance-interval", "2s",
+		"--replica-lag-max", "3s",
+	)
+	c.brokers = append(c.brokers, b)
+	b.start()
+	return b
+}
 
 // client is a franz-go client seeded with every broker, so it survives any one of them dying.
 func (c *testCluster) client(opts ...kgo.Opt) *kgo.Client {
@@ -599,5 +616,80 @@ func TestClusterReassignment(t *testing.T) {
 	back.Assign(topic, 0, old)
 	if resp, err := adm.AlterPartitionAssignments(ctx, back); err != nil || !errors.Is(resp[topic][0].Err, kerr.InvalidReplicaAssignment) {
 		t.Fatalf("moving back to a former replica: %v %v, want INVALID_REPLICA_ASSIGNMENT", err, resp[topic][0].Err)
+	}
+}
+
+// TestClusterBrokerJoins adds a fourth broker that is not a controller voter: it joins the controller
+// group as an observer, shows in metadata, takes a partition moved to it (while a producer writes)
+// and new topics' replicas, and comes back after kill -9.
+func TestClusterBrokerJoins(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic = "grow"
+	c.createTopic(topic, 1, 3, nil)
+	c.waitBalanced(topic)
+	b4 := c.addBroker()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	md, err := kadm.NewClient(b4.client()).BrokerMetadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(md.Brokers) != 4 {
+		t.Fatalf("brokers in metadata from the new broker: %v", md.Brokers)
+	}
+
+	l := &ackLedger{acked: map[string]kgo.Record{}, failed: map[string]error{}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	prod := c.client(kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()))
+	go func() {
+		defer close(done)
+		produceLoop(t, prod, "g", topic, 1, l, stop)
+	}()
+	parts, err := c.partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := []int32{4, parts[0].Replicas[1], parts[0].Replicas[2]}
+	var req kadm.AlterPartitionAssignmentsReq
+	req.Assign(topic, 0, target)
+	if resp, err := c.admin().AlterPartitionAssignments(ctx, req); err != nil || resp[topic][0].Err != nil {
+		t.Fatalf("move to the new broker: %v %v", err, resp[topic][0].Err)
+	}
+	c.waitFor(90*time.Second, "the partition on the new broker, leading it", func() error {
+		parts, err := c.partitions(topic)
+		if err != nil {
+			return err
+		}
+		if p := parts[0]; !slices.Equal(p.Replicas, target) || p.Leader != 4 || len(p.ISR) != 3 {
+			return fmt.Errorf("replicas %v leader %d isr %v", p.Replicas, p.Leader, p.ISR)
+		}
+		return nil
+	})
+	close(stop)
+	<-done
+	l.verify(t, c.brokers[1], topic)
+
+	// New topics spread over all four brokers; the observer restarts after kill -9.
+	c.createTopic("wide", 4, 2, nil)
+	c.waitBalanced("wide")
+	wide, err := c.partitions("wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onNew := 0
+	for _, p := range wide {
+		if slices.Contains(p.Replicas, 4) {
+			onNew++
+		}
+	}
+	if onNew == 0 {
+		t.Fatalf("no replica of a new 4-partition topic on the new broker: %v", wide)
+	}
+	b4.kill9()
+	b4.start()
+	c.waitBalanced("wide")
+	c.waitBalanced(topic)
+	if got := len(consumeAll(t, b4, topic)); got < len(l.acked) {
+		t.Fatalf("read %d records through the restarted broker, %d were acknowledged", got, len(l.acked))
 	}
 }

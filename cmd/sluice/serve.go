@@ -18,6 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/sluicebroker/sluice/broker"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
@@ -50,6 +54,7 @@ type serveConfig struct {
 	offsetsRetention time.Duration
 	txnMaxTimeout    time.Duration
 	leaderRebalance  time.Duration
+	bootstrap        string
 	replicaLagMax    time.Duration
 }
 
@@ -62,6 +67,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Uint64Var(&cfg.nodeID, "node-id", 1, "this broker's node id (>= 1)")
 	fs.StringVar(&cfg.raftAddr, "raft-addr", "127.0.0.1:9093", "address for Raft traffic between brokers")
 	fs.StringVar(&cfg.voters, "controller-voters", "", "controller quorum voters, id@host:port,... (default: this node alone)")
+	fs.StringVar(&cfg.bootstrap, "bootstrap-servers", "", "Kafka addresses of running brokers, host:port,...: a broker that is not a controller voter joins the cluster through them")
 	fs.StringVar(&cfg.rack, "rack", "", "rack id reported in metadata")
 	fs.IntVar(&cfg.partitions, "partitions", 1, "default partition count for new topics (num.partitions)")
 	fs.IntVar(&cfg.replication, "replication-factor", 1, "default replication factor for new topics")
@@ -217,6 +223,12 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("starting the controller: %v", err)
 	}
+	if ctl.Observer() {
+		// Not a voter: a running broker must add this one to the controller group first.
+		if err := joinCluster(cfg, logger); err != nil {
+			return err
+		}
+	}
 	// After a restart the controller replays its log; wait until this node has caught up, or the
 	// replica manager would start from stale metadata.
 	readyCtx, cancelReady := context.WithTimeout(context.Background(), 60*time.Second)
@@ -290,6 +302,50 @@ func serve(args []string) error {
 	close(stopWatch)
 	<-watchDone
 	return nil
+}
+
+// joinCluster asks the running brokers (--bootstrap-servers) to add this broker to the controller
+// group as an observer, retrying for a minute while they start or elect.
+func joinCluster(cfg serveConfig, logger *slog.Logger) error {
+	if cfg.bootstrap == "" {
+		return fmt.Errorf("node %d is not among the controller voters: give --bootstrap-servers to join a running cluster", cfg.nodeID)
+	}
+	host, portStr, err := net.SplitHostPort(cfg.raftAddr)
+	if err != nil {
+		return fmt.Errorf("raft address %q: %v", cfg.raftAddr, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return fmt.Errorf("raft address %q: bad port", cfg.raftAddr)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(cfg.bootstrap, ",")...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrBrokerRegistrationRequest()
+	req.BrokerID = int32(cfg.nodeID)
+	l := kmsg.NewBrokerRegistrationRequestListener()
+	l.Name, l.Host, l.Port = broker.RaftListener, host, uint16(port)
+	req.Listeners = append(req.Listeners, l)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		resp, err := req.RequestWith(ctx, cl)
+		cancel()
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+		}
+		if err == nil {
+			logger.Info("joined the cluster as a controller observer", "via", cfg.bootstrap)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("joining the cluster through %s: %v", cfg.bootstrap, err)
+		}
+		logger.Warn("joining the cluster; retrying", "via", cfg.bootstrap, "err", err)
+		time.Sleep(time.Second)
+	}
 }
 
 // registerBroker records this broker in the controller, retrying while the controller elects a leader.
