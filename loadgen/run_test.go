@@ -140,8 +140,10 @@ func TestRunDirectConsumersAgainstKfake(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSane(t, res)
-	if res.Produce.Records != 2500 {
-		t.Errorf("produced %d records, schedule holds 2500", res.Produce.Records)
+	// Open loop: a record the in-flight bound still held back at the end is charged, not sent (a
+	// loaded machine slows the peer); sent and unsent together are the schedule, exactly.
+	if got := res.Produce.Records + res.Schedule.Unsent; got != 2500 {
+		t.Errorf("produced %d and left %d unsent, schedule holds 2500", res.Produce.Records, res.Schedule.Unsent)
 	}
 }
 

@@ -24,6 +24,7 @@ type Manager struct {
 
 	applyMu sync.Mutex // serialises Apply and Close
 	swept   bool       // orphaned partition directories were removed (first Apply)
+	applied uint64     // the newest metadata version applied; older ones are ignored
 
 	mu     sync.RWMutex
 	parts  map[partitionKey]*Partition
@@ -90,6 +91,12 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 	if m.isClosed() {
 		return errors.New("replica: manager closed")
 	}
+	// Callers race (the metadata watcher, a CreateTopics waiting for its partitions): an older
+	// version applied after a newer one would stop partitions just created.
+	if md.Version < m.applied {
+		return nil
+	}
+	m.applied = md.Version
 	self := int32(m.host.NodeID())
 	var errs []error
 	want := make(map[partitionKey]bool)
