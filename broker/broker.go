@@ -219,6 +219,8 @@ func (b *Broker) serve(c *call) {
 		resp = b.handleAlterConfigs(req)
 	case *kmsg.IncrementalAlterConfigsRequest:
 		resp = b.handleIncrementalAlterConfigs(req)
+	case *kmsg.OffsetForLeaderEpochRequest:
+		resp = b.handleOffsetForLeaderEpoch(req)
 	case *kmsg.BrokerRegistrationRequest:
 		resp = b.handleBrokerRegistration(req)
 	case *kmsg.AlterPartitionAssignmentsRequest:

@@ -96,3 +96,34 @@ func offsetForTimestamp(part *replica.Partition, ts int64) (offset, timestamp in
 	}
 	return offset, timestamp, true, nil
 }
+
+// handleOffsetForLeaderEpoch tells a consumer where an epoch it saw ends (KIP-320): clients check
+// their position after a leader change. Replication does not use it (Raft does that).
+func (b *Broker) handleOffsetForLeaderEpoch(req *kmsg.OffsetForLeaderEpochRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewOffsetForLeaderEpochResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.LeaderEpoch, sp.EndOffset = -1, -1
+			part, ok := b.replicas.Partition(rt.Topic, rp.Partition)
+			if !ok {
+				sp.ErrorCode = errorCode(b.missingPartitionError(rt.Topic, rp.Partition))
+			} else if code := leaderCheck(part, rp.CurrentLeaderEpoch); code != 0 {
+				sp.ErrorCode = code
+			} else {
+				_, _, current := part.Leader()
+				epoch, end, err := part.EpochEndOffset(rp.LeaderEpoch, current)
+				sp.ErrorCode = errorCode(err)
+				if err == nil {
+					sp.LeaderEpoch, sp.EndOffset = epoch, end
+				}
+			}
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}

@@ -39,6 +39,7 @@ var supportedAPIs = []apiRange{
 	{19, 0, 7}, // CreateTopics
 	{20, 0, 6}, // DeleteTopics
 	{22, 0, 4}, // InitProducerId
+	{23, 0, 4}, // OffsetForLeaderEpoch
 	{24, 0, 4}, // AddPartitionsToTxn
 	{25, 0, 3}, // AddOffsetsToTxn
 	{26, 0, 4}, // EndTxn

@@ -205,6 +205,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		return fmt.Errorf("replica: snapshot of %s ends at offset %d, expected %d", dir, got, nextOffset)
 	}
 	s.log, s.producers, s.applied = log, producers, applied
+	s.epoch = lastEpoch(log)
 	if err := s.Sync(); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ type stateMachine struct {
 	applied   uint64        // Raft index of the last applied entry
 	closed    chan struct{} // closed once Close has closed the log
 	scratch   []byte        // the batch being appended, with its broker-owned fields set
+	epoch     int32         // the leader epoch of the last batch appended (epochs.go)
 }
 
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
@@ -75,6 +76,7 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
 	}
 	s.log, s.producers, s.applied = log, producers, cp.AppliedIndex
+	s.epoch = lastEpoch(log)
 	s.closed = p.attach(log, producers)
 	return cp.AppliedIndex, nil
 }
@@ -195,6 +197,10 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 	// next to the write.
 	s.scratch = append(s.scratch[:0], batch...)
 	batch = s.scratch
+	// Non-decreasing in offset order (epochs.go): a proposal stamped by an old term can be
+	// committed after one of a newer term when the same node leads both.
+	leaderEpoch = max(leaderEpoch, s.epoch)
+	s.epoch = leaderEpoch
 	segment.PutPartitionLeaderEpoch(batch, leaderEpoch)
 	if flags&flagLogAppendTime != 0 {
 		segment.SetLogAppendTime(batch, appendTime)

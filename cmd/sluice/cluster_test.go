@@ -195,13 +195,14 @@ func (l *ackLedger) done(r *kgo.Record, err error) {
 
 // verify consumes the whole topic and checks every acknowledged value is there exactly once at its
 // acknowledged offset, no value appears twice, and each producer's values are in order per partition.
-func (l *ackLedger) verify(t *testing.T, b *testBroker, topic string) {
+func (l *ackLedger) verify(t *testing.T, b *testBroker, topic string) []*kgo.Record {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	seen := map[string]*kgo.Record{}
 	last := map[string]int{} // producer/partition -> last sequence seen
-	for _, r := range consumeAll(t, b, topic) {
+	all := consumeAll(t, b, topic)
+	for _, r := range all {
 		v := string(r.Value)
 		if prev, dup := seen[v]; dup {
 			t.Errorf("value %s twice: %d/%d and %d/%d", v, prev.Partition, prev.Offset, r.Partition, r.Offset)
@@ -232,6 +233,70 @@ func (l *ackLedger) verify(t *testing.T, b *testBroker, topic string) {
 	for v, err := range l.failed {
 		t.Logf("a failed produce, for the record: %s: %v", v, err)
 		break
+	}
+	return all
+}
+
+// checkEpochEnds asks OffsetForLeaderEpoch, for every leader epoch the records carry, where it ends,
+// and compares with the records: the first offset of a later epoch, or the partition's end.
+func checkEpochEnds(t *testing.T, c *testCluster, topic string, records []*kgo.Record) {
+	t.Helper()
+	type span struct{ first, last int64 }
+	epochs := map[int32]map[int32]*span{} // partition -> epoch -> offsets
+	for _, r := range records {
+		if epochs[r.Partition] == nil {
+			epochs[r.Partition] = map[int32]*span{}
+		}
+		s := epochs[r.Partition][r.LeaderEpoch]
+		if s == nil {
+			s = &span{r.Offset, r.Offset}
+			epochs[r.Partition][r.LeaderEpoch] = s
+		}
+		s.first, s.last = min(s.first, r.Offset), max(s.last, r.Offset)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := c.client()
+	checked := 0
+	for p, byEpoch := range epochs {
+		var end int64
+		for _, s := range byEpoch {
+			end = max(end, s.last+1)
+		}
+		for e, s := range byEpoch {
+			want := end // the first offset of any later epoch, else the end of the partition
+			for e2, s2 := range byEpoch {
+				if e2 > e {
+					want = min(want, s2.first)
+				}
+			}
+			req := kmsg.NewPtrOffsetForLeaderEpochRequest()
+			rt := kmsg.NewOffsetForLeaderEpochRequestTopic()
+			rt.Topic = topic
+			rp := kmsg.NewOffsetForLeaderEpochRequestTopicPartition()
+			rp.Partition, rp.CurrentLeaderEpoch, rp.LeaderEpoch = p, -1, e
+			rt.Partitions = append(rt.Partitions, rp)
+			req.Topics = append(req.Topics, rt)
+			c.waitFor(20*time.Second, "OffsetForLeaderEpoch", func() error {
+				shard := cl.RequestSharded(ctx, req)
+				if len(shard) != 1 || shard[0].Err != nil {
+					return fmt.Errorf("%v", shard)
+				}
+				resp := shard[0].Resp.(*kmsg.OffsetForLeaderEpochResponse)
+				got := resp.Topics[0].Partitions[0]
+				if err := kerr.ErrorForCode(got.ErrorCode); err != nil {
+					return err
+				}
+				if got.EndOffset != want || got.LeaderEpoch != e {
+					t.Errorf("partition %d epoch %d (offsets %d-%d): end offset %d epoch %d, want %d", p, e, s.first, s.last, got.EndOffset, got.LeaderEpoch, want)
+				}
+				return nil
+			})
+			checked++
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("only %d epochs in the records: the kills made no new leaders?", checked)
 	}
 }
 
@@ -300,7 +365,7 @@ func TestClusterFailoverKeepsAcknowledgedRecords(t *testing.T) {
 	if n < 1000 {
 		t.Fatalf("only %d records acknowledged: the producers hardly ran", n)
 	}
-	l.verify(t, c.brokers[0], topic)
+	checkEpochEnds(t, c, topic, l.verify(t, c.brokers[0], topic))
 }
 
 // TestClusterMinInSyncAndMinority checks that writes need enough replicas: with one broker of three
