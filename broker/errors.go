@@ -30,7 +30,7 @@ func errorCode(err error) int16 {
 		return kerr.InvalidRecord.Code
 	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, segment.ErrTruncated):
 		return kerr.CorruptMessage.Code
-	case errors.Is(err, quorum.ErrNotLeader):
+	case errors.Is(err, quorum.ErrNotLeader), errors.Is(err, quorum.ErrLeadershipLost):
 		return kerr.NotLeaderForPartition.Code
 	case errors.Is(err, quorum.ErrShardNotFound), errors.Is(err, quorum.ErrShardClosed):
 		return kerr.NotLeaderForPartition.Code

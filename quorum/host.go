@@ -39,6 +39,10 @@ var (
 	// ErrTimeout: the deadline passed before the command was applied (REQUEST_TIMED_OUT).
 	// The command may still commit later.
 	ErrTimeout = errors.New("quorum: timeout")
+	// ErrLeadershipLost: this node stopped leading the shard while an asynchronous proposal was
+	// pending. Like ErrTimeout the command may still commit under a later leader; unlike it, the
+	// answer is immediate, and Kafka clients get NOT_LEADER_OR_FOLLOWER.
+	ErrLeadershipLost = errors.New("quorum: leadership lost with the proposal pending")
 	// ErrShardClosed: the shard or the whole host is shutting down.
 	ErrShardClosed = errors.New("quorum: shard closed")
 	// ErrBusy: back-pressure. The shard's in-memory Raft log is full (followers or the apply are
@@ -432,7 +436,7 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 		timeout = max(timeout, h.cfg.RTT) // dragonboat counts in ticks and refuses zero
 	}
 	for {
-		id, term, known, err := h.nh.GetLeaderID(shardID)
+		id, _, known, err := h.nh.GetLeaderID(shardID)
 		if err != nil {
 			return sm.Result{}, mapError(err)
 		}
@@ -446,7 +450,6 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 			}
 			continue
 		}
-		deposed := s.lead.depositionSignal()
 		rs, err := h.nh.Propose(s.session, cmd, timeout)
 		if err != nil {
 			err = mapError(err)
@@ -458,13 +461,16 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 			}
 			return sm.Result{}, err
 		}
-		p := pendingProposal{rs: rs, term: term, deposed: deposed}
-		res, err := s.wait(&p, ctx.Done())
-		if errors.Is(err, errWaitCanceled) {
+		// Unlike ProposeAsync, no early answer on deposition: callers of this form count on
+		// ErrNotLeader meaning "not in the log" and retry.
+		select {
+		case r := <-rs.AppliedC():
+			rs.Release()
+			return resultOf(r)
+		case <-ctx.Done():
 			// The request completes (or times out) inside dragonboat later; not released here.
 			return sm.Result{}, ctxError(ctx)
 		}
-		return res, err
 	}
 }
 
@@ -537,7 +543,7 @@ func (s *shardState) drain() {
 		for i := range batch {
 			p := batch[i]
 			batch[i] = pendingProposal{}
-			p.done(s.wait(&p, nil))
+			p.done(s.wait(&p))
 		}
 
 		s.mu.Lock()
@@ -546,12 +552,9 @@ func (s *shardState) drain() {
 	}
 }
 
-// errWaitCanceled: wait's cancel channel closed first.
-var errWaitCanceled = errors.New("quorum: wait canceled")
-
-// wait returns the proposal's outcome, or ErrNotLeader as soon as this node stops leading the shard
-// (the entry may still commit under a later leader: the outcome is unknown, as after a timeout).
-func (s *shardState) wait(p *pendingProposal, cancel <-chan struct{}) (sm.Result, error) {
+// wait returns the proposal's outcome, or ErrLeadershipLost as soon as this node stops leading the
+// shard (the entry may still commit under a later leader: the outcome is unknown, as after a timeout).
+func (s *shardState) wait(p *pendingProposal) (sm.Result, error) {
 	select {
 	case r := <-p.rs.AppliedC():
 		p.rs.Release()
@@ -570,9 +573,7 @@ func (s *shardState) wait(p *pendingProposal, cancel <-chan struct{}) (sm.Result
 				p.deposed = s.lead.depositionSignal()
 				continue
 			}
-			return sm.Result{}, ErrNotLeader // not released: dragonboat completes it later
-		case <-cancel:
-			return sm.Result{}, errWaitCanceled
+			return sm.Result{}, ErrLeadershipLost // not released: dragonboat completes it later
 		}
 	}
 }

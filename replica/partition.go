@@ -426,7 +426,7 @@ func proposeError(err error) error {
 		return kerr.RequestTimedOut
 	case errors.Is(err, quorum.ErrPayloadTooBig):
 		return kerr.MessageTooLarge
-	case errors.Is(err, quorum.ErrNotLeader), errors.Is(err, quorum.ErrShardNotFound), errors.Is(err, quorum.ErrShardClosed):
+	case errors.Is(err, quorum.ErrNotLeader), errors.Is(err, quorum.ErrLeadershipLost), errors.Is(err, quorum.ErrShardNotFound), errors.Is(err, quorum.ErrShardClosed):
 		return kerr.NotLeaderForPartition
 	}
 	var ke *kerr.Error
