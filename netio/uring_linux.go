@@ -773,5 +773,5 @@ func (u *uringConn) maybeFinalize() {
 }
 
 // UringAvailable reports why Backend uring cannot run here (disabled by sysctl, a kernel too old,
-// seccomp), or nil when it can: a small ring is set up and closed.
-func UringAvailable() error { return uring.Probe(uringOps...) }
+// seccomp), or nil when it can: a loop's ring is set up, probed and closed.
+func UringAvailable() error { return uringProbeSetup() }
