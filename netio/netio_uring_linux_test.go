@@ -72,3 +72,19 @@ func TestAutoPicksUring(t *testing.T) {
 		t.Fatalf("auto chose %s, logged %q", s.Backend(), logs.String())
 	}
 }
+
+// With one provided buffer per loop, receives keep finding the ring empty (ENOBUFS) and must be posted
+// again once buffers return; paused connections keep their unparsed bytes out of the ring.
+func TestUringFewProvidedBuffers(t *testing.T) {
+	if err := UringAvailable(); err != nil {
+		t.Skipf("io_uring unavailable here: %v", err)
+	}
+	savedCount, savedBackends := uringBufCount, backends
+	uringBufCount, backends = 1, []Backend{BackendUring}
+	defer func() { uringBufCount, backends = savedCount, savedBackends }()
+	before := uringStarved.Load()
+	t.Run("ManyConnections", TestManyConnections)
+	t.Run("BackPressure", TestBackPressure)
+	t.Run("RandomizedTraffic", TestRandomizedTraffic)
+	t.Logf("%d receives found no buffer", uringStarved.Load()-before)
+}
