@@ -11,6 +11,9 @@
 # own connection, so the fetch path (file ranges) runs too. The records in flight are bounded in
 # total, not per connection (see inflight below), so 1,000 connections of 1 MiB records stay in memory.
 #
+# PASSES (default 2) repeats the whole matrix, the backends' order reversed on every other pass, so
+# drift in the machine's load and order effects show up as disagreement between passes.
+#
 # Settings (environment, optional): BACKENDS ("std gnet uring"), SIZES ("100 1024 1048576"),
 # CONNS ("1 64 1000"), RATES ("max half"), WARMUP (2s), DURATION (8s), DRAIN (10s; DRAIN_LARGE 30s
 # for 1 MiB records),
@@ -31,6 +34,7 @@ DRAIN=${DRAIN:-10s}
 DRAIN_LARGE=${DRAIN_LARGE:-30s}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-vm-bakeoff}
 PORT_BASE=${PORT_BASE:-32000}
+PASSES=${PASSES:-2}
 
 BIN=$(mktemp -d /tmp/sluice-bakeoff.XXXXXX)
 BROKER_PID=
@@ -47,7 +51,7 @@ go build -o "$BIN/loadgen" ./cmd/loadgen
 go build -o "$BIN/sluice" ./cmd/sluice
 mkdir -p "$OUT/runs"
 TSV=$OUT/cells.tsv
-printf 'size\tconns\tmode\tbackend\ttarget_rate\trec_s\tMB_s\tpub_p50_ms\tpub_p99_ms\tpub_p999_ms\tpub_max_ms\te2e_p50_ms\te2e_p99_ms\te2e_p999_ms\te2e_max_ms\tbroker_user_s\tbroker_sys_s\tproduced_MB\tcpu_s_per_MB\tpeak_rss_MiB\terrors\tcomplete\tload1\n' >"$TSV"
+printf 'pass\tsize\tconns\tmode\tbackend\ttarget_rate\trec_s\tMB_s\tpub_p50_ms\tpub_p99_ms\tpub_p999_ms\tpub_max_ms\te2e_p50_ms\te2e_p99_ms\te2e_p999_ms\te2e_max_ms\tbroker_user_s\tbroker_sys_s\tproduced_MB\tcpu_s_per_MB\tpeak_rss_MiB\terrors\tcomplete\tload1\n' >"$TSV"
 
 # user_sys PID prints the process's user and system CPU seconds.
 user_sys() {
@@ -93,7 +97,7 @@ run=0
 # cell SIZE CONNS MODE BACKEND RATE: one loadgen run on a fresh broker; appends a line to the TSV.
 cell() {
 	local size=$1 conns=$2 mode=$3 backend=$4 rate=$5
-	local port=$((PORT_BASE + run % 100)) dir="$OUT/runs/$size-$conns-$mode-$backend"
+	local port=$((PORT_BASE + run % 100)) dir="$OUT/runs/$pass-$size-$conns-$mode-$backend"
 	run=$((run + 1))
 	rm -rf "$dir" "$BIN/data"
 	mkdir -p "$dir"
@@ -126,15 +130,15 @@ cell() {
 	rss=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$BROKER_PID/status")
 	stop_broker
 	if [ ! -f "$dir/result.json" ]; then
-		printf '%s\t%s\t%s\t%s\t%s\t0\t0\t\t\t\t\t\t\t\t\t\t\t\t\t%s\tfailed\tfalse\t%s\n' "$size" "$conns" "$mode" "$backend" "$rate" "$rss" "$load" >>"$TSV"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t0\t\t\t\t\t\t\t\t\t\t\t\t\t%s\tfailed\tfalse\t%s\n' "$pass" "$size" "$conns" "$mode" "$backend" "$rate" "$rss" "$load" >>"$TSV"
 		return 0
 	fi
-	jq -r --arg size "$size" --arg conns "$conns" --arg mode "$mode" --arg backend "$backend" \
+	jq -r --arg pass "$pass" --arg size "$size" --arg conns "$conns" --arg mode "$mode" --arg backend "$backend" \
 		--arg cpu0 "$cpu0" --arg cpu1 "$cpu1" --arg rss "$rss" --arg load "$load" '
 		def ms: . / 1000 | . * 100 | round / 100;
 		($cpu0 | split(" ") | map(tonumber)) as $a | ($cpu1 | split(" ") | map(tonumber)) as $b |
 		($b[0] - $a[0]) as $u | ($b[1] - $a[1]) as $s | (.produce.bytes / 1e6) as $mb |
-		[$size, $conns, $mode, $backend, .schedule.target_rate, (.produce.records_per_sec | round),
+		[$pass, $size, $conns, $mode, $backend, .schedule.target_rate, (.produce.records_per_sec | round),
 		 (.produce.mb_per_sec * 100 | round / 100),
 		 (.publish_latency.p50_us | ms), (.publish_latency.p99_us | ms), (.publish_latency.p99_9_us | ms), (.publish_latency.max_us | ms),
 		 (.end_to_end_latency.p50_us | ms), (.end_to_end_latency.p99_us | ms), (.end_to_end_latency.p99_9_us | ms), (.end_to_end_latency.max_us | ms),
@@ -145,26 +149,32 @@ cell() {
 }
 
 log "bake-off: backends $BACKENDS, sizes $SIZES, connections $CONNS, warm-up $WARMUP, measured $DURATION; out $OUT"
+for ((pass = 1; pass <= PASSES; pass++)); do
+order=$BACKENDS
+if ((pass % 2 == 0)); then
+	order=$(echo "$BACKENDS" | tr ' ' '\n' | tac | tr '\n' ' ')
+fi
 for size in $SIZES; do
 	for conns in $CONNS; do
 		if [[ " $RATES " == *" max "* ]]; then
-			for b in $BACKENDS; do
+			for b in $order; do
 				cell "$size" "$conns" max "$b" 0
 			done
 		fi
 		if [[ " $RATES " == *" half "* ]]; then
 			# Half the lowest max rate of this cell: an offered load every backend can carry.
-			half=$(awk -F'\t' -v s="$size" -v c="$conns" '$1 == s && $2 == c && $3 == "max" && $6 > 0 {
-				if (min == "" || $6 < min) min = $6 } END { printf "%d", (min == "" ? 0 : min / 2) }' "$TSV")
+			half=$(awk -F'\t' -v p="$pass" -v s="$size" -v c="$conns" '$1 == p && $2 == s && $3 == c && $4 == "max" && $7 > 0 {
+				if (min == "" || $7 < min) min = $7 } END { printf "%d", (min == "" ? 0 : min / 2) }' "$TSV")
 			if [ "$half" -lt 1 ]; then
 				log "no max rate for $size B x $conns: half-rate cells skipped"
 				continue
 			fi
-			for b in $BACKENDS; do
+			for b in $order; do
 				cell "$size" "$conns" half "$b" "$half"
 			done
 		fi
 	done
+done
 done
 
 {
@@ -172,11 +182,11 @@ done
 	echo "Commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- netio cmd || echo ' (with uncommitted changes)')."
 	echo "Warm-up $WARMUP, measured $DURATION, drain $DRAIN per run; written by bench/bakeoff.sh on $(date -u '+%Y-%m-%d %H:%M UTC')."
 	echo
-	echo "| size | conns | rate | backend | rec/s | MB/s | publish p50 / p99 / p99.9 / max ms | e2e p50 / p99 / p99.9 / max ms | broker user+sys s | CPU s/MB | peak RSS MiB | load1 |"
-	echo "|---|---:|---|---|---:|---:|---|---|---|---:|---:|---:|"
+	echo "| pass | size | conns | rate | backend | rec/s | MB/s | publish p50 / p99 / p99.9 / max ms | e2e p50 / p99 / p99.9 / max ms | broker user+sys s | CPU s/MB | peak RSS MiB | load1 |"
+	echo "|---|---|---:|---|---|---:|---:|---|---|---|---:|---:|---:|"
 	awk -F'\t' 'NR > 1 {
-		rate = ($3 == "max" ? "max" : sprintf("%d/s", $5))
-		printf "| %s | %s | %s | %s | %s | %s | %s / %s / %s / %s | %s / %s / %s / %s | %s + %s | %s | %s | %s |\n",
-			$1, $2, rate, $4, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $19, $20, $23 }' "$TSV"
+		rate = ($4 == "max" ? "max" : sprintf("%d/s", $6))
+		printf "| %s | %s | %s | %s | %s | %s | %s | %s / %s / %s / %s | %s / %s / %s / %s | %s + %s | %s | %s | %s |\n",
+			$1, $2, $3, rate, $5, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $20, $21, $24 }' "$TSV"
 } >"$OUT/table.md"
 log "done: $OUT/table.md"

@@ -15,8 +15,8 @@ import (
 // BenchmarkFileToSocket compares ways of sending a file range (segment data, in the page cache) to a
 // TCP socket on loopback, side by side: sendfile(2), which the backends use; io_uring SPLICE
 // file→pipe→socket (two linked ops); io_uring SEND_ZC from an mmap of the file and from a pread
-// buffer; and pread+write (one copy) as the baseline. A goroutine drains the other end. Sub-benchmarks
-// interleave under -count, so run with -count 5 or more and compare medians.
+// buffer; and pread+write (one copy) as the baseline. A goroutine drains the other end. bench/micro.sh
+// runs it in interleaved rounds and reports medians.
 func BenchmarkFileToSocket(b *testing.B) {
 	const fileLen = 32 << 20
 	path := filepath.Join(b.TempDir(), "segment")

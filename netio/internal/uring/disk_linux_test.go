@@ -13,7 +13,7 @@ import (
 // file followed by fdatasync, made with two system calls and with io_uring (WRITE linked to
 // FSYNC(DATASYNC), one io_uring_enter for both). The file lives in SLUICE_BENCH_DIR (default the
 // temporary directory: it must be a real disk for fdatasync to mean anything, not tmpfs).
-// Sub-benchmarks interleave under -count; compare medians.
+// bench/micro.sh runs it in interleaved rounds and reports medians.
 func BenchmarkAppendDatasync(b *testing.B) {
 	dir := os.Getenv("SLUICE_BENCH_DIR")
 	if dir == "" {
