@@ -49,6 +49,10 @@ log() { printf '%s  %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 go build -o "$BIN/loadgen" ./cmd/loadgen
 go build -o "$BIN/sluice" ./cmd/sluice
+if [[ " $BACKENDS " == *" uring-ring "* ]]; then
+	# uring-ring: the io_uring backend writing only through the ring (no direct sendmsg first).
+	go build -ldflags "-X github.com/sluicebroker/sluice/netio.uringSend=ring" -o "$BIN/sluice-ring" ./cmd/sluice
+fi
 mkdir -p "$OUT/runs"
 TSV=$OUT/cells.tsv
 printf 'pass\tsize\tconns\tmode\tbackend\ttarget_rate\trec_s\tMB_s\tpub_p50_ms\tpub_p99_ms\tpub_p999_ms\tpub_max_ms\te2e_p50_ms\te2e_p99_ms\te2e_p999_ms\te2e_max_ms\tbroker_user_s\tbroker_sys_s\tproduced_MB\tcpu_s_per_MB\tpeak_rss_MiB\terrors\tcomplete\tload1\n' >"$TSV"
@@ -101,8 +105,12 @@ cell() {
 	run=$((run + 1))
 	rm -rf "$dir" "$BIN/data"
 	mkdir -p "$dir"
-	"$BIN/sluice" serve --listen "127.0.0.1:$port" --raft-addr "127.0.0.1:$((port + 500))" \
-		--data-dir "$BIN/data" --netio "$backend" --segment-bytes 268435456 \
+	local bin=$BIN/sluice netio=$backend
+	if [ "$backend" = uring-ring ]; then
+		bin=$BIN/sluice-ring netio=uring
+	fi
+	"$bin" serve --listen "127.0.0.1:$port" --raft-addr "127.0.0.1:$((port + 500))" \
+		--data-dir "$BIN/data" --netio "$netio" --segment-bytes 268435456 \
 		--max-message-bytes 4194304 >"$dir/broker.log" 2>&1 &
 	BROKER_PID=$!
 	if ! wait_port "$port"; then

@@ -2,7 +2,7 @@
 # bench/micro.sh: the io_uring micro-benchmarks, ROUNDS times each, rounds interleaved (go test's
 # -count repeats one sub-benchmark back to back, which lets a burst of load from elsewhere hit one
 # variant only). Writes $OUT/file-to-socket.txt and $OUT/append-datasync.txt in go test's format and
-# $OUT/medians.txt (median ns/op and MB/s per variant).
+# $OUT/medians.txt (median ns/op, MB/s and process CPU ns/op per variant).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -22,11 +22,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 for f in file-to-socket append-datasync; do
 	echo "== $f: median over $ROUNDS rounds"
-	awk '/^Benchmark/ { n[$1]++; ns[$1, n[$1]] = $3; mb[$1, n[$1]] = $5; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+	awk '/^Benchmark/ { n[$1]++; ns[$1, n[$1]] = $3; mb[$1, n[$1]] = $5; cpu[$1, n[$1]] = 0
+			for (i = 3; i < NF; i++) if ($(i + 1) == "cpu-ns/op") cpu[$1, n[$1]] = $i
+			if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
 		function median(a, name, c,   i, v, j, t) {
 			for (i = 1; i <= c; i++) v[i] = a[name, i] + 0
 			for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
 			return c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2 }
-		END { for (i = 1; i <= k; i++) printf "%-55s %12.0f ns/op %9.1f MB/s  (n=%d)\n", order[i], median(ns, order[i], n[order[i]]), median(mb, order[i], n[order[i]]), n[order[i]] }' "$OUT/$f.txt"
+		END { for (i = 1; i <= k; i++) { c = n[order[i]]
+			printf "%-50s %11.0f ns/op %8.1f MB/s %11.0f cpu-ns/op  (n=%d)\n", order[i], median(ns, order[i], c), median(mb, order[i], c), median(cpu, order[i], c), c } }' "$OUT/$f.txt"
 done >"$OUT/medians.txt"
 cat "$OUT/medians.txt"

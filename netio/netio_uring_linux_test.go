@@ -88,3 +88,17 @@ func TestUringFewProvidedBuffers(t *testing.T) {
 	t.Run("RandomizedTraffic", TestRandomizedTraffic)
 	t.Logf("%d receives found no buffer", uringStarved.Load()-before)
 }
+
+// The ring-only write path (uringSend "ring", for comparison builds) passes the same traffic tests.
+func TestUringRingSend(t *testing.T) {
+	if err := UringAvailable(); err != nil {
+		t.Skipf("io_uring unavailable here: %v", err)
+	}
+	savedSend, savedBackends := uringSend, backends
+	uringSend, backends = "ring", []Backend{BackendUring}
+	defer func() { uringSend, backends = savedSend, savedBackends }()
+	t.Run("ManyConnections", TestManyConnections)
+	t.Run("BackPressureReachesClient", TestBackPressureReachesClient)
+	t.Run("RandomizedTraffic", TestRandomizedTraffic)
+	t.Run("FileRangeSlowReader", TestFileRangeSlowReader)
+}

@@ -50,6 +50,8 @@ func BenchmarkAppendDatasync(b *testing.B) {
 				}
 				b.SetBytes(int64(size))
 				b.ResetTimer()
+				var ru0, ru1 unix.Rusage
+				_ = unix.Getrusage(unix.RUSAGE_SELF, &ru0)
 				off := int64(0)
 				for range b.N {
 					if r == nil {
@@ -82,6 +84,10 @@ func BenchmarkAppendDatasync(b *testing.B) {
 						off = 0
 					}
 				}
+				b.StopTimer()
+				_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+				cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+				b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
