@@ -115,3 +115,18 @@ for (metric, mode), label in [(("rec_s", "max"), "max-rate throughput (higher is
                               (("cpu", "half"), "CPU s per produced MB at half rate (lower is better)")]:
     r = ratios.get((metric, mode), {})
     print(f"| {label} | " + " | ".join(fmt(gmean(r.get(b, [])), 3) + f" (n={len(r.get(b, []))})" for b in order) + " |")
+
+print("\n### Broker CPU per produced MB, from the OS accounting (/proc/<pid>/stat utime and stime)\n")
+print("Sums over every run of a kind (both passes; the one consumer's fetches included), so the cells with most "
+      "data weigh most.\n")
+print("| runs | size | backend | user s | system s | produced MB | user ms/MB | system ms/MB | total ms/MB |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+for mode, label in (("max", "max rate"), ("half", "half rate")):
+    for size in sorted({int(r["size"]) for r in rows}):
+        for b in order:
+            rs = [r for r in rows if r["backend"] == b and r["mode"] == mode and int(r["size"]) == size and num(r["produced_MB"])]
+            u = sum(num(r["broker_user_s"]) for r in rs)
+            s = sum(num(r["broker_sys_s"]) for r in rs)
+            mb = sum(num(r["produced_MB"]) for r in rs)
+            if mb:
+                print(f"| {label} | {size_name(size)} | {b} | {u:,.1f} | {s:,.1f} | {mb:,.0f} | {1000 * u / mb:.2f} | {1000 * s / mb:.2f} | {1000 * (u + s) / mb:.2f} |")

@@ -9,7 +9,7 @@ cd "$ROOT"
 BACKENDS=${BACKENDS:-"std gnet uring"}
 CONNS=${CONNS:-10000}
 REPEATS=${REPEATS:-3}
-PORT=${PORT:-32700}
+PORT=${PORT:-32300}
 BIN=$(mktemp -d /tmp/sluice-idle.XXXXXX)
 PID=
 cleanup() {
