@@ -223,27 +223,35 @@ func (r *runner) measure(ctx context.Context) error {
 		close(prodDone)
 	}()
 
-	// Rates are counted over exactly [measureFrom, stop]; the rest ticks once a second.
-	m0Timer, m1Timer := time.NewTimer(time.Until(r.measureFrom)), time.NewTimer(time.Until(r.stop))
-	defer m0Timer.Stop()
-	defer m1Timer.Stop()
+	// Rates are counted over [measureFrom, stop], snapped on a goroutine of their own: a tick merging
+	// a thousand producers' histograms can take seconds, and a snap queued behind it came late (with
+	// the timer's time), leaving an empty window.
+	r.t0, r.t1 = r.start, time.Time{}
+	windowDone := make(chan struct{})
+	defer func() { <-windowDone }()
+	go func() {
+		defer close(windowDone)
+		if !sleep(ctx, time.Until(r.measureFrom)) {
+			return
+		}
+		r.m0 = r.snap()
+		r.t0 = time.Now()
+		if !sleep(ctx, time.Until(r.stop)) {
+			return
+		}
+		r.m1 = r.snap()
+		r.t1 = time.Now()
+	}()
 	endTimer := time.NewTimer(time.Until(r.hardEnd))
 	defer endTimer.Stop()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	r.last = r.start
-	r.t0, r.t1 = r.start, time.Time{}
 	var lastCounts [4]int64
 	for {
 		var now time.Time
 		final := false
 		select {
-		case r.t0 = <-m0Timer.C:
-			r.m0 = r.snap()
-			continue
-		case r.t1 = <-m1Timer.C:
-			r.m1 = r.snap()
-			continue
 		case now = <-tick.C:
 		case <-prodDone:
 			prodDone = nil

@@ -25,20 +25,22 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/sluicebroker/sluice/netio/internal/uring"
 )
 
 // Backend names a connection backend.
 type Backend string
 
 const (
-	// BackendAuto picks gnet where it is supported (Linux, BSD, macOS) and std elsewhere.
+	// BackendAuto picks by the bake-off (see autoPrefersUring): uring where io_uring can run, else
+	// gnet where it is supported (Linux, BSD, macOS), else std.
 	BackendAuto Backend = "auto"
 	// BackendGnet runs gnet v2 event loops.
 	BackendGnet Backend = "gnet"
 	// BackendStd runs a reader and a writer goroutine per connection on net.TCPConn.
 	BackendStd Backend = "std"
-	// BackendUring runs an io_uring event loop (Linux; Listen fails where io_uring is unavailable).
-	// auto never picks it yet.
+	// BackendUring runs io_uring event loops (Linux; Listen fails where io_uring is unavailable).
 	BackendUring Backend = "uring"
 )
 
@@ -132,11 +134,9 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 	c := &core{handler: h, opts: opts, log: opts.Logger}
 
 	b := opts.Backend
-	if b == BackendAuto {
-		b = BackendStd
-		if gnetSupported {
-			b = BackendGnet
-		}
+	auto := b == BackendAuto
+	if auto {
+		b = autoBackend(c.log)
 	}
 	var (
 		impl  backendServer
@@ -153,6 +153,12 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 		impl, bound, err = listenStd(addr, c)
 	case BackendUring:
 		impl, bound, err = listenUring(addr, c)
+		if err != nil && auto && errors.Is(err, uring.ErrUnsupported) {
+			// The probe passed but a loop's ring did not (e.g. locked-memory limits): still gnet.
+			c.log.Info("netio: io_uring unavailable, auto falls back to gnet", "err", err)
+			b = BackendGnet
+			impl, bound, err = listenGnet(addr, c)
+		}
 	default:
 		return nil, fmt.Errorf("netio: unknown backend %q", b)
 	}
@@ -160,6 +166,26 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 		return nil, err
 	}
 	return &Server{backend: b, addr: bound, impl: impl}, nil
+}
+
+// autoPrefersUring is the bake-off's verdict (results/2026-11-23-2core-vm-bakeoff): auto runs io_uring
+// where it can. Tests flip it to check the fallback.
+var autoPrefersUring = true
+
+// autoBackend resolves auto. When io_uring is preferred but cannot run here (disabled by sysctl, a
+// kernel too old, seccomp), it says so in exactly one log line and picks gnet.
+func autoBackend(log *slog.Logger) Backend {
+	if !gnetSupported {
+		return BackendStd
+	}
+	if !autoPrefersUring {
+		return BackendGnet
+	}
+	if err := UringAvailable(); err != nil {
+		log.Info("netio: io_uring unavailable, auto falls back to gnet", "err", err)
+		return BackendGnet
+	}
+	return BackendUring
 }
 
 // Addr returns the bound address (with the real port when listening on port 0).

@@ -310,7 +310,10 @@ func TestAutoBackend(t *testing.T) {
 	}
 	defer s.Close()
 	want := BackendStd
-	if gnetSupported {
+	switch {
+	case gnetSupported && autoPrefersUring && UringAvailable() == nil:
+		want = BackendUring
+	case gnetSupported:
 		want = BackendGnet
 	}
 	if s.Backend() != want {

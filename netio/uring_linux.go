@@ -7,14 +7,19 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/sluicebroker/sluice/netio/internal/uring"
 	"golang.org/x/sys/unix"
 )
 
 // The io_uring backend: Options.Loops event loops, each a goroutine that owns one ring; every loop keeps
-// an ACCEPT posted on the one listening socket, and a connection stays on the loop that accepted it.
+// an ACCEPT posted on the one listening socket (multishot where the kernel has it, 5.19), and a
+// connection stays on the loop that accepted it. Receives take their buffer from the loop's provided
+// buffer ring (5.19) when the kernel has one, so an idle connection holds no read buffer; a frame body
+// longer than such a buffer is received straight into the frame.
 // Accepts, receives and byte writes (SENDMSG with the response's buffers as iovecs) go through the ring;
 // completions are handled on the loop, which also parses frames, calls HandleRequest and drains the
 // response queue. Answers from other goroutines wake the loop through an eventfd whose READ is always
@@ -34,6 +39,10 @@ const (
 	uringSendBudget = 4 << 20 // bytes one drain writes before yielding to other connections
 	uringBacklog    = 4096
 )
+
+// uringBufCount is the number of provided buffers per loop, uringReadBuffer bytes each (4 MiB); a
+// receive that finds none waits for the batch's buffers to come back. Tests lower it.
+var uringBufCount = 256
 
 // User data: connection key << udShift | kind. Key 0 is the server's own operations.
 const (
@@ -80,13 +89,21 @@ var uringSetup = func() (*uring.Ring, error) {
 var uringOps = []uint8{uring.OpNop, uring.OpAccept, uring.OpRecv, uring.OpSendmsg, uring.OpPollAdd,
 	uring.OpRead, uring.OpAsyncCancel, uring.OpTimeout}
 
+// uringStarved counts receives that found no provided buffer; tests log it.
+var uringStarved atomic.Uint64
+
 type uringServer struct {
 	core *core
 	ring *uring.Ring
-	lfd  int
-	evfd int
-	addr net.Addr
-	done chan struct{}
+	// bufs is the provided buffer ring receives draw from; nil where the kernel has none (each
+	// connection then owns a read buffer).
+	bufs        *uring.BufRing
+	multiAccept bool
+	starved     []*uringConn // receives that found bufs empty (ENOBUFS): posted again after the batch
+	lfd         int
+	evfd        int
+	addr        net.Addr
+	done        chan struct{}
 
 	// Loop only.
 	conns        map[uint64]*uringConn
@@ -116,9 +133,11 @@ type uringConn struct {
 	fd   int
 	key  uint64
 
-	// Reader state. rbuf[rstart:rend] is received and not parsed; a frame's body longer than rbuf is
-	// received straight into the frame.
+	// Reader state. in[rstart:rend] is received and not parsed: in is rbuf, or with provided buffers
+	// the kernel's buffer during a completion and rbuf only while a paused connection keeps what it
+	// could not parse yet. A frame's body longer than a read buffer is received straight into the frame.
 	rbuf          *[]byte
+	in            []byte
 	rstart, rend  int
 	hdr           [4]byte
 	hdrGot        int
@@ -206,7 +225,12 @@ func listenUringLoop(lfd int, bound net.Addr, co *core) (*uringServer, error) {
 	}
 	s := &uringServer{
 		core: co, ring: ring, lfd: lfd, evfd: evfd, addr: bound,
-		done: make(chan struct{}), conns: make(map[uint64]*uringConn),
+		done: make(chan struct{}), conns: make(map[uint64]*uringConn), multiAccept: true,
+	}
+	if br, err := ring.RegisterBufRing(uringBufCount, uringReadBuffer, 0); err == nil {
+		s.bufs = br
+	} else {
+		co.log.Debug("netio: io_uring without provided buffers: a read buffer per connection", "err", err)
 	}
 	s.postAccept()
 	s.postWakeRead()
@@ -326,8 +350,12 @@ func (s *uringServer) sqe() *uring.SQE {
 }
 
 func (s *uringServer) postAccept() {
-	s.acceptLen = uint32(unix.SizeofSockaddrAny)
-	s.sqe().PrepAccept(s.lfd, &s.acceptSA, &s.acceptLen, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, udAccept)
+	if s.multiAccept {
+		s.sqe().PrepAcceptMultishot(s.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, udAccept)
+	} else {
+		s.acceptLen = uint32(unix.SizeofSockaddrAny)
+		s.sqe().PrepAccept(s.lfd, &s.acceptSA, &s.acceptLen, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, udAccept)
+	}
 	s.acceptPosted = true
 }
 
@@ -366,12 +394,25 @@ func (s *uringServer) run() {
 			if cqe == nil {
 				break
 			}
-			ud, res := cqe.UserData, cqe.Res
+			ud, res, flags := cqe.UserData, cqe.Res, cqe.Flags
 			s.ring.Seen()
-			s.complete(ud, res)
+			s.complete(ud, res, flags)
+		}
+		if s.bufs != nil {
+			s.bufs.Publish() // the buffers this batch returned
+			for i, u := range s.starved {
+				s.starved[i] = nil
+				if !u.closing && !u.recvPosted {
+					u.readMore()
+				}
+			}
+			s.starved = s.starved[:0]
 		}
 	}
 	s.ring.Close()
+	if s.bufs != nil {
+		s.bufs.Close() // after the ring: the kernel no longer writes into the buffers
+	}
 	_ = unix.Close(s.evfd)
 }
 
@@ -417,7 +458,7 @@ func (s *uringServer) takeWakes() {
 	}
 }
 
-func (s *uringServer) complete(ud uint64, res int32) {
+func (s *uringServer) complete(ud uint64, res int32, flags uint32) {
 	kind, key := ud&(1<<udShift-1), ud>>udShift
 	if key == 0 {
 		switch kind {
@@ -430,7 +471,9 @@ func (s *uringServer) complete(ud uint64, res int32) {
 				s.postWakeRead()
 			}
 		case udAccept:
-			s.acceptPosted = false
+			if flags&uring.CQEMore == 0 {
+				s.acceptPosted = false // a single-shot accept, or a multishot one that ended
+			}
 			s.accepted(res)
 		case udTimer:
 			s.timerPosted = false
@@ -444,11 +487,14 @@ func (s *uringServer) complete(ud uint64, res int32) {
 	}
 	u := s.conns[key]
 	if u == nil {
+		if flags&uring.CQEBuffer != 0 {
+			s.bufs.Return(uint16(flags >> 16))
+		}
 		return
 	}
 	switch kind {
 	case udRecv:
-		u.received(res)
+		u.received(res, flags)
 	case udWrite:
 		u.written(res)
 	}
@@ -456,10 +502,17 @@ func (s *uringServer) complete(ud uint64, res int32) {
 
 func (s *uringServer) accepted(res int32) {
 	if res < 0 {
-		if s.shutdown {
+		if s.shutdown || s.acceptPosted { // stopping, or a multishot accept that stays armed
 			return
 		}
 		switch errno := unix.Errno(-res); errno {
+		case unix.EINVAL:
+			if s.multiAccept { // a kernel before 5.19: one ACCEPT per connection
+				s.multiAccept = false
+				s.postAccept()
+				return
+			}
+			fallthrough
 		case unix.ECONNABORTED, unix.EINTR, unix.EAGAIN, unix.EPROTO, unix.EPERM:
 			s.core.log.Debug("netio: accept", "err", errno)
 			s.postAccept()
@@ -477,7 +530,9 @@ func (s *uringServer) accepted(res int32) {
 		_ = unix.Close(fd)
 		return
 	}
-	s.postAccept()
+	if !s.acceptPosted {
+		s.postAccept()
+	}
 	psa, err := unix.Getpeername(fd)
 	if err != nil { // already gone
 		_ = unix.Close(fd)
@@ -492,7 +547,11 @@ func (s *uringServer) accepted(res int32) {
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
-	u := &uringConn{srv: s, fd: fd, rbuf: getFrame(uringReadBuffer)}
+	u := &uringConn{srv: s, fd: fd}
+	if s.bufs == nil {
+		u.rbuf = getFrame(uringReadBuffer)
+		u.in = *u.rbuf
+	}
 	u.conn = newConn(s.core, u, sockaddrToTCP(psa), local)
 	u.key = u.conn.ID
 	s.conns[u.key] = u
@@ -507,25 +566,53 @@ func (u *uringConn) close()        { u.srv.want(u, wantClose) }
 
 // Reading, on the loop.
 
-func (u *uringConn) received(res int32) {
+func (u *uringConn) received(res int32, flags uint32) {
 	u.recvPosted = false
-	if u.closing {
-		u.maybeFinalize()
-		return
-	}
-	if res <= 0 {
-		if res < 0 {
-			u.srv.core.log.Debug("netio: recv", "remote", u.conn.RemoteAddr, "err", unix.Errno(-res))
+	kernelBuf := flags&uring.CQEBuffer != 0
+	if u.closing || res <= 0 {
+		if kernelBuf {
+			u.srv.bufs.Return(uint16(flags >> 16))
 		}
-		u.startClose() // EOF or error
+		switch {
+		case u.closing:
+			u.maybeFinalize()
+		case res == -int32(unix.ENOBUFS):
+			uringStarved.Add(1)
+			u.srv.starved = append(u.srv.starved, u) // every provided buffer is taken: try after the batch
+		default:
+			if res < 0 {
+				u.srv.core.log.Debug("netio: recv", "remote", u.conn.RemoteAddr, "err", unix.Errno(-res))
+			}
+			u.startClose() // EOF or error
+		}
 		return
 	}
-	if u.recvIntoFrame {
+	switch {
+	case u.recvIntoFrame:
 		u.got += int(res)
-	} else {
+	case kernelBuf:
+		id := uint16(flags >> 16)
+		u.in, u.rstart, u.rend = u.srv.bufs.Buf(id)[:res], 0, int(res)
+		u.readMore()
+		u.keepRest()
+		u.srv.bufs.Return(id)
+		return
+	default:
 		u.rend += int(res)
 	}
 	u.readMore()
+}
+
+// keepRest copies what a paused connection could not parse out of the kernel's buffer, which goes
+// back to the ring.
+func (u *uringConn) keepRest() {
+	if u.rstart == u.rend || u.closing {
+		u.in, u.rstart, u.rend = nil, 0, 0
+		return
+	}
+	u.rbuf = getFrame(uringReadBuffer)
+	n := copy(*u.rbuf, u.in[u.rstart:u.rend])
+	u.in, u.rstart, u.rend = *u.rbuf, 0, n
 }
 
 // readMore parses what was received, dispatching frames while there is room, drains the answers given
@@ -567,7 +654,7 @@ func (u *uringConn) readMore() {
 // reason when the client sent garbage.
 func (u *uringConn) parse() string {
 	c := u.conn
-	rb := *u.rbuf
+	rb := u.in
 	for {
 		if u.frame != nil && u.got == u.size {
 			buf := u.frame
@@ -607,6 +694,10 @@ func (u *uringConn) parse() string {
 // postRecv receives into rbuf, or straight into the frame when its rest is at least as long as rbuf.
 // rbuf is empty (parse consumed it) unless paused, and then nothing is received.
 func (u *uringConn) postRecv() {
+	if u.srv.bufs != nil {
+		u.postRecvSelect()
+		return
+	}
 	rb := *u.rbuf
 	if u.rstart > 0 {
 		n := copy(rb, rb[u.rstart:u.rend])
@@ -621,6 +712,28 @@ func (u *uringConn) postRecv() {
 		u.recvIntoFrame = true
 	} else {
 		u.srv.sqe().PrepRecv(u.fd, rb[u.rend:], ud)
+		u.recvIntoFrame = false
+	}
+	u.recvPosted = true
+}
+
+// postRecvSelect receives into a provided buffer, or straight into the frame when its rest is at least
+// as long as one. Everything received was parsed: a kept rest goes back to the pool.
+func (u *uringConn) postRecvSelect() {
+	if u.rbuf != nil {
+		putFrame(u.rbuf)
+		u.rbuf = nil
+	}
+	u.in, u.rstart, u.rend = nil, 0, 0
+	ud := u.key<<udShift | udRecv
+	if u.frame != nil && u.size-u.got >= uringReadBuffer {
+		if u.got == len(*u.frame) {
+			u.frame = growFrame(u.frame, u.size)
+		}
+		u.srv.sqe().PrepRecv(u.fd, (*u.frame)[u.got:], ud)
+		u.recvIntoFrame = true
+	} else {
+		u.srv.sqe().PrepRecvSelect(u.fd, u.srv.bufs.Group(), ud)
 		u.recvIntoFrame = false
 	}
 	u.recvPosted = true
@@ -701,15 +814,43 @@ func (u *uringConn) writeBytes(iov *[][]byte) error {
 		u.postWrite(wopYield)
 		return errWouldBlock
 	}
+	u.fillVecs(*iov)
+	if uringSend == "direct" {
+		// Try the socket first: what fits goes out now, without a round trip through the completion
+		// queue; the rest goes to a SENDMSG on the ring, which waits for room.
+		u.msg = unix.Msghdr{Iov: &u.vecs[0]}
+		u.msg.SetIovlen(len(u.vecs))
+		n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(u.fd), uintptr(unsafe.Pointer(&u.msg)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		switch errno {
+		case 0:
+			consumeIov(iov, int(n))
+			u.budget -= int64(n)
+			if len(*iov) == 0 {
+				return nil
+			}
+			u.fillVecs(*iov)
+		case unix.EAGAIN, unix.EINTR:
+		default:
+			return os.NewSyscallError("sendmsg", errno)
+		}
+	}
+	u.postWrite(wopSend)
+	return errWouldBlock
+}
+
+// uringSend says how bytes are written: "direct" tries sendmsg(2) on the non-blocking socket first and
+// posts a SENDMSG on the ring for what did not fit; "ring" always posts (the bake-off compared both:
+// bench/uring-send.txt). A string, so a benchmark build can flip it with -ldflags -X.
+var uringSend = "direct"
+
+func (u *uringConn) fillVecs(iov [][]byte) {
 	clear(u.vecs)
 	u.vecs = u.vecs[:0]
-	for _, b := range *iov {
+	for _, b := range iov {
 		v := unix.Iovec{Base: &b[0]}
 		v.SetLen(len(b))
 		u.vecs = append(u.vecs, v)
 	}
-	u.postWrite(wopSend)
-	return errWouldBlock
 }
 
 // sendFile sends with sendfile(2) on the non-blocking socket until it is full (then a POLL_ADD resumes
@@ -763,8 +904,11 @@ func (u *uringConn) maybeFinalize() {
 		putFrame(u.frame)
 		u.frame = nil
 	}
-	putFrame(u.rbuf)
-	u.rbuf = nil
+	if u.rbuf != nil {
+		putFrame(u.rbuf)
+		u.rbuf = nil
+	}
+	u.in = nil
 	clear(u.vecs)
 	u.conn.closeAndSweep()
 	u.srv.core.handler.ConnClosed(u.conn)
@@ -773,5 +917,5 @@ func (u *uringConn) maybeFinalize() {
 }
 
 // UringAvailable reports why Backend uring cannot run here (disabled by sysctl, a kernel too old,
-// seccomp), or nil when it can: a small ring is set up and closed.
-func UringAvailable() error { return uring.Probe(uringOps...) }
+// seccomp), or nil when it can: a loop's ring is set up, probed and closed.
+func UringAvailable() error { return uringProbeSetup() }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicebroker/sluice/netio"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -179,30 +178,6 @@ func TestTopicAdmin(t *testing.T) {
 	meta, err := adm.BrokerMetadata(ctx)
 	if err != nil || len(meta.Brokers) != 1 || meta.Brokers[0].NodeID != 1 || meta.Cluster == "" {
 		t.Fatalf("broker metadata: %v %+v", err, meta)
-	}
-}
-
-// TestNetioBackends runs the same produce/consume round trip over each network backend.
-func TestNetioBackends(t *testing.T) {
-	backends := []string{"gnet", "std"}
-	if netio.UringAvailable() == nil {
-		backends = append(backends, "uring")
-	}
-	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			b := startBroker(t, "--netio", backend)
-			b.createTopic("backend", 4, nil)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			var sent []*kgo.Record
-			for i := 0; i < 2000; i++ {
-				sent = append(sent, &kgo.Record{Topic: "backend", Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprintf("%s-%d", backend, i)), Timestamp: time.UnixMilli(int64(1700000000000 + i))})
-			}
-			if err := b.client().ProduceSync(ctx, sent...).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
-			checkRecords(t, sent, consumeAll(t, b, "backend"))
-		})
 	}
 }
 

@@ -4,6 +4,7 @@
 package uring
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 const (
 	OpNop         uint8 = 0
 	OpWritev      uint8 = 2
+	OpFsync       uint8 = 3
 	OpPollAdd     uint8 = 6
 	OpSendmsg     uint8 = 9
 	OpTimeout     uint8 = 11
@@ -24,9 +26,36 @@ const (
 	OpAsyncCancel uint8 = 14
 	OpClose       uint8 = 19
 	OpRead        uint8 = 22
+	OpWrite       uint8 = 23
 	OpSend        uint8 = 26
 	OpRecv        uint8 = 27
 	OpSplice      uint8 = 30
+	OpSendZC      uint8 = 47
+)
+
+// SQE flags (IOSQE_*).
+const (
+	// SQELink: the next entry starts only when this one completed in full (a short result breaks
+	// the chain: the rest complete with -ECANCELED).
+	SQELink = 1 << 2
+	// SQEBufferSelect: the kernel picks the buffer from the group in BufIndex (a provided buffer ring).
+	SQEBufferSelect = 1 << 5
+)
+
+// CQE flags (IORING_CQE_F_*).
+const (
+	// CQEBuffer: the upper 16 bits of Flags are the id of the provided buffer that holds the data.
+	CQEBuffer = 1 << 0
+	// CQEMore: a multishot request stays armed; more completions follow.
+	CQEMore = 1 << 1
+	// CQENotif: SEND_ZC's second completion: the kernel no longer needs the buffer.
+	CQENotif = 1 << 3
+)
+
+// Operation flags.
+const (
+	acceptMultishot = 1 << 0 // IORING_ACCEPT_MULTISHOT, in ioprio (5.19)
+	fsyncDatasync   = 1 << 0 // IORING_FSYNC_DATASYNC
 )
 
 const (
@@ -312,6 +341,45 @@ func (s *SQE) PrepAccept(fd int, sa *unix.RawSockaddrAny, salen *uint32, flags u
 	s.Opcode, s.Fd, s.Addr, s.Off, s.OpFlags, s.UserData = OpAccept, int32(fd), uint64(uintptr(unsafe.Pointer(sa))), uint64(uintptr(unsafe.Pointer(salen))), flags, ud
 }
 
+// PrepAcceptMultishot fills an ACCEPT that stays armed (CQEMore) and completes once per connection;
+// the peer's address is not stored.
+func (s *SQE) PrepAcceptMultishot(fd int, flags uint32, ud uint64) {
+	s.Opcode, s.Fd, s.OpFlags, s.IOPrio, s.UserData = OpAccept, int32(fd), flags, acceptMultishot, ud
+}
+
+// PrepRecvSelect fills a RECV into a buffer the kernel takes from provided buffer group bgid.
+func (s *SQE) PrepRecvSelect(fd int, bgid uint16, ud uint64) {
+	s.Opcode, s.Fd, s.Flags, s.BufIndex, s.UserData = OpRecv, int32(fd), SQEBufferSelect, bgid, ud
+}
+
+// PrepSend fills a SEND of b.
+func (s *SQE) PrepSend(fd int, b []byte, flags uint32, ud uint64) {
+	s.Opcode, s.Fd, s.Addr, s.Len, s.OpFlags, s.UserData = OpSend, int32(fd), uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b)), flags, ud
+}
+
+// PrepSendZC fills a zero-copy SEND of b: a first completion with the result (CQEMore set), then a
+// CQENotif one once b may be reused.
+func (s *SQE) PrepSendZC(fd int, b []byte, flags uint32, ud uint64) {
+	s.PrepSend(fd, b, flags, ud)
+	s.Opcode = OpSendZC
+}
+
+// PrepSplice fills a SPLICE of n bytes from fdIn at offIn to fdOut at offOut (-1: a pipe or socket,
+// no offset).
+func (s *SQE) PrepSplice(fdIn int, offIn int64, fdOut int, offOut int64, n uint32, flags uint32, ud uint64) {
+	s.Opcode, s.Fd, s.Off, s.Addr, s.Len, s.OpFlags, s.SpliceFdIn, s.UserData = OpSplice, int32(fdOut), uint64(offOut), uint64(offIn), n, flags, int32(fdIn), ud
+}
+
+// PrepWrite fills a WRITE of b at offset off.
+func (s *SQE) PrepWrite(fd int, b []byte, off int64, ud uint64) {
+	s.Opcode, s.Fd, s.Addr, s.Len, s.Off, s.UserData = OpWrite, int32(fd), uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b)), uint64(off), ud
+}
+
+// PrepFdatasync fills an FSYNC with IORING_FSYNC_DATASYNC.
+func (s *SQE) PrepFdatasync(fd int, ud uint64) {
+	s.Opcode, s.Fd, s.OpFlags, s.UserData = OpFsync, int32(fd), fsyncDatasync, ud
+}
+
 // PrepCancel fills an ASYNC_CANCEL of the request with user data target.
 func (s *SQE) PrepCancel(target, ud uint64) {
 	s.Opcode, s.Fd, s.Addr, s.UserData = OpAsyncCancel, -1, target, ud
@@ -321,3 +389,90 @@ func (s *SQE) PrepCancel(target, ud uint64) {
 func (s *SQE) PrepTimeout(ts *unix.Timespec, ud uint64) {
 	s.Opcode, s.Fd, s.Addr, s.Len, s.UserData = OpTimeout, -1, uint64(uintptr(unsafe.Pointer(ts))), 1, ud
 }
+
+// BufRing is a provided buffer ring (IORING_REGISTER_PBUF_RING, 5.19): Count buffers of Size bytes
+// the kernel picks from for receives with SQEBufferSelect, so an idle connection holds no buffer.
+// Ring and buffers are mmapped outside Go's heap. Only the ring's owner uses it.
+type BufRing struct {
+	Size  int
+	ring  []byte // Count entries of struct io_uring_buf; the tail is the first entry's last 2 bytes
+	bufs  []byte
+	mask  uint16
+	tail  uint16
+	bgid  uint16
+	count int
+}
+
+// RegisterBufRing registers count (a power of two, at most 32768) buffers of size bytes as group bgid,
+// all handed to the kernel. It fails on kernels before 5.19.
+func (r *Ring) RegisterBufRing(count, size int, bgid uint16) (*BufRing, error) {
+	const registerPbufRing = 22
+	if count <= 0 || count > 1<<15 || count&(count-1) != 0 {
+		return nil, fmt.Errorf("uring: buffer ring of %d entries: not a power of two up to 32768", count)
+	}
+	ringMem, err := unix.Mmap(-1, 0, count*16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANONYMOUS|unix.MAP_PRIVATE)
+	if err != nil {
+		return nil, os.NewSyscallError("mmap", err)
+	}
+	bufs, err := unix.Mmap(-1, 0, count*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANONYMOUS|unix.MAP_PRIVATE)
+	if err != nil {
+		_ = unix.Munmap(ringMem)
+		return nil, os.NewSyscallError("mmap", err)
+	}
+	// struct io_uring_buf_reg: ring_addr, ring_entries, bgid, flags, resv[3].
+	var reg struct {
+		addr    uint64
+		entries uint32
+		bgid    uint16
+		flags   uint16
+		resv    [3]uint64
+	}
+	reg.addr, reg.entries, reg.bgid = uint64(uintptr(unsafe.Pointer(&ringMem[0]))), uint32(count), bgid
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerPbufRing, uintptr(unsafe.Pointer(&reg)), 1, 0, 0); errno != 0 {
+		_ = unix.Munmap(ringMem)
+		_ = unix.Munmap(bufs)
+		return nil, fmt.Errorf("%w: io_uring_register(PBUF_RING): %v", ErrUnsupported, errno)
+	}
+	b := &BufRing{Size: size, ring: ringMem, bufs: bufs, mask: uint16(count - 1), bgid: bgid, count: count}
+	for i := range count {
+		b.put(uint16(i))
+	}
+	b.Publish()
+	return b, nil
+}
+
+// Buf returns buffer id's memory.
+func (b *BufRing) Buf(id uint16) []byte {
+	off := int(id) * b.Size
+	return b.bufs[off : off+b.Size : off+b.Size]
+}
+
+// Return gives buffer id back to the kernel (visible after Publish).
+func (b *BufRing) Return(id uint16) { b.put(id) }
+
+func (b *BufRing) put(id uint16) {
+	e := unsafe.Pointer(&b.ring[int(b.tail&b.mask)*16])
+	*(*uint64)(e) = uint64(uintptr(unsafe.Pointer(&b.bufs[int(id)*b.Size])))
+	*(*uint32)(unsafe.Add(e, 8)) = uint32(b.Size)
+	*(*uint16)(unsafe.Add(e, 12)) = id
+	b.tail++
+}
+
+// Publish makes the buffers returned so far visible to the kernel: a release store of the tail. The
+// tail shares a 32-bit word with the first entry's buffer id, which only we write.
+func (b *BufRing) Publish() {
+	w := (*uint32)(unsafe.Pointer(&b.ring[12]))
+	var word [4]byte
+	binary.NativeEndian.PutUint32(word[:], atomic.LoadUint32(w))
+	binary.NativeEndian.PutUint16(word[2:], b.tail)
+	atomic.StoreUint32(w, binary.NativeEndian.Uint32(word[:]))
+}
+
+// Close unmaps the ring and its buffers; call it after the ring (Ring.Close) is gone.
+func (b *BufRing) Close() {
+	_ = unix.Munmap(b.ring)
+	_ = unix.Munmap(b.bufs)
+}
+
+// Group is the buffer group id for PrepRecvSelect.
+func (b *BufRing) Group() uint16 { return b.bgid }

@@ -169,3 +169,83 @@ func TestSupports(t *testing.T) {
 		t.Fatal("opcode 250 reported supported")
 	}
 }
+
+// A provided buffer ring: receives take buffers from it, a returned buffer is used again, and an
+// empty ring fails the receive with ENOBUFS.
+func TestBufRing(t *testing.T) {
+	r := newRing(t)
+	br, err := r.RegisterBufRing(2, 64, 7)
+	if err != nil {
+		t.Skipf("no provided buffer rings: %v", err)
+	}
+	defer br.Close()
+	a, b := socketPair(t)
+	seen := map[uint16]bool{}
+	for i := range 3 {
+		msg := []byte{'m', byte('0' + i)}
+		if _, err := unix.Write(b, msg); err != nil {
+			t.Fatal(err)
+		}
+		r.GetSQE().PrepRecvSelect(a, br.Group(), 1)
+		c := wait(t, r)
+		if c.Res != 2 || c.Flags&CQEBuffer == 0 {
+			t.Fatalf("recv %d: %+v", i, c)
+		}
+		id := uint16(c.Flags >> 16)
+		if got := br.Buf(id)[:c.Res]; string(got) != string(msg) {
+			t.Fatalf("recv %d: buffer %d holds %q", i, id, got)
+		}
+		seen[id] = true
+		if i == 0 {
+			continue // keep buffer 0 out: the next receive must take the other one
+		}
+		br.Return(id)
+		br.Publish()
+	}
+	if len(seen) != 2 {
+		t.Fatalf("buffers used: %v", seen)
+	}
+	// Take the last free buffer and keep it: the ring is empty, the next receive fails.
+	for _, want := range []int32{1, -int32(unix.ENOBUFS)} {
+		if _, err := unix.Write(b, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		r.GetSQE().PrepRecvSelect(a, br.Group(), 2)
+		if c := wait(t, r); c.Res != want {
+			t.Fatalf("recv: %+v, want res %d", c, want)
+		}
+	}
+}
+
+// A multishot accept completes once per connection and stays armed.
+func TestAcceptMultishot(t *testing.T) {
+	r := newRing(t)
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 8); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(lfd)
+	r.GetSQE().PrepAcceptMultishot(lfd, unix.SOCK_CLOEXEC, 9)
+	for i := range 3 {
+		cfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(cfd)
+		if err := unix.Connect(cfd, sa); err != nil {
+			t.Fatal(err)
+		}
+		c := wait(t, r)
+		if c.UserData != 9 || c.Res < 0 || c.Flags&CQEMore == 0 {
+			t.Fatalf("accept %d: %+v", i, c)
+		}
+		unix.Close(int(c.Res))
+	}
+}
