@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/sluicebroker/sluice/quorum"
@@ -187,7 +189,17 @@ func (b *Broker) enoughInSync(part *replica.Partition) bool {
 	if !ok {
 		return true // the produce fails on its own
 	}
-	return len(b.inSyncReplicas(part.Topic(), pm, b.cfg.NodeID)) >= min
+	isr := b.inSyncReplicas(part.Topic(), pm, b.cfg.NodeID)
+	if len(isr) < min && b.log.Enabled(b.ctx, slog.LevelDebug) {
+		var why []string
+		for _, r := range pm.Replicas {
+			if r != b.cfg.NodeID {
+				why = append(why, fmt.Sprintf("%d:alive=%v,in_sync=%v", r, b.ctl.Alive(r), b.ctl.InSync(r, pm.ShardID)))
+			}
+		}
+		b.log.Debug("not enough in-sync replicas", "topic", part.Topic(), "partition", part.Index(), "isr", isr, "min", min, "others", why)
+	}
+	return len(isr) >= min
 }
 
 // controllerID is the node leading the controller group, or -1 while there is none.

@@ -100,7 +100,12 @@ func (m *Manager) lagLoop() {
 			go func() {
 				defer m.checks.Done()
 				defer p.lagCheck.Store(false)
-				p.inSync.Store(m.host.CaughtUp(p.shardID, m.cfg.ReplicaLagMax) == nil)
+				start := time.Now()
+				err := m.host.CaughtUp(p.shardID, m.cfg.ReplicaLagMax)
+				if was := p.inSync.Swap(err == nil); was != (err == nil) {
+					m.logger.Debug("replica lag check changed", "topic", p.Topic(), "partition", p.Index(),
+						"in_sync", err == nil, "took", time.Since(start), "err", err)
+				}
 			}()
 		}
 	}

@@ -396,8 +396,18 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	}
 
 	var clients []*kgo.Client
-	for range cfg.producers {
-		cl, err := producerClient(cfg, c, kgo.MaxBufferedRecords(cfg.partitions*maxInflightPerPartition+1000))
+	for i := range cfg.producers {
+		// The producers' own log (info level) shows where an unavailable partition's time goes:
+		// metadata refreshes, retried produce errors, requests to a broker that does not answer.
+		prodLog, err := os.Create(filepath.Join(cfg.dataDir, fmt.Sprintf("producer-%d.log", i)))
+		if err != nil {
+			return nil, err
+		}
+		defer prodLog.Close()
+		cl, err := producerClient(cfg, c, kgo.MaxBufferedRecords(cfg.partitions*maxInflightPerPartition+1000),
+			kgo.WithLogger(kgo.BasicLogger(prodLog, kgo.LogLevelInfo, func() string {
+				return time.Now().UTC().Format("15:04:05.000000 ")
+			})))
 		if err != nil {
 			return nil, err
 		}
