@@ -79,11 +79,20 @@ func runStale(ctx context.Context, cfg config, c *cluster) (*staleSummary, error
 	for _, r := range sum.Rounds {
 		// Stale: it names itself leader with an epoch not newer than the new leader's, or
 		// answers OFFSET_OUT_OF_RANGE for an offset the new leader has committed.
+		if r.Error != "" {
+			continue // counted apart below
+		}
 		if r.SelfFromMs >= 0 && r.SelfLeaderEpoch <= r.NewEpoch || r.FetchCodes[kerr.OffsetOutOfRange.Message] > 0 {
 			stale++
 		}
 	}
-	fmt.Printf("\nstale leader: %d of %d rounds had the resumed broker claim leadership or answer OFFSET_OUT_OF_RANGE\n", stale, len(sum.Rounds))
+	failed := 0
+	for _, r := range sum.Rounds {
+		if r.Error != "" {
+			failed++
+		}
+	}
+	fmt.Printf("\nstale leader: %d of %d rounds had the resumed broker claim leadership (at an epoch not above the new leader's) or answer OFFSET_OUT_OF_RANGE; %d rounds failed to set up\n", stale, len(sum.Rounds)-failed, failed)
 	return sum, nil
 }
 
@@ -146,7 +155,15 @@ func fetchCode(ctx context.Context, cl *kgo.Client, id int32, topic string, topi
 func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n int) staleRound {
 	r := staleRound{N: n, NewLeader: -1, FetchCodes: map[string]int{}, FetchCodesEpoch: map[string]int{}}
 	var err error
-	if r.OldLeader, r.OldEpoch, _, err = partitionView(ctx, cl, c.brokers[0].id, cfg.topic); err != nil || r.OldLeader < 0 {
+	// The previous round's handover may still be settling (the cluster-wide health check can
+	// pass on another broker's answer): wait for this broker's own view to name a leader.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r.OldLeader, r.OldEpoch, _, err = partitionView(ctx, cl, c.brokers[0].id, cfg.topic)
+		if err == nil && r.OldLeader >= 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil || r.OldLeader < 0 {
 		r.Error = fmt.Sprintf("no leader: %v", err)
 		return r
 	}
@@ -184,6 +201,12 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 	time.Sleep(time.Until(t0.Add(cfg.downMin)))
 	time.Sleep(300 * time.Millisecond) // let the first records of the new epoch commit
 	_, hw := fetchCode(ctx, cl, r.NewLeader, cfg.topic, topicID, 0, r.NewEpoch)
+	// A new leader's high watermark reads 0 until its first committed entry is applied; a fetch
+	// at -1 would be out of range on any broker, so wait (the pause gets a little longer).
+	for deadline := time.Now().Add(2 * time.Second); hw <= 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		_, hw = fetchCode(ctx, cl, r.NewLeader, cfg.topic, topicID, 0, r.NewEpoch)
+	}
 	r.NewHighWater = hw
 	victim.signal(syscall.SIGCONT)
 	tResume := time.Now()
