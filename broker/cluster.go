@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/sluicebroker/sluice/quorum"
@@ -33,7 +34,7 @@ func (b *Broker) heartbeatLoop() {
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(b.ctx, 2*quorum.HeartbeatInterval)
-		if err := b.ctl.Heartbeat(ctx, b.replicas.Lagging()); err != nil && b.ctx.Err() == nil {
+		if err := b.ctl.Heartbeat(ctx, b.laggingShards()); err != nil && b.ctx.Err() == nil {
 			b.log.Debug("controller heartbeat failed", "err", err)
 		}
 		cancel()
@@ -43,6 +44,26 @@ func (b *Broker) heartbeatLoop() {
 		case <-t.C:
 		}
 	}
+}
+
+// laggingShards is what a heartbeat reports as not caught up: the followed partitions behind
+// their leaders, and every partition assigned here whose replica has not started yet. A broker
+// restarting opens its partitions one by one (seconds each under load); without the latter its
+// first heartbeats would put it back in every ISR at once, and leaders would hand it leadership
+// (refusing writes while the transfer lasts) before it has replayed its log.
+func (b *Broker) laggingShards() []uint64 {
+	lagging := b.replicas.Lagging()
+	for name, t := range b.ctl.Metadata().Topics {
+		for _, pm := range t.Partitions {
+			if !slices.Contains(pm.Replicas, b.cfg.NodeID) {
+				continue
+			}
+			if part, ok := b.replicas.Partition(name, pm.Partition); !ok || part.ShardID() != pm.ShardID {
+				lagging = append(lagging, pm.ShardID)
+			}
+		}
+	}
+	return lagging
 }
 
 // leaderLoop reports leadership changes as they happen (and re-checks every heartbeat, so a report
