@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"errors"
 	"time"
 
 	"github.com/sluicebroker/sluice/quorum"
@@ -10,9 +11,9 @@ import (
 // node leads (reported to the controller so every broker can route clients) and which of the
 // partitions it follows have fallen behind (reported in heartbeats, so they leave the ISR).
 //
-// A follower is in sync while Raft's ReadIndex, asked through its leader, completes within
-// Config.ReplicaLagMax: it then holds everything the leader had committed when it asked. That is
-// Kafka's replica.lag.time.max.ms, measured with Raft's own machinery rather than fetch offsets.
+// A follower is in sync while a Raft ReadIndex asked through its leader has succeeded within the
+// last Config.ReplicaLagMax: it then held everything the leader had committed when it asked. That
+// is Kafka's replica.lag.time.max.ms, measured with Raft's own machinery rather than fetch offsets.
 
 // defaultReplicaLagMax is Kafka's replica.lag.time.max.ms default divided by three: Raft
 // followers apply as they receive, so a healthy one answers in milliseconds.
@@ -76,37 +77,88 @@ func (p *Partition) ConfirmLeadership(timeout time.Duration) bool {
 	return isLeader
 }
 
+// lagCheckTimeout bounds one check. A failed check only means "not confirmed this time": a
+// follower leaves the ISR when no check has succeeded for ReplicaLagMax (Kafka's
+// lastCaughtUpTime). One check dropped during an election, or sent to a leader that has just
+// died, therefore neither takes the follower out at once nor, hanging for ReplicaLagMax, keeps
+// the next check from being made.
+func (m *Manager) lagCheckTimeout() time.Duration {
+	return max(m.cfg.ReplicaLagMax/4, lagCheckInterval)
+}
+
+var errNotCaughtUp = errors.New("replica: no successful lag check within replica lag max")
+
+type lagResult struct {
+	p     *Partition
+	asked time.Time // a successful check proves the follower had everything committed by then
+	took  time.Duration
+	err   error
+}
+
 // lagLoop checks every followed partition each lagCheckInterval, one ReadIndex in flight per
-// partition.
+// partition, and keeps each one's last successful check: it alone owns that map.
 func (m *Manager) lagLoop() {
 	defer m.wg.Done()
 	t := time.NewTicker(lagCheckInterval)
 	defer t.Stop()
+	caughtUp := make(map[*Partition]time.Time)
+	results := make(chan lagResult)
+	setInSync := func(p *Partition, in bool, why lagResult) {
+		if was := p.inSync.Swap(in); was != in {
+			m.logger.Debug("replica lag check changed", "topic", p.Topic(), "partition", p.Index(),
+				"in_sync", in, "took", why.took, "err", why.err)
+		}
+	}
 	for {
 		select {
 		case <-m.stop:
 			return
+		case r := <-results:
+			if r.err == nil {
+				if r.asked.After(caughtUp[r.p]) {
+					caughtUp[r.p] = r.asked
+				}
+				setInSync(r.p, true, r)
+			} else if last, ok := caughtUp[r.p]; !ok || time.Since(last) >= m.cfg.ReplicaLagMax {
+				setInSync(r.p, false, r)
+			}
+			continue
 		case <-t.C:
 		}
-		for _, p := range m.Partitions() {
+		parts := m.Partitions()
+		hosted := make(map[*Partition]bool, len(parts))
+		for _, p := range parts {
+			hosted[p] = true
 			if isLeader, _, _ := p.Leader(); isLeader {
-				p.inSync.Store(true) // a leader that loses office starts its followership in sync
+				// A leader that loses office starts its followership in sync, with ReplicaLagMax
+				// to confirm it.
+				caughtUp[p] = time.Now()
+				p.inSync.Store(true)
 				continue
 			}
+			if last, ok := caughtUp[p]; (!ok || time.Since(last) >= m.cfg.ReplicaLagMax) && p.inSync.Load() {
+				setInSync(p, false, lagResult{err: errNotCaughtUp}) // even while a check hangs
+			}
 			if !p.lagCheck.CompareAndSwap(false, true) {
-				continue // the last check is still waiting; it ends by ReplicaLagMax
+				continue // the last check is still waiting; it ends by lagCheckTimeout
 			}
 			m.checks.Add(1)
 			go func() {
 				defer m.checks.Done()
 				defer p.lagCheck.Store(false)
-				start := time.Now()
-				err := m.host.CaughtUp(p.shardID, m.cfg.ReplicaLagMax)
-				if was := p.inSync.Swap(err == nil); was != (err == nil) {
-					m.logger.Debug("replica lag check changed", "topic", p.Topic(), "partition", p.Index(),
-						"in_sync", err == nil, "took", time.Since(start), "err", err)
+				r := lagResult{p: p, asked: time.Now()}
+				r.err = m.host.CaughtUp(p.shardID, m.lagCheckTimeout())
+				r.took = time.Since(r.asked)
+				select {
+				case results <- r:
+				case <-m.stop:
 				}
 			}()
+		}
+		for p := range caughtUp {
+			if !hosted[p] {
+				delete(caughtUp, p)
+			}
 		}
 	}
 }
