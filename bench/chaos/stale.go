@@ -31,9 +31,11 @@ type staleRound struct {
 	SelfFromMs      int64          `json:"claims_leadership_from_ms"` // after SIGCONT, first answer naming itself leader (-1: none)
 	SelfLeaderMs    int64          `json:"claims_leadership_ms"`      // last such answer
 	Timeline        []string       `json:"timeline"`                  // changes in what it answered
-	SelfLeaderEpoch int32          `json:"claimed_epoch"`
-	FetchCodes      map[string]int `json:"fetch_codes"`       // Fetch at the new high watermark - 1, CurrentLeaderEpoch -1
-	FetchCodesEpoch map[string]int `json:"fetch_codes_epoch"` // the same with the new leader's epoch
+	SelfLeaderEpoch int32          `json:"claimed_epoch"`             // at the last such answer
+	SelfStaleClaims int            `json:"stale_claims"`              // answers naming itself at an epoch not above the new leader's
+	SelfStaleLastMs int64          `json:"stale_claims_last_ms"`      // after SIGCONT, the last of those (-1: none)
+	FetchCodes      map[string]int `json:"fetch_codes"`               // Fetch at the new high watermark - 1, CurrentLeaderEpoch -1
+	FetchCodesEpoch map[string]int `json:"fetch_codes_epoch"`         // the same with the new leader's epoch
 	Error           string         `json:"error,omitempty"`
 }
 
@@ -66,8 +68,8 @@ func runStale(ctx context.Context, cfg config, c *cluster) (*staleSummary, error
 	for i := 1; i <= cfg.kills && ctx.Err() == nil; i++ {
 		r := staleOnce(ctx, cfg, c, admCl, i)
 		sum.Rounds = append(sum.Rounds, r)
-		log.Printf("round %d: leader %d (epoch %d) paused %d ms, new leader %d (epoch %d, high watermark %d); resumed broker named itself leader from +%d to +%d ms (epoch %d); fetch codes %v, with the new epoch %v %s",
-			r.N, r.OldLeader, r.OldEpoch, r.PausedMs, r.NewLeader, r.NewEpoch, r.NewHighWater, r.SelfFromMs, r.SelfLeaderMs, r.SelfLeaderEpoch, r.FetchCodes, r.FetchCodesEpoch, r.Error)
+		log.Printf("round %d: leader %d (epoch %d) paused %d ms, new leader %d (epoch %d, high watermark %d); resumed broker named itself leader from +%d to +%d ms (epoch %d; %d answers at a stale epoch, the last at +%d ms); fetch codes %v, with the new epoch %v %s",
+			r.N, r.OldLeader, r.OldEpoch, r.PausedMs, r.NewLeader, r.NewEpoch, r.NewHighWater, r.SelfFromMs, r.SelfLeaderMs, r.SelfLeaderEpoch, r.SelfStaleClaims, r.SelfStaleLastMs, r.FetchCodes, r.FetchCodesEpoch, r.Error)
 		for _, l := range r.Timeline {
 			log.Printf("    %s", l)
 		}
@@ -82,7 +84,9 @@ func runStale(ctx context.Context, cfg config, c *cluster) (*staleSummary, error
 		if r.Error != "" {
 			continue // counted apart below
 		}
-		if r.SelfFromMs >= 0 && r.SelfLeaderEpoch <= r.NewEpoch || r.FetchCodes[kerr.OffsetOutOfRange.Message] > 0 {
+		// Any answer naming itself at an epoch not above the new leader's: later answers at a
+		// newer epoch (a real re-election, e.g. a preferred-leader transfer back) do not undo it.
+		if r.SelfStaleClaims > 0 || r.FetchCodes[kerr.OffsetOutOfRange.Message] > 0 {
 			stale++
 		}
 	}
@@ -153,7 +157,7 @@ func fetchCode(ctx context.Context, cl *kgo.Client, id int32, topic string, topi
 }
 
 func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n int) staleRound {
-	r := staleRound{N: n, NewLeader: -1, FetchCodes: map[string]int{}, FetchCodesEpoch: map[string]int{}}
+	r := staleRound{N: n, NewLeader: -1, SelfStaleLastMs: -1, FetchCodes: map[string]int{}, FetchCodesEpoch: map[string]int{}}
 	var err error
 	// The previous round's handover may still be settling (the cluster-wide health check can
 	// pass on another broker's answer): wait for this broker's own view to name a leader.
@@ -220,6 +224,10 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 				firstSelf = time.Now()
 			}
 			lastSelf, r.SelfLeaderEpoch = time.Now(), e
+			if e <= r.NewEpoch {
+				r.SelfStaleClaims++
+				r.SelfStaleLastMs = time.Since(tResume).Milliseconds()
+			}
 		}
 		at := time.Since(tResume).Milliseconds()
 		code, fhw := fetchCode(ctx, cl, victim.id, cfg.topic, topicID, hw-1, -1)
