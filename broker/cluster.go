@@ -47,7 +47,8 @@ func (b *Broker) heartbeatLoop() {
 }
 
 // laggingShards is what a heartbeat reports as not caught up: the followed partitions behind
-// their leaders, and every partition assigned here whose replica has not started yet. A broker
+// their leaders, and every partition assigned here (or being moved here) whose replica has not
+// started yet. A broker
 // restarting opens its partitions one by one (seconds each under load); without the latter its
 // first heartbeats would put it back in every ISR at once, and leaders would hand it leadership
 // (refusing writes while the transfer lasts) before it has replayed its log.
@@ -55,8 +56,8 @@ func (b *Broker) laggingShards() []uint64 {
 	lagging := b.replicas.Lagging()
 	for name, t := range b.ctl.Metadata().Topics {
 		for _, pm := range t.Partitions {
-			if !slices.Contains(pm.Replicas, b.cfg.NodeID) {
-				continue
+			if !slices.Contains(pm.Replicas, b.cfg.NodeID) && !slices.Contains(pm.Target, b.cfg.NodeID) {
+				continue // a reassignment target is a learner here until promoted, once in sync
 			}
 			if part, ok := b.replicas.Partition(name, pm.Partition); !ok || part.ShardID() != pm.ShardID {
 				lagging = append(lagging, pm.ShardID)
