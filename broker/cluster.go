@@ -48,10 +48,9 @@ func (b *Broker) heartbeatLoop() {
 
 // laggingShards is what a heartbeat reports as not caught up: the followed partitions behind
 // their leaders, and every partition assigned here (or being moved here) whose replica has not
-// started yet. A broker
-// restarting opens its partitions one by one (seconds each under load); without the latter its
-// first heartbeats would put it back in every ISR at once, and leaders would hand it leadership
-// (refusing writes while the transfer lasts) before it has replayed its log.
+// started yet. A restarting broker opens its partitions one by one (seconds each under load);
+// without the latter its first heartbeats would put it back in every ISR at once, and leaders
+// would hand it leadership (refusing writes while the transfer lasts) before it has replayed.
 func (b *Broker) laggingShards() []uint64 {
 	lagging := b.replicas.Lagging()
 	for name, t := range b.ctl.Metadata().Topics {
