@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -134,7 +135,25 @@ func TestClusterFollowerStaysInSyncAcrossLeaderPause(t *testing.T) {
 	c := startCluster(t, 3, "--replica-lag-max", "10s")
 	minISR := "2"
 	c.createTopic("steady", 1, 3, map[string]*string{"min.insync.replicas": &minISR})
-	c.waitBalanced("steady")
+	// A new topic's ISR reads full before the followers' first heartbeats name them lagging (a
+	// heartbeat reports lag, not catching up): wait until it has stayed full for a few seconds,
+	// past those heartbeats and the followers' first lag checks.
+	full := time.Time{}
+	c.waitFor(60*time.Second, "the ISR full for 3 s", func() error {
+		c.waitBalanced("steady")
+		if full.IsZero() {
+			full = time.Now()
+		}
+		parts, err := c.partitions("steady")
+		if err != nil || len(parts[0].ISR) != 3 {
+			full = time.Time{}
+			return fmt.Errorf("isr %v, err %v", parts[0].ISR, err)
+		}
+		if time.Since(full) < 3*time.Second {
+			return errors.New("not yet 3 s")
+		}
+		return nil
+	})
 	old := c.leaderOf("steady", 0)
 	c.node(old).pause()
 	t.Cleanup(c.node(old).resume)
