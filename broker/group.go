@@ -48,18 +48,24 @@ func (b *Broker) coordinator() *group.Coordinator {
 type offsetsStore struct{ b *Broker }
 
 func (s offsetsStore) Append(ctx context.Context, groupID string, recs []group.Record) error {
-	b := s.b
-	t, ok := b.ctl.Metadata().Topics[offsetsTopic]
+	return s.b.appendInternal(ctx, offsetsTopic, func(n int32) int32 { return group.PartitionFor(groupID, n) },
+		group.EncodeBatch(recs, time.Now()))
+}
+
+// appendInternal writes a coordinator's batch to its partition of an internal topic (partitionFor
+// picks it from the partition count) through Raft, with the errors a coordinator's client expects.
+func (b *Broker) appendInternal(ctx context.Context, topic string, partitionFor func(n int32) int32, batch []byte) error {
+	t, ok := b.ctl.Metadata().Topics[topic]
 	if !ok {
 		return kerr.CoordinatorNotAvailable
 	}
-	part, ok := b.replicas.Partition(offsetsTopic, group.PartitionFor(groupID, int32(len(t.Partitions))))
+	part, ok := b.replicas.Partition(topic, partitionFor(int32(len(t.Partitions))))
 	if !ok {
 		return kerr.NotCoordinator
 	}
 	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
 	defer cancel()
-	_, err := part.Produce(ctx, group.EncodeBatch(recs, time.Now()))
+	_, err := part.Produce(ctx, batch)
 	return coordinatorError(err)
 }
 

@@ -83,19 +83,8 @@ func (b *Broker) txnCoordinator() *txn.Coordinator {
 type txnStore struct{ b *Broker }
 
 func (s txnStore) Append(ctx context.Context, txnID string, recs []txn.Record) error {
-	b := s.b
-	t, ok := b.ctl.Metadata().Topics[txnTopic]
-	if !ok {
-		return kerr.CoordinatorNotAvailable
-	}
-	part, ok := b.replicas.Partition(txnTopic, txn.PartitionFor(txnID, int32(len(t.Partitions))))
-	if !ok {
-		return kerr.NotCoordinator
-	}
-	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
-	defer cancel()
-	_, err := part.Produce(ctx, txn.EncodeBatch(recs, time.Now()))
-	return coordinatorError(err)
+	return s.b.appendInternal(ctx, txnTopic, func(n int32) int32 { return txn.PartitionFor(txnID, n) },
+		txn.EncodeBatch(recs, time.Now()))
 }
 
 // AppendTxn writes a group's transactional offsets as a transactional batch of the producer.
