@@ -52,23 +52,6 @@ func (s offsetsStore) Append(ctx context.Context, groupID string, recs []group.R
 		group.EncodeBatch(recs, time.Now()))
 }
 
-// appendInternal writes a coordinator's batch to its partition of an internal topic (partitionFor
-// picks it from the partition count) through Raft, with the errors a coordinator's client expects.
-func (b *Broker) appendInternal(ctx context.Context, topic string, partitionFor func(n int32) int32, batch []byte) error {
-	t, ok := b.ctl.Metadata().Topics[topic]
-	if !ok {
-		return kerr.CoordinatorNotAvailable
-	}
-	part, ok := b.replicas.Partition(topic, partitionFor(int32(len(t.Partitions))))
-	if !ok {
-		return kerr.NotCoordinator
-	}
-	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
-	defer cancel()
-	_, err := part.Produce(ctx, batch)
-	return coordinatorError(err)
-}
-
 // coordinatorError maps a partition error to what a group client expects.
 func coordinatorError(err error) error {
 	if err == nil {
@@ -81,56 +64,6 @@ func coordinatorError(err error) error {
 		return kerr.RequestTimedOut
 	default:
 		return kerr.ErrorForCode(c)
-	}
-}
-
-// offsetsTopicMeta returns __consumer_offsets' metadata, creating the topic when create is set.
-func (b *Broker) offsetsTopicMeta(ctx context.Context, create bool) (*quorum.TopicMeta, bool) {
-	md := b.ctl.Metadata()
-	if t, ok := md.Topics[offsetsTopic]; ok || !create {
-		return t, ok
-	}
-	rf := int16(min(len(md.Brokers), 3))
-	if rf < 1 {
-		rf = 1
-	}
-	// cleanup.policy=compact as in Kafka: until compaction exists, a compacted topic keeps everything,
-	// so time or size retention never deletes a group's last commit.
-	err := b.createTopic(ctx, quorum.TopicSpec{Name: offsetsTopic, Partitions: offsetsPartitions, ReplicationFactor: rf,
-		Internal: true, Configs: map[string]string{"cleanup.policy": "compact"}})
-	if err != nil && errorCode(err) != kerr.TopicAlreadyExists.Code {
-		b.log.Warn("creating __consumer_offsets failed", "err", err)
-	}
-	t, ok := b.ctl.Metadata().Topics[offsetsTopic]
-	return t, ok
-}
-
-// coordinatorFor finds the node coordinating groupID (the leader of its partition), creating
-// __consumer_offsets on first use.
-func (b *Broker) coordinatorFor(ctx context.Context, groupID string) (quorum.BrokerInfo, int16) {
-	t, ok := b.offsetsTopicMeta(ctx, true)
-	if !ok {
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-	}
-	p := group.PartitionFor(groupID, int32(len(t.Partitions)))
-	deadline := time.Now().Add(leaderWait)
-	for {
-		if pm, ok := b.partitionMeta(offsetsTopic, p); ok {
-			if leader, _ := b.partitionLeader(offsetsTopic, pm); leader >= 0 {
-				if bi, ok := b.ctl.Metadata().Brokers[leader]; ok {
-					return bi, 0
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-		}
-		select {
-		case <-ctx.Done():
-			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-		case <-b.ctl.Changed():
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 
@@ -153,7 +86,7 @@ func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 	if pm, ok := b.partitionMeta(offsetsTopic, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
 		return kerr.NotCoordinator.Code // hosted elsewhere: the client asks FindCoordinator again
 	}
-	part, ok := b.offsetsPartitionLed(ctx, p)
+	part, ok := b.internalPartitionLed(ctx, offsetsTopic, p)
 	if !ok {
 		return kerr.CoordinatorNotAvailable.Code
 	}
@@ -179,29 +112,6 @@ func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 	}
 	b.groups.loaded[p] = epoch
 	return 0
-}
-
-// offsetsPartitionLed returns this node's replica of partition p of __consumer_offsets once it has
-// a leader, waiting a little for an election (after a start or a topic creation) so that clients do
-// not spend their retries on COORDINATOR_NOT_AVAILABLE.
-func (b *Broker) offsetsPartitionLed(ctx context.Context, p int32) (*replica.Partition, bool) {
-	deadline := time.Now().Add(leaderWait)
-	for {
-		if part, ok := b.replicas.Partition(offsetsTopic, p); ok {
-			if _, leader, _ := part.Leader(); leader >= 0 {
-				return part, true
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, false
-		}
-		select {
-		case <-ctx.Done():
-			return nil, false
-		case <-b.ctl.Changed():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // leaderWait bounds how long a group request waits for its partition's leader.

@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/group"
-	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/txn"
 )
@@ -179,71 +178,6 @@ func (b *Broker) writeLocalMarker(ctx context.Context, part *replica.Partition, 
 	return nil
 }
 
-// txnTopicMeta returns __transaction_state's metadata, creating the topic when create is set.
-func (b *Broker) txnTopicMeta(ctx context.Context, create bool) (*quorum.TopicMeta, bool) {
-	md := b.ctl.Metadata()
-	if t, ok := md.Topics[txnTopic]; ok || !create {
-		return t, ok
-	}
-	rf := int16(max(min(len(md.Brokers), 3), 1))
-	err := b.createTopic(ctx, quorum.TopicSpec{Name: txnTopic, Partitions: txnPartitions, ReplicationFactor: rf,
-		Internal: true, Configs: map[string]string{"cleanup.policy": "compact"}})
-	if err != nil && errorCode(err) != kerr.TopicAlreadyExists.Code {
-		b.log.Warn("creating __transaction_state failed", "err", err)
-	}
-	t, ok := b.ctl.Metadata().Topics[txnTopic]
-	return t, ok
-}
-
-// txnPartitionLed is offsetsPartitionLed for __transaction_state.
-func (b *Broker) txnPartitionLed(ctx context.Context, p int32) (*replica.Partition, bool) {
-	deadline := time.Now().Add(leaderWait)
-	for {
-		if part, ok := b.replicas.Partition(txnTopic, p); ok {
-			if _, leader, _ := part.Leader(); leader >= 0 {
-				return part, true
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, false
-		}
-		select {
-		case <-ctx.Done():
-			return nil, false
-		case <-b.ctl.Changed():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// txnCoordinatorFor finds the node coordinating txnID, creating __transaction_state on first use.
-func (b *Broker) txnCoordinatorFor(ctx context.Context, txnID string) (quorum.BrokerInfo, int16) {
-	t, ok := b.txnTopicMeta(ctx, true)
-	if !ok {
-		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-	}
-	p := txn.PartitionFor(txnID, int32(len(t.Partitions)))
-	deadline := time.Now().Add(leaderWait)
-	for {
-		if pm, ok := b.partitionMeta(txnTopic, p); ok {
-			if leader, _ := b.partitionLeader(txnTopic, pm); leader >= 0 {
-				if bi, ok := b.ctl.Metadata().Brokers[leader]; ok {
-					return bi, 0
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-		}
-		select {
-		case <-ctx.Done():
-			return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
-		case <-b.ctl.Changed():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // leaderAddr is the Kafka address of a partition's leader as known here (the default remote path of
 // transaction markers).
 func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
@@ -278,7 +212,7 @@ func (b *Broker) loadTxnPartition(ctx context.Context, p, n int32) int16 {
 	if pm, ok := b.partitionMeta(txnTopic, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
 		return kerr.NotCoordinator.Code // hosted elsewhere: the client asks FindCoordinator again
 	}
-	part, ok := b.txnPartitionLed(ctx, p)
+	part, ok := b.internalPartitionLed(ctx, txnTopic, p)
 	if !ok {
 		return kerr.CoordinatorNotAvailable.Code
 	}
