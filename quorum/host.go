@@ -137,7 +137,12 @@ type Host struct {
 }
 
 // RaftLog is the segment Raft log store (LogDBSegment), or nil with another LogDB.
-func (h *Host) RaftLog() *raftlog.Store { return h.raftLog }
+func (h *Host) RaftLog() *raftlog.Store {
+	if h == nil {
+		return nil
+	}
+	return h.raftLog
+}
 
 // shardState is the per-shard part of the asynchronous proposal path: a NO-OP session (created
 // once, it allocates) and a FIFO of in-flight proposals drained by at most one goroutine.
@@ -405,6 +410,19 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 		return fmt.Errorf("quorum: remove shard %d data: %w", shardID, mapError(err))
 	}
 	return nil
+}
+
+// CompactLog takes a local snapshot of the shard (an on-disk state machine's is its Sync) and
+// drops this replica's Raft log up to it, so the segment Raft log lets retention delete what Raft
+// no longer needs. A follower that falls behind the point gets the snapshot stream instead.
+func (h *Host) CompactLog(shardID uint64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := h.nh.SyncRequestSnapshot(ctx, shardID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+	if errors.Is(err, dragonboat.ErrRejected) {
+		return nil // nothing applied since the last snapshot
+	}
+	return mapError(err)
 }
 
 // LeaderInfo reports the shard's leader as this node knows it.

@@ -30,8 +30,9 @@ const (
 	headerLenV1 = 14
 	// HeaderLen is the length of a KindBatch header.
 	HeaderLen = 22
-	// maxHeaderLen bounds the header kept beside a stored batch.
-	maxHeaderLen = HeaderLen
+	// maxHeaderLen bounds the header kept beside a stored batch: dragonboat's encoded-entry byte
+	// and the command header.
+	maxHeaderLen = 1 + HeaderLen
 )
 
 // Command is a decoded command header.

@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	pb "github.com/lni/dragonboat/v4/raftpb"
-
 	"github.com/sluicebroker/sluice/internal/diskio"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -71,7 +69,8 @@ func (p *Partition) RetentionFloor() int64 {
 // ReplaceLog installs a received snapshot's segments, built in tmpDir, as the partition's log,
 // then writes into it the batches of the entries saved since the snapshot (kept inline until now).
 // The caller has stopped serving reads from the old log.
-func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, error) {
+// It returns the log and the offset the snapshot's segments end at.
+func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, int64, error) {
 	sh := p.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -81,44 +80,44 @@ func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, error) {
 		sh.seg = nil
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := os.Rename(tmpDir, dir); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := diskio.SyncDir(filepath.Dir(dir)); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	seg, err := segment.Open(dir, sh.part.Options)
 	if err != nil {
-		return nil, fmt.Errorf("raftlog: open %s from snapshot: %w", dir, err)
+		return nil, 0, fmt.Errorf("raftlog: open %s from snapshot: %w", dir, err)
 	}
 	sh.seg, sh.segBase, sh.awaiting = seg, seg.NextOffset(), false
 	sh.meta.addInstalled(sh.marker, sh.segBase)
 	for i := range sh.ents {
 		e := &sh.ents[i]
-		if e.typ == pb.ApplicationEntry && !e.inSegment {
-			if c, batch, h, ok := StoredBatch(e.cmd); ok {
-				ent := pb.Entry{Term: e.term, Index: sh.marker + 1 + uint64(i), Cmd: e.cmd}
-				if err := sh.writeBatch(e, &ent, c, batch, h); err != nil {
-					return nil, err
-				}
+		if !e.inSegment {
+			stored, err := sh.storeBatch(e, sh.marker+1+uint64(i), e.cmd)
+			if err != nil {
+				return nil, 0, err
+			}
+			if stored {
 				e.cmd = nil
 			}
 		}
 		sh.meta.addEntry(sh.marker+1+uint64(i), e)
 	}
 	if err := sh.meta.flush(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := seg.SyncData(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sh.segDirty = false
 	if err := sh.meta.sync(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return seg, nil
+	return seg, sh.segBase, nil
 }
 
 // Delete closes the partition's log and removes its directory (the topic is deleted); entries

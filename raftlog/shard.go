@@ -242,12 +242,10 @@ func (sh *shard) truncateFrom(index uint64) error {
 func (sh *shard) appendEntry(e *pb.Entry) error {
 	info := entryInfo{term: e.Term, typ: e.Type, key: e.Key, clientID: e.ClientID, seriesID: e.SeriesID, respondedTo: e.RespondedTo}
 	stored := false
-	if sh.seg != nil && !sh.awaiting && e.Type == pb.ApplicationEntry {
-		if c, batch, h, ok := StoredBatch(e.Cmd); ok {
-			if err := sh.writeBatch(&info, e, c, batch, h); err != nil {
-				return err
-			}
-			stored = true
+	if sh.seg != nil && !sh.awaiting {
+		var err error
+		if stored, err = sh.storeBatch(&info, e.Index, e.Cmd); err != nil {
+			return err
 		}
 	}
 	if !stored {
@@ -259,11 +257,45 @@ func (sh *shard) appendEntry(e *pb.Entry) error {
 	return nil
 }
 
+// entryCommand finds the application command in a Raft entry's Cmd: dragonboat proposes
+// non-empty commands as encoded entries, one header byte (0: format 0, no compression, no
+// session) before the command. It returns the length of that prefix.
+func entryCommand(typ pb.EntryType, raw []byte) (prefix int, cmd []byte, ok bool) {
+	switch {
+	case typ == pb.ApplicationEntry:
+		return 0, raw, true
+	case typ == pb.EncodedEntry && len(raw) > 0 && raw[0] == encodedPlain:
+		return 1, raw[1:], true
+	}
+	return 0, nil, false
+}
+
+// encodedPlain is dragonboat's encoded-entry header for an uncompressed command without session.
+const encodedPlain = 0
+
+// storeBatch writes the entry's batch, if it holds one, to the segment and fills in where.
+func (sh *shard) storeBatch(info *entryInfo, index uint64, raw []byte) (bool, error) {
+	prefix, cmd, ok := entryCommand(info.typ, raw)
+	if !ok {
+		return false, nil
+	}
+	c, batch, h, ok := StoredBatch(cmd)
+	if !ok {
+		return false, nil
+	}
+	if err := sh.writeBatch(info, index, c, batch, h); err != nil {
+		return false, err
+	}
+	info.headLen = uint8(prefix + headerLen(cmd))
+	copy(info.head[:], raw[:info.headLen])
+	return true, nil
+}
+
 // writeBatch appends the entry's batch to the segment with its final header fields: the base
 // offset follows from the log before it and the leader epoch is the entry's term, so every replica
 // writes the same bytes.
-func (sh *shard) writeBatch(info *entryInfo, e *pb.Entry, c Command, batch []byte, h segment.Header) error {
-	epoch := int32(min(e.Term, math.MaxInt32))
+func (sh *shard) writeBatch(info *entryInfo, index uint64, c Command, batch []byte, h segment.Header) error {
+	epoch := int32(min(info.term, math.MaxInt32))
 	if c.Flags&FlagLogAppendTime != 0 {
 		sh.scratch = append(sh.scratch[:0], batch...)
 		segment.SetLogAppendTime(sh.scratch, c.AppendTime)
@@ -274,12 +306,10 @@ func (sh *shard) writeBatch(info *entryInfo, e *pb.Entry, c Command, batch []byt
 		sh.scratch = nil
 	}
 	if err != nil {
-		return fmt.Errorf("raftlog: shard %d: append entry %d to %s: %w", sh.id, e.Index, sh.seg.Dir(), err)
+		return fmt.Errorf("raftlog: shard %d: append entry %d to %s: %w", sh.id, index, sh.seg.Dir(), err)
 	}
 	info.inSegment = true
 	info.offset, info.size, info.delta = base, int32(len(batch)), h.LastOffsetDelta
-	info.headLen = uint8(headerLen(e.Cmd))
-	copy(info.head[:], e.Cmd[:info.headLen])
 	sh.segDirty = true
 	return nil
 }

@@ -762,22 +762,7 @@ func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
 	if err := l.usable(); err != nil {
 		return 0, err
 	}
-	o := l.opts
-	nowMs := now.UnixMilli()
-	var total int64
-	for _, s := range l.segs {
-		total += s.end
-	}
-	n := 0
-	for ; n < len(l.segs)-1; n++ {
-		s := l.segs[n]
-		byAge := o.RetentionAge > 0 && newestMs(s) < nowMs-o.RetentionAge.Milliseconds()
-		bySize := o.RetentionBytes >= 0 && total-s.end >= o.RetentionBytes
-		if !byAge && !bySize || s.next > floor {
-			break
-		}
-		total -= s.end
-	}
+	n := l.retainable(now, floor)
 	if n == 0 {
 		return 0, nil
 	}
@@ -796,6 +781,41 @@ func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
 	l.dropDeletedUnsynced()
 	l.dirDirty = true
 	return n, err
+}
+
+// retainable is how many of the oldest segments retention deletes. Caller holds writeMu.
+func (l *Log) retainable(now time.Time, floor int64) int {
+	o := l.opts
+	nowMs := now.UnixMilli()
+	var total int64
+	for _, s := range l.segs {
+		total += s.end
+	}
+	n := 0
+	for ; n < len(l.segs)-1; n++ {
+		s := l.segs[n]
+		byAge := o.RetentionAge > 0 && newestMs(s) < nowMs-o.RetentionAge.Milliseconds()
+		bySize := o.RetentionBytes >= 0 && total-s.end >= o.RetentionBytes
+		if !byAge && !bySize || s.next > floor {
+			break
+		}
+		total -= s.end
+	}
+	return n
+}
+
+// RetentionTarget is the log start offset retention would leave at now with no floor: every
+// offset below it is due for deletion.
+func (l *Log) RetentionTarget(now time.Time) int64 {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if l.usable() != nil {
+		return 0
+	}
+	n := l.retainable(now, math.MaxInt64)
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.segs[n].base
 }
 
 // newestMs is the time of a segment's newest batch: its largest timestamp, or, when its batches
