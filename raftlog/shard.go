@@ -224,6 +224,7 @@ func (sh *shard) save(u *pb.Update) (bool, error) {
 // batches: they were never committed, so no reader has seen them.
 func (sh *shard) truncateFrom(index uint64) error {
 	k := index - sh.marker - 1
+	sh.logger.Info("raft log suffix overridden by the leader's", "from_index", index, "to_index", sh.lastIndex())
 	if sh.seg != nil {
 		for i := k; i < uint64(len(sh.ents)); i++ {
 			if sh.ents[i].inSegment {
