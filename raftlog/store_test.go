@@ -331,8 +331,9 @@ func TestCompactionAndRotation(t *testing.T) {
 	if next := ts.partition().Log().NextOffset(); next != int64(index) {
 		t.Fatalf("fully compacted: segment next offset %d, want %d", next, index)
 	}
-	ts.save(pb.State{Term: 1, Vote: 1, Commit: index + 1}, batchEntry(index+1, 1, "after"))
-	ts.checkEntries([]pb.Entry{batchEntry(index+1, 1, "after")}, []int64{int64(index)})
+	next := batchEntry(index+1, 1, "after")
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: index + 1}, next)
+	ts.checkEntries([]pb.Entry{next}, []int64{int64(index)})
 }
 
 // A follower far behind receives a snapshot: its entries go, the batches saved after it wait

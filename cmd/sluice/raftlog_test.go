@@ -200,3 +200,33 @@ func TestSegmentRaftLogTruncatesUncommittedSuffix(t *testing.T) {
 	}
 	t.Logf("all three replicas hold the same %d batches", len(ref))
 }
+
+// A data directory keeps the Raft log store it was created with: starting it with another one is
+// refused with a message that names the flag, and nothing in it is touched.
+func TestDataDirOfAnotherRaftLogIsRefused(t *testing.T) {
+	b := startBroker(t, "--raft-log", "tan")
+	b.createTopic("kept", 1, nil)
+	if err := b.client().ProduceSync(context.Background(), &kgo.Record{Topic: "kept", Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	b.stop()
+
+	b.extra = []string{"--raft-log", "segment"}
+	b.launch()
+	select {
+	case <-b.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the broker started on a tan data directory with --raft-log segment")
+	}
+	b.cmd = nil
+	if out := readTail(b.logPath); !strings.Contains(out, "--raft-log tan") {
+		t.Fatalf("the refusal does not say what to do:\n%s", out)
+	}
+
+	b.extra = []string{"--raft-log", "tan"}
+	b.start()
+	got := consumeAll(t, b, "kept")
+	if len(got) != 1 || string(got[0].Value) != "v" {
+		t.Fatalf("after the refused start: %v", got)
+	}
+}
