@@ -42,6 +42,9 @@ type shard struct {
 	replica uint64
 	logger  *slog.Logger
 
+	opening sync.Once // open, at first use
+	openErr error
+
 	mu         sync.Mutex
 	meta       *metaFile
 	part       *PartitionSpec // nil: every command is kept inline (the controller, tests)
