@@ -12,6 +12,7 @@ import (
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/sluicebroker/sluice/internal/diskio"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -309,11 +310,4 @@ func receiveSegments(r io.Reader, dir string, stop <-chan struct{}) error {
 	return syncDir(dir)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+var syncDir = diskio.SyncDir
