@@ -518,15 +518,16 @@ func (p *Partition) checkReady(term int32) {
 		p.logger.Debug("new leader not ready for idempotent writes yet", "term", term, "err", err)
 		if len(a.parked) > 0 {
 			p.checkReady(term) // the parked batches still wait, up to their deadlines
-			expired := a.parked[:0]
+			kept := a.parked[:0]
 			for _, pp := range a.parked {
 				if time.Now().After(pp.deadline) {
 					go pp.done(ProduceResult{}, kerr.RequestTimedOut)
 				} else {
-					expired = append(expired, pp)
+					kept = append(kept, pp)
 				}
 			}
-			a.parked = expired
+			clear(a.parked[len(kept):])
+			a.parked = kept
 		}
 	}()
 }
