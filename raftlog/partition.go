@@ -68,9 +68,13 @@ func (p *Partition) RetentionFloor() int64 {
 
 // ReplaceLog installs a received snapshot's segments, built in tmpDir, as the partition's log,
 // then writes into it the batches of the entries saved since the snapshot (kept inline until now).
-// The caller has stopped serving reads from the old log.
+// index is the snapshot's Raft index. The caller has stopped serving reads from the old log.
 // It returns the log and the offset the snapshot's segments end at.
-func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, int64, error) {
+//
+// Raft may have saved a newer snapshot before the state machine installs an older one (two sent
+// in a row): the older one's segments serve until the newer one's arrive, and the entries saved
+// after the newer one keep waiting for it.
+func (p *Partition) ReplaceLog(tmpDir string, index uint64) (*segment.Log, int64, error) {
 	sh := p.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -91,6 +95,11 @@ func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, int64, error) {
 	seg, err := segment.Open(dir, sh.part.Options)
 	if err != nil {
 		return nil, 0, fmt.Errorf("raftlog: open %s from snapshot: %w", dir, err)
+	}
+	if sh.awaiting && index != sh.marker {
+		sh.seg = seg
+		sh.logger.Info("installed an older snapshot than the one saved last; waiting for the newer", "installed", index, "saved", sh.marker)
+		return seg, seg.NextOffset(), nil
 	}
 	sh.seg, sh.segBase, sh.awaiting = seg, seg.NextOffset(), false
 	sh.meta.addInstalled(sh.marker, sh.segBase)

@@ -119,8 +119,10 @@ func (sh *shard) replay(body []byte) error {
 		if len(b) < 16 {
 			return errors.New("raftlog: short install record")
 		}
-		sh.awaiting = false
-		sh.segBase = int64(be.Uint64(b[8:]))
+		if be.Uint64(b) == sh.marker { // the install of the snapshot saved last
+			sh.awaiting = false
+			sh.segBase = int64(be.Uint64(b[8:]))
+		}
 	default:
 		return fmt.Errorf("raftlog: unknown record type %d", typ)
 	}

@@ -374,7 +374,7 @@ func TestReceivedSnapshotAndReplaceLog(t *testing.T) {
 	if err := log.Close(); err != nil {
 		t.Fatal(err)
 	}
-	seg, base, err := ts.partition().ReplaceLog(tmp)
+	seg, base, err := ts.partition().ReplaceLog(tmp, 10)
 	if err != nil || base != 7 || seg.NextOffset() != 10 {
 		t.Fatalf("ReplaceLog: base %d, next %d, %v", base, seg.NextOffset(), err)
 	}
@@ -402,4 +402,57 @@ func TestInlineShard(t *testing.T) {
 	if _, err := ts.s.Partition(ctl, 1); err == nil {
 		t.Fatal("Partition of an unregistered shard succeeded")
 	}
+}
+
+// Two snapshots sent in a row: Raft saves both before the state machine installs the first. The
+// first's segments serve meanwhile; the entries after the second wait for it and then take
+// offsets after its segments (the chaos run found them written after the first's).
+func TestTwoSnapshotsInARow(t *testing.T) {
+	ts := newTestStore(t)
+	snap := func(index uint64) pb.Snapshot {
+		return pb.Snapshot{Index: index, Term: 2, Type: pb.OnDiskStateMachine, Membership: pb.Membership{Addresses: map[uint64]string{1: "a"}}}
+	}
+	for _, index := range []uint64{10, 20} {
+		if err := ts.s.SaveRaftState([]pb.Update{{ShardID: testShard, ReplicaID: testReplica, Snapshot: snap(index),
+			State: pb.State{Term: 2, Vote: 2, Commit: index}}}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := []pb.Entry{batchEntry(21, 2, "n1")}
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 21}, after...)
+	install := func(index uint64, records int) int64 {
+		t.Helper()
+		tmp := ts.partDir + ".snapshot"
+		log, err := segment.Open(tmp, segment.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range records {
+			if _, err := log.Append(kafkatest.Batch([]byte("s"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log.Close()
+		_, base, err := ts.partition().ReplaceLog(tmp, index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base
+	}
+	if base := install(10, 5); base != 5 {
+		t.Fatalf("first snapshot ends at %d", base)
+	}
+	if _, err := ts.partition().BatchOffset(21); err != ErrNoBatch {
+		t.Fatalf("after the older install: BatchOffset = %v, want ErrNoBatch (still waiting)", err)
+	}
+	ts.reopen()
+	if _, err := ts.partition().BatchOffset(21); err != ErrNoBatch {
+		t.Fatalf("after a restart: BatchOffset = %v, want ErrNoBatch", err)
+	}
+	if base := install(20, 9); base != 9 {
+		t.Fatalf("second snapshot ends at %d", base)
+	}
+	ts.checkEntries(after, []int64{9})
+	ts.reopen()
+	ts.checkEntries(after, []int64{9})
 }

@@ -230,7 +230,7 @@ func (s *stateMachine) installRaftLog(tmp string, applied uint64, nextOffset int
 		s.log = nil
 		close(s.closed)
 	}
-	log, base, err := s.rl.ReplaceLog(tmp)
+	log, base, err := s.rl.ReplaceLog(tmp, applied)
 	if err != nil {
 		return fmt.Errorf("replica: install snapshot into %s: %w", s.p.dir, err)
 	}
