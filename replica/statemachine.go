@@ -294,6 +294,10 @@ func (s *stateMachine) record(h segment.Header, batch []byte, flags byte, base, 
 func (s *stateMachine) applyStored(e *sm.Entry) (uint64, error) {
 	c, batch, h, ok := raftlog.StoredBatch(e.Cmd)
 	if !ok {
+		if c, _, ok := raftlog.ParseCommand(e.Cmd); ok && c.Kind == raftlog.KindBarrier {
+			s.p.applied(c)
+			return 0, nil
+		}
 		return errorResult(kerr.CorruptMessage), nil
 	}
 	base, err := s.rl.BatchOffset(e.Index)
