@@ -416,6 +416,10 @@ func (p *Partition) admitAndPropose(ps *producerState, batch []byte, h segment.H
 	ps.mu.Unlock()
 	switch {
 	case err != nil:
+		if err != kerr.RequestTimedOut {
+			p.logger.Info("idempotent batch refused", "err", err, "producer", h.ProducerID, "epoch", h.ProducerEpoch,
+				"first_seq", h.BaseSequence, "records", h.LastOffsetDelta+1, "term", a.term)
+		}
 		go done(ProduceResult{}, err)
 		return
 	case dup:
