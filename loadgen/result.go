@@ -174,6 +174,9 @@ func (r *Result) Write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
+	if err := r.writeIntervals(dir); err != nil {
+		return err
+	}
 	var sb strings.Builder
 	r.PrintSummary(&sb)
 	return os.WriteFile(filepath.Join(dir, SummaryFile), []byte(sb.String()), 0o644)
