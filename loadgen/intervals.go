@@ -127,23 +127,41 @@ func median(v []float64) float64 {
 }
 
 // WriteIntervals prints one line per interval: time, count, p50, p99, p99.9, max (ms), and a
-// "<" beside each second whose p99 is above mark ms (0 = no marks); then one summary line.
-func WriteIntervals(out io.Writer, title string, ivs []Interval, mark float64) {
+// "<" beside each second whose p99 is above mark ms (0 = no marks); then one summary line. With
+// probe (loadgen's own wake-up delays, the same seconds), a column shows the most loadgen woke
+// late in each second: a stall that shows there too was the client's or the machine's.
+func WriteIntervals(out io.Writer, title string, ivs, probe []Interval, mark float64) {
 	fmt.Fprintf(out, "%s: per-second latency (ms)\n", title)
+	late := make(map[time.Duration]float64, len(probe))
+	for _, iv := range probe {
+		late[iv.At] = iv.Max
+	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "t (s)\tcount\tp50\tp99\tp99.9\tmax\t\t")
+	hdr := "t (s)\tcount\tp50\tp99\tp99.9\tmax\t"
+	if probe != nil {
+		hdr += "loadgen late\t"
+	}
+	fmt.Fprintln(tw, hdr+"\t")
 	for _, iv := range ivs {
 		flag := ""
 		if mark > 0 && iv.P99 > mark {
 			flag = "<"
 		}
-		fmt.Fprintf(tw, "%.1f\t%d\t%s\t%s\t%s\t%s\t%s\t\n", iv.At.Seconds(), iv.Count, msf(iv.P50), msf(iv.P99), msf(iv.P999), msf(iv.Max), flag)
+		line := fmt.Sprintf("%.1f\t%d\t%s\t%s\t%s\t%s\t", iv.At.Seconds(), iv.Count, msf(iv.P50), msf(iv.P99), msf(iv.P999), msf(iv.Max))
+		if probe != nil {
+			line += msf(late[iv.At]) + "\t"
+		}
+		fmt.Fprintln(tw, line+flag+"\t")
 	}
 	tw.Flush()
 	s := Stats(ivs, mark)
 	fmt.Fprintf(out, "%d seconds: median p99 %s, worst p99 %s, max %s", s.Seconds, msf(s.MedianP99), msf(s.WorstP99), msf(s.Worst))
 	if mark > 0 {
 		fmt.Fprintf(out, ", %d with p99 > %s ms", s.Over, msf(mark))
+	}
+	if probe != nil {
+		ps := Stats(probe, 0)
+		fmt.Fprintf(out, "; loadgen woke late by at most %s ms", msf(ps.Worst))
 	}
 	fmt.Fprintln(out)
 }
@@ -161,6 +179,16 @@ const DefaultIntervalMark = 10.0
 
 // writeIntervals writes intervals.txt for the logs the result holds.
 func (r *Result) writeIntervals(dir string) error {
+	var probe []Interval
+	if len(r.ProbeLog) > 0 {
+		var err error
+		if probe, err = ReadIntervals(bytes.NewReader(r.ProbeLog)); err != nil {
+			return err
+		}
+		if probe == nil {
+			probe = []Interval{}
+		}
+	}
 	var sb strings.Builder
 	for _, l := range []struct {
 		name string
@@ -173,7 +201,7 @@ func (r *Result) writeIntervals(dir string) error {
 		if err != nil {
 			return err
 		}
-		WriteIntervals(&sb, l.name, ivs, DefaultIntervalMark)
+		WriteIntervals(&sb, l.name, ivs, probe, DefaultIntervalMark)
 		sb.WriteString("\n")
 	}
 	if sb.Len() == 0 {

@@ -2,6 +2,8 @@ package loadgen
 
 import (
 	"bytes"
+	"context"
+	"runtime"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +71,7 @@ func TestIntervalsShowEachSecond(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	WriteIntervals(&out, "publish", ivs, 10)
+	WriteIntervals(&out, "publish", ivs, nil, 10)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	// title, header, 5 seconds, summary
 	if len(lines) != 8 {
@@ -91,6 +93,17 @@ func TestIntervalsShowEachSecond(t *testing.T) {
 	// A written result carries the same table in intervals.txt.
 	r := sampleResult()
 	r.PublishLog = l.bytes()
+	pl := newHlog(start, "probe")
+	pset, prec := NewLatencySet(), NewRecorder()
+	pset.Add(prec)
+	for i := range 8 {
+		if i >= 2 {
+			prec.Record(int64(time.Duration(i) * time.Millisecond))
+		}
+		pset.Tick(start.Add(time.Duration(i)*time.Second), start.Add(time.Duration(i+1)*time.Second))
+		pl.add(pset.Interval)
+	}
+	r.ProbeLog = pl.bytes()
 	dir := t.TempDir()
 	if err := r.Write(dir); err != nil {
 		t.Fatal(err)
@@ -99,11 +112,40 @@ func TestIntervalsShowEachSecond(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), out.String()) || !strings.Contains(string(b), "end-to-end: per-second") {
+	if !strings.Contains(string(b), "loadgen late") || !strings.Contains(string(b), "woke late by at most 7.000 ms") || !strings.Contains(string(b), "end-to-end: per-second") {
 		t.Errorf("intervals.txt:\n%s", b)
 	}
 	fromFile, err := ReadIntervalsFile(filepath.Join(dir, PublishHlog))
 	if err != nil || len(fromFile) != 5 {
 		t.Errorf("from file: %v, %d intervals", err, len(fromFile))
+	}
+}
+
+// The probe records how late loadgen wakes up: a goroutine hogging the only P for 40 ms makes
+// it late by about the scheduler's 10 ms preemption slice; before measureFrom nothing counts.
+func TestProbeSeesLoadgenStarved(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	rec := NewRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); probe(ctx, rec, time.Now()) }()
+	time.Sleep(20 * time.Millisecond)
+	spin := time.Now()
+	for time.Since(spin) < 40*time.Millisecond { // no blocking call: only preemption lets the probe run
+	}
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	<-done
+	h, _ := rec.swap(NewHistogram())
+	if h.TotalCount() < 10 || h.Max() < int64(5*time.Millisecond) {
+		t.Errorf("probe: %d wake-ups, latest %v late; want >= 10 and >= 5ms", h.TotalCount(), time.Duration(h.Max()))
+	}
+
+	idle := NewRecorder()
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	probe(ctx, idle, time.Now().Add(time.Hour))
+	if h, _ := idle.swap(NewHistogram()); h.TotalCount() != 0 {
+		t.Errorf("probe recorded %d values before measureFrom", h.TotalCount())
 	}
 }
