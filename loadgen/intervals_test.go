@@ -3,9 +3,9 @@ package loadgen
 import (
 	"bytes"
 	"context"
-	"runtime"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
