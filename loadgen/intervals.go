@@ -162,6 +162,15 @@ func WriteIntervals(out io.Writer, title string, ivs, probe []Interval, mark flo
 	if probe != nil {
 		ps := Stats(probe, 0)
 		fmt.Fprintf(out, "; loadgen woke late by at most %s ms", msf(ps.Worst))
+		if mark > 0 {
+			onTime := 0
+			for _, iv := range ivs {
+				if iv.P99 > mark && late[iv.At] <= ProbeOnTime {
+					onTime++
+				}
+			}
+			fmt.Fprintf(out, "; %d marked seconds with loadgen on time (late <= %s ms)", onTime, msf(ProbeOnTime))
+		}
 	}
 	fmt.Fprintln(out)
 }
@@ -172,6 +181,10 @@ func msf(v float64) string {
 	}
 	return ms(v * 1e3)
 }
+
+// ProbeOnTime is the most loadgen's probe may wake late (ms) in a second for that second's stall
+// to be counted as the broker's rather than the client's or the machine's.
+const ProbeOnTime = 5.0
 
 // DefaultIntervalMark is the p99 above which Write's intervals.txt marks a second (issue 21's
 // "no second with p99 above 10 ms").

@@ -112,7 +112,7 @@ func TestIntervalsShowEachSecond(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "loadgen late") || !strings.Contains(string(b), "woke late by at most 7.000 ms") || !strings.Contains(string(b), "end-to-end: per-second") {
+	if !strings.Contains(string(b), "loadgen late") || !strings.Contains(string(b), "woke late by at most 7.000 ms; 1 marked seconds with loadgen on time") || !strings.Contains(string(b), "end-to-end: per-second") {
 		t.Errorf("intervals.txt:\n%s", b)
 	}
 	fromFile, err := ReadIntervalsFile(filepath.Join(dir, PublishHlog))
