@@ -50,11 +50,12 @@ BASE_PORT=${BASE_PORT:-34500}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-$(hostname -s 2>/dev/null || echo machine)-latency/runs}
 
 BIN=$(mktemp -d /tmp/sluice-latency.XXXXXX)
-PIDS=()
 cleanup() {
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
+	# Only this script's own running children (brokers, the cluster): no stale process ids.
+	local pids
+	pids=$(jobs -pr)
+	# shellcheck disable=SC2086 # a list of process ids
+	[ -n "$pids" ] && kill $pids 2>/dev/null
 	wait 2>/dev/null || true
 	rm -rf "$BIN"
 }
@@ -130,7 +131,6 @@ start_broker() {
 	esac
 	BROKER_PID=$!
 	BROKER_ADDR=127.0.0.1:$port
-	PIDS+=("$BROKER_PID")
 	wait_port "$port" 60
 }
 
@@ -204,7 +204,6 @@ if [ "$CLUSTER" = 1 ]; then
 	env $SLUICE_ENV "$BIN/chaos" -mode serve -sluice "$BIN/sluice" -data-dir "$DATA" -base-port "$BASE_PORT" \
 		-broker-flags "$SLUICE_FLAGS" >"$OUT/cluster.log" 2>&1 &
 	CPID=$!
-	PIDS+=("$CPID")
 	for ((i = 0; i < 600; i++)); do
 		grep -q '^cluster up' "$OUT/cluster.log" && break
 		sleep 0.1
