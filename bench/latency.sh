@@ -11,13 +11,14 @@
 #
 # Settings (environment variables, all optional):
 #   SIZES        record sizes (default "100 1KiB")
-#   PCTS         rates as percent of the measured maximum (default "10 25 50")
+#   PCTS         rates as percent of the measured maximum (default "10 25 50"; "" = none, e.g.
+#                for only the cluster runs)
 #   DURATION     measured time per fixed-rate run (default 60s; the figure)
 #   WARMUP       warm-up per run (default 5s)
 #   MAX_DURATION measured time of each closed-loop max-rate run (default 15s)
 #   MAX_RATE_100, MAX_RATE_1KiB, ...  skip measuring the maximum for that size and use this
 #                rate (records/s); MAX_RATE_RF3_<size> likewise for the cluster
-#   BROKERS      single-broker peers, in this order (default "sluice kfake")
+#   BROKERS      single-broker peers, in this order (default "sluice kfake"; "" = none)
 #   REPEAT       runs per cell, alternating brokers (default 1)
 #   CLUSTER      1 = also the three-broker rf=3 runs at CLUSTER_PCTS (default 1)
 #   CLUSTER_PCTS default "25"
@@ -35,11 +36,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 SIZES=${SIZES:-"100 1KiB"}
-PCTS=${PCTS:-"10 25 50"}
+PCTS=${PCTS-"10 25 50"}
 DURATION=${DURATION:-60s}
 WARMUP=${WARMUP:-5s}
 MAX_DURATION=${MAX_DURATION:-15s}
-BROKERS=${BROKERS:-"sluice kfake"}
+BROKERS=${BROKERS-"sluice kfake"}
 REPEAT=${REPEAT:-1}
 CLUSTER=${CLUSTER:-1}
 CLUSTER_PCTS=${CLUSTER_PCTS:-25}
