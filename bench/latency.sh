@@ -168,6 +168,9 @@ show() { # prints a run's per-second table
 for size in $SIZES; do
 	var=MAX_RATE_${size}
 	max=${!var:-}
+	if [ -z "$PCTS" ] || [ -z "$BROKERS" ]; then
+		continue # no single-broker cells for this size
+	fi
 	if [ -z "$max" ]; then
 		dir="$OUT/$size/max"
 		mkdir -p "$dir"
