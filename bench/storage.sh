@@ -107,7 +107,11 @@ run() {
 	fi
 	PIDS+=("${pids[@]}")
 	for p in "${ports[@]}"; do
-		wait_port "$p" 60 || { log "$broker did not start"; return 1; }
+		if ! wait_port "$p" 60; then
+			log "$broker did not start; its logs: $dir"
+			for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+			return 1
+		fi
 	done
 	sleep 1
 	local cpu0=0 wb0=0 p
@@ -154,7 +158,7 @@ for size in $SIZES; do
 	for ((round = 1; round <= ROUNDS; round++)); do
 		for broker in $BROKERS; do
 			log "round $round: $broker, $size B"
-			run "$round" "$broker" "$size"
+			run "$round" "$broker" "$size" || log "round $round: $broker, $size B: no result (see above)"
 		done
 	done
 done
