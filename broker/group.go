@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/group"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
@@ -48,8 +49,8 @@ func (b *Broker) coordinator() *group.Coordinator {
 type offsetsStore struct{ b *Broker }
 
 func (s offsetsStore) Append(ctx context.Context, groupID string, recs []group.Record) error {
-	return s.b.appendInternal(ctx, offsetsTopic, func(n int32) int32 { return group.PartitionFor(groupID, n) },
-		group.EncodeBatch(recs, time.Now()))
+	return s.b.appendInternal(ctx, offsetsTopic, func(n int32) int32 { return batch.PartitionFor(groupID, n) },
+		batch.Encode(recs, time.Now().UnixMilli(), 0, batch.NoProducer))
 }
 
 // coordinatorError maps a partition error to what a group client expects.
@@ -77,7 +78,7 @@ func (b *Broker) groupReady(ctx context.Context, groupID string) int16 {
 	if !ok {
 		return kerr.CoordinatorNotAvailable.Code
 	}
-	return b.loadPartition(ctx, group.PartitionFor(groupID, int32(len(t.Partitions))), int32(len(t.Partitions)))
+	return b.loadPartition(ctx, batch.PartitionFor(groupID, int32(len(t.Partitions))), int32(len(t.Partitions)))
 }
 
 // loadPartition makes sure this node leads partition p of __consumer_offsets and has replayed it.
@@ -95,7 +96,7 @@ func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 		b.groups.mu.Lock()
 		if _, ok := b.groups.loaded[p]; ok {
 			delete(b.groups.loaded, p)
-			c.Unload(func(g string) bool { return group.PartitionFor(g, n) == p })
+			c.Unload(func(g string) bool { return batch.PartitionFor(g, n) == p })
 		}
 		b.groups.mu.Unlock()
 		return kerr.NotCoordinator.Code
@@ -105,7 +106,7 @@ func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
 	if e, ok := b.groups.loaded[p]; ok && e == epoch {
 		return 0
 	}
-	c.Unload(func(g string) bool { return group.PartitionFor(g, n) == p })
+	c.Unload(func(g string) bool { return batch.PartitionFor(g, n) == p })
 	if err := b.replayOffsets(ctx, c, part); err != nil {
 		b.log.Warn("loading __consumer_offsets failed", "partition", p, "err", err)
 		return kerr.CoordinatorLoadInProgress.Code
@@ -124,10 +125,10 @@ func (b *Broker) replayOffsets(ctx context.Context, c *group.Coordinator, part *
 	if t, ok := b.ctl.Metadata().Topics[offsetsTopic]; ok {
 		n = int32(len(t.Partitions))
 	}
-	inPartition := func(g string) bool { return group.PartitionFor(g, n) == p }
+	inPartition := func(g string) bool { return batch.PartitionFor(g, n) == p }
 	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
 	defer cancel()
-	res, err := part.Produce(ctx, group.EncodeBatch([]group.Record{{}}, time.Now()))
+	res, err := part.Produce(ctx, batch.Encode([]batch.Record{{}}, time.Now().UnixMilli(), 0, batch.NoProducer))
 	if err != nil {
 		return err
 	}

@@ -6,10 +6,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/sluicebroker/sluice/group"
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
-	"github.com/sluicebroker/sluice/txn"
 )
 
 // The coordinators' internal topics, __consumer_offsets (groups) and __transaction_state
@@ -50,7 +49,7 @@ func (b *Broker) coordinatorFor(ctx context.Context, groupID string) (quorum.Bro
 	if !ok {
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
 	}
-	return b.partitionLeaderBroker(ctx, offsetsTopic, group.PartitionFor(groupID, int32(len(t.Partitions))))
+	return b.partitionLeaderBroker(ctx, offsetsTopic, batch.PartitionFor(groupID, int32(len(t.Partitions))))
 }
 
 // txnCoordinatorFor finds the node coordinating txnID, creating __transaction_state on first use.
@@ -59,7 +58,7 @@ func (b *Broker) txnCoordinatorFor(ctx context.Context, txnID string) (quorum.Br
 	if !ok {
 		return quorum.BrokerInfo{}, kerr.CoordinatorNotAvailable.Code
 	}
-	return b.partitionLeaderBroker(ctx, txnTopic, txn.PartitionFor(txnID, int32(len(t.Partitions))))
+	return b.partitionLeaderBroker(ctx, txnTopic, batch.PartitionFor(txnID, int32(len(t.Partitions))))
 }
 
 // partitionLeaderBroker returns the broker leading partition p of topic, waiting up to leaderWait

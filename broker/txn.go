@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/group"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/txn"
@@ -82,8 +83,8 @@ func (b *Broker) txnCoordinator() *txn.Coordinator {
 type txnStore struct{ b *Broker }
 
 func (s txnStore) Append(ctx context.Context, txnID string, recs []txn.Record) error {
-	return s.b.appendInternal(ctx, txnTopic, func(n int32) int32 { return txn.PartitionFor(txnID, n) },
-		txn.EncodeBatch(recs, time.Now()))
+	return s.b.appendInternal(ctx, txnTopic, func(n int32) int32 { return batch.PartitionFor(txnID, n) },
+		batch.Encode(recs, time.Now().UnixMilli(), 0, batch.NoProducer))
 }
 
 // AppendTxn writes a group's transactional offsets as a transactional batch of the producer.
@@ -93,13 +94,13 @@ func (s offsetsStore) AppendTxn(ctx context.Context, groupID string, pid int64, 
 	if !ok {
 		return kerr.CoordinatorNotAvailable
 	}
-	part, ok := b.replicas.Partition(offsetsTopic, group.PartitionFor(groupID, int32(len(t.Partitions))))
+	part, ok := b.replicas.Partition(offsetsTopic, batch.PartitionFor(groupID, int32(len(t.Partitions))))
 	if !ok {
 		return kerr.NotCoordinator
 	}
 	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
 	defer cancel()
-	_, err := part.Produce(ctx, group.EncodeTxnBatch(recs, time.Now(), pid, epoch))
+	_, err := part.Produce(ctx, batch.Encode(recs, time.Now().UnixMilli(), batch.AttrTransactional, batch.Producer{ID: pid, Epoch: epoch, BaseSequence: -1}))
 	if errors.Is(err, kerr.InvalidProducerEpoch) {
 		return kerr.ProducerFenced
 	}
@@ -119,7 +120,7 @@ func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, e
 	if !ok {
 		return kerr.NotCoordinator
 	}
-	tpart, ok := b.replicas.Partition(txnTopic, txn.PartitionFor(txnID, int32(len(t.Partitions))))
+	tpart, ok := b.replicas.Partition(txnTopic, batch.PartitionFor(txnID, int32(len(t.Partitions))))
 	if !ok {
 		return kerr.NotCoordinator
 	}
@@ -172,7 +173,7 @@ func (b *Broker) writeLocalMarker(ctx context.Context, part *replica.Partition, 
 	if part.Topic() == offsetsTopic {
 		if t, ok := b.ctl.Metadata().Topics[offsetsTopic]; ok {
 			n, p := int32(len(t.Partitions)), part.Index()
-			b.coordinator().CompleteTxn(mk.ProducerID, mk.Commit, func(g string) bool { return group.PartitionFor(g, n) == p })
+			b.coordinator().CompleteTxn(mk.ProducerID, mk.Commit, func(g string) bool { return batch.PartitionFor(g, n) == p })
 		}
 	}
 	return nil
@@ -203,7 +204,7 @@ func (b *Broker) txnReady(ctx context.Context, txnID string) int16 {
 		return kerr.CoordinatorNotAvailable.Code
 	}
 	n := int32(len(t.Partitions))
-	return b.loadTxnPartition(ctx, txn.PartitionFor(txnID, n), n)
+	return b.loadTxnPartition(ctx, batch.PartitionFor(txnID, n), n)
 }
 
 // loadTxnPartition makes sure this node leads partition p of __transaction_state and has replayed it.
@@ -217,7 +218,7 @@ func (b *Broker) loadTxnPartition(ctx context.Context, p, n int32) int16 {
 		return kerr.CoordinatorNotAvailable.Code
 	}
 	isLeader, _, epoch := part.Leader()
-	inP := func(id string) bool { return txn.PartitionFor(id, n) == p }
+	inP := func(id string) bool { return batch.PartitionFor(id, n) == p }
 	b.txns.mu.Lock()
 	defer b.txns.mu.Unlock()
 	if !isLeader {
@@ -244,7 +245,7 @@ func (b *Broker) loadTxnPartition(ctx context.Context, p, n int32) int16 {
 func (b *Broker) replayTxns(ctx context.Context, c *txn.Coordinator, part *replica.Partition) error {
 	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
 	defer cancel()
-	res, err := part.Produce(ctx, txn.EncodeBatch([]txn.Record{{}}, time.Now()))
+	res, err := part.Produce(ctx, batch.Encode([]batch.Record{{}}, time.Now().UnixMilli(), 0, batch.NoProducer))
 	if err != nil {
 		return err
 	}
@@ -258,7 +259,7 @@ func (b *Broker) replayTxns(ctx context.Context, c *txn.Coordinator, part *repli
 		if err != nil {
 			return err
 		}
-		next, err := txn.DecodeBatches(buf, c.Replay)
+		next, err := c.ReplayBatches(buf)
 		if err != nil {
 			return err
 		}
@@ -413,7 +414,7 @@ func (b *Broker) handleAddOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Re
 		resp.ErrorCode = kerr.CoordinatorNotAvailable.Code
 		return resp
 	}
-	tp := txn.TopicPartition{Topic: offsetsTopic, Partition: group.PartitionFor(req.Group, int32(len(t.Partitions)))}
+	tp := txn.TopicPartition{Topic: offsetsTopic, Partition: batch.PartitionFor(req.Group, int32(len(t.Partitions)))}
 	code := b.txnCoordinator().AddPartitions(ctx, req.TransactionalID, req.ProducerID, req.ProducerEpoch, []txn.TopicPartition{tp})
 	resp.ErrorCode = producerFenced(code, 2, req.Version)
 	return resp

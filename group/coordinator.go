@@ -1117,13 +1117,6 @@ func (c *Coordinator) Unload(drop func(group string) bool) {
 	}
 }
 
-// Replay applies one record read back from __consumer_offsets (rebuilding state at start-up).
-func (c *Coordinator) Replay(r Record) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.replayLocked(r)
-}
-
 func (c *Coordinator) replayLocked(r Record) {
 	if len(r.Key) < 2 {
 		return

@@ -3,12 +3,12 @@ package group
 import (
 	"context"
 	"encoding/binary"
-	"hash/crc32"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/batch"
 )
 
 // Transactional offset commits (TxnOffsetCommit) are written to __consumer_offsets as transactional
@@ -22,22 +22,9 @@ type TxnStore interface {
 	AppendTxn(ctx context.Context, group string, pid int64, epoch int16, recs []Record) error
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 type topicPartition struct {
 	topic     string
 	partition int32
-}
-
-// EncodeTxnBatch is EncodeBatch as a transactional batch of producer pid at epoch (no sequence: the
-// partition checks only the epoch of coordinator writes).
-func EncodeTxnBatch(recs []Record, now time.Time, pid int64, epoch int16) []byte {
-	b := EncodeBatch(recs, now)
-	binary.BigEndian.PutUint16(b[21:], 0x10)
-	binary.BigEndian.PutUint64(b[43:], uint64(pid))
-	binary.BigEndian.PutUint16(b[51:], uint16(epoch))
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
-	return b
 }
 
 // TxnOffsetCommit validates the committer like OffsetCommit (KIP-447: generation and member id when
@@ -193,50 +180,18 @@ func (c *Coordinator) PendingTxnOffset(group, topic string, partition int32) boo
 func (c *Coordinator) ReplayBatches(buf []byte, inPartition func(group string) bool) (next int64, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	next = -1
-	for len(buf) >= 61 {
-		size := int(int32(binary.BigEndian.Uint32(buf[8:]))) + 12
-		if size < 61 || size > len(buf) {
-			return next, errBadBatch
-		}
-		batch := buf[:size]
-		buf = buf[size:]
-		next = int64(binary.BigEndian.Uint64(batch[0:])) + int64(int32(binary.BigEndian.Uint32(batch[23:]))) + 1
-		attrs := binary.BigEndian.Uint16(batch[21:])
-		pid := int64(binary.BigEndian.Uint64(batch[43:]))
-		if attrs&0x7 != 0 {
-			continue // the coordinator never writes compressed batches
-		}
-		var control, txnal bool = attrs&0x20 != 0, attrs&0x10 != 0
-		n := int(int32(binary.BigEndian.Uint32(batch[57:])))
-		r := kbin.Reader{Src: batch[61:]}
-		for i := 0; i < n; i++ {
-			l := r.Varint()
-			if !r.Ok() || l < 0 || int(l) > len(r.Src) {
-				return next, errBadBatch
+	return batch.Decode(buf, func(info batch.Info, r batch.Record) {
+		switch {
+		case info.IsControl():
+			if commit, _, ok := batch.ParseMarker(r); ok {
+				c.completeTxnLocked(info.ProducerID, commit, inPartition)
 			}
-			rec := kbin.Reader{Src: r.Span(int(l))}
-			rec.Int8()
-			rec.Varlong()
-			rec.Varint()
-			key := rec.VarintBytes()
-			val := rec.VarintBytes()
-			if !rec.Ok() {
-				return next, errBadBatch
-			}
-			switch {
-			case control:
-				if len(key) >= 4 {
-					c.completeTxnLocked(pid, binary.BigEndian.Uint16(key[2:]) == 1, inPartition)
-				}
-			case txnal:
-				c.replayTxnLocked(pid, Record{Key: key, Value: val})
-			default:
-				c.replayLocked(Record{Key: key, Value: val})
-			}
+		case info.IsTransactional():
+			c.replayTxnLocked(info.ProducerID, r)
+		default:
+			c.replayLocked(r)
 		}
-	}
-	return next, nil
+	})
 }
 
 func (c *Coordinator) replayTxnLocked(pid int64, r Record) {
