@@ -85,7 +85,9 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker 
 		cfg.TopicReadyTimeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		groups: groupState{topic: internalTopic{name: offsetsTopic, partitions: offsetsPartitions}},
+		txns:   txnState{topic: internalTopic{name: txnTopic, partitions: txnPartitions}}}
 	b.pids.ctl = ctl
 	b.startCluster()
 	if ctl != nil && replicas != nil {

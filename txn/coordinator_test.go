@@ -263,3 +263,28 @@ func TestIdleIDExpires(t *testing.T) {
 		t.Fatal("replay brought the expired id back")
 	}
 }
+
+// A take-over replays one __transaction_state partition and keeps only that partition's ids, so that
+// unloading the partition later drops everything its load brought in.
+func TestReplayBatchesKeepsThePartitionsIDs(t *testing.T) {
+	store, mk := &memStore{}, &fakeMarkers{}
+	c := newTest(t, store, mk)
+	for _, id := range []string{"mine", "other"} {
+		if _, _, code := c.InitProducerID(ctx, id, 60000, -1, -1); code != 0 {
+			t.Fatalf("init %s: %d", id, code)
+		}
+	}
+	store.mu.Lock()
+	log := batch.Encode(store.recs, time.Now().UnixMilli(), 0, batch.NoProducer)
+	store.mu.Unlock()
+	c2 := newTest(t, &memStore{}, mk)
+	if next, err := c2.ReplayBatches(log, func(id string) bool { return id == "mine" }); err != nil || next <= 0 {
+		t.Fatalf("replay: next %d err %v", next, err)
+	}
+	if _, ok := c2.Describe("mine"); !ok {
+		t.Fatal("the partition's id was not replayed")
+	}
+	if _, ok := c2.Describe("other"); ok {
+		t.Fatal("an id of another partition was replayed")
+	}
+}

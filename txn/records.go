@@ -80,12 +80,13 @@ func (t *txn) sortedParts() []TopicPartition {
 }
 
 // ReplayBatches replays the batches of one __transaction_state partition read back from its log
-// (whole batches back to back) and returns the offset after the last batch (-1 if none). The
-// coordinator writes no markers there; any control batch is skipped.
-func (c *Coordinator) ReplayBatches(buf []byte) (next int64, err error) {
+// (whole batches back to back), keeping the ids for which inPartition is true (the ids of that
+// partition, so that unloading it later drops all it loaded). It returns the offset after the last
+// batch (-1 if none). The coordinator writes no markers there; any control batch is skipped.
+func (c *Coordinator) ReplayBatches(buf []byte, inPartition func(txnID string) bool) (next int64, err error) {
 	return batch.Decode(buf, func(info batch.Info, r batch.Record) {
 		if !info.IsControl() {
-			c.Replay(r)
+			c.replay(r, inPartition)
 		}
 	})
 }
