@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 func TestParseVoters(t *testing.T) {
@@ -47,7 +49,7 @@ func startSingleController(t *testing.T, dir, addr string) (*Host, *Controller) 
 
 func TestControllerSingleNode(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testcluster.MustFreeAddr(t)
 	h, c := startSingleController(t, dir, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -179,7 +181,7 @@ func TestControllerThreeNodes(t *testing.T) {
 	dir := t.TempDir()
 	voters := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
-		voters[id] = freeAddr(t)
+		voters[id] = testcluster.MustFreeAddr(t)
 	}
 	var spec []string
 	for id := uint64(1); id <= 3; id++ {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,19 +15,9 @@ import (
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
-)
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+	"github.com/sluicebroker/sluice/internal/testcluster"
+)
 
 func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 	t.Helper()
@@ -175,7 +164,7 @@ func TestShardProposeRestart(t *testing.T) {
 
 func testShardProposeRestart(t *testing.T, logDB string) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testcluster.MustFreeAddr(t)
 	sms := newCounterSMs(dir)
 	const shard = FirstPartitionShardID
 
@@ -265,7 +254,7 @@ func testShardProposeRestart(t *testing.T, logDB string) {
 
 func TestShardErrors(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testcluster.MustFreeAddr(t)
 	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -318,7 +307,7 @@ func TestShardThreeReplicas(t *testing.T) {
 	dir := t.TempDir()
 	members := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
-		members[id] = freeAddr(t)
+		members[id] = testcluster.MustFreeAddr(t)
 	}
 	const shard = FirstPartitionShardID + 1
 	hosts := map[uint64]*Host{}
@@ -433,7 +422,7 @@ func TestShardThreeReplicas(t *testing.T) {
 	if _, still := m.Voters[leaderID]; still || !m.Removed[leaderID] {
 		t.Fatalf("membership after remove: %+v", m)
 	}
-	addr4 := freeAddr(t)
+	addr4 := testcluster.MustFreeAddr(t)
 	if err := cur.AddReplica(ctx, shard, 4, addr4, m.ConfigChangeID); err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +477,7 @@ func TestShardThreeReplicas(t *testing.T) {
 // and stopping the shard with proposals in flight completes them too.
 func TestProposeAsyncConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testcluster.MustFreeAddr(t)
 	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()
 	sms := newCounterSMs(dir)
@@ -572,7 +561,7 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 // unloads it in the background) and carries on from its state.
 func TestShardStopStart(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testcluster.MustFreeAddr(t)
 	sms := newCounterSMs(dir)
 	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()

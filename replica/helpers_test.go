@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,17 +24,6 @@ func makeBatch(pid int64, epoch int16, seq int32, n int, valueSize int) []byte {
 		values[i] = make([]byte, valueSize)
 	}
 	return kafkatest.IdempotentBatch(pid, epoch, seq, values...)
-}
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // node is one broker's replica side: a quorum Host and a Manager over dir.

@@ -21,6 +21,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // key identifies one produced record: producer, partition and that producer's sequence number
@@ -492,8 +494,8 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	// Heal: every broker running and resumed, every partition with a full ISR.
 	log.Printf("healing the cluster")
 	for _, b := range c.brokers {
-		b.signal(syscall.SIGCONT)
-		if !b.running() {
+		b.Signal(syscall.SIGCONT)
+		if !b.Running() {
 			if err := c.launch(ctx60(), b); err != nil {
 				return nil, err
 			}
@@ -627,10 +629,10 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		}
 		b := r.c.brokers[rng.IntN(len(r.c.brokers))]
 		act := actions[rng.IntN(len(actions))]
-		ev := faultEvent{AtS: round1(time.Since(r.start).Seconds()), Broker: b.id, Action: act}
+		ev := faultEvent{AtS: round1(time.Since(r.start).Seconds()), Broker: b.ID, Action: act}
 		if st, _, err := topicState(context.Background(), adm, r.cfg.topic); err == nil {
 			for p, ps := range st {
-				if ps.leader == b.id {
+				if ps.leader == b.ID {
 					ev.LeaderOf = append(ev.LeaderOf, p)
 				}
 			}
@@ -640,19 +642,19 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		t0 := time.Now()
 		switch act {
 		case "kill":
-			b.stop(syscall.SIGKILL, 10*time.Second)
+			b.Stop(syscall.SIGKILL, 10*time.Second)
 			time.Sleep(down)
 			if err := r.c.launch(ctx60(), b); err != nil {
-				log.Printf("restart broker %d: %v", b.id, err)
+				log.Printf("restart broker %d: %v", b.ID, err)
 			}
 		case "pause":
-			b.signal(syscall.SIGSTOP)
+			b.Signal(syscall.SIGSTOP)
 			time.Sleep(down)
-			b.signal(syscall.SIGCONT)
+			b.Signal(syscall.SIGCONT)
 		case "restart":
-			b.stop(syscall.SIGTERM, 30*time.Second)
+			b.Stop(syscall.SIGTERM, 30*time.Second)
 			if err := r.c.launch(ctx60(), b); err != nil {
-				log.Printf("restart broker %d: %v", b.id, err)
+				log.Printf("restart broker %d: %v", b.ID, err)
 			}
 		}
 		ev.DownMs = time.Since(t0).Milliseconds()
@@ -660,7 +662,7 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		// start, so a majority of every partition's replicas is always up and caught up.
 		t1 := time.Now()
 		hctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-		err := waitPort(hctx, b.kafkaAddr)
+		err := testcluster.WaitListening(hctx, b.Addr)
 		if err == nil {
 			err = waitHealthy(hctx, adm, r.cfg.topic, r.cfg.brokers, r.cfg.partitions, false)
 		}
@@ -670,7 +672,7 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 			ev.HealthyNote = err.Error()
 		}
 		log.Printf("fault at %5.1fs: %-7s broker %d (leader of %v) for %d ms; healthy %d ms later %s",
-			ev.AtS, act, b.id, ev.LeaderOf, ev.DownMs, ev.HealthyMs, ev.HealthyNote)
+			ev.AtS, act, b.ID, ev.LeaderOf, ev.DownMs, ev.HealthyMs, ev.HealthyNote)
 		events = append(events, ev)
 	}
 }
@@ -866,7 +868,7 @@ func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]p
 			rt := kmsg.NewMetadataRequestTopic()
 			rt.Topic = kmsg.StringPtr(topic)
 			req.Topics = append(req.Topics, rt)
-			resp, err := req.RequestWith(ctx, cl.Broker(int(b.id)))
+			resp, err := req.RequestWith(ctx, cl.Broker(int(b.ID)))
 			if err != nil {
 				return
 			}
@@ -877,7 +879,7 @@ func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]p
 				}
 			}
 			mu.Lock()
-			out[b.id] = st
+			out[b.ID] = st
 			mu.Unlock()
 		}()
 	}

@@ -154,7 +154,7 @@ func main() {
 	if !cfg.keep && err == nil {
 		// Keep the broker logs and summary; drop the (large) data.
 		for _, b := range c.brokers {
-			os.RemoveAll(b.dir)
+			os.RemoveAll(b.DataDir)
 		}
 	}
 	if err != nil {

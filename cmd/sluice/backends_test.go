@@ -84,7 +84,7 @@ func requireBackend(t *testing.T, backend string) {
 // servingBackend returns the backend the broker's start-up line names (the broker must log at info).
 func servingBackend(t *testing.T, b *testBroker) string {
 	t.Helper()
-	out, err := os.ReadFile(b.logPath)
+	out, err := os.ReadFile(b.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func saramaRoundTrip(t *testing.T, b *testBroker) {
 	cfg.Net.MaxOpenRequests = 1
 	cfg.Producer.Compression = sarama.CompressionSnappy
 	cfg.Producer.Partitioner = sarama.NewHashPartitioner
-	prod, err := sarama.NewSyncProducer([]string{b.addr}, cfg)
+	prod, err := sarama.NewSyncProducer([]string{b.Addr}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func saramaRoundTrip(t *testing.T, b *testBroker) {
 	if err := prod.SendMessages(msgs); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	cons, err := sarama.NewConsumer([]string{b.addr}, cfg)
+	cons, err := sarama.NewConsumer([]string{b.Addr}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func saramaRoundTrip(t *testing.T, b *testBroker) {
 func kafkaGoRoundTrip(t *testing.T, b *testBroker) {
 	const topic, n = "kafkago", 150
 	b.createTopic(topic, 1, nil)
-	w := &kafka.Writer{Addr: kafka.TCP(b.addr), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
+	w := &kafka.Writer{Addr: kafka.TCP(b.Addr), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: 5 * time.Millisecond,
 		BatchSize: 50, Compression: kafka.Zstd, Transport: &kafka.Transport{}}
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -216,7 +216,7 @@ func kafkaGoRoundTrip(t *testing.T, b *testBroker) {
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	for i := range n {
 		m, err := r.ReadMessage(ctx)
@@ -238,12 +238,12 @@ func kcatRoundTrip(t *testing.T, b *testBroker) {
 	for i := range n {
 		fmt.Fprintf(&in, "key%d:value %d\n", i, i)
 	}
-	prod := exec.Command(kcat, "-b", b.addr, "-t", topic, "-P", "-K:", "-X", "enable.idempotence=true")
+	prod := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-P", "-K:", "-X", "enable.idempotence=true")
 	prod.Stdin = strings.NewReader(in.String())
 	if out, err := prod.CombinedOutput(); err != nil {
 		t.Fatalf("kcat produce: %v\n%s", err, out)
 	}
-	out, err := exec.Command(kcat, "-b", b.addr, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%o %k:%s\n").Output()
+	out, err := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%o %k:%s\n").Output()
 	if err != nil {
 		t.Fatalf("kcat consume: %v", err)
 	}
@@ -275,7 +275,7 @@ func TestNetioAutoFallback(t *testing.T) {
 	if got := servingBackend(t, b); got != "gnet" {
 		t.Fatalf("auto serves with %s under a filter refusing io_uring, want gnet", got)
 	}
-	out, err := os.ReadFile(b.logPath)
+	out, err := os.ReadFile(b.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}

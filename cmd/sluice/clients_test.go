@@ -188,7 +188,7 @@ func TestSarama(t *testing.T) {
 			cfg.Net.MaxOpenRequests = 1
 			cfg.Producer.Compression = codec
 			cfg.Producer.Partitioner = sarama.NewHashPartitioner
-			prod, err := sarama.NewSyncProducer([]string{b.addr}, cfg)
+			prod, err := sarama.NewSyncProducer([]string{b.Addr}, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -216,7 +216,7 @@ func TestSarama(t *testing.T) {
 				sent = append(sent, sentMsg{fmt.Sprintf("k%d", i%7), fmt.Sprintf("sarama-%d", i), m.Partition, m.Offset})
 			}
 
-			cons, err := sarama.NewConsumer([]string{b.addr}, cfg)
+			cons, err := sarama.NewConsumer([]string{b.Addr}, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,7 +269,7 @@ func TestKafkaGo(t *testing.T) {
 			topic := "kafkago-" + name
 			b.createTopic(topic, 1, nil)
 			w := &kafka.Writer{
-				Addr:         kafka.TCP(b.addr),
+				Addr:         kafka.TCP(b.Addr),
 				Topic:        topic,
 				RequiredAcks: kafka.RequireAll,
 				BatchTimeout: 5 * time.Millisecond,
@@ -292,7 +292,7 @@ func TestKafkaGo(t *testing.T) {
 			if err := w.WriteMessages(ctx, msgs...); err != nil {
 				t.Fatalf("write: %v", err)
 			}
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 			defer r.Close()
 			for i := 0; i < n; i++ {
 				m, err := r.ReadMessage(ctx)
@@ -320,12 +320,12 @@ func TestKcat(t *testing.T) {
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&in, "key%d:value %d\n", i, i)
 	}
-	prod := exec.Command(kcat, "-b", b.addr, "-t", topic, "-P", "-K:", "-z", "zstd", "-X", "enable.idempotence=true")
+	prod := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-P", "-K:", "-z", "zstd", "-X", "enable.idempotence=true")
 	prod.Stdin = strings.NewReader(in.String())
 	if out, err := prod.CombinedOutput(); err != nil {
 		t.Fatalf("kcat produce: %v\n%s", err, out)
 	}
-	cons := exec.Command(kcat, "-b", b.addr, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%o %k:%s\n")
+	cons := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%o %k:%s\n")
 	out, err := cons.Output()
 	if err != nil {
 		t.Fatalf("kcat consume: %v", err)
