@@ -799,61 +799,41 @@ func (c *Coordinator) OffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRe
 		}
 	case g == nil:
 		errc = kerr.UnknownMemberID.Code
-	case g.fenced(req.InstanceID, req.MemberID):
-		errc = kerr.FencedInstanceID.Code
-	case g.members[req.MemberID] == nil:
-		errc = kerr.UnknownMemberID.Code
-	case req.Generation != g.generation:
-		errc = kerr.IllegalGeneration.Code
-	case g.state == stateCompleting:
-		errc = kerr.RebalanceInProgress.Code
 	default:
-		g.members[req.MemberID].lastSeen = time.Now()
+		if errc = g.committerError(req.InstanceID, req.MemberID, req.Generation); errc == 0 {
+			g.members[req.MemberID].lastSeen = time.Now()
+		}
 	}
 	c.mu.Unlock()
 	if errc != 0 {
 		return all(errc)
 	}
 
-	now := time.Now()
-	var recs []Record
-	type key struct {
-		t string
-		p int32
-	}
-	vals := map[key]Offset{}
+	oc := newOffsetCommits(req.Group)
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
-			md := ""
-			if p.Metadata != nil {
-				md = *p.Metadata
-			}
-			if len(md) > 4096 {
-				continue
-			}
-			o := Offset{Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: md, CommitTime: now}
+			le := p.LeaderEpoch
 			if req.Version < 6 {
-				o.LeaderEpoch = -1
+				le = -1
 			}
-			vals[key{t.Topic, p.Partition}] = o
-			recs = append(recs, Record{Key: offsetKey(req.Group, t.Topic, p.Partition), Value: offsetValue(o)})
+			oc.add(t.Topic, p.Partition, p.Offset, le, p.Metadata)
 		}
 	}
 	var werr int16
-	if len(recs) > 0 {
-		if err := c.store.Append(ctx, req.Group, recs); err != nil {
+	if len(oc.recs) > 0 {
+		if err := c.store.Append(ctx, req.Group, oc.recs); err != nil {
 			werr = storeError(err)
 		} else {
 			c.mu.Lock()
 			g := c.getOrCreate(req.Group)
-			for k, o := range vals {
-				g.setOffset(k.t, k.p, o)
+			for tp, o := range oc.vals {
+				g.setOffset(tp.topic, tp.partition, o)
 			}
 			c.mu.Unlock()
 		}
 	}
 	return answer(func(p kmsg.OffsetCommitRequestTopicPartition) int16 {
-		if p.Metadata != nil && len(*p.Metadata) > 4096 {
+		if metadataTooLarge(p.Metadata) {
 			return kerr.OffsetMetadataTooLarge.Code
 		}
 		return werr

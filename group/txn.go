@@ -22,11 +22,6 @@ type TxnStore interface {
 	AppendTxn(ctx context.Context, group string, pid int64, epoch int16, recs []Record) error
 }
 
-type topicPartition struct {
-	topic     string
-	partition int32
-}
-
 // TxnOffsetCommit validates the committer like OffsetCommit (KIP-447: generation and member id when
 // given), writes the offsets as part of the producer's transaction and keeps them pending.
 func (c *Coordinator) TxnOffsetCommit(ctx context.Context, req *kmsg.TxnOffsetCommitRequest) *kmsg.TxnOffsetCommitResponse {
@@ -59,58 +54,41 @@ func (c *Coordinator) TxnOffsetCommit(ctx context.Context, req *kmsg.TxnOffsetCo
 	g := c.groups[req.Group]
 	var errc int16
 	if req.Generation >= 0 || req.MemberID != "" {
-		switch {
-		case g == nil:
+		if g == nil {
 			errc = kerr.IllegalGeneration.Code
-		case g.fenced(req.InstanceID, req.MemberID):
-			errc = kerr.FencedInstanceID.Code
-		case g.members[req.MemberID] == nil:
-			errc = kerr.UnknownMemberID.Code
-		case req.Generation != g.generation:
-			errc = kerr.IllegalGeneration.Code
-		case g.state == stateCompleting:
-			errc = kerr.RebalanceInProgress.Code
+		} else {
+			errc = g.committerError(req.InstanceID, req.MemberID, req.Generation)
 		}
 	}
 	c.mu.Unlock()
 	if errc != 0 {
 		return all(errc)
 	}
-	now := time.Now()
-	var recs []Record
-	vals := map[topicPartition]Offset{}
+	oc := newOffsetCommits(req.Group)
 	for _, t := range req.Topics {
 		for _, p := range t.Partitions {
-			md := ""
-			if p.Metadata != nil {
-				md = *p.Metadata
-			}
-			if len(md) > 4096 {
-				continue
-			}
-			o := Offset{Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: md, CommitTime: now}
+			le := p.LeaderEpoch
 			if req.Version < 2 {
-				o.LeaderEpoch = -1
+				le = -1
 			}
-			vals[topicPartition{t.Topic, p.Partition}] = o
-			recs = append(recs, Record{Key: offsetKey(req.Group, t.Topic, p.Partition), Value: offsetValue(o)})
+			oc.add(t.Topic, p.Partition, p.Offset, le, p.Metadata)
 		}
 	}
 	var werr int16
-	if len(recs) > 0 {
-		if err := ts.AppendTxn(ctx, req.Group, req.ProducerID, req.ProducerEpoch, recs); err != nil {
+	if len(oc.recs) > 0 {
+		if err := ts.AppendTxn(ctx, req.Group, req.ProducerID, req.ProducerEpoch, oc.recs); err != nil {
 			werr = storeError(err)
 		} else {
 			c.mu.Lock()
 			pend := c.pendingLocked(req.Group, req.ProducerID)
-			for k, o := range vals {
-				pend[k] = o
+			for tp, o := range oc.vals {
+				pend[tp] = o
 			}
 			c.mu.Unlock()
 		}
 	}
 	return answer(func(p kmsg.TxnOffsetCommitRequestTopicPartition) int16 {
-		if p.Metadata != nil && len(*p.Metadata) > 4096 {
+		if metadataTooLarge(p.Metadata) {
 			return kerr.OffsetMetadataTooLarge.Code
 		}
 		return werr
