@@ -332,10 +332,7 @@ func (gc *groupConsumer) run(ctx context.Context, cl *kgo.Client) {
 }
 
 func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*chaosSummary, error) {
-	if err := startAll(ctx, cfg, c); err != nil {
-		return nil, err
-	}
-	adm, admCl, err := c.adminClient()
+	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
 		return nil, err
 	}

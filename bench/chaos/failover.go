@@ -104,10 +104,7 @@ func runProbe(ctx context.Context, cl *kgo.Client, part int32, pr *probe) {
 }
 
 func runFailover(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*failoverSummary, error) {
-	if err := startAll(ctx, cfg, c); err != nil {
-		return nil, err
-	}
-	adm, admCl, err := c.adminClient()
+	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
 		return nil, err
 	}

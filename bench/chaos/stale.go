@@ -47,10 +47,7 @@ type staleSummary struct {
 
 func runStale(ctx context.Context, cfg config, c *cluster) (*staleSummary, error) {
 	cfg.partitions = 1
-	if err := startAll(ctx, cfg, c); err != nil {
-		return nil, err
-	}
-	adm, admCl, err := c.adminClient()
+	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
 		return nil, err
 	}
