@@ -32,10 +32,7 @@ type groupState struct {
 func (b *Broker) coordinator() *group.Coordinator {
 	b.groups.once.Do(func() {
 		b.groups.coord = group.New(group.Config{OffsetsRetention: b.cfg.OffsetsRetention}, offsetsStore{b})
-		go func() {
-			<-b.ctx.Done()
-			b.groups.coord.Close()
-		}()
+		b.closeOnShutdown(b.groups.coord.Close)
 	})
 	return b.groups.coord
 }

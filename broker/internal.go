@@ -41,6 +41,14 @@ type partitionReplayer interface {
 	ReplayBatches(buf []byte, inPartition func(key string) bool) (next int64, err error)
 }
 
+// closeOnShutdown closes a coordinator when the broker closes.
+func (b *Broker) closeOnShutdown(close func()) {
+	go func() {
+		<-b.ctx.Done()
+		close()
+	}()
+}
+
 // internalTopicMeta returns the topic's metadata, creating the topic when create is set.
 func (b *Broker) internalTopicMeta(ctx context.Context, t *internalTopic, create bool) (*quorum.TopicMeta, bool) {
 	md := b.ctl.Metadata()
@@ -119,18 +127,28 @@ func (b *Broker) internalPartitionLed(ctx context.Context, topic string, p int32
 // appendInternal writes a coordinator's batch to key's partition of an internal topic through Raft,
 // with the errors a coordinator's client expects.
 func (b *Broker) appendInternal(ctx context.Context, topic, key string, encoded []byte) error {
-	tm, ok := b.ctl.Metadata().Topics[topic]
-	if !ok {
-		return kerr.CoordinatorNotAvailable
-	}
-	part, ok := b.replicas.Partition(topic, partitionOf(key, tm))
-	if !ok {
-		return kerr.NotCoordinator
+	part, err := b.internalPartitionOf(topic, key)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, internalTimeout)
 	defer cancel()
-	_, err := part.Produce(ctx, encoded)
+	_, err = part.Produce(ctx, encoded)
 	return coordinatorError(err)
+}
+
+// internalPartitionOf is this node's replica of key's partition of an internal topic:
+// COORDINATOR_NOT_AVAILABLE before the topic exists, NOT_COORDINATOR where this node has no replica.
+func (b *Broker) internalPartitionOf(topic, key string) (*replica.Partition, error) {
+	tm, ok := b.ctl.Metadata().Topics[topic]
+	if !ok {
+		return nil, kerr.CoordinatorNotAvailable
+	}
+	part, ok := b.replicas.Partition(topic, partitionOf(key, tm))
+	if !ok {
+		return nil, kerr.NotCoordinator
+	}
+	return part, nil
 }
 
 // partitionOf is key's partition of an internal topic.

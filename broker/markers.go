@@ -53,12 +53,8 @@ func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, e
 	mk := Marker{ProducerID: pid, ProducerEpoch: epoch, Commit: commit}
 	// Only the leader of the id's partition writes markers, at its term: a deposed coordinator stops
 	// here, and one that slips through is refused by the partitions (an older coordinator epoch).
-	t, ok := b.ctl.Metadata().Topics[txnTopic]
-	if !ok {
-		return kerr.NotCoordinator
-	}
-	tpart, ok := b.replicas.Partition(txnTopic, partitionOf(txnID, t))
-	if !ok {
+	tpart, err := b.internalPartitionOf(txnTopic, txnID)
+	if err != nil {
 		return kerr.NotCoordinator
 	}
 	isLeader, _, term := tpart.Leader()

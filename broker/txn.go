@@ -41,10 +41,7 @@ func (b *Broker) txnCoordinator() *txn.Coordinator {
 			Logf:       func(f string, args ...any) { b.log.Warn("transaction coordinator: " + fmt.Sprintf(f, args...)) },
 		}, txnStore{b}, txnMarkers{b})
 		b.txns.ready.Store(b.txns.coord)
-		go func() {
-			<-b.ctx.Done()
-			b.txns.coord.Close()
-		}()
+		b.closeOnShutdown(b.txns.coord.Close)
 	})
 	return b.txns.coord
 }

@@ -7,8 +7,8 @@ import (
 )
 
 // A Raft entry of a partition group is a command: a kind byte, then a
-// kind-specific body. Only produce exists today; control batches (transaction
-// markers) and truncation will be new kinds.
+// kind-specific body. Only produce exists: a transaction marker is a produce
+// of the control batch ControlBatch builds, flagged flagControl.
 //
 // Produce (kindProduce):
 //
