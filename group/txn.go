@@ -7,8 +7,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/sluicebroker/sluice/batch"
 )
 
 // Transactional offset commits (TxnOffsetCommit) are written to __consumer_offsets as transactional
@@ -150,26 +148,6 @@ func (c *Coordinator) PendingTxnOffset(group, topic string, partition int32) boo
 		}
 	}
 	return false
-}
-
-// ReplayBatches replays the batches of one __consumer_offsets partition read back from its log
-// (whole batches back to back), transactional offsets and markers included; inPartition tells the
-// groups of that partition. It returns the offset after the last batch (-1 if none).
-func (c *Coordinator) ReplayBatches(buf []byte, inPartition func(group string) bool) (next int64, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return batch.Decode(buf, func(info batch.Info, r batch.Record) {
-		switch {
-		case info.IsControl():
-			if commit, _, ok := batch.ParseMarker(r); ok {
-				c.completeTxnLocked(info.ProducerID, commit, inPartition)
-			}
-		case info.IsTransactional():
-			c.replayTxnLocked(info.ProducerID, r)
-		default:
-			c.replayLocked(r)
-		}
-	})
 }
 
 func (c *Coordinator) replayTxnLocked(pid int64, r Record) {
