@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/cluster"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
@@ -43,8 +44,6 @@ type Config struct {
 	// OffsetsRetention is offsets.retention.minutes: committed offsets of a group empty this long
 	// expire (0 = the group package's default, 7 days).
 	OffsetsRetention time.Duration
-	// LeaderRebalanceInterval is how often leadership goes back to preferred replicas (0: 30 s).
-	LeaderRebalanceInterval time.Duration
 	// TransactionMaxTimeout is transaction.max.timeout.ms (0 = 15 minutes).
 	TransactionMaxTimeout time.Duration
 
@@ -56,6 +55,7 @@ type Broker struct {
 	cfg      Config
 	ctl      *quorum.Controller
 	replicas *replica.Manager
+	agent    *cluster.Agent // who leads, who is in sync
 	log      *slog.Logger
 
 	ctx    context.Context // cancelled by Close: long polls and waits end
@@ -63,14 +63,13 @@ type Broker struct {
 	wg     sync.WaitGroup // request goroutines
 
 	pids   producerIDs
-	groups groupState    // the consumer-group coordinator (broker/group.go)
-	txns   txnState      // the transaction coordinator (broker/txn.go)
-	moves  reassignments // partition reassignments this node drives (broker/reassign.go)
+	groups groupState // the consumer-group coordinator (broker/group.go)
+	txns   txnState   // the transaction coordinator (broker/txn.go)
 }
 
-// New returns a broker over the controller (cluster metadata) and the replica manager (this node's
-// partitions).
-func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker {
+// New returns a broker over the controller (cluster metadata), the replica manager (this node's
+// partitions) and the node's cluster agent.
+func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *cluster.Agent) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -87,11 +86,10 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker 
 		cfg.TopicReadyTimeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel,
+	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, agent: agent, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		groups: groupState{topic: internalTopic{name: offsetsTopic, partitions: offsetsPartitions}},
 		txns:   txnState{topic: internalTopic{name: txnTopic, partitions: txnPartitions}}}
 	b.pids.ctl = ctl
-	b.startCluster()
 	if ctl != nil && replicas != nil {
 		b.wg.Add(1)
 		go b.txnLoader()

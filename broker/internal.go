@@ -82,8 +82,8 @@ func (b *Broker) coordinatorNode(ctx context.Context, t *internalTopic, key stri
 func (b *Broker) partitionLeaderBroker(ctx context.Context, topic string, p int32) (quorum.BrokerInfo, int16) {
 	deadline := time.Now().Add(leaderWait)
 	for {
-		if pm, ok := b.partitionMeta(topic, p); ok {
-			if leader, _ := b.partitionLeader(topic, pm); leader >= 0 {
+		if pm, ok := b.agent.PartitionMeta(topic, p); ok {
+			if leader, _ := b.agent.PartitionLeader(topic, pm); leader >= 0 {
 				if bi, ok := b.ctl.Metadata().Brokers[leader]; ok {
 					return bi, 0
 				}
@@ -187,7 +187,7 @@ func (b *Broker) coordinatorReady(ctx context.Context, t *internalTopic, c parti
 // COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS). A partition this node no longer leads is
 // unloaded.
 func (b *Broker) loadInternalPartition(ctx context.Context, t *internalTopic, c partitionReplayer, p, n int32) int16 {
-	if pm, ok := b.partitionMeta(t.name, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
+	if pm, ok := b.agent.PartitionMeta(t.name, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
 		return kerr.NotCoordinator.Code // hosted elsewhere: the client asks FindCoordinator again
 	}
 	part, ok := b.internalPartitionLed(ctx, t.name, p)

@@ -115,11 +115,11 @@ func (b *Broker) writeLocalMarker(ctx context.Context, part *replica.Partition, 
 // leaderAddr is the Kafka address of a partition's leader as known here (the default remote path of
 // transaction markers).
 func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
-	pm, ok := b.partitionMeta(topic, partition)
+	pm, ok := b.agent.PartitionMeta(topic, partition)
 	if !ok {
 		return "", false
 	}
-	leader, _ := b.partitionLeader(topic, pm)
+	leader, _ := b.agent.PartitionLeader(topic, pm)
 	bi, ok := b.ctl.Metadata().Brokers[leader]
 	if !ok || leader < 0 {
 		return "", false

@@ -116,7 +116,7 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 			return nil, err
 		}
 	}
-	if req.Acks == -1 && !b.enoughInSync(part) {
+	if req.Acks == -1 && !b.agent.EnoughInSync(part) {
 		return nil, kerr.NotEnoughReplicas
 	}
 	return part, nil
