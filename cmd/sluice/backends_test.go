@@ -229,8 +229,9 @@ func kafkaGoRoundTrip(t *testing.T, b *testBroker) {
 	}
 }
 
-// kcatRoundTrip produces and consumes keyed lines through librdkafka's kcat.
-func kcatRoundTrip(t *testing.T, b *testBroker) {
+// kcatRoundTrip produces (idempotent, with the extra producer flags given) and consumes keyed lines
+// through librdkafka's kcat.
+func kcatRoundTrip(t *testing.T, b *testBroker, produceFlags ...string) {
 	kcat := requireKcat(t)
 	const topic, n = "kcat", 100
 	b.createTopic(topic, 1, nil)
@@ -238,7 +239,7 @@ func kcatRoundTrip(t *testing.T, b *testBroker) {
 	for i := range n {
 		fmt.Fprintf(&in, "key%d:value %d\n", i, i)
 	}
-	prod := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-P", "-K:", "-X", "enable.idempotence=true")
+	prod := exec.Command(kcat, append([]string{"-b", b.Addr, "-t", topic, "-P", "-K:", "-X", "enable.idempotence=true"}, produceFlags...)...)
 	prod.Stdin = strings.NewReader(in.String())
 	if out, err := prod.CombinedOutput(); err != nil {
 		t.Fatalf("kcat produce: %v\n%s", err, out)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -311,34 +310,8 @@ func TestKafkaGo(t *testing.T) {
 // TestKcat round-trips keyed messages through librdkafka's kcat, producing and consuming with zstd.
 // CI installs kcat (.ci/run); a developer machine without it skips, CI never does.
 func TestKcat(t *testing.T) {
-	kcat := requireKcat(t)
-	b := startBroker(t)
-	topic := "kcat"
-	b.createTopic(topic, 1, nil)
-	var in strings.Builder
-	const n = 100
-	for i := 0; i < n; i++ {
-		fmt.Fprintf(&in, "key%d:value %d\n", i, i)
-	}
-	prod := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-P", "-K:", "-z", "zstd", "-X", "enable.idempotence=true")
-	prod.Stdin = strings.NewReader(in.String())
-	if out, err := prod.CombinedOutput(); err != nil {
-		t.Fatalf("kcat produce: %v\n%s", err, out)
-	}
-	cons := exec.Command(kcat, "-b", b.Addr, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%o %k:%s\n")
-	out, err := cons.Output()
-	if err != nil {
-		t.Fatalf("kcat consume: %v", err)
-	}
-	got := lines(string(out))
-	if len(got) != n {
-		t.Fatalf("kcat consumed %d lines, want %d:\n%s", len(got), n, out)
-	}
-	for i, l := range got {
-		if want := fmt.Sprintf("%d key%d:value %d", i, i, i); l != want {
-			t.Fatalf("line %d: %q, want %q", i, l, want)
-		}
-	}
+	requireKcat(t)
+	kcatRoundTrip(t, startBroker(t), "-z", "zstd")
 }
 
 // TestPipelinedIdempotentProduce keeps several produce requests in flight on one connection, as
