@@ -24,6 +24,19 @@ func offsetKey(group, topic string, partition int32) []byte {
 	return k.AppendTo(nil)
 }
 
+// decodeOffsetValue reads an offset commit value back (any version; the leader epoch exists from 3).
+func decodeOffsetValue(b []byte) (Offset, bool) {
+	var v kmsg.OffsetCommitValue
+	if v.ReadFrom(b) != nil {
+		return Offset{}, false
+	}
+	le := v.LeaderEpoch
+	if v.Version < 3 {
+		le = -1
+	}
+	return Offset{Offset: v.Offset, LeaderEpoch: le, Metadata: v.Metadata, CommitTime: time.UnixMilli(v.CommitTimestamp)}, true
+}
+
 // offsetValue encodes Kafka's offset commit value (version 3).
 func offsetValue(o Offset) []byte {
 	v := kmsg.NewOffsetCommitValue()
@@ -106,15 +119,9 @@ func (c *Coordinator) replayLocked(r Record) {
 			}
 			return
 		}
-		var v kmsg.OffsetCommitValue
-		if v.ReadFrom(r.Value) != nil {
-			return
+		if o, ok := decodeOffsetValue(r.Value); ok {
+			c.getOrCreate(k.Group).setOffset(k.Topic, k.Partition, o)
 		}
-		le := v.LeaderEpoch
-		if v.Version < 3 {
-			le = -1
-		}
-		c.getOrCreate(k.Group).setOffset(k.Topic, k.Partition, Offset{Offset: v.Offset, LeaderEpoch: le, Metadata: v.Metadata, CommitTime: time.UnixMilli(v.CommitTimestamp)})
 	case 2:
 		var k kmsg.GroupMetadataKey
 		if k.ReadFrom(r.Key) != nil {

@@ -3,7 +3,6 @@ package group
 import (
 	"context"
 	"encoding/binary"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -155,13 +154,7 @@ func (c *Coordinator) replayTxnLocked(pid int64, r Record) {
 	if len(r.Key) < 2 || binary.BigEndian.Uint16(r.Key) > 1 || k.ReadFrom(r.Key) != nil || r.Value == nil {
 		return
 	}
-	var v kmsg.OffsetCommitValue
-	if v.ReadFrom(r.Value) != nil {
-		return
+	if o, ok := decodeOffsetValue(r.Value); ok {
+		c.pendingLocked(k.Group, pid)[topicPartition{k.Topic, k.Partition}] = o
 	}
-	le := v.LeaderEpoch
-	if v.Version < 3 {
-		le = -1
-	}
-	c.pendingLocked(k.Group, pid)[topicPartition{k.Topic, k.Partition}] = Offset{Offset: v.Offset, LeaderEpoch: le, Metadata: v.Metadata, CommitTime: time.UnixMilli(v.CommitTimestamp)}
 }
