@@ -9,15 +9,13 @@ import (
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
-
-	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // benchShard starts a Host with one rf=1 counter shard whose leader is elected.
 func benchShard(b *testing.B, logDB string) (*Host, uint64) {
 	b.Helper()
 	dir := b.TempDir()
-	addr := testcluster.MustFreeAddr(b)
+	addr := freeAddr(b)
 	h, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: logDB})
 	if err != nil {
 		b.Fatal(err)
@@ -124,7 +122,7 @@ func benchIdleShards(b *testing.B, logDB string) {
 	const n = 100
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
-		addr := testcluster.MustFreeAddr(b)
+		addr := freeAddr(b)
 		sms := newCounterSMs(dir)
 		heap := func() uint64 {
 			runtime.GC()

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 func TestParseVoters(t *testing.T) {
@@ -49,7 +47,7 @@ func startSingleController(t *testing.T, dir, addr string) (*Host, *Controller) 
 
 func TestControllerSingleNode(t *testing.T) {
 	dir := t.TempDir()
-	addr := testcluster.MustFreeAddr(t)
+	addr := freeAddr(t)
 	h, c := startSingleController(t, dir, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -181,7 +179,7 @@ func TestControllerThreeNodes(t *testing.T) {
 	dir := t.TempDir()
 	voters := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
-		voters[id] = testcluster.MustFreeAddr(t)
+		voters[id] = freeAddr(t)
 	}
 	var spec []string
 	for id := uint64(1); id <= 3; id++ {

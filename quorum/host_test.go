@@ -19,6 +19,9 @@ import (
 	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
+// freeAddr returns a loopback address with a port that was free a moment ago.
+var freeAddr = testcluster.MustFreeAddr
+
 func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 	t.Helper()
 	return newTestHostLogDB(t, id, addr, dir, "")
@@ -164,7 +167,7 @@ func TestShardProposeRestart(t *testing.T) {
 
 func testShardProposeRestart(t *testing.T, logDB string) {
 	dir := t.TempDir()
-	addr := testcluster.MustFreeAddr(t)
+	addr := freeAddr(t)
 	sms := newCounterSMs(dir)
 	const shard = FirstPartitionShardID
 
@@ -254,7 +257,7 @@ func testShardProposeRestart(t *testing.T, logDB string) {
 
 func TestShardErrors(t *testing.T) {
 	dir := t.TempDir()
-	addr := testcluster.MustFreeAddr(t)
+	addr := freeAddr(t)
 	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -307,7 +310,7 @@ func TestShardThreeReplicas(t *testing.T) {
 	dir := t.TempDir()
 	members := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
-		members[id] = testcluster.MustFreeAddr(t)
+		members[id] = freeAddr(t)
 	}
 	const shard = FirstPartitionShardID + 1
 	hosts := map[uint64]*Host{}
@@ -422,7 +425,7 @@ func TestShardThreeReplicas(t *testing.T) {
 	if _, still := m.Voters[leaderID]; still || !m.Removed[leaderID] {
 		t.Fatalf("membership after remove: %+v", m)
 	}
-	addr4 := testcluster.MustFreeAddr(t)
+	addr4 := freeAddr(t)
 	if err := cur.AddReplica(ctx, shard, 4, addr4, m.ConfigChangeID); err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +480,7 @@ func TestShardThreeReplicas(t *testing.T) {
 // and stopping the shard with proposals in flight completes them too.
 func TestProposeAsyncConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	addr := testcluster.MustFreeAddr(t)
+	addr := freeAddr(t)
 	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()
 	sms := newCounterSMs(dir)
@@ -561,7 +564,7 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 // unloads it in the background) and carries on from its state.
 func TestShardStopStart(t *testing.T) {
 	dir := t.TempDir()
-	addr := testcluster.MustFreeAddr(t)
+	addr := freeAddr(t)
 	sms := newCounterSMs(dir)
 	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()

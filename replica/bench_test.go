@@ -10,7 +10,6 @@ import (
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
-	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -29,7 +28,7 @@ func BenchmarkProduce(b *testing.B) {
 }
 
 func benchProduce(b *testing.B, partitions, producers int) {
-	n := startNode(b, b.TempDir(), testcluster.MustFreeAddr(b), Config{})
+	n := startNode(b, b.TempDir(), freeAddr(b), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "bench", partitions: partitions, firstShard: 1000})
 	batch := makeBatch(-1, -1, 0, 1, 1024-segmentHeaderAndRecordOverhead)

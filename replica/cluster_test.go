@@ -10,7 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/quorum"
 )
 
@@ -23,7 +22,7 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 		t.Skip("three Raft hosts")
 	}
 	dir := t.TempDir()
-	addrs := []string{testcluster.MustFreeAddr(t), testcluster.MustFreeAddr(t), testcluster.MustFreeAddr(t)}
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	md := &quorum.Metadata{Version: 1, Brokers: map[int32]quorum.BrokerInfo{}, Topics: map[string]*quorum.TopicMeta{
 		"rep": {Name: "rep", Partitions: []quorum.PartitionMeta{{Partition: 0, ShardID: 1000, Replicas: []int32{1, 2, 3}}}},
 	}}

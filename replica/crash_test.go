@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // The crash test re-executes the test binary as a child that produces until it
@@ -118,7 +116,7 @@ func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	dir, addr := t.TempDir(), testcluster.MustFreeAddr(t)
+	dir, addr := t.TempDir(), freeAddr(t)
 	const rounds, minAcks = 2, 2500
 	var acks []crashAck
 	for round := 1; round <= rounds; round++ {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -25,6 +26,9 @@ func makeBatch(pid int64, epoch int16, seq int32, n int, valueSize int) []byte {
 	}
 	return kafkatest.IdempotentBatch(pid, epoch, seq, values...)
 }
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+var freeAddr = testcluster.MustFreeAddr
 
 // node is one broker's replica side: a quorum Host and a Manager over dir.
 type node struct {

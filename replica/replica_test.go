@@ -10,12 +10,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/segment"
 )
 
 func TestProduceReadRoundTrip(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "t", partitions: 2, firstShard: 1000})
 	p := n.partition("t", 0)
@@ -66,7 +65,7 @@ func TestProduceReadRoundTrip(t *testing.T) {
 
 // TestIdempotence runs the producer rules through the real Raft path.
 func TestIdempotence(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "idem", partitions: 1, firstShard: 1000})
 	p := n.partition("idem", 0)
@@ -110,7 +109,7 @@ func TestIdempotence(t *testing.T) {
 }
 
 func TestLogAppendTime(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "lat", partitions: 1, firstShard: 1000, configs: map[string]string{"message.timestamp.type": "LogAppendTime"}})
 	p := n.partition("lat", 0)
@@ -126,7 +125,7 @@ func TestLogAppendTime(t *testing.T) {
 }
 
 func TestRestartKeepsOffsetsAndProducers(t *testing.T) {
-	dir, addr := t.TempDir(), testcluster.MustFreeAddr(t)
+	dir, addr := t.TempDir(), freeAddr(t)
 	topic := testTopic{name: "r", partitions: 1, firstShard: 1000}
 	n := startNode(t, dir, addr, Config{})
 	n.apply(topic)
@@ -162,7 +161,7 @@ func TestRestartKeepsOffsetsAndProducers(t *testing.T) {
 }
 
 func TestWait(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "w", partitions: 1, firstShard: 1000})
 	p := n.partition("w", 0)
@@ -208,7 +207,7 @@ func TestWait(t *testing.T) {
 }
 
 func TestConcurrentProducersDense(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "c", partitions: 1, firstShard: 1000})
 	p := n.partition("c", 0)
@@ -241,7 +240,7 @@ func TestConcurrentProducersDense(t *testing.T) {
 }
 
 func TestRetentionThroughManager(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{RetentionCheckInterval: time.Hour})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{RetentionCheckInterval: time.Hour})
 	defer n.close()
 	topic := testTopic{name: "ret", partitions: 1, firstShard: 1000, configs: map[string]string{"segment.bytes": "4096"}}
 	n.apply(topic)
@@ -271,7 +270,7 @@ func TestRetentionThroughManager(t *testing.T) {
 }
 
 func TestDeleteTopic(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	keep := testTopic{name: "keep", partitions: 1, firstShard: 1000}
 	gone := testTopic{name: "gone", partitions: 2, firstShard: 1001}
@@ -341,7 +340,7 @@ func defaultTestOptions() segment.Options {
 }
 
 func TestRetentionLoop(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{RetentionCheckInterval: 10 * time.Millisecond})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{RetentionCheckInterval: 10 * time.Millisecond})
 	defer n.close()
 	n.apply(testTopic{name: "loop", partitions: 1, firstShard: 1000, configs: map[string]string{"segment.bytes": "4096", "retention.bytes": "4096"}})
 	p := n.partition("loop", 0)
@@ -361,7 +360,7 @@ func TestRetentionLoop(t *testing.T) {
 // swept, and one recreated under the same name starts empty instead of
 // resuming the old partition's files.
 func TestTopicsChangedWhileDown(t *testing.T) {
-	dir, addr := t.TempDir(), testcluster.MustFreeAddr(t)
+	dir, addr := t.TempDir(), freeAddr(t)
 	n := startNode(t, dir, addr, Config{})
 	n.apply(testTopic{name: "gone", partitions: 1, firstShard: 1000}, testTopic{name: "again", partitions: 1, firstShard: 1001})
 	for _, name := range []string{"gone", "again"} {
@@ -395,7 +394,7 @@ func TestTopicsChangedWhileDown(t *testing.T) {
 // TestTopicReplacedInOneChange: one metadata change both deletes a topic and
 // recreates it under the same name (new shards).
 func TestTopicReplacedInOneChange(t *testing.T) {
-	n := startNode(t, t.TempDir(), testcluster.MustFreeAddr(t), Config{})
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "x", partitions: 1, firstShard: 1000})
 	old := n.partition("x", 0)

@@ -20,7 +20,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
-	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -48,7 +47,7 @@ func marker(t testing.TB, p *Partition, pid int64, epoch int16, commit bool) int
 // oldest open transaction; markers move it; aborts enter the index; the
 // state survives a restart; a fenced epoch cannot write after the marker.
 func TestTransactionsLSOAndAbortedIndex(t *testing.T) {
-	dir, addr := t.TempDir(), testcluster.MustFreeAddr(t)
+	dir, addr := t.TempDir(), freeAddr(t)
 	n := startNode(t, dir, addr, Config{})
 	topic := testTopic{name: "tx", partitions: 1, firstShard: 300}
 	n.apply(topic)
@@ -207,7 +206,7 @@ func TestTxnCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	dir, addr := t.TempDir(), testcluster.MustFreeAddr(t)
+	dir, addr := t.TempDir(), freeAddr(t)
 	for round := 1; round <= 2; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestTxnCrashChild$", "-test.v")
 		cmd.Env = append(os.Environ(), txnCrashChildEnv+"=1", crashDirEnv+"="+dir, crashAddrEnv+"="+addr, crashRoundEnv+"="+strconv.Itoa(round))

@@ -38,7 +38,7 @@ func startCluster(t *testing.T, n int, extra ...string) *testCluster {
 	c := &testCluster{t: t}
 	nodes := make([]*testcluster.Node, n)
 	for i := range n {
-		c.brokers = append(c.brokers, newTestBroker(t, int32(i+1), testcluster.MustFreeAddr(t), testcluster.MustFreeAddr(t)))
+		c.brokers = append(c.brokers, newTestBroker(t, int32(i+1), freePort(t), freePort(t)))
 		nodes[i] = c.brokers[i].Node
 	}
 	c.voters = testcluster.Voters(nodes)
@@ -64,7 +64,7 @@ func (c *testCluster) node(id int32) *testBroker { return c.brokers[id-1] }
 func (c *testCluster) addBroker() *testBroker {
 	c.t.Helper()
 	id := int32(len(c.brokers) + 1)
-	b := newTestBroker(c.t, id, testcluster.MustFreeAddr(c.t), testcluster.MustFreeAddr(c.t),
+	b := newTestBroker(c.t, id, freePort(c.t), freePort(c.t),
 		"--controller-voters", c.voters,
 		"--bootstrap-servers", c.brokers[0].Addr+","+c.brokers[1].Addr,
 		"--leader-rebalance-interval", "2s",

@@ -49,11 +49,14 @@ func serveSelf(args []string) *exec.Cmd {
 	return cmd
 }
 
+// freePort returns a loopback address whose port was free a moment ago.
+var freePort = testcluster.MustFreeAddr
+
 // startBroker runs a broker on fresh loopback ports and a fresh data directory, and waits until it
 // answers Kafka requests.
 func startBroker(t testing.TB, extra ...string) *testBroker {
 	t.Helper()
-	b := newTestBroker(t, 0, testcluster.MustFreeAddr(t), testcluster.MustFreeAddr(t), extra...)
+	b := newTestBroker(t, 0, freePort(t), freePort(t), extra...)
 	b.start()
 	return b
 }
