@@ -16,6 +16,8 @@ run:
 # (the e2e tests drive real processes; -race would triple their time on 2 cores).
 test: lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# The partition and Raft packages again on dragonboat's tan log (--raft-log tan) while it is kept.
+	SLUICE_TEST_LOGDB=tan $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./replica/ ./quorum/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -12,6 +12,10 @@ import (
 // HeaderSize is the size of the v2 batch header; records start at this byte.
 const HeaderSize = batch.HeaderSize
 
+// patchedHeaderLen covers the header fields AppendWithEpoch sets: base offset, length (unchanged),
+// partition leader epoch; all outside the CRC.
+const patchedHeaderLen = 16
+
 // Byte positions of the v2 batch header fields (package batch owns the layout).
 const (
 	offBaseOffset      = batch.PosBaseOffset

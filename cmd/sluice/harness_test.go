@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +24,10 @@ import (
 // serveArgsEnv set, and TestMain turns into `sluice serve`. That gives real TCP, real files and a
 // process to kill -9, without building a second binary.
 const serveArgsEnv = "SLUICE_TEST_SERVE_ARGS"
+
+// raftLogEnv, when set, runs every test broker on that Raft log store (`--raft-log`): CI runs the
+// end-to-end suites on each store until one remains.
+const raftLogEnv = "SLUICE_TEST_RAFT_LOG"
 
 func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(serveArgsEnv); ok {
@@ -72,9 +77,9 @@ func newTestBroker(t testing.TB, id int32, addr, raftAddr string, extra ...strin
 		RaftAddr: raftAddr,
 		DataDir:  filepath.Join(t.TempDir(), "data"),
 		LogPath:  filepath.Join(t.TempDir(), "broker.log"),
-		Args:     append([]string{"--segment-bytes", "8388608", "--log-level", "warn"}, extra...),
 		Command:  serveSelf,
 	}}
+	b.setExtra(extra...)
 	t.Cleanup(func() {
 		b.stop()
 		if t.Failed() {
@@ -90,6 +95,11 @@ func newTestBroker(t testing.TB, id int32, addr, raftAddr string, extra ...strin
 	return b
 }
 
+// setExtra sets the broker's flags for its next start: the harness's, then extra.
+func (b *testBroker) setExtra(extra ...string) {
+	b.Args = append([]string{"--segment-bytes", "8388608", "--log-level", "warn"}, extra...)
+}
+
 func (b *testBroker) start() {
 	b.t.Helper()
 	b.launch()
@@ -99,6 +109,9 @@ func (b *testBroker) start() {
 // launch starts the broker process without waiting for it to serve.
 func (b *testBroker) launch() {
 	b.t.Helper()
+	if store := os.Getenv(raftLogEnv); store != "" && !slices.Contains(b.Args, "--raft-log") {
+		b.Args = append(b.Args, "--raft-log", store)
+	}
 	if err := b.Start(); err != nil {
 		b.t.Fatal(err)
 	}
