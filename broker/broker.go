@@ -128,7 +128,7 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 	switch {
 	case errors.Is(err, errApiVersionTooNew):
 		// KIP-511: answer with a v0 body listing our ApiVersions range, so the client retries lower.
-		b.respond(nr, hdr, unsupportedApiVersions(apiByKey[apiVersionsKey]))
+		b.respond(nr, hdr, unsupportedApiVersions(apis[apiVersionsKey].apiRange))
 		return
 	case err != nil:
 		nr.CloseConn(fmt.Sprintf("client %q: %v", hdr.clientID, err))
@@ -160,7 +160,7 @@ func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 	if err != nil {
 		return hdr, nil, fmt.Errorf("malformed request header: %v", err)
 	}
-	api, ok := apiByKey[hdr.key]
+	api, ok := apis[hdr.key]
 	switch {
 	case !ok:
 		return hdr, nil, fmt.Errorf("unsupported API key %d", hdr.key)
@@ -189,6 +189,11 @@ func (b *Broker) ConnClosed(*netio.Conn) {}
 
 const apiVersionsKey = 18
 
+func init() {
+	// Served on the event loop by HandleRequest, so a client learns our versions without a hop.
+	register(kmsg.ApiVersions, 0, 4, nil)
+}
+
 // serve runs one request to its answer.
 func (b *Broker) serve(c *call) {
 	defer func() {
@@ -198,82 +203,14 @@ func (b *Broker) serve(c *call) {
 			c.nr.CloseConn("internal error")
 		}
 	}()
-	var resp kmsg.Response
-	switch req := c.req.(type) {
-	case *kmsg.FetchRequest:
-		b.handleFetch(c, req)
-		return
-	case *kmsg.ListOffsetsRequest:
-		resp = b.handleListOffsets(req)
-	case *kmsg.MetadataRequest:
-		resp = b.handleMetadata(req)
-	case *kmsg.CreateTopicsRequest:
-		resp = b.handleCreateTopics(req)
-	case *kmsg.DeleteTopicsRequest:
-		resp = b.handleDeleteTopics(req)
-	case *kmsg.CreatePartitionsRequest:
-		resp = b.handleCreatePartitions(req)
-	case *kmsg.InitProducerIDRequest:
-		resp = b.handleInitProducerID(req)
-	case *kmsg.DescribeConfigsRequest:
-		resp = b.handleDescribeConfigs(req)
-	case *kmsg.AlterConfigsRequest:
-		resp = b.handleAlterConfigs(req)
-	case *kmsg.IncrementalAlterConfigsRequest:
-		resp = b.handleIncrementalAlterConfigs(req)
-	case *kmsg.OffsetForLeaderEpochRequest:
-		resp = b.handleOffsetForLeaderEpoch(req)
-	case *kmsg.BrokerRegistrationRequest:
-		resp = b.handleBrokerRegistration(req)
-	case *kmsg.AlterPartitionAssignmentsRequest:
-		resp = b.handleAlterPartitionAssignments(req)
-	case *kmsg.ListPartitionReassignmentsRequest:
-		resp = b.handleListPartitionReassignments(req)
-	case *kmsg.DescribeClusterRequest:
-		resp = b.handleDescribeCluster(req)
-	case *kmsg.FindCoordinatorRequest:
-		resp = b.handleFindCoordinator(req)
-	case *kmsg.JoinGroupRequest:
-		resp = b.handleJoinGroup(c, req)
-	case *kmsg.SyncGroupRequest:
-		resp = b.handleSyncGroup(req)
-	case *kmsg.HeartbeatRequest:
-		resp = b.handleHeartbeat(req)
-	case *kmsg.LeaveGroupRequest:
-		resp = b.handleLeaveGroup(req)
-	case *kmsg.OffsetCommitRequest:
-		resp = b.handleOffsetCommit(req)
-	case *kmsg.OffsetFetchRequest:
-		resp = b.handleOffsetFetch(req)
-	case *kmsg.ListGroupsRequest:
-		resp = b.handleListGroups(req)
-	case *kmsg.DescribeGroupsRequest:
-		resp = b.handleDescribeGroups(req)
-	case *kmsg.DeleteGroupsRequest:
-		resp = b.handleDeleteGroups(req)
-	case *kmsg.OffsetDeleteRequest:
-		resp = b.handleOffsetDelete(req)
-	case *kmsg.AddPartitionsToTxnRequest:
-		resp = b.handleAddPartitionsToTxn(req)
-	case *kmsg.AddOffsetsToTxnRequest:
-		resp = b.handleAddOffsetsToTxn(req)
-	case *kmsg.EndTxnRequest:
-		resp = b.handleEndTxn(req)
-	case *kmsg.WriteTxnMarkersRequest:
-		resp = b.handleWriteTxnMarkers(req)
-	case *kmsg.TxnOffsetCommitRequest:
-		resp = b.handleTxnOffsetCommit(req)
-	case *kmsg.DescribeProducersRequest:
-		resp = b.handleDescribeProducers(req)
-	case *kmsg.DescribeTransactionsRequest:
-		resp = b.handleDescribeTransactions(req)
-	case *kmsg.ListTransactionsRequest:
-		resp = b.handleListTransactions(req)
-	default:
+	a := apis[c.hdr.key]
+	if a.serve == nil {
 		c.nr.CloseConn(fmt.Sprintf("no handler for API key %d", c.hdr.key))
 		return
 	}
-	b.respond(c.nr, c.hdr, resp)
+	if resp := a.serve(b, c); resp != nil {
+		b.respond(c.nr, c.hdr, resp)
+	}
 }
 
 // parseHeader reads the request header v1 fields (key, version, correlation id, client id); the

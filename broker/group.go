@@ -14,6 +14,23 @@ import (
 	"github.com/sluicebroker/sluice/quorum"
 )
 
+func init() {
+	// The group APIs from v0 (kafka-go sends v0).
+	register(kmsg.OffsetCommit, 0, 9, serveRequest((*Broker).handleOffsetCommit))       // v10 uses topic IDs
+	register(kmsg.OffsetFetch, 0, 9, serveRequest((*Broker).handleOffsetFetch))         // v10 uses topic IDs
+	register(kmsg.FindCoordinator, 0, 4, serveRequest((*Broker).handleFindCoordinator)) // v5/v6 are for transactions and share groups
+	register(kmsg.JoinGroup, 0, 9, func(b *Broker, c *call) kmsg.Response {
+		return b.handleJoinGroup(c, c.req.(*kmsg.JoinGroupRequest))
+	})
+	register(kmsg.Heartbeat, 0, 4, serveRequest((*Broker).handleHeartbeat))
+	register(kmsg.LeaveGroup, 0, 5, serveRequest((*Broker).handleLeaveGroup))
+	register(kmsg.SyncGroup, 0, 5, serveRequest((*Broker).handleSyncGroup))
+	register(kmsg.DescribeGroups, 0, 5, serveRequest((*Broker).handleDescribeGroups))
+	register(kmsg.ListGroups, 0, 4, serveRequest((*Broker).handleListGroups))
+	register(kmsg.DeleteGroups, 0, 2, serveRequest((*Broker).handleDeleteGroups))
+	register(kmsg.OffsetDelete, 0, 0, serveRequest((*Broker).handleOffsetDelete))
+}
+
 // The group coordinator of a group is the leader of its __consumer_offsets partition (internal.go:
 // creation, loading). The broker hands group requests to the group package.
 

@@ -11,6 +11,11 @@ import (
 	"github.com/sluicebroker/sluice/quorum"
 )
 
+func init() {
+	register(kmsg.Metadata, 0, 12, serveRequest((*Broker).handleMetadata)) // topic IDs are filled in; v13 only adds a top-level error code
+	register(kmsg.DescribeCluster, 0, 1, serveRequest((*Broker).handleDescribeCluster))
+}
+
 // handleMetadata answers from this broker's replica of the controller state. Unknown topics are created
 // with the broker defaults when the client allows it and auto-creation is on, as Kafka does.
 func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {

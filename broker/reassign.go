@@ -10,6 +10,11 @@ import (
 	"github.com/sluicebroker/sluice/quorum"
 )
 
+func init() {
+	register(kmsg.AlterPartitionAssignments, 0, 0, serveRequest((*Broker).handleAlterPartitionAssignments)) // v1 only adds AllowReplicationFactorChange
+	register(kmsg.ListPartitionReassignments, 0, 0, serveRequest((*Broker).handleListPartitionReassignments))
+}
+
 // Partition reassignment: AlterPartitionAssignments records a target replica set in the controller;
 // the partition's leader moves its Raft membership there one step at a time (the cluster agent's
 // reassignStep), so a step interrupted by a crash or a leader change is taken again by whoever leads

@@ -9,6 +9,21 @@ import (
 	"github.com/sluicebroker/sluice/txn"
 )
 
+func init() {
+	// Transactions as before KIP-890 part 2 (no transaction.version feature is advertised):
+	// InitProducerId up to 4 (producerid.go), AddPartitionsToTxn up to 4 (v4 is the batched broker
+	// form), EndTxn up to 4, TxnOffsetCommit up to 3 (v4+ belong to KIP-890), AddOffsetsToTxn up to 3,
+	// WriteTxnMarkers up to 1, ListTransactions up to 1 (v2 filters by transactional id pattern).
+	register(kmsg.AddPartitionsToTxn, 0, 4, serveRequest((*Broker).handleAddPartitionsToTxn))
+	register(kmsg.AddOffsetsToTxn, 0, 3, serveRequest((*Broker).handleAddOffsetsToTxn))
+	register(kmsg.EndTxn, 0, 4, serveRequest((*Broker).handleEndTxn))
+	register(kmsg.WriteTxnMarkers, 0, 1, serveRequest((*Broker).handleWriteTxnMarkers))
+	register(kmsg.TxnOffsetCommit, 0, 3, serveRequest((*Broker).handleTxnOffsetCommit))
+	register(kmsg.DescribeProducers, 0, 0, serveRequest((*Broker).handleDescribeProducers))
+	register(kmsg.DescribeTransactions, 0, 0, serveRequest((*Broker).handleDescribeTransactions))
+	register(kmsg.ListTransactions, 0, 1, serveRequest((*Broker).handleListTransactions))
+}
+
 // The transaction APIs: the coordinator's (InitProducerId with a transactional id, AddPartitionsToTxn,
 // AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions, ListTransactions) and the
 // partitions' (WriteTxnMarkers, DescribeProducers).
