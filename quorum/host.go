@@ -79,7 +79,7 @@ type HostConfig struct {
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
 	MaxInMemLogSize uint64
-	// LogDB is the Raft log store: LogDBSegment (default), LogDBTan or LogDBPebble. dragonboat
+	// LogDB is the Raft log store: LogDBTan (default), LogDBSegment or LogDBPebble. dragonboat
 	// records it in DataDir; a NodeHost cannot reopen a directory with another one.
 	LogDB string
 }
@@ -120,7 +120,7 @@ func (c *HostConfig) setDefaults() {
 		c.MaxInMemLogSize = 64 << 20
 	}
 	if c.LogDB == "" {
-		c.LogDB = LogDBSegment
+		c.LogDB = LogDBTan
 	}
 }
 

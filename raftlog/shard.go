@@ -402,3 +402,31 @@ func (sh *shard) rotate() error {
 	sh.meta.buf = sh.meta.buf[:0] // all in the new picture
 	return sh.meta.rotate(m.buf)
 }
+
+// materialize ends a wait for a snapshot: it records the install, writes the batches of the entries
+// saved meanwhile (inline until now) into the segment, rewrites their records and makes it all
+// durable. Callers hold sh.mu and have set segBase.
+func (sh *shard) materialize() error {
+	sh.meta.addInstalled(sh.marker, sh.segBase)
+	for i := range sh.ents {
+		e := &sh.ents[i]
+		if !e.inSegment {
+			stored, err := sh.storeBatch(e, sh.marker+1+uint64(i), e.cmd)
+			if err != nil {
+				return err
+			}
+			if stored {
+				e.cmd = nil
+			}
+		}
+		sh.meta.addEntry(sh.marker+1+uint64(i), e)
+	}
+	if err := sh.meta.flush(); err != nil {
+		return err
+	}
+	if err := sh.seg.SyncData(); err != nil {
+		return err
+	}
+	sh.segDirty = false
+	return sh.meta.sync()
+}

@@ -456,3 +456,35 @@ func TestTwoSnapshotsInARow(t *testing.T) {
 	ts.reopen()
 	ts.checkEntries(after, []int64{9})
 }
+
+// A snapshot Raft saved that dragonboat does not load (the state machine had applied every batch
+// before it): the log as applied stays, its stale tail goes, and the batches saved after the
+// snapshot follow it (the chaos run found them left inline).
+func TestKeepLogThroughAnUnloadedSnapshot(t *testing.T) {
+	ts := newTestStore(t)
+	applied := []pb.Entry{batchEntry(1, 1, "a"), batchEntry(2, 1, "b", "c")}
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, append(applied, batchEntry(3, 1, "stale"))...)
+	ss := pb.Snapshot{Index: 4, Term: 2, Type: pb.OnDiskStateMachine, Membership: pb.Membership{Addresses: map[uint64]string{1: "a"}}}
+	if err := ts.s.SaveRaftState([]pb.Update{{ShardID: testShard, ReplicaID: testReplica, Snapshot: ss,
+		State: pb.State{Term: 2, Vote: 2, Commit: 4}}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	after := []pb.Entry{batchEntry(5, 2, "n1")}
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 5}, after...)
+	if _, err := ts.partition().BatchOffset(5); err != ErrNoBatch {
+		t.Fatalf("before: %v", err)
+	}
+	waited, err := ts.partition().KeepLog(3)
+	if err != nil || !waited {
+		t.Fatalf("KeepLog = %v, %v", waited, err)
+	}
+	ts.checkEntries(after, []int64{3})
+	ts.reopen()
+	ts.checkEntries(after, []int64{3})
+	if b := ts.partition().Log().NextOffset(); b != 4 {
+		t.Fatalf("log ends at %d, want 4 (the stale batch cut)", b)
+	}
+	if waited, _ := ts.partition().KeepLog(4); waited {
+		t.Fatal("KeepLog when not waiting")
+	}
+}

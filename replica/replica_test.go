@@ -415,11 +415,9 @@ func TestTopicReplacedInOneChange(t *testing.T) {
 // its original is applied, answered with the original's offset; a gap behind the in-flight tail is
 // refused. The log holds each batch once.
 func TestAdmissionInFlight(t *testing.T) {
+	t.Setenv("SLUICE_TEST_LOGDB", "segment") // admission is the segment Raft log's
 	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
-	if n.host.RaftLog() == nil {
-		t.Skip("admission is the segment Raft log's (SLUICE_TEST_LOGDB chose another store)")
-	}
 	n.apply(testTopic{name: "inflight", partitions: 1, firstShard: 1000})
 	p := n.partition("inflight", 0)
 	produce(t, p, makeBatch(7, 0, 0, 1, 20)) // the leader is ready
