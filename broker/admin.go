@@ -12,6 +12,12 @@ import (
 	"github.com/sluicebroker/sluice/quorum"
 )
 
+func init() {
+	register(kmsg.CreateTopics, 0, 7, serveRequest((*Broker).handleCreateTopics))
+	register(kmsg.DeleteTopics, 0, 6, serveRequest((*Broker).handleDeleteTopics))
+	register(kmsg.CreatePartitions, 0, 3, serveRequest((*Broker).handleCreatePartitions))
+}
+
 // maxTopicNameLen is Kafka's limit (249, so that partition directory names fit in 255 bytes).
 const maxTopicNameLen = 249
 

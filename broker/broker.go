@@ -1,6 +1,8 @@
 // Package broker is the Kafka API of Sluice: it decodes request frames with franz-go's kmsg, dispatches
-// them by API key, and encodes responses, with errors per partition as Kafka clients expect. It knows
-// nothing of how bytes reach the socket (netio) nor of Raft (replica and quorum do that).
+// them by API key, and encodes responses, with errors per partition as Kafka clients expect. It also
+// wires the coordinators (group, txn) to their internal topics (internal.go) and is the node's cluster
+// agent (cluster.go, reassign.go: heartbeats, leader reports, preferred-leader rebalancing, reassignment
+// steps). It knows nothing of how bytes reach the socket (netio); Raft itself is replica's and quorum's.
 package broker
 
 import (
@@ -15,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/cluster"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
@@ -41,8 +44,6 @@ type Config struct {
 	// OffsetsRetention is offsets.retention.minutes: committed offsets of a group empty this long
 	// expire (0 = the group package's default, 7 days).
 	OffsetsRetention time.Duration
-	// LeaderRebalanceInterval is how often leadership goes back to preferred replicas (0: 30 s).
-	LeaderRebalanceInterval time.Duration
 	// TransactionMaxTimeout is transaction.max.timeout.ms (0 = 15 minutes).
 	TransactionMaxTimeout time.Duration
 
@@ -54,6 +55,7 @@ type Broker struct {
 	cfg      Config
 	ctl      *quorum.Controller
 	replicas *replica.Manager
+	agent    *cluster.Agent // who leads, who is in sync
 	log      *slog.Logger
 
 	ctx    context.Context // cancelled by Close: long polls and waits end
@@ -61,14 +63,13 @@ type Broker struct {
 	wg     sync.WaitGroup // request goroutines
 
 	pids   producerIDs
-	groups groupState    // the consumer-group coordinator (broker/group.go)
-	txns   txnState      // the transaction coordinator (broker/txn.go)
-	moves  reassignments // partition reassignments this node drives (broker/reassign.go)
+	groups groupState // the consumer-group coordinator (broker/group.go)
+	txns   txnState   // the transaction coordinator (broker/txn.go)
 }
 
-// New returns a broker over the controller (cluster metadata) and the replica manager (this node's
-// partitions).
-func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker {
+// New returns a broker over the controller (cluster metadata), the replica manager (this node's
+// partitions) and the node's cluster agent.
+func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *cluster.Agent) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -85,9 +86,10 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Broker 
 		cfg.TopicReadyTimeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, agent: agent, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		groups: groupState{topic: internalTopic{name: offsetsTopic, partitions: offsetsPartitions}},
+		txns:   txnState{topic: internalTopic{name: txnTopic, partitions: txnPartitions}}}
 	b.pids.ctl = ctl
-	b.startCluster()
 	if ctl != nil && replicas != nil {
 		b.wg.Add(1)
 		go b.txnLoader()
@@ -126,7 +128,7 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 	switch {
 	case errors.Is(err, errApiVersionTooNew):
 		// KIP-511: answer with a v0 body listing our ApiVersions range, so the client retries lower.
-		b.respond(nr, hdr, unsupportedApiVersions(apiByKey[apiVersionsKey]))
+		b.respond(nr, hdr, unsupportedApiVersions(apis[apiVersionsKey].apiRange))
 		return
 	case err != nil:
 		nr.CloseConn(fmt.Sprintf("client %q: %v", hdr.clientID, err))
@@ -158,7 +160,7 @@ func decodeRequest(frame []byte) (requestHeader, kmsg.Request, error) {
 	if err != nil {
 		return hdr, nil, fmt.Errorf("malformed request header: %v", err)
 	}
-	api, ok := apiByKey[hdr.key]
+	api, ok := apis[hdr.key]
 	switch {
 	case !ok:
 		return hdr, nil, fmt.Errorf("unsupported API key %d", hdr.key)
@@ -187,6 +189,11 @@ func (b *Broker) ConnClosed(*netio.Conn) {}
 
 const apiVersionsKey = 18
 
+func init() {
+	// Served on the event loop by HandleRequest, so a client learns our versions without a hop.
+	register(kmsg.ApiVersions, 0, 4, nil)
+}
+
 // serve runs one request to its answer.
 func (b *Broker) serve(c *call) {
 	defer func() {
@@ -196,82 +203,14 @@ func (b *Broker) serve(c *call) {
 			c.nr.CloseConn("internal error")
 		}
 	}()
-	var resp kmsg.Response
-	switch req := c.req.(type) {
-	case *kmsg.FetchRequest:
-		b.handleFetch(c, req)
-		return
-	case *kmsg.ListOffsetsRequest:
-		resp = b.handleListOffsets(req)
-	case *kmsg.MetadataRequest:
-		resp = b.handleMetadata(req)
-	case *kmsg.CreateTopicsRequest:
-		resp = b.handleCreateTopics(req)
-	case *kmsg.DeleteTopicsRequest:
-		resp = b.handleDeleteTopics(req)
-	case *kmsg.CreatePartitionsRequest:
-		resp = b.handleCreatePartitions(req)
-	case *kmsg.InitProducerIDRequest:
-		resp = b.handleInitProducerID(req)
-	case *kmsg.DescribeConfigsRequest:
-		resp = b.handleDescribeConfigs(req)
-	case *kmsg.AlterConfigsRequest:
-		resp = b.handleAlterConfigs(req)
-	case *kmsg.IncrementalAlterConfigsRequest:
-		resp = b.handleIncrementalAlterConfigs(req)
-	case *kmsg.OffsetForLeaderEpochRequest:
-		resp = b.handleOffsetForLeaderEpoch(req)
-	case *kmsg.BrokerRegistrationRequest:
-		resp = b.handleBrokerRegistration(req)
-	case *kmsg.AlterPartitionAssignmentsRequest:
-		resp = b.handleAlterPartitionAssignments(req)
-	case *kmsg.ListPartitionReassignmentsRequest:
-		resp = b.handleListPartitionReassignments(req)
-	case *kmsg.DescribeClusterRequest:
-		resp = b.handleDescribeCluster(req)
-	case *kmsg.FindCoordinatorRequest:
-		resp = b.handleFindCoordinator(req)
-	case *kmsg.JoinGroupRequest:
-		resp = b.handleJoinGroup(c, req)
-	case *kmsg.SyncGroupRequest:
-		resp = b.handleSyncGroup(req)
-	case *kmsg.HeartbeatRequest:
-		resp = b.handleHeartbeat(req)
-	case *kmsg.LeaveGroupRequest:
-		resp = b.handleLeaveGroup(req)
-	case *kmsg.OffsetCommitRequest:
-		resp = b.handleOffsetCommit(req)
-	case *kmsg.OffsetFetchRequest:
-		resp = b.handleOffsetFetch(req)
-	case *kmsg.ListGroupsRequest:
-		resp = b.handleListGroups(req)
-	case *kmsg.DescribeGroupsRequest:
-		resp = b.handleDescribeGroups(req)
-	case *kmsg.DeleteGroupsRequest:
-		resp = b.handleDeleteGroups(req)
-	case *kmsg.OffsetDeleteRequest:
-		resp = b.handleOffsetDelete(req)
-	case *kmsg.AddPartitionsToTxnRequest:
-		resp = b.handleAddPartitionsToTxn(req)
-	case *kmsg.AddOffsetsToTxnRequest:
-		resp = b.handleAddOffsetsToTxn(req)
-	case *kmsg.EndTxnRequest:
-		resp = b.handleEndTxn(req)
-	case *kmsg.WriteTxnMarkersRequest:
-		resp = b.handleWriteTxnMarkers(req)
-	case *kmsg.TxnOffsetCommitRequest:
-		resp = b.handleTxnOffsetCommit(req)
-	case *kmsg.DescribeProducersRequest:
-		resp = b.handleDescribeProducers(req)
-	case *kmsg.DescribeTransactionsRequest:
-		resp = b.handleDescribeTransactions(req)
-	case *kmsg.ListTransactionsRequest:
-		resp = b.handleListTransactions(req)
-	default:
+	a := apis[c.hdr.key]
+	if a.serve == nil {
 		c.nr.CloseConn(fmt.Sprintf("no handler for API key %d", c.hdr.key))
 		return
 	}
-	b.respond(c.nr, c.hdr, resp)
+	if resp := a.serve(b, c); resp != nil {
+		b.respond(c.nr, c.hdr, resp)
+	}
 }
 
 // parseHeader reads the request header v1 fields (key, version, correlation id, client id); the

@@ -13,6 +13,12 @@ import (
 	"github.com/sluicebroker/sluice/replica"
 )
 
+func init() {
+	register(kmsg.DescribeConfigs, 0, 4, serveRequest((*Broker).handleDescribeConfigs))
+	register(kmsg.AlterConfigs, 0, 2, serveRequest((*Broker).handleAlterConfigs))
+	register(kmsg.IncrementalAlterConfigs, 0, 1, serveRequest((*Broker).handleIncrementalAlterConfigs))
+}
+
 // Kafka config resource types, sources and value types, by shorter names.
 const (
 	resourceTopic  = kmsg.ConfigResourceTypeTopic

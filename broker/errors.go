@@ -7,7 +7,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/sluicebroker/sluice/quorum"
-	"github.com/sluicebroker/sluice/segment"
+	"github.com/sluicebroker/sluice/replica"
 )
 
 var (
@@ -15,27 +15,18 @@ var (
 	errUnsupportedVersion = kerr.UnsupportedVersion.Code
 )
 
-// errorCode maps an error from the layers below to the Kafka error code a client expects.
+// errorCode maps an error from the layers below to the Kafka error code a client expects: the
+// partition's layers through replica.KafkaError (the one map of segment and quorum errors), then the
+// controller's.
 func errorCode(err error) int16 {
 	if err == nil {
 		return 0
 	}
 	var ke *kerr.Error
-	switch {
-	case errors.As(err, &ke):
+	if errors.As(replica.KafkaError(err), &ke) {
 		return ke.Code
-	case errors.Is(err, segment.ErrOffsetOutOfRange):
-		return kerr.OffsetOutOfRange.Code
-	case errors.Is(err, segment.ErrBadMagic):
-		return kerr.InvalidRecord.Code
-	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, segment.ErrTruncated):
-		return kerr.CorruptMessage.Code
-	case errors.Is(err, quorum.ErrNotLeader), errors.Is(err, quorum.ErrLeadershipLost):
-		return kerr.NotLeaderForPartition.Code
-	case errors.Is(err, quorum.ErrShardNotFound), errors.Is(err, quorum.ErrShardClosed):
-		return kerr.NotLeaderForPartition.Code
-	case errors.Is(err, quorum.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return kerr.RequestTimedOut.Code
+	}
+	switch {
 	case errors.Is(err, quorum.ErrTopicExists):
 		return kerr.TopicAlreadyExists.Code
 	case errors.Is(err, quorum.ErrUnknownTopic):

@@ -14,6 +14,16 @@ import (
 	"github.com/sluicebroker/sluice/segment"
 )
 
+func init() {
+	// Fetch from v4: record batch v2 only; up to 12: v13 replaces topic names with topic IDs; the
+	// range must include 10 (kafka-go picks Fetch only from {2, 5, 10}). The handler answers itself,
+	// after a long poll when there is nothing to send.
+	register(kmsg.Fetch, 4, 12, func(b *Broker, c *call) kmsg.Response {
+		b.handleFetch(c, c.req.(*kmsg.FetchRequest))
+		return nil
+	})
+}
+
 // defaultFetchMaxBytes applies to Fetch versions before MaxBytes existed, and to nonsense values.
 const defaultFetchMaxBytes = 50 << 20
 

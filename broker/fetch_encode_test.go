@@ -48,7 +48,7 @@ func TestEncodeFetchResponse(t *testing.T) {
 		}
 		want = append(want, batch...) // Append wrote the base offset into batch in place
 	}
-	api := apiByKey[1]
+	api := apis[1]
 	for v := api.min; v <= api.max; v++ {
 		rr, err := log.Read(2, 1<<20)
 		if err != nil {

@@ -9,37 +9,47 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/group"
 	"github.com/sluicebroker/sluice/quorum"
-	"github.com/sluicebroker/sluice/replica"
 )
 
-// The group coordinator of a group is the leader of its __consumer_offsets partition. The broker
-// creates that topic on first use, loads a partition's groups (reading it from the start) the first
-// time this node serves a group of it as leader, and hands group requests to the group package.
+func init() {
+	// The group APIs from v0 (kafka-go sends v0).
+	register(kmsg.OffsetCommit, 0, 9, serveRequest((*Broker).handleOffsetCommit))       // v10 uses topic IDs
+	register(kmsg.OffsetFetch, 0, 9, serveRequest((*Broker).handleOffsetFetch))         // v10 uses topic IDs
+	register(kmsg.FindCoordinator, 0, 4, serveRequest((*Broker).handleFindCoordinator)) // v5/v6 are for transactions and share groups
+	register(kmsg.JoinGroup, 0, 9, func(b *Broker, c *call) kmsg.Response {
+		return b.handleJoinGroup(c, c.req.(*kmsg.JoinGroupRequest))
+	})
+	register(kmsg.Heartbeat, 0, 4, serveRequest((*Broker).handleHeartbeat))
+	register(kmsg.LeaveGroup, 0, 5, serveRequest((*Broker).handleLeaveGroup))
+	register(kmsg.SyncGroup, 0, 5, serveRequest((*Broker).handleSyncGroup))
+	register(kmsg.DescribeGroups, 0, 5, serveRequest((*Broker).handleDescribeGroups))
+	register(kmsg.ListGroups, 0, 4, serveRequest((*Broker).handleListGroups))
+	register(kmsg.DeleteGroups, 0, 2, serveRequest((*Broker).handleDeleteGroups))
+	register(kmsg.OffsetDelete, 0, 0, serveRequest((*Broker).handleOffsetDelete))
+}
+
+// The group coordinator of a group is the leader of its __consumer_offsets partition (internal.go:
+// creation, loading). The broker hands group requests to the group package.
 
 const (
 	offsetsTopic      = "__consumer_offsets"
 	offsetsPartitions = 3
-	offsetsTimeout    = 10 * time.Second
 )
 
-// groupState is the broker's side of the coordinator: which __consumer_offsets partitions are loaded.
+// groupState is the broker's side of the group coordinator.
 type groupState struct {
-	once   sync.Once
-	coord  *group.Coordinator
-	mu     sync.Mutex      // serialises loads
-	loaded map[int32]int32 // partition -> leader epoch it was loaded at
+	once  sync.Once
+	coord *group.Coordinator
+	topic internalTopic // __consumer_offsets
 }
 
 func (b *Broker) coordinator() *group.Coordinator {
 	b.groups.once.Do(func() {
-		b.groups.loaded = map[int32]int32{}
 		b.groups.coord = group.New(group.Config{OffsetsRetention: b.cfg.OffsetsRetention}, offsetsStore{b})
-		go func() {
-			<-b.ctx.Done()
-			b.groups.coord.Close()
-		}()
+		b.closeOnShutdown(b.groups.coord.Close)
 	})
 	return b.groups.coord
 }
@@ -48,23 +58,17 @@ func (b *Broker) coordinator() *group.Coordinator {
 type offsetsStore struct{ b *Broker }
 
 func (s offsetsStore) Append(ctx context.Context, groupID string, recs []group.Record) error {
-	return s.b.appendInternal(ctx, offsetsTopic, func(n int32) int32 { return group.PartitionFor(groupID, n) },
-		group.EncodeBatch(recs, time.Now()))
+	return s.b.appendInternal(ctx, offsetsTopic, groupID, batch.Encode(recs, time.Now().UnixMilli(), 0, batch.NoProducer))
 }
 
-// coordinatorError maps a partition error to what a group client expects.
-func coordinatorError(err error) error {
-	if err == nil {
-		return nil
+// AppendTxn writes a group's transactional offsets as a transactional batch of the producer.
+func (s offsetsStore) AppendTxn(ctx context.Context, groupID string, pid int64, epoch int16, recs []group.Record) error {
+	err := s.b.appendInternal(ctx, offsetsTopic, groupID, batch.Encode(recs, time.Now().UnixMilli(),
+		batch.AttrTransactional, batch.Producer{ID: pid, Epoch: epoch, BaseSequence: -1}))
+	if errors.Is(err, kerr.InvalidProducerEpoch) {
+		return kerr.ProducerFenced
 	}
-	switch c := errorCode(err); c {
-	case kerr.NotLeaderForPartition.Code, kerr.UnknownTopicOrPartition.Code:
-		return kerr.NotCoordinator
-	case kerr.RequestTimedOut.Code:
-		return kerr.RequestTimedOut
-	default:
-		return kerr.ErrorForCode(c)
-	}
+	return err
 }
 
 // groupReady checks this node coordinates groupID and its partition is loaded: 0, or the error code
@@ -73,85 +77,7 @@ func (b *Broker) groupReady(ctx context.Context, groupID string) int16 {
 	if groupID == "" {
 		return kerr.InvalidGroupID.Code
 	}
-	t, ok := b.offsetsTopicMeta(ctx, true)
-	if !ok {
-		return kerr.CoordinatorNotAvailable.Code
-	}
-	return b.loadPartition(ctx, group.PartitionFor(groupID, int32(len(t.Partitions))), int32(len(t.Partitions)))
-}
-
-// loadPartition makes sure this node leads partition p of __consumer_offsets and has replayed it.
-func (b *Broker) loadPartition(ctx context.Context, p, n int32) int16 {
-	c := b.coordinator()
-	if pm, ok := b.partitionMeta(offsetsTopic, p); ok && !containsInt32(pm.Replicas, b.cfg.NodeID) {
-		return kerr.NotCoordinator.Code // hosted elsewhere: the client asks FindCoordinator again
-	}
-	part, ok := b.internalPartitionLed(ctx, offsetsTopic, p)
-	if !ok {
-		return kerr.CoordinatorNotAvailable.Code
-	}
-	isLeader, _, epoch := part.Leader()
-	if !isLeader {
-		b.groups.mu.Lock()
-		if _, ok := b.groups.loaded[p]; ok {
-			delete(b.groups.loaded, p)
-			c.Unload(func(g string) bool { return group.PartitionFor(g, n) == p })
-		}
-		b.groups.mu.Unlock()
-		return kerr.NotCoordinator.Code
-	}
-	b.groups.mu.Lock()
-	defer b.groups.mu.Unlock()
-	if e, ok := b.groups.loaded[p]; ok && e == epoch {
-		return 0
-	}
-	c.Unload(func(g string) bool { return group.PartitionFor(g, n) == p })
-	if err := b.replayOffsets(ctx, c, part); err != nil {
-		b.log.Warn("loading __consumer_offsets failed", "partition", p, "err", err)
-		return kerr.CoordinatorLoadInProgress.Code
-	}
-	b.groups.loaded[p] = epoch
-	return 0
-}
-
-// leaderWait bounds how long a group request waits for its partition's leader.
-const leaderWait = 5 * time.Second
-
-// replayOffsets writes an empty marker record through Raft, so that everything committed before it is
-// applied, then replays the partition from its start up to the marker.
-func (b *Broker) replayOffsets(ctx context.Context, c *group.Coordinator, part *replica.Partition) error {
-	n, p := int32(offsetsPartitions), part.Index()
-	if t, ok := b.ctl.Metadata().Topics[offsetsTopic]; ok {
-		n = int32(len(t.Partitions))
-	}
-	inPartition := func(g string) bool { return group.PartitionFor(g, n) == p }
-	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
-	defer cancel()
-	res, err := part.Produce(ctx, group.EncodeBatch([]group.Record{{}}, time.Now()))
-	if err != nil {
-		return err
-	}
-	off := part.LogStartOffset()
-	for off < res.BaseOffset {
-		r, err := part.Read(off, 1<<20)
-		if err != nil {
-			return err
-		}
-		buf, err := r.AppendTo(nil)
-		r.Release()
-		if err != nil {
-			return err
-		}
-		next, err := c.ReplayBatches(buf, inPartition)
-		if err != nil {
-			return err
-		}
-		if next <= off {
-			return errors.New("no progress reading __consumer_offsets")
-		}
-		off = next
-	}
-	return nil
+	return b.coordinatorReady(ctx, &b.groups.topic, b.coordinator(), groupID)
 }
 
 func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Response {
@@ -159,9 +85,9 @@ func (b *Broker) handleFindCoordinator(req *kmsg.FindCoordinatorRequest) kmsg.Re
 	find := func(key string) (quorum.BrokerInfo, int16) {
 		switch req.CoordinatorType {
 		case 0:
-			return b.coordinatorFor(b.ctx, key)
+			return b.coordinatorNode(b.ctx, &b.groups.topic, key)
 		case 1:
-			return b.txnCoordinatorFor(b.ctx, key)
+			return b.coordinatorNode(b.ctx, &b.txns.topic, key)
 		}
 		return quorum.BrokerInfo{}, kerr.InvalidRequest.Code
 	}
@@ -312,12 +238,12 @@ func (b *Broker) handleOffsetFetch(req *kmsg.OffsetFetchRequest) kmsg.Response {
 
 // loadAll loads every __consumer_offsets partition this node leads (for ListGroups).
 func (b *Broker) loadAll(ctx context.Context) {
-	t, ok := b.offsetsTopicMeta(ctx, false)
+	t, ok := b.internalTopicMeta(ctx, &b.groups.topic, false)
 	if !ok {
 		return
 	}
 	for p := range int32(len(t.Partitions)) {
-		b.loadPartition(ctx, p, int32(len(t.Partitions)))
+		b.loadInternalPartition(ctx, &b.groups.topic, b.coordinator(), p, int32(len(t.Partitions)))
 	}
 }
 

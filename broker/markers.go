@@ -7,14 +7,125 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/batch"
+	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/txn"
 )
+
+// Transaction markers: the coordinator's WriteMarkers writes them into the partitions this node
+// leads directly, and sends them to the leaders of the others (WriteTxnMarkers).
+
+// MarkerSender delivers transaction markers to partitions this node does not lead, by sending
+// WriteTxnMarkers to their leaders. The default is a KafkaMarkerSender that finds leaders in the
+// cluster metadata (partitionLeader); SetMarkerSender replaces it. Failed markers are retried by the
+// coordinator.
+type MarkerSender interface {
+	SendMarkers(ctx context.Context, m Marker, parts []txn.TopicPartition) error
+}
+
+// Marker is one transaction marker to write.
+type Marker struct {
+	ProducerID       int64
+	ProducerEpoch    int16
+	CoordinatorEpoch int32
+	Commit           bool
+}
+
+// SetMarkerSender sets the remote path of transaction markers.
+func (b *Broker) SetMarkerSender(s MarkerSender) {
+	b.txns.sender.Store(&s)
+}
+
+// txnMarkers writes markers: into partitions this node leads directly, through the MarkerSender
+// for the others. The coordinator epoch is the leader epoch of the id's __transaction_state partition.
+type txnMarkers struct{ b *Broker }
+
+func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, epoch int16, commit bool, parts []txn.TopicPartition) error {
+	b := m.b
+	mk := Marker{ProducerID: pid, ProducerEpoch: epoch, Commit: commit}
+	// Only the leader of the id's partition writes markers, at its term: a deposed coordinator stops
+	// here, and one that slips through is refused by the partitions (an older coordinator epoch).
+	tpart, err := b.internalPartitionOf(txnTopic, txnID)
+	if err != nil {
+		return kerr.NotCoordinator
+	}
+	isLeader, _, term := tpart.Leader()
+	if !isLeader {
+		return kerr.NotCoordinator
+	}
+	mk.CoordinatorEpoch = term
+	var remote []txn.TopicPartition
+	var wg sync.WaitGroup
+	errs := make([]error, len(parts))
+	for i, tp := range parts {
+		part, ok := b.replicas.Partition(tp.Topic, tp.Partition)
+		if ok {
+			ok, _, _ = part.Leader()
+		}
+		if !ok {
+			if b.missingPartitionError(tp.Topic, tp.Partition) == kerr.UnknownTopicOrPartition {
+				continue // deleted since: nothing to mark
+			}
+			remote = append(remote, tp)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.writeLocalMarker(ctx, part, mk)
+		}()
+	}
+	wg.Wait()
+	if len(remote) > 0 {
+		var sender MarkerSender = &KafkaMarkerSender{Leader: b.leaderAddr}
+		if s := b.txns.sender.Load(); s != nil {
+			sender = *s
+		}
+		errs = append(errs, sender.SendMarkers(ctx, mk, remote))
+	}
+	return errors.Join(errs...)
+}
+
+// writeLocalMarker writes one marker into a partition this node leads; a marker into
+// __consumer_offsets also settles the producer's pending transactional offsets there.
+func (b *Broker) writeLocalMarker(ctx context.Context, part *replica.Partition, mk Marker) error {
+	if _, err := part.WriteMarker(ctx, mk.ProducerID, mk.ProducerEpoch, mk.CoordinatorEpoch, mk.Commit); err != nil {
+		if errors.Is(err, kerr.InvalidProducerEpoch) {
+			return nil // a newer epoch already wrote here: this transaction ended before
+		}
+		return err
+	}
+	if part.Topic() == offsetsTopic {
+		if t, ok := b.ctl.Metadata().Topics[offsetsTopic]; ok {
+			n, p := int32(len(t.Partitions)), part.Index()
+			b.coordinator().CompleteTxn(mk.ProducerID, mk.Commit, func(g string) bool { return batch.PartitionFor(g, n) == p })
+		}
+	}
+	return nil
+}
+
+// leaderAddr is the Kafka address of a partition's leader as known here (the default remote path of
+// transaction markers).
+func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
+	pm, ok := b.agent.PartitionMeta(topic, partition)
+	if !ok {
+		return "", false
+	}
+	leader, _ := b.agent.PartitionLeader(topic, pm)
+	bi, ok := b.ctl.Metadata().Brokers[leader]
+	if !ok || leader < 0 {
+		return "", false
+	}
+	return net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.Port))), true
+}
 
 // KafkaMarkerSender is a MarkerSender that sends WriteTxnMarkers (API 27, v1) to each partition's
 // leader over its Kafka listener, one connection per request (markers are rare: two per transaction

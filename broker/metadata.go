@@ -11,6 +11,11 @@ import (
 	"github.com/sluicebroker/sluice/quorum"
 )
 
+func init() {
+	register(kmsg.Metadata, 0, 12, serveRequest((*Broker).handleMetadata)) // topic IDs are filled in; v13 only adds a top-level error code
+	register(kmsg.DescribeCluster, 0, 1, serveRequest((*Broker).handleDescribeCluster))
+}
+
 // handleMetadata answers from this broker's replica of the controller state. Unknown topics are created
 // with the broker defaults when the client allows it and auto-creation is on, as Kafka does.
 func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
@@ -59,7 +64,7 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 	}
 
 	resp.ClusterID = &md.ClusterID
-	resp.ControllerID = b.controllerID()
+	resp.ControllerID = b.agent.ControllerID()
 	resp.Brokers = metadataBrokers(md)
 	for _, name := range names {
 		resp.Topics = append(resp.Topics, b.metadataTopic(md, name))
@@ -112,8 +117,8 @@ func (b *Broker) metadataTopic(md *quorum.Metadata, name string) kmsg.MetadataRe
 			p.Replicas = slices.Compact(p.Replicas)
 		}
 		sp.Replicas = p.Replicas
-		sp.Leader, sp.LeaderEpoch = b.partitionLeader(name, p)
-		sp.ISR = b.inSyncReplicas(name, p, sp.Leader)
+		sp.Leader, sp.LeaderEpoch = b.agent.PartitionLeader(name, p)
+		sp.ISR = b.agent.InSyncReplicas(name, p, sp.Leader)
 		for _, r := range p.Replicas {
 			if !b.ctl.Alive(r) {
 				sp.OfflineReplicas = append(sp.OfflineReplicas, r)
@@ -140,7 +145,7 @@ func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Re
 	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
 	md := b.ctl.Metadata()
 	resp.ClusterID = md.ClusterID
-	resp.ControllerID = b.controllerID()
+	resp.ControllerID = b.agent.ControllerID()
 	for _, mb := range metadataBrokers(md) {
 		db := kmsg.NewDescribeClusterResponseBroker()
 		db.NodeID, db.Host, db.Port, db.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack

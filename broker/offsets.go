@@ -8,6 +8,11 @@ import (
 	"github.com/sluicebroker/sluice/segment"
 )
 
+func init() {
+	register(kmsg.ListOffsets, 1, 6, serveRequest((*Broker).handleListOffsets)) // v7 adds the max-timestamp lookup (-3), v8+ tiered storage
+	register(kmsg.OffsetForLeaderEpoch, 0, 4, serveRequest((*Broker).handleOffsetForLeaderEpoch))
+}
+
 // ListOffsets special timestamps.
 const (
 	listLatest   = -1

@@ -11,6 +11,13 @@ import (
 	"github.com/sluicebroker/sluice/segment"
 )
 
+func init() {
+	// Produce from v3: record batch v2 only (librdkafka needs v3+ to send v2 batches); up to 12: v13
+	// replaces topic names with topic IDs; the range must include 7 (kafka-go). Served on the event
+	// loop by HandleRequest (proposals keep the connection's order).
+	register(kmsg.Produce, 3, 12, nil)
+}
+
 // defaultProduceTimeout bounds a produce whose request gives no usable timeout.
 const defaultProduceTimeout = 30 * time.Second
 
@@ -116,7 +123,7 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 			return nil, err
 		}
 	}
-	if req.Acks == -1 && !b.enoughInSync(part) {
+	if req.Acks == -1 && !b.agent.EnoughInSync(part) {
 		return nil, kerr.NotEnoughReplicas
 	}
 	return part, nil

@@ -10,6 +10,10 @@ import (
 	"github.com/sluicebroker/sluice/quorum"
 )
 
+func init() {
+	register(kmsg.InitProducerID, 0, 4, serveRequest((*Broker).handleInitProducerID)) // see txn_handlers.go
+}
+
 // producerIDBlockSize is how many producer ids one controller round trip reserves for this broker.
 const producerIDBlockSize = 1000
 

@@ -10,6 +10,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+func init() {
+	// A broker joining as a controller observer (RAFT listener).
+	register(kmsg.BrokerRegistration, 0, 0, serveRequest((*Broker).handleBrokerRegistration))
+}
+
 // RaftListener names the listener a joining broker registers its Raft address under in
 // BrokerRegistration (KRaft's API; Sluice brokers use it to join as controller observers).
 const RaftListener = "RAFT"

@@ -1,6 +1,17 @@
 package broker
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Every API the broker serves registers itself beside its handler (a func init in the handler's
+// file): its key, the versions it serves completely, and how it is served. The registry is the
+// protocol table: ApiVersions advertises it, decodeRequest checks versions against it and serve
+// dispatches by it. Each registration says why its range stops where it does.
 
 // apiRange is the version range of one API key that the broker serves completely. A client uses
 // min(its max, our max), so a range is advertised only when every version in it works.
@@ -9,72 +20,39 @@ type apiRange struct {
 	min, max int16
 }
 
-// supportedAPIs is what ApiVersions advertises. Caps, with the reason for each:
-//   - Produce 3+ and Fetch 4+: record batch v2 only (librdkafka needs these to send v2 batches).
-//   - Produce ≤ 12, Fetch ≤ 12: v13 replaces topic names with topic IDs in requests.
-//   - Fetch must include 10 (kafka-go picks Fetch only from {2, 5, 10}); Produce must include 7.
-//   - ListOffsets ≤ 6: v7 adds the max-timestamp lookup (-3), v8+ tiered storage.
-//   - Metadata ≤ 12: topic IDs are filled in; v13 only adds a top-level error code.
-//   - Group APIs from v0 (kafka-go sends v0); OffsetCommit/OffsetFetch ≤ 9 (v10 uses topic IDs);
-//     FindCoordinator ≤ 4 (v5/v6 are for transactions and share groups); ListGroups ≤ 4.
-//   - Transactions as before KIP-890 part 2 (no transaction.version feature is advertised):
-//     InitProducerId ≤ 4, AddPartitionsToTxn ≤ 4 (v4 is the batched broker form), EndTxn ≤ 4,
-//     TxnOffsetCommit ≤ 3 (v4+ belong to KIP-890), AddOffsetsToTxn ≤ 3, WriteTxnMarkers ≤ 1,
-//     ListTransactions ≤ 1 (v2 filters by transactional id pattern).
-var supportedAPIs = []apiRange{
-	{0, 3, 12}, // Produce
-	{1, 4, 12}, // Fetch
-	{2, 1, 6},  // ListOffsets
-	{3, 0, 12}, // Metadata
-	{8, 0, 9},  // OffsetCommit
-	{9, 0, 9},  // OffsetFetch
-	{10, 0, 4}, // FindCoordinator
-	{11, 0, 9}, // JoinGroup
-	{12, 0, 4}, // Heartbeat
-	{13, 0, 5}, // LeaveGroup
-	{14, 0, 5}, // SyncGroup
-	{15, 0, 5}, // DescribeGroups
-	{16, 0, 4}, // ListGroups
-	{18, 0, 4}, // ApiVersions
-	{19, 0, 7}, // CreateTopics
-	{20, 0, 6}, // DeleteTopics
-	{22, 0, 4}, // InitProducerId
-	{23, 0, 4}, // OffsetForLeaderEpoch
-	{24, 0, 4}, // AddPartitionsToTxn
-	{25, 0, 3}, // AddOffsetsToTxn
-	{26, 0, 4}, // EndTxn
-	{27, 0, 1}, // WriteTxnMarkers
-	{28, 0, 3}, // TxnOffsetCommit
-	{32, 0, 4}, // DescribeConfigs
-	{33, 0, 2}, // AlterConfigs
-	{37, 0, 3}, // CreatePartitions
-	{42, 0, 2}, // DeleteGroups
-	{44, 0, 1}, // IncrementalAlterConfigs
-	{45, 0, 0}, // AlterPartitionAssignments (v1 only adds AllowReplicationFactorChange)
-	{46, 0, 0}, // ListPartitionReassignments
-	{47, 0, 0}, // OffsetDelete
-	{60, 0, 1}, // DescribeCluster
-	{61, 0, 0}, // DescribeProducers
-	{62, 0, 0}, // BrokerRegistration: a broker joining as a controller observer (RAFT listener)
-	{65, 0, 0}, // DescribeTransactions
-	{66, 0, 1}, // ListTransactions
+// api is one registered API.
+type api struct {
+	apiRange
+	// serve answers a request on a request goroutine and returns the response, or nil when the
+	// handler answered itself (Fetch). Nil for the APIs HandleRequest answers on the event loop
+	// (ApiVersions, Produce).
+	serve func(b *Broker, c *call) kmsg.Response
 }
 
-// apiByKey indexes supportedAPIs by key for the request path.
-var apiByKey = func() map[int16]apiRange {
-	m := make(map[int16]apiRange, len(supportedAPIs))
-	for _, a := range supportedAPIs {
-		m[a.key] = a
-	}
-	return m
-}()
+// apis is the registry, filled by init functions and only read after.
+var apis = map[int16]api{}
 
-func apiVersionsKeys() []kmsg.ApiVersionsResponseApiKey {
-	keys := make([]kmsg.ApiVersionsResponseApiKey, 0, len(supportedAPIs))
-	for _, a := range supportedAPIs {
+// register adds an API to the registry.
+func register(key kmsg.Key, minVersion, maxVersion int16, serve func(b *Broker, c *call) kmsg.Response) {
+	if _, dup := apis[key.Int16()]; dup {
+		panic(fmt.Sprintf("broker: %s registered twice", kmsg.NameForKey(key.Int16())))
+	}
+	apis[key.Int16()] = api{apiRange{key.Int16(), minVersion, maxVersion}, serve}
+}
+
+// serveRequest adapts a handler of one request type to api.serve.
+func serveRequest[R kmsg.Request](handle func(b *Broker, req R) kmsg.Response) func(*Broker, *call) kmsg.Response {
+	return func(b *Broker, c *call) kmsg.Response { return handle(b, c.req.(R)) }
+}
+
+// apiVersionsKeys is what ApiVersions advertises: the registry by key.
+var apiVersionsKeys = sync.OnceValue(func() []kmsg.ApiVersionsResponseApiKey {
+	keys := make([]kmsg.ApiVersionsResponseApiKey, 0, len(apis))
+	for _, a := range apis {
 		k := kmsg.NewApiVersionsResponseApiKey()
 		k.ApiKey, k.MinVersion, k.MaxVersion = a.key, a.min, a.max
 		keys = append(keys, k)
 	}
+	slices.SortFunc(keys, func(a, b kmsg.ApiVersionsResponseApiKey) int { return int(a.ApiKey) - int(b.ApiKey) })
 	return keys
-}
+})

@@ -8,6 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/batch"
 )
 
 // memStore is a Store that keeps the batches it was given, so a second coordinator can replay them.
@@ -23,7 +25,7 @@ func (s *memStore) Append(_ context.Context, _ string, recs []Record) error {
 	if s.fail != nil {
 		return s.fail
 	}
-	s.batches = append(s.batches, EncodeBatch(recs, time.Now()))
+	s.batches = append(s.batches, batch.Encode(recs, time.Now().UnixMilli(), 0, batch.NoProducer))
 	return nil
 }
 
@@ -34,7 +36,7 @@ func (s *memStore) replayInto(t *testing.T, c *Coordinator) {
 	for _, b := range s.batches {
 		buf = append(buf, b...)
 	}
-	next, err := DecodeBatches(buf, c.Replay)
+	next, err := c.ReplayBatches(buf, func(string) bool { return true })
 	if err != nil || (len(s.batches) > 0 && next <= 0) {
 		t.Fatalf("decode: next %d err %v", next, err)
 	}
@@ -266,21 +268,6 @@ func TestOffsetsReplayAndStandalone(t *testing.T) {
 	}
 	wantCode(t, "delete group", int16(c2.DeleteGroup(ctxT(t), "solo")), nil)
 	wantCode(t, "delete missing group", c2.DeleteGroup(ctxT(t), "solo"), kerr.GroupIDNotFound)
-}
-
-func TestPartitionFor(t *testing.T) {
-	for _, tc := range []struct {
-		id   string
-		n, p int32
-	}{
-		{"test", 50, 3556498 % 50},    // "test".hashCode() == 3556498
-		{"polygenelubricants", 50, 0}, // hashCode == Integer.MIN_VALUE: abs gives 0
-		{"", 3, 0},
-	} {
-		if got := PartitionFor(tc.id, tc.n); got != tc.p {
-			t.Errorf("PartitionFor(%q, %d) = %d, want %d", tc.id, tc.n, got, tc.p)
-		}
-	}
 }
 
 func TestOffsetsExpireFromEmptyGroups(t *testing.T) {

@@ -2,39 +2,19 @@ package group
 
 import (
 	"encoding/binary"
-	"errors"
-	"hash/crc32"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/batch"
 )
 
-// Record is one key/value of the __consumer_offsets log; a nil Value is a tombstone.
-type Record struct {
-	Key, Value []byte
-}
+// The records of __consumer_offsets (Kafka's offset commit key and value), and the coordinator's
+// state as a partition of them is loaded (ReplayBatches) and unloaded.
 
-// PartitionFor is Kafka's choice of __consumer_offsets partition for a group:
-// abs(javaHashCode(groupID)) % partitions, with abs(MinInt32) = 0.
-func PartitionFor(groupID string, partitions int32) int32 {
-	var h int32
-	for _, r := range groupID {
-		if r >= 0x10000 { // a surrogate pair in Java's UTF-16 string
-			r -= 0x10000
-			h = 31*h + int32(0xD800+(r>>10))
-			h = 31*h + int32(0xDC00+(r&0x3FF))
-			continue
-		}
-		h = 31*h + int32(r)
-	}
-	if h == -1<<31 {
-		h = 0
-	} else if h < 0 {
-		h = -h
-	}
-	return h % partitions
-}
+// Record is one key/value of the __consumer_offsets log; a nil Value is a tombstone.
+type Record = batch.Record
 
 // offsetKey encodes Kafka's offset commit key (version 1).
 func offsetKey(group, topic string, partition int32) []byte {
@@ -42,6 +22,19 @@ func offsetKey(group, topic string, partition int32) []byte {
 	k.Version = 1
 	k.Group, k.Topic, k.Partition = group, topic, partition
 	return k.AppendTo(nil)
+}
+
+// decodeOffsetValue reads an offset commit value back (any version; the leader epoch exists from 3).
+func decodeOffsetValue(b []byte) (Offset, bool) {
+	var v kmsg.OffsetCommitValue
+	if v.ReadFrom(b) != nil {
+		return Offset{}, false
+	}
+	le := v.LeaderEpoch
+	if v.Version < 3 {
+		le = -1
+	}
+	return Offset{Offset: v.Offset, LeaderEpoch: le, Metadata: v.Metadata, CommitTime: time.UnixMilli(v.CommitTimestamp)}, true
 }
 
 // offsetValue encodes Kafka's offset commit value (version 3).
@@ -52,84 +45,90 @@ func offsetValue(o Offset) []byte {
 	return v.AppendTo(nil)
 }
 
-// EncodeBatch builds an uncompressed record batch v2 (base offset 0) holding recs.
-func EncodeBatch(recs []Record, now time.Time) []byte {
-	ts := now.UnixMilli()
-	var body []byte
-	for i, r := range recs {
-		var rec []byte
-		rec = append(rec, 0)                     // attributes
-		rec = binary.AppendVarint(rec, 0)        // timestamp delta
-		rec = binary.AppendVarint(rec, int64(i)) // offset delta
-		rec = appendVarBytes(rec, r.Key)         // key
-		rec = appendVarBytes(rec, r.Value)       // value
-		rec = binary.AppendVarint(rec, 0)        // headers
-		body = binary.AppendVarint(body, int64(len(rec)))
-		body = append(body, rec...)
-	}
-	b := make([]byte, 61, 61+len(body))
-	binary.BigEndian.PutUint64(b[0:], 0)
-	binary.BigEndian.PutUint32(b[8:], uint32(49+len(body)))
-	binary.BigEndian.PutUint32(b[12:], 0)
-	b[16] = 2
-	binary.BigEndian.PutUint16(b[21:], 0)
-	binary.BigEndian.PutUint32(b[23:], uint32(len(recs)-1))
-	binary.BigEndian.PutUint64(b[27:], uint64(ts))
-	binary.BigEndian.PutUint64(b[35:], uint64(ts))
-	binary.BigEndian.PutUint64(b[43:], ^uint64(0)) // producer id -1
-	binary.BigEndian.PutUint16(b[51:], 0xFFFF)     // producer epoch -1
-	binary.BigEndian.PutUint32(b[53:], 0xFFFFFFFF) // base sequence -1
-	binary.BigEndian.PutUint32(b[57:], uint32(len(recs)))
-	b = append(b, body...)
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
-	return b
-}
-
-func appendVarBytes(b, v []byte) []byte {
-	if v == nil {
-		return binary.AppendVarint(b, -1)
-	}
-	b = binary.AppendVarint(b, int64(len(v)))
-	return append(b, v...)
-}
-
-var errBadBatch = errors.New("group: malformed record batch in __consumer_offsets")
-
-// DecodeBatches calls fn for each record of the uncompressed batches in buf (whole batches back to
-// back, as a partition read returns them) and returns the offset after the last batch (-1 if none).
-// Compressed and control batches are skipped: the coordinator never writes them.
-func DecodeBatches(buf []byte, fn func(Record)) (next int64, err error) {
-	next = -1
-	for len(buf) >= 61 {
-		size := int(int32(binary.BigEndian.Uint32(buf[8:]))) + 12
-		if size < 61 || size > len(buf) {
-			return next, errBadBatch
+// ReplayBatches replays the batches of one __consumer_offsets partition read back from its log
+// (whole batches back to back), transactional offsets and markers included; inPartition tells the
+// groups of that partition. It returns the offset after the last batch (-1 if none).
+func (c *Coordinator) ReplayBatches(buf []byte, inPartition func(group string) bool) (next int64, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return batch.Decode(buf, func(info batch.Info, r batch.Record) {
+		switch {
+		case info.IsControl():
+			if commit, _, ok := batch.ParseMarker(r); ok {
+				c.completeTxnLocked(info.ProducerID, commit, inPartition)
+			}
+		case info.IsTransactional():
+			c.replayTxnLocked(info.ProducerID, r)
+		default:
+			c.replayLocked(r)
 		}
-		batch := buf[:size]
-		buf = buf[size:]
-		next = int64(binary.BigEndian.Uint64(batch[0:])) + int64(int32(binary.BigEndian.Uint32(batch[23:]))) + 1
-		attrs := binary.BigEndian.Uint16(batch[21:])
-		if attrs&0x7 != 0 || attrs&0x20 != 0 {
+	})
+}
+
+// Unload forgets the groups for which drop is true (their partition is led elsewhere now or is about
+// to be reloaded); members waiting in join or sync are told NOT_COORDINATOR.
+func (c *Coordinator) Unload(drop func(group string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, g := range c.groups {
+		if !drop(id) {
 			continue
 		}
-		n := int(int32(binary.BigEndian.Uint32(batch[57:])))
-		r := kbin.Reader{Src: batch[61:]}
-		for i := 0; i < n; i++ {
-			l := r.Varint()
-			if !r.Ok() || l < 0 || int(l) > len(r.Src) {
-				return next, errBadBatch
+		for _, m := range g.members {
+			if m.join != nil {
+				m.join <- joinError(m.joinVersion, m.id, kerr.NotCoordinator)
+				m.join = nil
 			}
-			rec := kbin.Reader{Src: r.Span(int(l))}
-			rec.Int8()
-			rec.Varlong()
-			rec.Varint()
-			key := rec.VarintBytes()
-			val := rec.VarintBytes()
-			if !rec.Ok() {
-				return next, errBadBatch
+			if m.sync != nil {
+				m.sync <- syncError(m.syncVersion, kerr.NotCoordinator)
+				m.sync = nil
 			}
-			fn(Record{Key: key, Value: val})
+		}
+		delete(c.groups, id)
+	}
+	for id := range c.txn {
+		if drop(id) {
+			delete(c.txn, id)
 		}
 	}
-	return next, nil
+}
+
+func (c *Coordinator) replayLocked(r Record) {
+	if len(r.Key) < 2 {
+		return
+	}
+	switch binary.BigEndian.Uint16(r.Key) {
+	case 0, 1:
+		var k kmsg.OffsetCommitKey
+		if k.ReadFrom(r.Key) != nil {
+			return
+		}
+		if r.Value == nil {
+			g := c.groups[k.Group]
+			if g == nil {
+				return
+			}
+			if ps := g.offsets[k.Topic]; ps != nil {
+				delete(ps, k.Partition)
+				if len(ps) == 0 {
+					delete(g.offsets, k.Topic)
+				}
+			}
+			if len(g.offsets) == 0 && len(g.members) == 0 && g.state == stateEmpty {
+				delete(c.groups, k.Group)
+			}
+			return
+		}
+		if o, ok := decodeOffsetValue(r.Value); ok {
+			c.getOrCreate(k.Group).setOffset(k.Topic, k.Partition, o)
+		}
+	case 2:
+		var k kmsg.GroupMetadataKey
+		if k.ReadFrom(r.Key) != nil {
+			return
+		}
+		if g := c.groups[k.Group]; r.Value == nil && g != nil && len(g.members) == 0 {
+			delete(c.groups, k.Group)
+		}
+	}
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/sluicebroker/sluice/replica"
+	"github.com/sluicebroker/sluice/batch"
 )
 
 // txnMemStore is memStore that also writes transactional batches; markers are appended by the test.
@@ -17,14 +17,14 @@ type txnMemStore struct{ *memStore }
 func (s txnMemStore) AppendTxn(_ context.Context, _ string, pid int64, epoch int16, recs []Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.batches = append(s.batches, EncodeTxnBatch(recs, time.Now(), pid, epoch))
+	s.batches = append(s.batches, batch.Encode(recs, time.Now().UnixMilli(), batch.AttrTransactional, batch.Producer{ID: pid, Epoch: epoch, BaseSequence: -1}))
 	return nil
 }
 
 func (s txnMemStore) marker(pid int64, commit bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.batches = append(s.batches, replica.ControlBatch(pid, 0, 1, commit, time.Now().UnixMilli()))
+	s.batches = append(s.batches, batch.Marker(pid, 0, 1, commit, time.Now().UnixMilli()))
 }
 
 func txnCommit(group string, pid int64, partition int32, offset int64) *kmsg.TxnOffsetCommitRequest {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,19 +15,12 @@ import (
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+var freeAddr = testcluster.MustFreeAddr
 
 func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 	t.Helper()

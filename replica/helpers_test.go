@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -29,15 +29,7 @@ func makeBatch(pid int64, epoch int16, seq int32, n int, valueSize int) []byte {
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+var freeAddr = testcluster.MustFreeAddr
 
 // node is one broker's replica side: a quorum Host and a Manager over dir.
 type node struct {

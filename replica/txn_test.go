@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,15 +19,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/sluicebroker/sluice/internal/kafkatest"
 	"github.com/sluicebroker/sluice/segment"
 )
 
 // txnBatch is makeBatch with the transactional attribute set.
 func txnBatch(pid int64, epoch int16, seq int32, n int) []byte {
-	b := makeBatch(pid, epoch, seq, n, 10)
-	binary.BigEndian.PutUint16(b[21:], binary.BigEndian.Uint16(b[21:])|0x10)
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
-	return b
+	values := make([][]byte, n)
+	for i := range values {
+		values[i] = make([]byte, 10)
+	}
+	return kafkatest.TransactionalBatch(pid, epoch, seq, values...)
 }
 
 func marker(t testing.TB, p *Partition, pid int64, epoch int16, commit bool) int64 {

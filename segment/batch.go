@@ -5,40 +5,42 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/sluicebroker/sluice/batch"
 )
 
 // HeaderSize is the size of the v2 batch header; records start at this byte.
-const HeaderSize = 61
+const HeaderSize = batch.HeaderSize
 
 // patchedHeaderLen covers the header fields AppendWithEpoch sets: base offset, length (unchanged),
 // partition leader epoch; all outside the CRC.
 const patchedHeaderLen = 16
 
-// Byte positions of the v2 batch header fields.
+// Byte positions of the v2 batch header fields (package batch owns the layout).
 const (
-	offBaseOffset      = 0
-	offLength          = 8
-	offLeaderEpoch     = 12
-	offMagic           = 16
-	offCRC             = 17
-	offAttributes      = 21
-	offLastOffsetDelta = 23
-	offBaseTimestamp   = 27
-	offMaxTimestamp    = 35
-	offProducerID      = 43
-	offProducerEpoch   = 51
-	offBaseSequence    = 53
-	offRecordCount     = 57
+	offBaseOffset      = batch.PosBaseOffset
+	offLength          = batch.PosLength
+	offLeaderEpoch     = batch.PosLeaderEpoch
+	offMagic           = batch.PosMagic
+	offCRC             = batch.PosCRC
+	offAttributes      = batch.PosAttributes
+	offLastOffsetDelta = batch.PosLastOffsetDelta
+	offBaseTimestamp   = batch.PosBaseTimestamp
+	offMaxTimestamp    = batch.PosMaxTimestamp
+	offProducerID      = batch.PosProducerID
+	offProducerEpoch   = batch.PosProducerEpoch
+	offBaseSequence    = batch.PosBaseSequence
+	offRecordCount     = batch.PosRecordCount
 
 	// lengthPrefix is the part of a batch that its Length field does not count.
-	lengthPrefix = 12
+	lengthPrefix = batch.LengthPrefix
 )
 
 const (
-	attrCompressionMask = 0x07
-	attrLogAppendTime   = 0x08
-	attrTransactional   = 0x10
-	attrControl         = 0x20
+	attrCompressionMask = batch.AttrCompression
+	attrLogAppendTime   = batch.AttrLogAppendTime
+	attrTransactional   = batch.AttrTransactional
+	attrControl         = batch.AttrControl
 )
 
 // Typed errors; they work with errors.Is through any wrapping done here.
@@ -51,7 +53,7 @@ var (
 	ErrClosed           = errors.New("segment: log closed")
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+var castagnoli = batch.Castagnoli
 
 // Header is the decoded v2 batch header.
 type Header struct {

@@ -502,9 +502,11 @@ func (c *Coordinator) Unload(drop func(txnID string) bool) {
 }
 
 // Replay applies one record read back from __transaction_state.
-func (c *Coordinator) Replay(r Record) {
+func (c *Coordinator) Replay(r Record) { c.replay(r, func(string) bool { return true }) }
+
+func (c *Coordinator) replay(r Record, inPartition func(txnID string) bool) {
 	id, t, ok := decodeRecord(r)
-	if !ok {
+	if !ok || !inPartition(id) {
 		return
 	}
 	c.mu.Lock()

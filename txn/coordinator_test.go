@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/batch"
 )
 
 type memStore struct {
@@ -20,7 +22,7 @@ func (s *memStore) Append(_ context.Context, _ string, recs []Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Round-trip through the batch encoding, as the log would.
-	_, err := DecodeBatches(EncodeBatch(recs, time.Now()), func(r Record) { s.recs = append(s.recs, r) })
+	_, err := batch.Decode(batch.Encode(recs, time.Now().UnixMilli(), 0, batch.NoProducer), func(_ batch.Info, r Record) { s.recs = append(s.recs, r) })
 	return err
 }
 
@@ -221,9 +223,6 @@ func TestRecordFormatRoundTrip(t *testing.T) {
 	if got := out.sortedParts(); got[0] != (TopicPartition{"a", 0}) || got[2] != (TopicPartition{"b", 1}) {
 		t.Fatalf("order: %v", got)
 	}
-	if p := PartitionFor("my-txn", 50); p < 0 || p >= 50 {
-		t.Fatal(p)
-	}
 }
 
 func TestIdleIDExpires(t *testing.T) {
@@ -262,5 +261,30 @@ func TestIdleIDExpires(t *testing.T) {
 	store.mu.Unlock()
 	if _, ok := c2.Describe("idle"); ok {
 		t.Fatal("replay brought the expired id back")
+	}
+}
+
+// A take-over replays one __transaction_state partition and keeps only that partition's ids, so that
+// unloading the partition later drops everything its load brought in.
+func TestReplayBatchesKeepsThePartitionsIDs(t *testing.T) {
+	store, mk := &memStore{}, &fakeMarkers{}
+	c := newTest(t, store, mk)
+	for _, id := range []string{"mine", "other"} {
+		if _, _, code := c.InitProducerID(ctx, id, 60000, -1, -1); code != 0 {
+			t.Fatalf("init %s: %d", id, code)
+		}
+	}
+	store.mu.Lock()
+	log := batch.Encode(store.recs, time.Now().UnixMilli(), 0, batch.NoProducer)
+	store.mu.Unlock()
+	c2 := newTest(t, &memStore{}, mk)
+	if next, err := c2.ReplayBatches(log, func(id string) bool { return id == "mine" }); err != nil || next <= 0 {
+		t.Fatalf("replay: next %d err %v", next, err)
+	}
+	if _, ok := c2.Describe("mine"); !ok {
+		t.Fatal("the partition's id was not replayed")
+	}
+	if _, ok := c2.Describe("other"); ok {
+		t.Fatal("an id of another partition was replayed")
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // key identifies one produced record: producer, partition and that producer's sequence number
@@ -330,10 +332,7 @@ func (gc *groupConsumer) run(ctx context.Context, cl *kgo.Client) {
 }
 
 func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*chaosSummary, error) {
-	if err := startAll(ctx, cfg, c); err != nil {
-		return nil, err
-	}
-	adm, admCl, err := c.adminClient()
+	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
 		return nil, err
 	}
@@ -442,42 +441,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		}
 	}()
 
-	// The leader/ISR timeline as each broker's Metadata answer shows it, to tell what an
-	// unavailability coincided with and whether brokers disagree.
-	var changes []leaderChange
-	var disagree int64
-	watchDone := make(chan struct{})
-	watchStop := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		prev := map[[2]int32]string{}
-		for {
-			select {
-			case <-watchStop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			views := brokerViews(admCl, c, cfg.topic)
-			at := round1(time.Since(r.start).Seconds())
-			leaders := map[int32]int32{}
-			for view, st := range views {
-				for p, ps := range st {
-					isr := slices.Clone(ps.isr)
-					slices.Sort(isr)
-					if s := fmt.Sprint(ps.leader, isr); s != prev[[2]int32{view, p}] {
-						prev[[2]int32{view, p}] = s
-						changes = append(changes, leaderChange{AtS: at, View: view, Partition: p, Leader: ps.leader, ISR: isr})
-					}
-					if l, ok := leaders[p]; ok && ps.leader >= 0 && l >= 0 && l != ps.leader {
-						disagree++
-					}
-					if ps.leader >= 0 {
-						leaders[p] = ps.leader
-					}
-				}
-			}
-		}
-	}()
+	stopWatch := watchLeaders(admCl, c, cfg.topic, r.start)
 
 	// Faults, one broker at a time, until the deadline.
 	deadline := r.start.Add(cfg.duration)
@@ -489,21 +453,9 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	}
 	sum.FaultSeconds = time.Since(r.start).Seconds()
 
-	// Heal: every broker running and resumed, every partition with a full ISR.
-	log.Printf("healing the cluster")
-	for _, b := range c.brokers {
-		b.signal(syscall.SIGCONT)
-		if !b.running() {
-			if err := c.launch(ctx60(), b); err != nil {
-				return nil, err
-			}
-		}
+	if err := heal(adm, cfg, c); err != nil {
+		return nil, err
 	}
-	hctx, hcancel := context.WithTimeout(context.Background(), 90*time.Second)
-	if err := waitHealthy(hctx, adm, cfg.topic, cfg.brokers, cfg.partitions, false); err != nil {
-		log.Printf("after healing: %v (checking anyway)", err)
-	}
-	hcancel()
 	close(stopProd)
 	prodWG.Wait()
 	stopTime := time.Now()
@@ -515,24 +467,8 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	}
 	fcancel()
 	close(progressDone)
-	close(watchStop)
-	<-watchDone
-	sort.SliceStable(changes, func(i, j int) bool { return changes[i].AtS < changes[j].AtS })
-	sum.LeaderChanges = changes
-	sum.MetadataDisagreements = disagree
-
-	// The longest gap per partition; one still open at the end counts up to when producing stopped.
-	for p, pt := range r.parts {
-		pt.mu.Lock()
-		if g := stopTime.Sub(pt.last); g > pt.maxGap {
-			pt.maxGap, pt.maxGapAt = g, pt.last
-		}
-		ps := partSummary{Partition: int32(p), Acknowledged: pt.acked,
-			LongestUnavailableMs: pt.maxGap.Milliseconds(), UnavailableFromS: round1(pt.maxGapAt.Sub(r.start).Seconds())}
-		pt.mu.Unlock()
-		ps.DuringFault = faultAt(sum.Faults, ps.UnavailableFromS, float64(ps.LongestUnavailableMs)/1000)
-		sum.PerPartition = append(sum.PerPartition, ps)
-	}
+	sum.LeaderChanges, sum.MetadataDisagreements = stopWatch()
+	sum.PerPartition = r.partitionSummaries(stopTime, sum.Faults)
 
 	r.mu.Lock()
 	acks := r.acks
@@ -576,6 +512,103 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	gc.mu.Lock()
 	sum.GroupRereads, sum.GroupJumps = gc.rereads.Load(), gc.jumps
 	gc.mu.Unlock()
+	lc.divergentReads(sum, final)
+	sum.Pass = sum.Lost == 0 && sum.Duplicated == 0 && sum.Reordered == 0 && sum.Invalid == 0
+	printChaos(sum)
+	if !sum.Pass {
+		return sum, errors.New("records lost, duplicated or reordered")
+	}
+	return sum, nil
+}
+
+// watchLeaders records the leader/ISR timeline as each broker's Metadata answer shows it, to tell
+// what an unavailability coincided with and whether brokers disagree, until the returned stop is
+// called; stop returns the changes in time order and the polls in which two brokers named different
+// leaders for a partition.
+func watchLeaders(cl *kgo.Client, c *cluster, topic string, start time.Time) (stop func() ([]leaderChange, int64)) {
+	var changes []leaderChange
+	var disagree int64
+	done := make(chan struct{})
+	quit := make(chan struct{})
+	go func() {
+		defer close(done)
+		prev := map[[2]int32]string{}
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			views := brokerViews(cl, c, topic)
+			at := round1(time.Since(start).Seconds())
+			leaders := map[int32]int32{}
+			for view, st := range views {
+				for p, ps := range st {
+					isr := slices.Clone(ps.isr)
+					slices.Sort(isr)
+					if s := fmt.Sprint(ps.leader, isr); s != prev[[2]int32{view, p}] {
+						prev[[2]int32{view, p}] = s
+						changes = append(changes, leaderChange{AtS: at, View: view, Partition: p, Leader: ps.leader, ISR: isr})
+					}
+					if l, ok := leaders[p]; ok && ps.leader >= 0 && l >= 0 && l != ps.leader {
+						disagree++
+					}
+					if ps.leader >= 0 {
+						leaders[p] = ps.leader
+					}
+				}
+			}
+		}
+	}()
+	return func() ([]leaderChange, int64) {
+		close(quit)
+		<-done
+		sort.SliceStable(changes, func(i, j int) bool { return changes[i].AtS < changes[j].AtS })
+		return changes, disagree
+	}
+}
+
+// heal gets every broker running and resumed, and waits (up to 90 s) for every partition to have a
+// full ISR; the run is checked either way.
+func heal(adm *kadm.Client, cfg config, c *cluster) error {
+	log.Printf("healing the cluster")
+	for _, b := range c.brokers {
+		b.Signal(syscall.SIGCONT)
+		if !b.Running() {
+			if err := c.launch(ctx60(), b); err != nil {
+				return err
+			}
+		}
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer hcancel()
+	if err := waitHealthy(hctx, adm, cfg.topic, cfg.brokers, cfg.partitions, false); err != nil {
+		log.Printf("after healing: %v (checking anyway)", err)
+	}
+	return nil
+}
+
+// partitionSummaries gives each partition's longest gap between acknowledgements and the fault it
+// fell in; a gap still open at the end counts up to stopTime, when producing stopped.
+func (r *chaosRun) partitionSummaries(stopTime time.Time, faults []faultEvent) []partSummary {
+	var out []partSummary
+	for p, pt := range r.parts {
+		pt.mu.Lock()
+		if g := stopTime.Sub(pt.last); g > pt.maxGap {
+			pt.maxGap, pt.maxGapAt = g, pt.last
+		}
+		ps := partSummary{Partition: int32(p), Acknowledged: pt.acked,
+			LongestUnavailableMs: pt.maxGap.Milliseconds(), UnavailableFromS: round1(pt.maxGapAt.Sub(r.start).Seconds())}
+		pt.mu.Unlock()
+		ps.DuringFault = faultAt(faults, ps.UnavailableFromS, float64(ps.LongestUnavailableMs)/1000)
+		out = append(out, ps)
+	}
+	return out
+}
+
+// divergentReads counts what the live consumer saw at an offset that the final log does not hold
+// (or holds differently), with up to 20 examples.
+func (lc *liveConsumer) divergentReads(sum *chaosSummary, final *finalLog) {
 	for p, m := range lc.seen {
 		for off, h := range m {
 			v, ok := final.hash[p][off]
@@ -587,12 +620,6 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 			}
 		}
 	}
-	sum.Pass = sum.Lost == 0 && sum.Duplicated == 0 && sum.Reordered == 0 && sum.Invalid == 0
-	printChaos(sum)
-	if !sum.Pass {
-		return sum, errors.New("records lost, duplicated or reordered")
-	}
-	return sum, nil
 }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
@@ -627,10 +654,10 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		}
 		b := r.c.brokers[rng.IntN(len(r.c.brokers))]
 		act := actions[rng.IntN(len(actions))]
-		ev := faultEvent{AtS: round1(time.Since(r.start).Seconds()), Broker: b.id, Action: act}
+		ev := faultEvent{AtS: round1(time.Since(r.start).Seconds()), Broker: b.ID, Action: act}
 		if st, _, err := topicState(context.Background(), adm, r.cfg.topic); err == nil {
 			for p, ps := range st {
-				if ps.leader == b.id {
+				if ps.leader == b.ID {
 					ev.LeaderOf = append(ev.LeaderOf, p)
 				}
 			}
@@ -640,19 +667,19 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		t0 := time.Now()
 		switch act {
 		case "kill":
-			b.stop(syscall.SIGKILL, 10*time.Second)
+			b.Stop(syscall.SIGKILL, 10*time.Second)
 			time.Sleep(down)
 			if err := r.c.launch(ctx60(), b); err != nil {
-				log.Printf("restart broker %d: %v", b.id, err)
+				log.Printf("restart broker %d: %v", b.ID, err)
 			}
 		case "pause":
-			b.signal(syscall.SIGSTOP)
+			b.Signal(syscall.SIGSTOP)
 			time.Sleep(down)
-			b.signal(syscall.SIGCONT)
+			b.Signal(syscall.SIGCONT)
 		case "restart":
-			b.stop(syscall.SIGTERM, 30*time.Second)
+			b.Stop(syscall.SIGTERM, 30*time.Second)
 			if err := r.c.launch(ctx60(), b); err != nil {
-				log.Printf("restart broker %d: %v", b.id, err)
+				log.Printf("restart broker %d: %v", b.ID, err)
 			}
 		}
 		ev.DownMs = time.Since(t0).Milliseconds()
@@ -660,7 +687,7 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 		// start, so a majority of every partition's replicas is always up and caught up.
 		t1 := time.Now()
 		hctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-		err := waitPort(hctx, b.kafkaAddr)
+		err := testcluster.WaitListening(hctx, b.Addr)
 		if err == nil {
 			err = waitHealthy(hctx, adm, r.cfg.topic, r.cfg.brokers, r.cfg.partitions, false)
 		}
@@ -670,7 +697,7 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 			ev.HealthyNote = err.Error()
 		}
 		log.Printf("fault at %5.1fs: %-7s broker %d (leader of %v) for %d ms; healthy %d ms later %s",
-			ev.AtS, act, b.id, ev.LeaderOf, ev.DownMs, ev.HealthyMs, ev.HealthyNote)
+			ev.AtS, act, b.ID, ev.LeaderOf, ev.DownMs, ev.HealthyMs, ev.HealthyNote)
 		events = append(events, ev)
 	}
 }
@@ -866,7 +893,7 @@ func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]p
 			rt := kmsg.NewMetadataRequestTopic()
 			rt.Topic = kmsg.StringPtr(topic)
 			req.Topics = append(req.Topics, rt)
-			resp, err := req.RequestWith(ctx, cl.Broker(int(b.id)))
+			resp, err := req.RequestWith(ctx, cl.Broker(int(b.ID)))
 			if err != nil {
 				return
 			}
@@ -877,7 +904,7 @@ func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]p
 				}
 			}
 			mu.Lock()
-			out[b.id] = st
+			out[b.ID] = st
 			mu.Unlock()
 		}()
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,104 +13,53 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // broker is one `sluice serve` child process. Its data directory survives restarts, so a
 // restarted broker recovers from its own disk like a real one.
-type broker struct {
-	id        int32
-	kafkaAddr string
-	raftAddr  string
-	dir       string
-	logPath   string
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when the current process has exited
-	paused bool
-}
+type broker = testcluster.Node
 
 type cluster struct {
-	bin     string
-	voters  string
-	extra   []string
 	brokers []*broker
 }
 
 func newCluster(bin, dataDir string, n, basePort int, extra []string) *cluster {
-	c := &cluster{bin: bin, extra: extra}
-	var voters []string
+	c := &cluster{}
 	for i := 1; i <= n; i++ {
-		b := &broker{
-			id:        int32(i),
-			kafkaAddr: fmt.Sprintf("127.0.0.1:%d", basePort+100*i+92),
-			raftAddr:  fmt.Sprintf("127.0.0.1:%d", basePort+100*i+93),
-			dir:       filepath.Join(dataDir, fmt.Sprint(i)),
-			logPath:   filepath.Join(dataDir, fmt.Sprintf("broker-%d.log", i)),
-		}
-		voters = append(voters, fmt.Sprintf("%d@%s", i, b.raftAddr))
-		c.brokers = append(c.brokers, b)
+		c.brokers = append(c.brokers, &broker{
+			ID:       int32(i),
+			Addr:     fmt.Sprintf("127.0.0.1:%d", basePort+100*i+92),
+			RaftAddr: fmt.Sprintf("127.0.0.1:%d", basePort+100*i+93),
+			DataDir:  filepath.Join(dataDir, fmt.Sprint(i)),
+			LogPath:  filepath.Join(dataDir, fmt.Sprintf("broker-%d.log", i)),
+			Command:  testcluster.Binary(bin),
+			// If this command dies, its brokers must not outlive it on the shared machine.
+			KillWithParent: true,
+		})
 	}
-	c.voters = strings.Join(voters, ",")
+	voters := testcluster.Voters(c.brokers)
+	for _, b := range c.brokers {
+		b.Args = append([]string{"--controller-voters", voters}, extra...)
+	}
 	return c
 }
 
 func (c *cluster) addrs() []string {
 	var out []string
 	for _, b := range c.brokers {
-		out = append(out, b.kafkaAddr)
+		out = append(out, b.Addr)
 	}
 	return out
 }
 
 func (c *cluster) byID(id int32) *broker {
 	for _, b := range c.brokers {
-		if b.id == id {
+		if b.ID == id {
 			return b
 		}
 	}
-	return nil
-}
-
-// start launches the broker's process; its output is appended to its log file, with a marker
-// line per start so a log can be matched against the fault timeline.
-func (c *cluster) start(b *broker) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cmd != nil {
-		return fmt.Errorf("broker %d already running", b.id)
-	}
-	if err := os.MkdirAll(b.dir, 0o755); err != nil {
-		return err
-	}
-	lf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(lf, "=== chaos: start broker %d at %s\n", b.id, time.Now().UTC().Format(time.RFC3339Nano))
-	args := []string{"serve",
-		"--node-id", fmt.Sprint(b.id),
-		"--listen", b.kafkaAddr,
-		"--raft-addr", b.raftAddr,
-		"--controller-voters", c.voters,
-		"--data-dir", b.dir,
-	}
-	args = append(args, c.extra...)
-	cmd := exec.Command(c.bin, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	// If this command dies, its brokers must not outlive it on the shared machine.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		lf.Close()
-		close(done)
-	}()
-	b.cmd, b.done, b.paused = cmd, done, false
 	return nil
 }
 
@@ -121,84 +68,36 @@ func (c *cluster) start(b *broker) error {
 // one for a while: a broker that exits before listening is started again after a pause.
 func (c *cluster) launch(ctx context.Context, b *broker) error {
 	for attempt := 1; ; attempt++ {
-		if err := c.start(b); err != nil {
+		if err := b.Start(); err != nil {
 			return err
 		}
-		b.mu.Lock()
-		done := b.done
-		b.mu.Unlock()
+		exited := b.Exited()
 		for {
-			conn, err := net.DialTimeout("tcp", b.kafkaAddr, 200*time.Millisecond)
+			conn, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond)
 			if err == nil {
 				conn.Close()
 				return nil
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("broker %d did not start listening on %s: %w", b.id, b.kafkaAddr, ctx.Err())
-			case <-done:
+				return fmt.Errorf("broker %d did not start listening on %s: %w", b.ID, b.Addr, ctx.Err())
+			case <-exited:
 			case <-time.After(50 * time.Millisecond):
 				continue
 			}
 			break
 		}
-		b.mu.Lock()
-		b.cmd, b.done, b.paused = nil, nil, false
-		b.mu.Unlock()
+		b.Forget()
 		if attempt >= 30 {
-			return fmt.Errorf("broker %d exited before listening %d times (see %s)", b.id, attempt, b.logPath)
+			return fmt.Errorf("broker %d exited before listening %d times (see %s)", b.ID, attempt, b.LogPath)
 		}
-		log.Printf("broker %d exited before listening (port taken?), starting it again", b.id)
+		log.Printf("broker %d exited before listening (port taken?), starting it again", b.ID)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// signal sends sig to the running process (no-op when it is down).
-func (b *broker) signal(sig syscall.Signal) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cmd != nil {
-		_ = b.cmd.Process.Signal(sig)
-		switch sig {
-		case syscall.SIGSTOP:
-			b.paused = true
-		case syscall.SIGCONT:
-			b.paused = false
-		}
-	}
-}
-
-// stop sends sig and waits for the process to exit; after timeout it is killed.
-func (b *broker) stop(sig syscall.Signal, timeout time.Duration) {
-	b.mu.Lock()
-	cmd, done := b.cmd, b.done
-	b.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if b.paused && sig != syscall.SIGKILL {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-	}
-	b.mu.Lock()
-	b.cmd, b.done, b.paused = nil, nil, false
-	b.mu.Unlock()
-}
-
-func (b *broker) running() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.cmd != nil
 }
 
 // shutdown resumes paused brokers and stops every broker gracefully (killing stragglers).
@@ -208,25 +107,10 @@ func (c *cluster) shutdown() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.stop(syscall.SIGTERM, 20*time.Second)
+			b.Stop(syscall.SIGTERM, 20*time.Second)
 		}()
 	}
 	wg.Wait()
-}
-
-func waitPort(ctx context.Context, addr string) error {
-	for {
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s did not accept connections: %w", addr, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // adminClient returns a client with short timeouts: a paused broker must not hold up the

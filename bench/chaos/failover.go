@@ -104,10 +104,7 @@ func runProbe(ctx context.Context, cl *kgo.Client, part int32, pr *probe) {
 }
 
 func runFailover(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*failoverSummary, error) {
-	if err := startAll(ctx, cfg, c); err != nil {
-		return nil, err
-	}
-	adm, admCl, err := c.adminClient()
+	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +186,7 @@ func killFor(ctx context.Context, cfg config, c *cluster, adm *kadm.Client, part
 	time.Sleep(200 * time.Millisecond)
 
 	tKill := time.Now()
-	victim.stop(syscall.SIGKILL, 10*time.Second)
+	victim.Stop(syscall.SIGKILL, 10*time.Second)
 	tDead := time.Now()
 	pr.mu.Lock()
 	pr.armedAt = tDead
@@ -220,7 +217,7 @@ func killFor(ctx context.Context, cfg config, c *cluster, adm *kadm.Client, part
 				if b == victim {
 					continue
 				}
-				if l, _, _, err := partitionViewOf(ctx, cl, b.id, cfg.topic, part); err == nil && l >= 0 && l != kr.OldLeader {
+				if l, _, _, err := partitionViewOf(ctx, cl, b.ID, cfg.topic, part); err == nil && l >= 0 && l != kr.OldLeader {
 					kr.ViewMs = ms(time.Since(tKill))
 					return
 				}

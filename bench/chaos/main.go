@@ -35,6 +35,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type config struct {
@@ -154,7 +157,7 @@ func main() {
 	if !cfg.keep && err == nil {
 		// Keep the broker logs and summary; drop the (large) data.
 		for _, b := range c.brokers {
-			os.RemoveAll(b.dir)
+			os.RemoveAll(b.DataDir)
 		}
 	}
 	if err != nil {
@@ -184,8 +187,9 @@ func parseFaults(s string) (map[string]int, error) {
 	return out, nil
 }
 
-// startAll starts every broker, creates the topic and waits for a healthy cluster.
-func startAll(ctx context.Context, cfg config, c *cluster) error {
+// startAll starts every broker, creates the topic and waits for a healthy cluster. It returns the
+// admin client of a run (adminClient), which the caller closes.
+func startAll(ctx context.Context, cfg config, c *cluster) (*kadm.Client, *kgo.Client, error) {
 	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	errs := make(chan error, len(c.brokers))
@@ -194,32 +198,35 @@ func startAll(ctx context.Context, cfg config, c *cluster) error {
 	}
 	for range c.brokers {
 		if err := <-errs; err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
-	if cfg.topic == "" {
-		return nil
-	}
 	adm, cl, err := c.adminClient()
-	if err != nil {
-		return err
+	if err != nil || cfg.topic == "" {
+		return adm, cl, err
 	}
-	defer cl.Close()
 	minISR := 0
 	if cfg.rf >= 3 {
 		minISR = 2
 	}
-	if err := createTopic(wctx, adm, cfg.topic, cfg.partitions, cfg.rf, minISR); err != nil {
-		return err
+	err = createTopic(wctx, adm, cfg.topic, cfg.partitions, cfg.rf, minISR)
+	if err == nil {
+		err = waitHealthy(wctx, adm, cfg.topic, cfg.brokers, cfg.partitions, true)
 	}
-	return waitHealthy(wctx, adm, cfg.topic, cfg.brokers, cfg.partitions, true)
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	return adm, cl, nil
 }
 
 func runServe(ctx context.Context, cfg config, c *cluster) error {
 	cfg.topic = ""
-	if err := startAll(ctx, cfg, c); err != nil {
+	_, cl, err := startAll(ctx, cfg, c)
+	if err != nil {
 		return err
 	}
+	cl.Close()
 	fmt.Printf("cluster up: %s\n", strings.Join(c.addrs(), ","))
 	<-ctx.Done()
 	return nil

@@ -47,10 +47,7 @@ type staleSummary struct {
 
 func runStale(ctx context.Context, cfg config, c *cluster) (*staleSummary, error) {
 	cfg.partitions = 1
-	if err := startAll(ctx, cfg, c); err != nil {
-		return nil, err
-	}
-	adm, admCl, err := c.adminClient()
+	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +159,7 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 	// The previous round's handover may still be settling (the cluster-wide health check can
 	// pass on another broker's answer): wait for this broker's own view to name a leader.
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		r.OldLeader, r.OldEpoch, _, err = partitionView(ctx, cl, c.brokers[0].id, cfg.topic)
+		r.OldLeader, r.OldEpoch, _, err = partitionView(ctx, cl, c.brokers[0].ID, cfg.topic)
 		if err == nil && r.OldLeader >= 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
@@ -179,7 +176,7 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 		}
 	}
 	t0 := time.Now()
-	victim.signal(syscall.SIGSTOP)
+	victim.Signal(syscall.SIGSTOP)
 	// Wait until the others agree on a new leader, then a little longer (a pause like a GC
 	// stall or a busy VM: longer than the 3 s after which the controller declares it dead).
 	var topicID [16]byte
@@ -187,7 +184,7 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 		time.Sleep(50 * time.Millisecond)
 		var views []int32
 		for _, b := range others {
-			l, e, id, err := partitionView(ctx, cl, b.id, cfg.topic)
+			l, e, id, err := partitionView(ctx, cl, b.ID, cfg.topic)
 			if err == nil && l >= 0 && l != r.OldLeader {
 				views = append(views, l)
 				r.NewEpoch, topicID = e, id
@@ -198,7 +195,7 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 		}
 	}
 	if r.NewLeader < 0 {
-		victim.signal(syscall.SIGCONT)
+		victim.Signal(syscall.SIGCONT)
 		r.Error = "no new leader while paused"
 		return r
 	}
@@ -212,14 +209,14 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 		_, hw = fetchCode(ctx, cl, r.NewLeader, cfg.topic, topicID, 0, r.NewEpoch)
 	}
 	r.NewHighWater = hw
-	victim.signal(syscall.SIGCONT)
+	victim.Signal(syscall.SIGCONT)
 	tResume := time.Now()
 	r.PausedMs = tResume.Sub(t0).Milliseconds()
 	var firstSelf, lastSelf time.Time
 	prev := ""
 	for time.Since(tResume) < 3*time.Second {
-		l, e, _, err := partitionView(ctx, cl, victim.id, cfg.topic)
-		if err == nil && l == victim.id {
+		l, e, _, err := partitionView(ctx, cl, victim.ID, cfg.topic)
+		if err == nil && l == victim.ID {
 			if firstSelf.IsZero() {
 				firstSelf = time.Now()
 			}
@@ -230,9 +227,9 @@ func staleOnce(ctx context.Context, cfg config, c *cluster, cl *kgo.Client, n in
 			}
 		}
 		at := time.Since(tResume).Milliseconds()
-		code, fhw := fetchCode(ctx, cl, victim.id, cfg.topic, topicID, hw-1, -1)
+		code, fhw := fetchCode(ctx, cl, victim.ID, cfg.topic, topicID, hw-1, -1)
 		r.FetchCodes[code]++
-		code2, _ := fetchCode(ctx, cl, victim.id, cfg.topic, topicID, hw-1, r.NewEpoch)
+		code2, _ := fetchCode(ctx, cl, victim.ID, cfg.topic, topicID, hw-1, r.NewEpoch)
 		r.FetchCodesEpoch[code2]++
 		if now := fmt.Sprintf("metadata leader %d epoch %d (err %v); fetch %s (high watermark %d), with epoch %s", l, e, err, code, fhw, code2); now != prev {
 			r.Timeline = append(r.Timeline, fmt.Sprintf("+%d ms: %s", at, now))

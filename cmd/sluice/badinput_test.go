@@ -36,7 +36,7 @@ func TestBadInput(t *testing.T) {
 
 	rawClosed := func(t *testing.T, payload []byte) {
 		t.Helper()
-		c, err := net.Dial("tcp", b.addr)
+		c, err := net.Dial("tcp", b.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +74,7 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("disconnect mid-request", func(t *testing.T) {
 		for i := 0; i < 20; i++ {
-			c, err := net.Dial("tcp", b.addr)
+			c, err := net.Dial("tcp", b.Addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -195,30 +195,4 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return b
-}
-
-// rawProduce sends one batch in a hand-built ProduceRequest and returns the partition's error code.
-func rawProduce(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) int16 {
-	t.Helper()
-	code, _ := rawProduceOffset(ctx, t, cl, topic, partition, batch)
-	return code
-}
-
-// rawProduceOffset is rawProduce that also returns the base offset the broker assigned.
-func rawProduceOffset(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) (int16, int64) {
-	t.Helper()
-	req := kmsg.NewPtrProduceRequest()
-	req.Acks, req.TimeoutMillis = -1, 5000
-	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewProduceRequestTopicPartition()
-	rp.Partition, rp.Records = partition, batch
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl.Broker(1))
-	if err != nil {
-		t.Fatalf("produce request: %v", err)
-	}
-	p := resp.Topics[0].Partitions[0]
-	return p.ErrorCode, p.BaseOffset
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"sort"
 	"strings"
 	"testing"
@@ -188,7 +187,7 @@ func TestSarama(t *testing.T) {
 			cfg.Net.MaxOpenRequests = 1
 			cfg.Producer.Compression = codec
 			cfg.Producer.Partitioner = sarama.NewHashPartitioner
-			prod, err := sarama.NewSyncProducer([]string{b.addr}, cfg)
+			prod, err := sarama.NewSyncProducer([]string{b.Addr}, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -216,7 +215,7 @@ func TestSarama(t *testing.T) {
 				sent = append(sent, sentMsg{fmt.Sprintf("k%d", i%7), fmt.Sprintf("sarama-%d", i), m.Partition, m.Offset})
 			}
 
-			cons, err := sarama.NewConsumer([]string{b.addr}, cfg)
+			cons, err := sarama.NewConsumer([]string{b.Addr}, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,7 +268,7 @@ func TestKafkaGo(t *testing.T) {
 			topic := "kafkago-" + name
 			b.createTopic(topic, 1, nil)
 			w := &kafka.Writer{
-				Addr:         kafka.TCP(b.addr),
+				Addr:         kafka.TCP(b.Addr),
 				Topic:        topic,
 				RequiredAcks: kafka.RequireAll,
 				BatchTimeout: 5 * time.Millisecond,
@@ -292,7 +291,7 @@ func TestKafkaGo(t *testing.T) {
 			if err := w.WriteMessages(ctx, msgs...); err != nil {
 				t.Fatalf("write: %v", err)
 			}
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
 			defer r.Close()
 			for i := 0; i < n; i++ {
 				m, err := r.ReadMessage(ctx)
@@ -311,34 +310,8 @@ func TestKafkaGo(t *testing.T) {
 // TestKcat round-trips keyed messages through librdkafka's kcat, producing and consuming with zstd.
 // CI installs kcat (.ci/run); a developer machine without it skips, CI never does.
 func TestKcat(t *testing.T) {
-	kcat := requireKcat(t)
-	b := startBroker(t)
-	topic := "kcat"
-	b.createTopic(topic, 1, nil)
-	var in strings.Builder
-	const n = 100
-	for i := 0; i < n; i++ {
-		fmt.Fprintf(&in, "key%d:value %d\n", i, i)
-	}
-	prod := exec.Command(kcat, "-b", b.addr, "-t", topic, "-P", "-K:", "-z", "zstd", "-X", "enable.idempotence=true")
-	prod.Stdin = strings.NewReader(in.String())
-	if out, err := prod.CombinedOutput(); err != nil {
-		t.Fatalf("kcat produce: %v\n%s", err, out)
-	}
-	cons := exec.Command(kcat, "-b", b.addr, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%o %k:%s\n")
-	out, err := cons.Output()
-	if err != nil {
-		t.Fatalf("kcat consume: %v", err)
-	}
-	got := lines(string(out))
-	if len(got) != n {
-		t.Fatalf("kcat consumed %d lines, want %d:\n%s", len(got), n, out)
-	}
-	for i, l := range got {
-		if want := fmt.Sprintf("%d key%d:value %d", i, i, i); l != want {
-			t.Fatalf("line %d: %q, want %q", i, l, want)
-		}
-	}
+	requireKcat(t)
+	kcatRoundTrip(t, startBroker(t), "-z", "zstd")
 }
 
 // TestPipelinedIdempotentProduce keeps several produce requests in flight on one connection, as

@@ -53,7 +53,7 @@ func TestClusterRestartedBrokerRejoinsISRAfterItsReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logStart, err := os.Stat(b.logPath)
+	logStart, err := os.Stat(b.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestClusterRestartedBrokerRejoinsISRAfterItsReplicas(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	started := partitionsStarted(t, b.logPath, logStart.Size(), topic)
+	started := partitionsStarted(t, b.LogPath, logStart.Size(), topic)
 	for p := int32(0); p < partitions; p++ {
 		s, ok := started[p]
 		if !ok {

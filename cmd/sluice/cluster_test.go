@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // testCluster is n broker processes on loopback, all controller voters; brokers[i] is node i+1.
@@ -34,20 +35,19 @@ func startCluster(t *testing.T, n int, extra ...string) *testCluster {
 	if testing.Short() {
 		t.Skip("three broker processes")
 	}
-	addrs, rafts, voters := make([]string, n), make([]string, n), make([]string, n)
+	c := &testCluster{t: t}
+	nodes := make([]*testcluster.Node, n)
 	for i := range n {
-		addrs[i], rafts[i] = freePort(t), freePort(t)
-		voters[i] = fmt.Sprintf("%d@%s", i+1, rafts[i])
+		c.brokers = append(c.brokers, newTestBroker(t, int32(i+1), freePort(t), freePort(t)))
+		nodes[i] = c.brokers[i].Node
 	}
-	c := &testCluster{t: t, voters: strings.Join(voters, ",")}
-	for i := range n {
-		args := append([]string{
-			"--node-id", strconv.Itoa(i + 1),
+	c.voters = testcluster.Voters(nodes)
+	for _, b := range c.brokers {
+		b.Args = append(b.Args, append([]string{
 			"--controller-voters", c.voters,
 			"--leader-rebalance-interval", "2s",
 			"--replica-lag-max", "3s",
-		}, extra...)
-		c.brokers = append(c.brokers, newTestBroker(t, addrs[i], rafts[i], args...))
+		}, extra...)...)
 	}
 	for _, b := range c.brokers {
 		b.launch() // all at once: the controller needs a majority before any broker can serve
@@ -63,11 +63,10 @@ func (c *testCluster) node(id int32) *testBroker { return c.brokers[id-1] }
 // addBroker starts one more broker, not a controller voter: it joins through the others.
 func (c *testCluster) addBroker() *testBroker {
 	c.t.Helper()
-	id := len(c.brokers) + 1
-	b := newTestBroker(c.t, freePort(c.t), freePort(c.t),
-		"--node-id", strconv.Itoa(id),
+	id := int32(len(c.brokers) + 1)
+	b := newTestBroker(c.t, id, freePort(c.t), freePort(c.t),
 		"--controller-voters", c.voters,
-		"--bootstrap-servers", c.brokers[0].addr+","+c.brokers[1].addr,
+		"--bootstrap-servers", c.brokers[0].Addr+","+c.brokers[1].Addr,
 		"--leader-rebalance-interval", "2s",
 		"--replica-lag-max", "3s",
 	)
@@ -81,7 +80,7 @@ func (c *testCluster) client(opts ...kgo.Opt) *kgo.Client {
 	c.t.Helper()
 	seeds := make([]string, len(c.brokers))
 	for i, b := range c.brokers {
-		seeds[i] = b.addr
+		seeds[i] = b.Addr
 	}
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
 	if err != nil {
@@ -170,15 +169,6 @@ func (c *testCluster) leaderOf(topic string, partition int32) int32 {
 		return errors.New("no leader")
 	})
 	return leader
-}
-
-func (b *testBroker) pause()  { b.signal(syscall.SIGSTOP) }
-func (b *testBroker) resume() { b.signal(syscall.SIGCONT) }
-
-func (b *testBroker) signal(sig syscall.Signal) {
-	if b.cmd != nil {
-		_ = b.cmd.Process.Signal(sig)
-	}
 }
 
 // ackLedger records what producers were told: every acknowledged value with its partition and
@@ -522,12 +512,12 @@ func TestClusterGroupCoordinatorFailover(t *testing.T) {
 	}
 	consumeUntil(total / 4)
 
-	coordinator := findCoordinator(t, c, groupID)
+	coordinator := c.findCoordinator(testcluster.GroupCoordinator, groupID)
 	t.Logf("killing broker %d, the coordinator of %s", coordinator, groupID)
 	c.node(coordinator).kill9()
 	produce(total/2, total)
 	consumeUntil(total)
-	if moved := findCoordinator(t, c, groupID); moved == coordinator {
+	if moved := c.findCoordinator(testcluster.GroupCoordinator, groupID); moved == coordinator {
 		t.Fatalf("coordinator still %d after it was killed", moved)
 	}
 	// The new coordinator has the group's offsets but not its members (group metadata is not yet
@@ -562,27 +552,17 @@ func TestClusterGroupCoordinatorFailover(t *testing.T) {
 	c.node(coordinator).start()
 }
 
-// findCoordinator asks the cluster which broker coordinates groupID.
-func findCoordinator(t *testing.T, c *testCluster, groupID string) int32 {
-	t.Helper()
+// findCoordinator asks the cluster which broker coordinates key, a group
+// (testcluster.GroupCoordinator) or a transactional id (testcluster.TransactionCoordinator).
+func (c *testCluster) findCoordinator(typ int8, key string) int32 {
+	c.t.Helper()
 	var id int32
 	c.waitFor(30*time.Second, "a coordinator", func() error {
-		req := kmsg.NewPtrFindCoordinatorRequest()
-		req.CoordinatorKeys = []string{groupID}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		resp, err := req.RequestWith(ctx, c.client())
-		if err != nil {
-			return err
-		}
-		if len(resp.Coordinators) != 1 {
-			return fmt.Errorf("%d coordinators", len(resp.Coordinators))
-		}
-		if err := kerr.ErrorForCode(resp.Coordinators[0].ErrorCode); err != nil {
-			return err
-		}
-		id = resp.Coordinators[0].NodeID
-		return nil
+		var err error
+		id, err = testcluster.FindCoordinator(ctx, c.client(), typ, key)
+		return err
 	})
 	return id
 }
@@ -672,14 +652,14 @@ func TestClusterReassignment(t *testing.T) {
 	l.verify(t, c.brokers[0], topic)
 
 	// The broker that left deleted its copy; the one that joined has the log.
-	gone := filepath.Join(c.node(old[0]).dataDir, "logs", topic+"-0")
+	gone := filepath.Join(c.node(old[0]).DataDir, "logs", topic+"-0")
 	c.waitFor(30*time.Second, "the old replica's copy to be deleted", func() error {
 		if _, err := os.Stat(gone); err == nil {
 			return fmt.Errorf("%s still exists", gone)
 		}
 		return nil
 	})
-	if _, err := os.Stat(filepath.Join(c.node(fresh).dataDir, "logs", topic+"-0")); err != nil {
+	if _, err := os.Stat(filepath.Join(c.node(fresh).DataDir, "logs", topic+"-0")); err != nil {
 		t.Fatalf("the new replica has no log: %v", err)
 	}
 	// A broker that left a partition's Raft group cannot rejoin it (dragonboat): refused plainly.

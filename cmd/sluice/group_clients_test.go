@@ -59,7 +59,7 @@ func TestGroupSarama(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	start := func(name string) sarama.ConsumerGroup {
-		cg, err := sarama.NewConsumerGroup([]string{b.addr}, groupID, cfg)
+		cg, err := sarama.NewConsumerGroup([]string{b.Addr}, groupID, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func TestGroupKafkaGo(t *testing.T) {
 	read := func(n int) map[string]bool {
 		t.Helper()
 		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: []string{b.addr}, GroupID: groupID, Topic: topic,
+			Brokers: []string{b.Addr}, GroupID: groupID, Topic: topic,
 			MaxWait: 100 * time.Millisecond, StartOffset: kafka.FirstOffset,
 			HeartbeatInterval: 300 * time.Millisecond, SessionTimeout: 6 * time.Second,
 			RebalanceTimeout: 5 * time.Second, JoinGroupBackoff: 100 * time.Millisecond,
@@ -172,7 +172,7 @@ func TestGroupKcat(t *testing.T) {
 	produceN(t, b, topic, 0, 300)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kcat, "-b", b.addr, "-G", groupID, "-o", "beginning", "-e", "-f", "%s\n",
+	cmd := exec.CommandContext(ctx, kcat, "-b", b.Addr, "-G", groupID, "-o", "beginning", "-e", "-f", "%s\n",
 		"-X", "auto.commit.interval.ms=100", topic)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -209,7 +209,7 @@ func TestGroupRestart(t *testing.T) {
 
 	consume := func(n int) map[string]bool {
 		t.Helper()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic),
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic),
 			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
 		if err != nil {
 			t.Fatal(err)

@@ -48,7 +48,7 @@ func (l *coopLedger) process(member string, r *kgo.Record) {
 // expires, and the records of that last poll are processed again by others.
 func startCoopMember(t *testing.T, b *testBroker, name, groupID, topic string, l *coopLedger, crash bool) *coopMember {
 	m := &coopMember{name: name, stop: make(chan struct{}), done: make(chan struct{}), committed: map[int32]int64{}}
-	opts := []kgo.Opt{kgo.SeedBrokers(b.addr), kgo.ClientID(name),
+	opts := []kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.ClientID(name),
 		kgo.ConsumerGroup(groupID), kgo.ConsumeTopics(topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),

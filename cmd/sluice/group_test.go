@@ -59,7 +59,7 @@ func TestGroupFranzSmoke(t *testing.T) {
 	b := startBroker(t)
 	b.createTopic("smoke", 3, nil)
 	produceN(t, b, "smoke", 0, 300)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ConsumerGroup("smoke-g"), kgo.ConsumeTopics("smoke"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.ConsumerGroup("smoke-g"), kgo.ConsumeTopics("smoke"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // The end-to-end tests run the real broker as a child process: the test binary re-executes itself with
@@ -38,63 +40,64 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// testBroker is one broker process with its data directory and ports, kept across restarts (dragonboat
-// requires a node to come back on the same Raft address).
+// testBroker is one broker process (a testcluster.Node running this test binary as the broker) with
+// the test it belongs to.
 type testBroker struct {
-	t        testing.TB
-	dataDir  string
-	addr     string // Kafka listener, 127.0.0.1:port
-	raftAddr string
-	extra    []string
-	cmd      *exec.Cmd
-	logPath  string
-	exited   chan struct{}
+	*testcluster.Node
+	t testing.TB
 }
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+// serveSelf is the testcluster.Command that runs this test binary as `sluice serve` (see TestMain).
+func serveSelf(args []string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), serveArgsEnv+"="+strings.Join(args, "\x1f"))
+	return cmd
 }
+
+// freePort returns a loopback address whose port was free a moment ago.
+var freePort = testcluster.MustFreeAddr
 
 // startBroker runs a broker on fresh loopback ports and a fresh data directory, and waits until it
 // answers Kafka requests.
 func startBroker(t testing.TB, extra ...string) *testBroker {
 	t.Helper()
-	b := newTestBroker(t, freePort(t), freePort(t), extra...)
+	b := newTestBroker(t, 0, freePort(t), freePort(t), extra...)
 	b.start()
 	return b
 }
 
-// newTestBroker prepares a broker on the given ports and a fresh data directory without starting it;
-// the test's cleanup stops it and prints its log's tail if the test failed.
-func newTestBroker(t testing.TB, addr, raftAddr string, extra ...string) *testBroker {
+// newTestBroker prepares broker id (0: a single broker's default) on the given ports and a fresh
+// data directory without starting it; the test's cleanup stops it and prints its log's tail if the
+// test failed.
+func newTestBroker(t testing.TB, id int32, addr, raftAddr string, extra ...string) *testBroker {
 	t.Helper()
-	b := &testBroker{
-		t:        t,
-		dataDir:  filepath.Join(t.TempDir(), "data"),
-		addr:     addr,
-		raftAddr: raftAddr,
-		extra:    extra,
-	}
-	b.logPath = filepath.Join(t.TempDir(), "broker.log")
+	b := &testBroker{t: t, Node: &testcluster.Node{
+		ID:       id,
+		Addr:     addr,
+		RaftAddr: raftAddr,
+		DataDir:  filepath.Join(t.TempDir(), "data"),
+		LogPath:  filepath.Join(t.TempDir(), "broker.log"),
+		Command:  serveSelf,
+	}}
+	b.setExtra(extra...)
 	t.Cleanup(func() {
 		b.stop()
 		if t.Failed() {
-			if out, err := os.ReadFile(b.logPath); err == nil {
+			if out, err := os.ReadFile(b.LogPath); err == nil {
 				lines := strings.Split(string(out), "\n")
 				if len(lines) > 60 {
 					lines = lines[len(lines)-60:]
 				}
-				t.Logf("broker %s log (last lines):\n%s", b.addr, strings.Join(lines, "\n"))
+				t.Logf("broker %s log (last lines):\n%s", b.Addr, strings.Join(lines, "\n"))
 			}
 		}
 	})
 	return b
+}
+
+// setExtra sets the broker's flags for its next start: the harness's, then extra.
+func (b *testBroker) setExtra(extra ...string) {
+	b.Args = append([]string{"--segment-bytes", "8388608", "--log-level", "warn"}, extra...)
 }
 
 func (b *testBroker) start() {
@@ -106,48 +109,31 @@ func (b *testBroker) start() {
 // launch starts the broker process without waiting for it to serve.
 func (b *testBroker) launch() {
 	b.t.Helper()
-	args := append([]string{
-		"--listen", b.addr,
-		"--raft-addr", b.raftAddr,
-		"--data-dir", b.dataDir,
-		"--segment-bytes", "8388608",
-		"--log-level", "warn",
-	}, b.extra...)
-	if store := os.Getenv(raftLogEnv); store != "" && !slices.Contains(args, "--raft-log") {
-		args = append(args, "--raft-log", store)
+	if store := os.Getenv(raftLogEnv); store != "" && !slices.Contains(b.Args, "--raft-log") {
+		b.Args = append(b.Args, "--raft-log", store)
 	}
-	logf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	if err := b.Start(); err != nil {
 		b.t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serveArgsEnv+"="+strings.Join(args, "\x1f"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	logf.Close()
-	b.cmd = cmd
-	b.exited = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(b.exited) }()
 }
 
 // waitReady polls until the broker answers a metadata request, failing fast if it exits.
 func (b *testBroker) waitReady() {
 	b.t.Helper()
+	exited := b.Exited()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case <-b.exited:
-			b.t.Fatalf("broker exited during start-up; log in %s:\n%s", b.logPath, readTail(b.logPath))
+		case <-exited:
+			b.t.Fatalf("broker exited during start-up; log in %s:\n%s", b.LogPath, b.LogTail(4000))
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", b.addr, 200*time.Millisecond); err == nil {
+		if c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond); err == nil {
 			c.Close()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr))
+			cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr))
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				err = allPartitionsLed(ctx, kadm.NewClient(cl))
+				err = testcluster.AllPartitionsLed(ctx, kadm.NewClient(cl))
 				cancel()
 				cl.Close()
 				if err == nil {
@@ -157,68 +143,22 @@ func (b *testBroker) waitReady() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	b.t.Fatalf("broker at %s not ready after 60s:\n%s", b.addr, readTail(b.logPath))
-}
-
-// allPartitionsLed is true once every partition the broker has restarted has elected its leader.
-func allPartitionsLed(ctx context.Context, adm *kadm.Client) error {
-	td, err := adm.ListTopics(ctx)
-	if err != nil {
-		return err
-	}
-	for _, t := range td {
-		if t.Err != nil {
-			return t.Err
-		}
-		for _, p := range t.Partitions {
-			if p.Err != nil || p.Leader < 0 {
-				return fmt.Errorf("%s/%d has no leader yet", t.Topic, p.Partition)
-			}
-		}
-	}
-	return nil
-}
-
-func readTail(path string) string {
-	out, _ := os.ReadFile(path)
-	s := string(out)
-	if len(s) > 4000 {
-		s = s[len(s)-4000:]
-	}
-	return s
+	b.t.Fatalf("broker at %s not ready after 60s:\n%s", b.Addr, b.LogTail(4000))
 }
 
 // kill9 kills the broker with SIGKILL: no shutdown code runs.
-func (b *testBroker) kill9() {
-	b.t.Helper()
-	if b.cmd == nil {
-		return
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGKILL)
-	<-b.exited
-	b.cmd = nil
-}
+func (b *testBroker) kill9() { b.Stop(syscall.SIGKILL, time.Minute) }
 
-// stop ends the broker gracefully (SIGTERM), killing it if it hangs.
-func (b *testBroker) stop() {
-	if b.cmd == nil {
-		return
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGCONT) // in case a test paused it
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.exited:
-	case <-time.After(20 * time.Second):
-		_ = b.cmd.Process.Signal(syscall.SIGKILL)
-		<-b.exited
-	}
-	b.cmd = nil
-}
+// stop ends the broker gracefully (SIGTERM, resuming it if paused), killing it if it hangs.
+func (b *testBroker) stop() { b.Stop(syscall.SIGTERM, 20*time.Second) }
+
+func (b *testBroker) pause()  { b.Signal(syscall.SIGSTOP) }
+func (b *testBroker) resume() { b.Signal(syscall.SIGCONT) }
 
 // client returns a franz-go client on the broker with the given options, closed at test end.
 func (b *testBroker) client(opts ...kgo.Opt) *kgo.Client {
 	b.t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.addr)}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, opts...)...)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -307,4 +247,22 @@ func lines(s string) []string {
 		}
 	}
 	return out
+}
+
+// rawProduce sends one batch in a hand-built ProduceRequest to broker 1 and returns the partition's
+// error code.
+func rawProduce(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) int16 {
+	t.Helper()
+	code, _ := rawProduceOffset(ctx, t, cl, topic, partition, batch)
+	return code
+}
+
+// rawProduceOffset is rawProduce that also returns the base offset the broker assigned.
+func rawProduceOffset(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, partition int32, batch []byte) (int16, int64) {
+	t.Helper()
+	code, base, err := testcluster.Produce(ctx, cl.Broker(1), topic, partition, batch)
+	if err != nil {
+		t.Fatalf("produce request: %v", err)
+	}
+	return code, base
 }

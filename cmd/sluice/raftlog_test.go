@@ -68,7 +68,7 @@ func TestSegmentRaftLogTruncatesUncommittedSuffix(t *testing.T) {
 	c := startCluster(t, 3, "--raft-log", "segment", "--leader-rebalance-interval", "1h")
 	const topic = "suffix"
 	c.createTopic(topic, 1, 3, nil)
-	partDir := func(id int32) string { return filepath.Join(c.node(id).dataDir, "logs", topic+"-0") }
+	partDir := func(id int32) string { return filepath.Join(c.node(id).DataDir, "logs", topic+"-0") }
 
 	cl := c.client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite())
 	var acked []string
@@ -99,7 +99,7 @@ func TestSegmentRaftLogTruncatesUncommittedSuffix(t *testing.T) {
 	for _, id := range followers {
 		c.node(id).kill9()
 	}
-	lone, err := kgo.NewClient(kgo.SeedBrokers(c.node(old).addr), kgo.RequiredAcks(kgo.AllISRAcks()),
+	lone, err := kgo.NewClient(kgo.SeedBrokers(c.node(old).Addr), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.DisableIdempotentWrite(), kgo.RecordDeliveryTimeout(3*time.Second), kgo.RecordRetries(0))
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestSegmentRaftLogTruncatesUncommittedSuffix(t *testing.T) {
 		leader = p.Leader
 		return nil
 	})
-	seeds := kgo.SeedBrokers(c.node(followers[0]).addr, c.node(followers[1]).addr)
+	seeds := kgo.SeedBrokers(c.node(followers[0]).Addr, c.node(followers[1]).Addr)
 	fresh, err := kgo.NewClient(seeds, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite())
 	if err != nil {
 		t.Fatal(err)
@@ -211,19 +211,19 @@ func TestDataDirOfAnotherRaftLogIsRefused(t *testing.T) {
 	}
 	b.stop()
 
-	b.extra = []string{"--raft-log", "segment"}
+	b.setExtra("--raft-log", "segment")
 	b.launch()
 	select {
-	case <-b.exited:
+	case <-b.Exited():
 	case <-time.After(60 * time.Second):
 		t.Fatal("the broker started on a tan data directory with --raft-log segment")
 	}
-	b.cmd = nil
-	if out := readTail(b.logPath); !strings.Contains(out, "--raft-log tan") {
+	b.Forget()
+	if out := b.LogTail(4000); !strings.Contains(out, "--raft-log tan") {
 		t.Fatalf("the refusal does not say what to do:\n%s", out)
 	}
 
-	b.extra = []string{"--raft-log", "tan"}
+	b.setExtra("--raft-log", "tan")
 	b.start()
 	got := consumeAll(t, b, "kept")
 	if len(got) != 1 || string(got[0].Value) != "v" {

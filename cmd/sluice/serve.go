@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/broker"
+	"github.com/sluicebroker/sluice/cluster"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
@@ -260,22 +261,11 @@ func serve(args []string) error {
 		Logger:                 logger,
 	})
 	defer mgr.Close()
-	stopWatch := make(chan struct{})
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		for {
-			changed := ctl.Changed() // taken before reading, so no change slips between
-			if err := mgr.Apply(ctl.Metadata()); err != nil {
-				logger.Error("applying metadata", "err", err)
-			}
-			select {
-			case <-changed:
-			case <-stopWatch:
-				return
-			}
-		}
-	}()
+	agent := cluster.Start(cluster.Config{
+		NodeID:                  int32(cfg.nodeID),
+		LeaderRebalanceInterval: cfg.leaderRebalance,
+		Logger:                  logger,
+	}, ctl, mgr)
 
 	br := broker.New(broker.Config{
 		NodeID:                   int32(cfg.nodeID),
@@ -288,14 +278,13 @@ func serve(args []string) error {
 		MaxMessageBytes:          int32(cfg.maxMessageBytes),
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
-		LeaderRebalanceInterval:  cfg.leaderRebalance,
 		Log:                      logOpts,
 		Logger:                   logger,
-	}, ctl, mgr)
+	}, ctl, mgr, agent)
 	srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
 	if err != nil {
-		close(stopWatch)
-		<-watchDone
+		br.Close()
+		agent.Close()
 		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
 	}
 	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
@@ -307,8 +296,7 @@ func serve(args []string) error {
 	logger.Info("shutting down", "signal", s.String())
 	srv.Close()
 	br.Close()
-	close(stopWatch)
-	<-watchDone
+	agent.Close()
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicebroker/sluice/broker"
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/testcluster"
 	"github.com/sluicebroker/sluice/txn"
 )
 
@@ -223,7 +224,7 @@ type pipeMember struct {
 func startPipeMember(t *testing.T, b *testBroker, txnID, in, out, groupID string) *pipeMember {
 	m := &pipeMember{stop: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{})}
 	s, err := kgo.NewGroupTransactSession(
-		kgo.SeedBrokers(b.addr),
+		kgo.SeedBrokers(b.Addr),
 		kgo.TransactionalID(txnID),
 		kgo.TransactionTimeout(4*time.Second),
 		kgo.ConsumerGroup(groupID),
@@ -390,7 +391,7 @@ func TestTxnKill9MidTransaction(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		opts := func(id string) []kgo.Opt {
-			return []kgo.Opt{kgo.SeedBrokers(b.addr), kgo.TransactionalID(id), kgo.TransactionTimeout(3 * time.Second),
+			return []kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.TransactionalID(id), kgo.TransactionTimeout(3 * time.Second),
 				kgo.DefaultProduceTopic(topic), kgo.RequestRetries(2)}
 		}
 		newClient := func(id string) *kgo.Client {
@@ -522,7 +523,7 @@ func TestTxnWriteTxnMarkers(t *testing.T) {
 		t.Fatalf("DescribeProducers: current transaction start %d, want 0", txnStart)
 	}
 
-	sender := &broker.KafkaMarkerSender{Leader: func(string, int32) (string, bool) { return b.addr, true }}
+	sender := &broker.KafkaMarkerSender{Leader: func(string, int32) (string, bool) { return b.Addr, true }}
 	mk := broker.Marker{ProducerID: ir.ProducerID, ProducerEpoch: ir.ProducerEpoch, CoordinatorEpoch: 1, Commit: false}
 	if err := sender.SendMarkers(ctx, mk, []txn.TopicPartition{{Topic: topic, Partition: 0}}); err != nil {
 		t.Fatalf("WriteTxnMarkers: %v", err)
@@ -545,31 +546,6 @@ func TestTxnWriteTxnMarkers(t *testing.T) {
 	if got := consumeToSentinels(t, b, topic, 1, "", kgo.FetchIsolationLevel(kgo.ReadUncommitted())); len(got) != 2 {
 		t.Fatalf("read_uncommitted saw %d records, want the 2 aborted ones", len(got))
 	}
-}
-
-// findTxnCoordinator asks the cluster which broker coordinates a transactional id.
-func findTxnCoordinator(t *testing.T, c *testCluster, txnID string) int32 {
-	t.Helper()
-	var id int32
-	c.waitFor(30*time.Second, "a transaction coordinator", func() error {
-		req := kmsg.NewPtrFindCoordinatorRequest()
-		req.CoordinatorType, req.CoordinatorKeys = 1, []string{txnID}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		resp, err := req.RequestWith(ctx, c.client())
-		if err != nil {
-			return err
-		}
-		if len(resp.Coordinators) != 1 {
-			return fmt.Errorf("%d coordinators", len(resp.Coordinators))
-		}
-		if err := kerr.ErrorForCode(resp.Coordinators[0].ErrorCode); err != nil {
-			return err
-		}
-		id = resp.Coordinators[0].NodeID
-		return nil
-	})
-	return id
 }
 
 // TestTxnCluster, on three brokers: transactions span partitions led by different brokers, so the
@@ -598,7 +574,7 @@ func TestTxnCluster(t *testing.T) {
 		runTxn(ctx, t, tx, false, txnRecords(topic, fmt.Sprintf("a%d", round), 30)...)
 	}
 
-	coordinator := findTxnCoordinator(t, c, "cluster-open")
+	coordinator := c.findCoordinator(testcluster.TransactionCoordinator, "cluster-open")
 	open := c.client(append(txOpts, kgo.TransactionalID("cluster-open"))...)
 	if err := open.BeginTransaction(); err != nil {
 		t.Fatal(err)
@@ -609,7 +585,7 @@ func TestTxnCluster(t *testing.T) {
 	t.Logf("killing broker %d, the coordinator of the open transaction", coordinator)
 	c.node(coordinator).kill9()
 	c.waitFor(60*time.Second, "the transaction coordinator to move", func() error {
-		if moved := findTxnCoordinator(t, c, "cluster-open"); moved == coordinator {
+		if moved := c.findCoordinator(testcluster.TransactionCoordinator, "cluster-open"); moved == coordinator {
 			return fmt.Errorf("still broker %d", moved)
 		}
 		return nil
@@ -627,7 +603,7 @@ func TestTxnCluster(t *testing.T) {
 	seeds := []kgo.Opt{}
 	for i, b := range c.brokers {
 		if int32(i+1) != coordinator {
-			seeds = append(seeds, kgo.SeedBrokers(b.addr))
+			seeds = append(seeds, kgo.SeedBrokers(b.Addr))
 		}
 	}
 	plain := c.client(kgo.RecordPartitioner(kgo.ManualPartitioner()))

@@ -1,0 +1,286 @@
+// Package cluster is a broker's agent in the cluster: it applies the controller's metadata to the
+// replica manager (which partitions this node hosts, their configs), heartbeats to the controller
+// (naming the partitions it follows but lags on), reports the partitions it leads so that every
+// broker can route clients to them, hands leadership back to preferred replicas, drives partition
+// reassignments this node leads, and answers "who leads this partition, who is in sync" for the
+// Kafka API (Metadata, FindCoordinator, produce checks). It knows nothing of Kafka requests.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/replica"
+)
+
+// Config is what the agent needs to know about its node.
+type Config struct {
+	NodeID int32
+	// LeaderRebalanceInterval is how often leadership goes back to preferred replicas (0: 30 s).
+	LeaderRebalanceInterval time.Duration
+	Logger                  *slog.Logger
+}
+
+// Agent is one node's agent; Start runs it, Close stops it.
+type Agent struct {
+	cfg      Config
+	ctl      *quorum.Controller
+	replicas *replica.Manager
+	log      *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	moves reassignments // partition reassignments this node drives (reassign.go)
+}
+
+// Start runs the agent of the node whose controller view is ctl and whose partitions replicas
+// hosts: the metadata it applies, heartbeats, leader reports, rebalancing and reassignment steps.
+func Start(cfg Config, ctl *quorum.Controller, replicas *replica.Manager) *Agent {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{cfg: cfg, ctl: ctl, replicas: replicas, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	a.wg.Add(3)
+	go a.applyMetadataLoop()
+	go a.heartbeatLoop()
+	go a.leaderLoop()
+	return a
+}
+
+// Close stops the agent's loops and waits for them and for reassignment steps under way.
+func (a *Agent) Close() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+// applyMetadataLoop applies every new version of the cluster metadata to the replica manager.
+func (a *Agent) applyMetadataLoop() {
+	defer a.wg.Done()
+	for {
+		changed := a.ctl.Changed() // taken before reading, so no change slips between
+		if err := a.replicas.Apply(a.ctl.Metadata()); err != nil {
+			a.log.Error("applying metadata", "err", err)
+		}
+		select {
+		case <-changed:
+		case <-a.ctx.Done():
+			return
+		}
+	}
+}
+
+// defaultLeaderRebalanceInterval is how often a broker hands partitions it leads back to their
+// preferred (first) replica once that one is in sync again (Kafka: auto.leader.rebalance.enable,
+// every leader.imbalance.check.interval.seconds).
+const defaultLeaderRebalanceInterval = 30 * time.Second
+
+func (a *Agent) heartbeatLoop() {
+	defer a.wg.Done()
+	t := time.NewTicker(quorum.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(a.ctx, 2*quorum.HeartbeatInterval)
+		if err := a.ctl.Heartbeat(ctx, a.laggingShards()); err != nil && a.ctx.Err() == nil {
+			a.log.Debug("controller heartbeat failed", "err", err)
+		}
+		cancel()
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// laggingShards is what a heartbeat reports as not caught up: the followed partitions behind
+// their leaders, and every partition assigned here (or being moved here) whose replica has not
+// started yet. A restarting broker opens its partitions one by one (seconds each under load);
+// without the latter its first heartbeats would put it back in every ISR at once, and leaders
+// would hand it leadership (refusing writes while the transfer lasts) before it has replayed.
+func (a *Agent) laggingShards() []uint64 {
+	lagging := a.replicas.Lagging()
+	for name, t := range a.ctl.Metadata().Topics {
+		for _, pm := range t.Partitions {
+			if !slices.Contains(pm.Replicas, a.cfg.NodeID) && !slices.Contains(pm.Target, a.cfg.NodeID) {
+				continue // a reassignment target is a learner here until promoted, once in sync
+			}
+			if part, ok := a.replicas.Partition(name, pm.Partition); !ok || part.ShardID() != pm.ShardID {
+				lagging = append(lagging, pm.ShardID)
+			}
+		}
+	}
+	return lagging
+}
+
+// leaderLoop reports leadership changes as they happen (and re-checks every heartbeat, so a report
+// lost to a controller election is made again), and rebalances leaders periodically.
+func (a *Agent) leaderLoop() {
+	defer a.wg.Done()
+	tick := time.NewTicker(quorum.HeartbeatInterval)
+	defer tick.Stop()
+	interval := a.cfg.LeaderRebalanceInterval
+	if interval <= 0 {
+		interval = defaultLeaderRebalanceInterval
+	}
+	rebalance := time.NewTicker(interval)
+	defer rebalance.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.replicas.LeaderChanges():
+		case <-tick.C:
+		case <-rebalance.C:
+			a.rebalanceLeaders()
+			continue
+		}
+		a.reportLeaders()
+		a.driveReassignments()
+	}
+}
+
+// reportLeaders tells the controller about partitions this node leads that the metadata does not
+// show it leading at its current term.
+func (a *Agent) reportLeaders() {
+	reports := a.replicas.LeaderReports()
+	if len(reports) == 0 {
+		return
+	}
+	md := a.ctl.Metadata()
+	known := make(map[uint64]quorum.PartitionMeta)
+	for _, t := range md.Topics {
+		for _, pm := range t.Partitions {
+			known[pm.ShardID] = pm
+		}
+	}
+	stale := reports[:0]
+	for _, r := range reports {
+		if pm, ok := known[r.ShardID]; ok && (pm.Leader != r.Leader || pm.LeaderEpoch != r.Epoch) {
+			stale = append(stale, r)
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 2*time.Second)
+	defer cancel()
+	if err := a.ctl.ReportLeaders(ctx, stale); err != nil && a.ctx.Err() == nil {
+		a.log.Debug("reporting partition leaders failed", "partitions", len(stale), "err", err)
+	}
+}
+
+// rebalanceLeaders hands each partition this node leads to its preferred replica when that one is
+// alive and in sync, so leadership spreads evenly again after a broker comes back.
+func (a *Agent) rebalanceLeaders() {
+	md := a.ctl.Metadata()
+	for name, t := range md.Topics {
+		for _, pm := range t.Partitions {
+			if len(pm.Replicas) < 2 || pm.Replicas[0] == a.cfg.NodeID {
+				continue
+			}
+			part, ok := a.replicas.Partition(name, pm.Partition)
+			if !ok || part.ShardID() != pm.ShardID {
+				continue
+			}
+			preferred := pm.Replicas[0]
+			if isLeader, _, _ := part.Leader(); !isLeader || !a.ctl.InSync(preferred, pm.ShardID) {
+				continue
+			}
+			if err := part.TransferLeader(preferred); err != nil {
+				a.log.Debug("leader transfer failed", "topic", name, "partition", pm.Partition, "to", preferred, "err", err)
+				continue
+			}
+			a.log.Info("handing leadership to the preferred replica", "topic", name, "partition", pm.Partition, "to", preferred)
+		}
+	}
+}
+
+// PartitionLeader is the partition's leader and epoch as best known here: this node's own replica
+// knows first hand; otherwise the controller's last report, while that broker is alive. -1: none.
+// The controller's word never makes this node the leader: after a restart its report of our old
+// leadership is stale until our replica's own election says so.
+func (a *Agent) PartitionLeader(topic string, pm quorum.PartitionMeta) (leader, epoch int32) {
+	reported := pm.Leader > 0 && pm.Leader != a.cfg.NodeID && a.ctl.Alive(pm.Leader)
+	if part, ok := a.replicas.Partition(topic, pm.Partition); ok && part.ShardID() == pm.ShardID {
+		_, id, term := part.Leader()
+		switch {
+		case id >= 0 && term >= pm.LeaderEpoch:
+			return id, term
+		case reported && pm.LeaderEpoch > term:
+			return pm.Leader, pm.LeaderEpoch // elected elsewhere; our replica has not heard yet
+		}
+		return -1, max(term, pm.LeaderEpoch) // an election, a restart, or cut off from the majority
+	}
+	if reported {
+		return pm.Leader, pm.LeaderEpoch
+	}
+	return -1, pm.LeaderEpoch
+}
+
+// InSyncReplicas is the ISR as known here: the leader, this node's replica if caught up, and the
+// others that the controller last heard from and that did not report lagging.
+func (a *Agent) InSyncReplicas(topic string, pm quorum.PartitionMeta, leader int32) []int32 {
+	isr := make([]int32, 0, len(pm.Replicas))
+	for _, r := range pm.Replicas {
+		switch {
+		case r == leader:
+		case r == a.cfg.NodeID:
+			part, ok := a.replicas.Partition(topic, pm.Partition)
+			if !ok || part.Lagging() {
+				continue
+			}
+		case !a.ctl.InSync(r, pm.ShardID):
+			continue
+		}
+		isr = append(isr, r)
+	}
+	return isr
+}
+
+// PartitionMeta finds a partition in the current metadata.
+func (a *Agent) PartitionMeta(topic string, partition int32) (quorum.PartitionMeta, bool) {
+	t, ok := a.ctl.Metadata().Topics[topic]
+	if !ok || partition < 0 || int(partition) >= len(t.Partitions) {
+		return quorum.PartitionMeta{}, false
+	}
+	return t.Partitions[partition], true
+}
+
+// EnoughInSync checks min.insync.replicas for an acks=all produce led by this node.
+func (a *Agent) EnoughInSync(part *replica.Partition) bool {
+	min := part.MinInSyncReplicas()
+	if min <= 1 {
+		return true
+	}
+	pm, ok := a.PartitionMeta(part.Topic(), part.Index())
+	if !ok {
+		return true // the produce fails on its own
+	}
+	isr := a.InSyncReplicas(part.Topic(), pm, a.cfg.NodeID)
+	if len(isr) < min && a.log.Enabled(a.ctx, slog.LevelDebug) {
+		var why []string
+		for _, r := range pm.Replicas {
+			if r != a.cfg.NodeID {
+				why = append(why, fmt.Sprintf("%d:alive=%v,in_sync=%v", r, a.ctl.Alive(r), a.ctl.InSync(r, pm.ShardID)))
+			}
+		}
+		a.log.Debug("not enough in-sync replicas", "topic", part.Topic(), "partition", part.Index(), "isr", isr, "min", min, "others", why)
+	}
+	return len(isr) >= min
+}
+
+// ControllerID is the node leading the controller group, or -1 while there is none.
+func (a *Agent) ControllerID() int32 {
+	if id, ok := a.ctl.Leader(); ok {
+		return int32(id)
+	}
+	return -1
+}

@@ -1,0 +1,10 @@
+package testcluster
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+func setKillWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
