@@ -155,3 +155,19 @@ func (a *admission) retire(c raftlog.Command) {
 	}
 	a.queue = append(a.queue[:0], a.queue[k:]...)
 }
+
+// describe says, for a refused batch's log line, what the leader held for the producer: the
+// applied epoch and last sequence, and what it had in flight. Callers hold a.mu and ps.mu.
+func (a *admission) describe(ps *producerState, pid int64) (appliedEpoch int16, appliedLast int32, inflightEpoch int16, inflightLast int32, inflight int) {
+	appliedEpoch, appliedLast, inflightEpoch, inflightLast = -1, -1, -1, -1
+	if e := ps.m[pid]; e != nil {
+		appliedEpoch = e.epoch
+		if e.n > 0 {
+			appliedLast = e.last().lastSeq
+		}
+	}
+	if in := a.producers[pid]; in != nil {
+		inflightEpoch, inflightLast, inflight = in.epoch, in.lastSeq, in.n
+	}
+	return
+}

@@ -413,13 +413,15 @@ func (p *Partition) admitAndPropose(ps *producerState, batch []byte, h segment.H
 		saved, existed = *in, true
 	}
 	dupBase, dup, err := a.admit(ps, h, batch, cmd.Proposal)
+	if err != nil && err != kerr.RequestTimedOut {
+		ae, al, ie, il, n := a.describe(ps, h.ProducerID)
+		p.logger.Info("idempotent batch refused", "err", err, "producer", h.ProducerID, "epoch", h.ProducerEpoch,
+			"first_seq", h.BaseSequence, "records", h.LastOffsetDelta+1, "term", a.term,
+			"applied_epoch", ae, "applied_last_seq", al, "inflight_epoch", ie, "inflight_last_seq", il, "inflight", n, "hw", p.hw.Load())
+	}
 	ps.mu.Unlock()
 	switch {
 	case err != nil:
-		if err != kerr.RequestTimedOut {
-			p.logger.Info("idempotent batch refused", "err", err, "producer", h.ProducerID, "epoch", h.ProducerEpoch,
-				"first_seq", h.BaseSequence, "records", h.LastOffsetDelta+1, "term", a.term)
-		}
 		go done(ProduceResult{}, err)
 		return
 	case dup:
