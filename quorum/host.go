@@ -76,6 +76,12 @@ type HostConfig struct {
 	// LogDB is the Raft log store: LogDBTan (default) or LogDBPebble. dragonboat records it in
 	// DataDir; a NodeHost cannot reopen a directory with the other one.
 	LogDB string
+	// Quiesce lets a shard with no traffic for 10 election timeouts stop ticking and heartbeating
+	// (dragonboat Config.Quiesce, experimental there). Any message but a heartbeat wakes it: a
+	// proposal's replication, a ReadIndex (the followers' lag checks every second keep rf>1
+	// partitions awake), a config change. A quiesced follower does not notice a dead leader until
+	// something wakes it.
+	Quiesce bool
 }
 
 // Raft log stores (HostConfig.LogDB).
@@ -295,6 +301,7 @@ func (h *Host) shardConfig(shardID uint64) config.Config {
 		CompactionOverhead:  h.cfg.CompactionOverhead,
 		OrderedConfigChange: true,
 		MaxInMemLogSize:     h.cfg.MaxInMemLogSize,
+		Quiesce:             h.cfg.Quiesce,
 	}
 }
 

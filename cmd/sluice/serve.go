@@ -56,6 +56,8 @@ type serveConfig struct {
 	leaderRebalance  time.Duration
 	bootstrap        string
 	replicaLagMax    time.Duration
+	raftLogDB        string
+	raftQuiesce      bool
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -81,6 +83,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
+	fs.StringVar(&cfg.raftLogDB, "raft-logdb", quorum.LogDBTan, "Raft log store, chosen when the data directory is created: tan (one preallocated file per partition replica) or pebble (shared, no per-partition reservation)")
+	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let idle partitions' Raft groups stop ticking and heartbeating (dragonboat quiesce)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -214,6 +218,8 @@ func serve(args []string) error {
 		RaftAddr: cfg.raftAddr,
 		DataDir:  filepath.Join(cfg.dataDir, "raft"),
 		Logger:   logger,
+		LogDB:    cfg.raftLogDB,
+		Quiesce:  cfg.raftQuiesce,
 	})
 	if err != nil {
 		return fmt.Errorf("starting raft: %v", err)
