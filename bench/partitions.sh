@@ -27,10 +27,10 @@ rm -rf "$WORK/before-src"
 CASES=${CASES:-"
 before-tan|before|64|
 after-tan|after|64|
-after-pebble|after|64|--raft-logdb pebble
-after-pebble-quiesce|after|64|--raft-logdb pebble --raft-quiesce
-after-pebble|after|1000|--raft-logdb pebble
-after-pebble-quiesce|after|1000|--raft-logdb pebble --raft-quiesce
+after-pebble|after|64|--raft-log pebble
+after-pebble-quiesce|after|64|--raft-log pebble --raft-quiesce
+after-pebble|after|1000|--raft-log pebble
+after-pebble-quiesce|after|1000|--raft-log pebble --raft-quiesce
 "}
 echo "# before: $(git rev-parse --short "$BEFORE") after: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty) $(date -u +%FT%TZ)" >&2
 while IFS='|' read -r label which n flags; do

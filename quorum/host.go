@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,8 @@ import (
 	"github.com/lni/dragonboat/v4/plugin/tan"
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/sluicebroker/sluice/raftlog"
 )
 
 // Errors returned by Host methods; dragonboat's own errors are mapped onto these.
@@ -73,8 +77,8 @@ type HostConfig struct {
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
 	MaxInMemLogSize uint64
-	// LogDB is the Raft log store: LogDBTan (default) or LogDBPebble. dragonboat records it in
-	// DataDir; a NodeHost cannot reopen a directory with the other one.
+	// LogDB is the Raft log store: LogDBTan (default), LogDBPebble or LogDBSegment. dragonboat
+	// records it in DataDir; a NodeHost cannot reopen a directory with another one.
 	LogDB string
 	// Quiesce lets a shard with no traffic for 10 election timeouts stop ticking and heartbeating
 	// (dragonboat Config.Quiesce, experimental there). Any message but a heartbeat wakes it: a
@@ -92,6 +96,9 @@ const (
 	// LogDBPebble: a third to a half of tan's throughput, no per-replica disk reservation;
 	// for brokers with many partitions.
 	LogDBPebble = "pebble"
+	// LogDBSegment: each partition's segment files are its Raft log (package raftlog): a batch is
+	// written once, no per-replica reservation. Partitions register with RaftLog before starting.
+	LogDBSegment = "segment"
 )
 
 func (c *HostConfig) setDefaults() {
@@ -131,6 +138,16 @@ type Host struct {
 
 	leaderChanged chan struct{} // cap 1: a pending "some shard's leader changed"
 	leaders       sync.Map      // shardID -> *leadership
+
+	raftLog *raftlog.Store // the Raft log store when LogDB is LogDBSegment, else nil
+}
+
+// RaftLog is the segment Raft log store (LogDBSegment), or nil with another LogDB.
+func (h *Host) RaftLog() *raftlog.Store {
+	if h == nil {
+		return nil
+	}
+	return h.raftLog
 }
 
 // shardState is the per-shard part of the asynchronous proposal path: a NO-OP session (created
@@ -215,6 +232,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		Expert:         config.GetDefaultExpertConfig(),
 	}
 	// The LogDB is recorded in DataDir by dragonboat, so it is chosen once per broker.
+	var raftLog *raftlog.Store
 	switch cfg.LogDB {
 	case LogDBTan:
 		// One log file per replica, written once (no WAL + memtable + SST rewrite): measured
@@ -229,16 +247,29 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		// per-replica preallocation, for brokers with thousands of partitions. The tiny profile
 		// (4 MiB memtables) stalls with ErrBusy under a single 60 MB/s partition.
 		nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+	case LogDBSegment:
+		store, err := raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("quorum: open raft log store: %w", err)
+		}
+		nhc.Expert.LogDBFactory = store.Factory()
+		raftLog = store
 	default:
-		return nil, fmt.Errorf("quorum: unknown LogDB %q (want %q or %q)", cfg.LogDB, LogDBTan, LogDBPebble)
+		return nil, fmt.Errorf("quorum: unknown LogDB %q (want %q, %q or %q)", cfg.LogDB, LogDBTan, LogDBPebble, LogDBSegment)
 	}
-	h := &Host{cfg: cfg, leaderChanged: make(chan struct{}, 1)}
+	h := &Host{cfg: cfg, leaderChanged: make(chan struct{}, 1), raftLog: raftLog}
 	nhc.RaftEventListener = h
 	if err := nhc.Prepare(); err != nil {
 		return nil, fmt.Errorf("quorum: node host config: %w", err)
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
+		if raftLog != nil {
+			raftLog.Close()
+		}
+		if strings.Contains(err.Error(), "logdb type changed") || strings.Contains(err.Error(), "incompatible LogDB") {
+			return nil, fmt.Errorf("quorum: %s was written with another Raft log store than %q: start with the store it was written with, or move the directory away and start empty (%w)", cfg.DataDir, cfg.LogDB, err)
+		}
 		return nil, fmt.Errorf("quorum: start node host: %w", err)
 	}
 	h.nh = nh
@@ -386,6 +417,19 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 		return fmt.Errorf("quorum: remove shard %d data: %w", shardID, mapError(err))
 	}
 	return nil
+}
+
+// CompactLog takes a local snapshot of the shard (an on-disk state machine's is its Sync) and
+// drops this replica's Raft log up to it, so the segment Raft log lets retention delete what Raft
+// no longer needs. A follower that falls behind the point gets the snapshot stream instead.
+func (h *Host) CompactLog(shardID uint64, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := h.nh.SyncRequestSnapshot(ctx, shardID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+	if errors.Is(err, dragonboat.ErrRejected) {
+		return nil // nothing applied since the last snapshot
+	}
+	return mapError(err)
 }
 
 // LeaderInfo reports the shard's leader as this node knows it.

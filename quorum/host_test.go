@@ -37,6 +37,9 @@ func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 
 func newTestHostLogDB(t testing.TB, id uint64, addr, dir, logDB string) *Host {
 	t.Helper()
+	if logDB == "" {
+		logDB = os.Getenv("SLUICE_TEST_LOGDB") // run the suite on another store
+	}
 	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5, LogDB: logDB})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +171,7 @@ func cmdOf(v uint64) []byte {
 }
 
 func TestShardProposeRestart(t *testing.T) {
-	for _, logDB := range []string{LogDBTan, LogDBPebble} {
+	for _, logDB := range []string{LogDBTan, LogDBPebble, LogDBSegment} {
 		t.Run(logDB, func(t *testing.T) { testShardProposeRestart(t, logDB) })
 	}
 }
@@ -233,6 +236,14 @@ func testShardProposeRestart(t *testing.T, logDB string) {
 	if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: other}); err == nil {
 		h2.Close()
 		t.Fatalf("reopening a %s directory with %s succeeded", logDB, other)
+	} else {
+		t.Logf("reopening a %s directory with %s: %v", logDB, other, err)
+	}
+	if logDB != LogDBSegment {
+		if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: LogDBSegment}); err == nil {
+			h2.Close()
+			t.Fatalf("reopening a %s directory with %s succeeded", logDB, LogDBSegment)
+		}
 	}
 
 	// Restart on the same dir with no members: dragonboat remembers the shard. The state machine

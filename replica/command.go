@@ -1,46 +1,28 @@
 package replica
 
 import (
-	"encoding/binary"
-
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/sluicebroker/sluice/raftlog"
 )
 
-// A Raft entry of a partition group is a command: a kind byte, then a
-// kind-specific body. Only produce exists today; control batches (transaction
-// markers) and truncation will be new kinds.
-//
-// Produce (kindProduce):
-//
-//	[0]     kind
-//	[1]     flags (flagLogAppendTime, flagControl, flagCommit)
-//	[2:6]   partition leader epoch: the proposer's Raft term at proposal time
-//	[6:14]  append time, Unix ms, from the proposer's clock (Update may not read a clock)
-//	[14:]   the record batch v2, base offset still unset
+// A Raft entry of a partition group is a command in raftlog's format (raftlog.AppendCommand): a
+// header (kind, flags, the proposer's term, append time, proposal number), then the record batch
+// v2 with its base offset unset. The flags are this package's, beside raftlog's own
+// FlagLogAppendTime.
 const (
-	kindProduce byte = 1
-
-	flagLogAppendTime byte = 1 << 0
+	flagLogAppendTime = raftlog.FlagLogAppendTime
 	// flagControl marks a transaction marker built by this package (clients
 	// may not send control batches; the broker refuses them); flagCommit says
 	// which marker it is.
 	flagControl byte = 1 << 1
 	flagCommit  byte = 1 << 2
-
-	produceHeaderLen = 14
 )
 
 // encodeProduce builds the command for batch in a new buffer.
 func encodeProduce(batch []byte, flags byte, leaderEpoch int32, appendTime int64) []byte {
-	return appendProduce(make([]byte, 0, produceHeaderLen+len(batch)), batch, flags, leaderEpoch, appendTime)
-}
-
-// appendProduce appends the command for batch to dst.
-func appendProduce(dst, batch []byte, flags byte, leaderEpoch int32, appendTime int64) []byte {
-	dst = append(dst, kindProduce, flags)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(leaderEpoch))
-	dst = binary.BigEndian.AppendUint64(dst, uint64(appendTime))
-	return append(dst, batch...)
+	return raftlog.AppendCommand(make([]byte, 0, raftlog.HeaderLen+len(batch)),
+		raftlog.Command{Flags: flags, Epoch: leaderEpoch, AppendTime: appendTime}, batch)
 }
 
 // The result of applying one entry fits sm.Result.Value, so Update allocates

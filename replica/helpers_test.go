@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -58,6 +59,7 @@ func startNodeID(t testing.TB, id uint64, dir, addr string, cfg Config) *node {
 		NodeID:   id,
 		RaftAddr: addr,
 		DataDir:  filepath.Join(dir, "raft"),
+		LogDB:    os.Getenv("SLUICE_TEST_LOGDB"), // run the suite on another Raft log store
 	})
 	if err != nil {
 		t.Fatal(err)

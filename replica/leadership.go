@@ -134,6 +134,7 @@ func (m *Manager) lagLoop() {
 				// to confirm it.
 				caughtUp[p] = time.Now()
 				p.inSync.Store(true)
+				p.prepareWrites()
 				continue
 			}
 			if last, ok := caughtUp[p]; (!ok || time.Since(last) >= m.cfg.ReplicaLagMax) && p.inSync.Load() {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/raftlog"
 )
 
 // Manager hosts this node's partitions: it starts their Raft groups as the
@@ -223,6 +224,13 @@ func (m *Manager) start(md *quorum.Metadata, topic string, pm quorum.PartitionMe
 		}
 	}
 	p := newPartition(m.host, topic, pm.Partition, pm.ShardID, m.partitionDir(topic, pm.Partition), tc, m.logger)
+	if store := m.host.RaftLog(); store != nil {
+		// The store opens the segment when Raft first reads the shard, before the state machine.
+		if err := claimDir(p.dir, p.shardID); err != nil {
+			return fmt.Errorf("replica: %s: %w", p.dir, err)
+		}
+		store.RegisterPartition(pm.ShardID, raftlog.PartitionSpec{Dir: p.dir, Options: tc.Log})
+	}
 	start := func() error { return m.host.StartOnDiskShard(pm.ShardID, members, false, p.createStateMachine) }
 	if learner {
 		start = func() error { return m.host.StartLearnerShard(pm.ShardID, p.createStateMachine) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -49,6 +51,8 @@ type Partition struct {
 
 	inSync   atomic.Bool // as a follower, caught up at the last check (leadership.go)
 	lagCheck atomic.Bool // a check is in flight
+
+	adm admission // as the leader with the segment Raft log: idempotent batches in flight
 
 	mu       sync.Mutex
 	waitCh   chan struct{} // closed and dropped at the next advance; nil when nobody waits
@@ -88,16 +92,21 @@ func (p *Partition) createStateMachine(shardID, replicaID uint64) sm.IOnDiskStat
 
 // attach publishes an opened log to readers. The state machine closes the
 // returned channel once it has closed the log.
-func (p *Partition) attach(log *segment.Log, producers *producerState) (closed chan struct{}) {
+// next is the offset after the applied batches: the high watermark.
+func (p *Partition) attach(log *segment.Log, producers *producerState, next int64) (closed chan struct{}) {
 	closed = make(chan struct{})
 	p.mu.Lock()
 	p.smClosed = closed
 	p.mu.Unlock()
-	p.txns.Store(producers)
+	// A new state machine's producer state: what was in flight was checked against the old one.
+	p.adm.mu.Lock()
+	p.resetAdmission(p.txns.Load(), 0)
+	p.adm.mu.Unlock()
 	producers.mu.Lock()
-	p.lso.Store(producers.stableBefore(log.NextOffset()))
+	p.lso.Store(producers.stableBefore(next))
 	producers.mu.Unlock()
-	p.hw.Store(log.NextOffset())
+	p.txns.Store(producers)
+	p.hw.Store(next)
 	p.log.Store(log)
 	return closed
 }
@@ -292,7 +301,7 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64,
 		return 0, -1, false, kerr.NotLeaderForPartition
 	}
 	off, found, err := log.OffsetForTimestamp(ts)
-	if err != nil || !found {
+	if err != nil || !found || off >= p.hw.Load() { // the log may hold uncommitted batches
 		return -1, -1, false, readError(err)
 	}
 	timestamp = ts
@@ -349,16 +358,129 @@ func (p *Partition) propose(batch []byte, flags byte, timeout time.Duration, don
 		go done(ProduceResult{}, kerr.NotLeaderForPartition)
 		return
 	}
+	cmd := raftlog.Command{Flags: flags, Epoch: int32(term), AppendTime: time.Now().UnixMilli()}
+	if p.options().LogAppendTime {
+		cmd.Flags |= flagLogAppendTime
+	}
+	if p.host.RaftLog() == nil {
+		p.proposeCommand(batch, cmd, timeout, done) // the state machine checks idempotence as it appends
+		return
+	}
+
+	// The segment Raft log: idempotent batches are admitted before they are proposed.
+	h, err := segment.ParseHeader(batch)
+	if err != nil {
+		go done(ProduceResult{}, kerr.CorruptMessage)
+		return
+	}
+	a := &p.adm
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ps := p.txns.Load()
+	if ps == nil {
+		go done(ProduceResult{}, kerr.NotLeaderForPartition) // not open yet
+		return
+	}
+	if cmd.Epoch != a.term {
+		p.resetAdmission(ps, cmd.Epoch)
+	}
+	if h.ProducerID < 0 {
+		a.proposal++
+		cmd.Proposal = a.proposal
+		p.proposeCommand(batch, cmd, timeout, done)
+		return
+	}
+	if !a.ready || len(a.parked) > 0 {
+		// A new leader first applies every entry of earlier terms: until then its producer state
+		// may lack batches already in the log. The batch waits (copied: the caller reuses it),
+		// in order with the others, for the check running in the background.
+		a.parked = append(a.parked, parkedProduce{batch: append([]byte(nil), batch...), h: h, cmd: cmd,
+			deadline: time.Now().Add(timeout), done: done})
+		p.checkReady(cmd.Epoch)
+		return
+	}
+	p.admitAndPropose(ps, batch, h, cmd, timeout, done)
+}
+
+// admitAndPropose admits an idempotent batch and proposes it. Callers hold p.adm.mu.
+func (p *Partition) admitAndPropose(ps *producerState, batch []byte, h segment.Header, cmd raftlog.Command, timeout time.Duration, done func(ProduceResult, error)) {
+	a := &p.adm
+	a.proposal++
+	cmd.Proposal = a.proposal
+	ps.mu.Lock()
+	saved, existed := inflightProducer{}, false
+	if in := a.producers[h.ProducerID]; in != nil {
+		saved, existed = *in, true
+	}
+	dupBase, dup, err := a.admit(ps, h, batch, cmd.Proposal)
+	ps.mu.Unlock()
+	switch {
+	case err != nil:
+		go done(ProduceResult{}, err)
+		return
+	case dup:
+		go done(ProduceResult{BaseOffset: dupBase, LogAppendTime: -1, LogStartOffset: p.LogStartOffset()}, nil)
+		return
+	}
+	if !p.proposeCommand(batch, cmd, timeout, done) {
+		ps.mu.Lock()
+		a.undo(h.ProducerID, saved, existed)
+		ps.mu.Unlock()
+	}
+}
+
+// resetAdmission starts a new term's admission state; batches parked for the old term are
+// answered NOT_LEADER (the producer retries on the new leader). Callers hold p.adm.mu.
+func (p *Partition) resetAdmission(ps *producerState, term int32) {
+	a := &p.adm
+	for _, pp := range a.parked {
+		go pp.done(ProduceResult{}, kerr.NotLeaderForPartition)
+	}
+	clear(a.parked)
+	a.parked = a.parked[:0]
+	if ps != nil {
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+	}
+	a.reset(term)
+}
+
+// drainParked proposes the batches parked while the leader was not ready, in arrival order.
+// Callers hold p.adm.mu.
+func (p *Partition) drainParked() {
+	a := &p.adm
+	ps := p.txns.Load()
+	parked := a.parked
+	a.parked = nil
+	for _, pp := range parked {
+		left := time.Until(pp.deadline)
+		if ps == nil || left <= 0 {
+			go pp.done(ProduceResult{}, kerr.RequestTimedOut)
+			continue
+		}
+		p.admitAndPropose(ps, pp.batch, pp.h, pp.cmd, left, pp.done)
+	}
+}
+
+// parkedProduce is an idempotent produce waiting for a new leader to be ready.
+type parkedProduce struct {
+	batch    []byte
+	h        segment.Header
+	cmd      raftlog.Command
+	deadline time.Time
+	done     func(ProduceResult, error)
+}
+
+// proposeCommand proposes batch under cmd's header; done is called once with the outcome. It
+// reports whether the command reached Raft (false: done already has the error).
+func (p *Partition) proposeCommand(batch []byte, cmd raftlog.Command, timeout time.Duration, done func(ProduceResult, error)) bool {
 	c := produceCalls.Get().(*produceCall)
 	c.p, c.done = p, done
-	c.appendTime = time.Now().UnixMilli()
-	if c.logAppendTime = p.options().LogAppendTime; c.logAppendTime {
-		flags |= flagLogAppendTime
-	}
+	c.appendTime, c.logAppendTime = cmd.AppendTime, cmd.Flags&flagLogAppendTime != 0
 	// The command buffer is reused: quorum (dragonboat) copies the command
 	// before ProposeAsync returns.
 	buf := cmdBufs.Get().(*[]byte)
-	*buf = appendProduce((*buf)[:0], batch, flags, int32(term), c.appendTime)
+	*buf = raftlog.AppendCommand((*buf)[:0], cmd, batch)
 	err := p.host.ProposeAsync(p.shardID, *buf, timeout, c.complete)
 	if cap(*buf) <= maxPooledCmd {
 		cmdBufs.Put(buf)
@@ -366,7 +488,85 @@ func (p *Partition) propose(batch []byte, flags byte, timeout time.Duration, don
 	if err != nil {
 		c.release()
 		go done(ProduceResult{}, proposeError(err))
+		return false
 	}
+	return true
+}
+
+// checkReady starts, once per term, the check that every entry of earlier terms is applied: a
+// ReadIndex in this term completes only after the leader has committed an entry of its own term
+// and applied everything up to it. Callers hold p.adm.mu.
+func (p *Partition) checkReady(term int32) {
+	a := &p.adm
+	if a.ready || a.checking {
+		return
+	}
+	a.checking = true
+	go func() {
+		err := p.host.CaughtUp(p.shardID, readyTimeout)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.term != term {
+			return
+		}
+		a.checking = false
+		if err == nil {
+			a.ready = true
+			p.drainParked()
+			return
+		}
+		p.logger.Debug("new leader not ready for idempotent writes yet", "term", term, "err", err)
+		if len(a.parked) > 0 {
+			p.checkReady(term) // the parked batches still wait, up to their deadlines
+			expired := a.parked[:0]
+			for _, pp := range a.parked {
+				if time.Now().After(pp.deadline) {
+					go pp.done(ProduceResult{}, kerr.RequestTimedOut)
+				} else {
+					expired = append(expired, pp)
+				}
+			}
+			a.parked = expired
+		}
+	}()
+}
+
+// readyTimeout bounds one readiness check; a produce after a failed one starts another.
+const readyTimeout = 5 * time.Second
+
+// prepareWrites starts the readiness check of a new leadership term ahead of the first
+// idempotent produce (the lag loop calls it for the partitions this node leads).
+func (p *Partition) prepareWrites() {
+	if p.host.RaftLog() == nil {
+		return
+	}
+	id, term, ok := p.host.LeaderInfo(p.shardID)
+	if !ok || id != p.host.NodeID() {
+		return
+	}
+	ps := p.txns.Load()
+	if ps == nil {
+		return
+	}
+	a := &p.adm
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if int32(term) != a.term {
+		p.resetAdmission(ps, int32(term))
+	}
+	p.checkReady(int32(term))
+}
+
+// applied is called by the state machine for each batch it applies (under no lock): this
+// leader's proposals up to it are no longer in flight.
+func (p *Partition) applied(c raftlog.Command) {
+	ps := p.txns.Load()
+	if ps == nil {
+		return
+	}
+	ps.mu.Lock()
+	p.adm.retire(c)
+	ps.mu.Unlock()
 }
 
 // maxPooledCmd keeps rare huge commands out of the buffer pool.
@@ -453,8 +653,29 @@ func (p *Partition) enforceRetention(now time.Time) (int, error) {
 	if log == nil {
 		return 0, nil
 	}
+	if store := p.host.RaftLog(); store != nil {
+		// Never below what Raft may still read back (uncompacted entries), nor the high watermark.
+		rl, err := store.Partition(p.shardID, p.host.NodeID())
+		if err != nil {
+			return 0, err
+		}
+		if target := min(log.RetentionTarget(now), p.hw.Load()); target > rl.RetentionFloor() {
+			// Raft still holds entries whose batches are due: compact it to what is applied.
+			if err := p.host.CompactLog(p.shardID, compactTimeout); err != nil {
+				return 0, fmt.Errorf("replica: compact the raft log of %s-%d for retention: %w", p.topic, p.partition, err)
+			}
+			// dragonboat drops the entries just after the snapshot, on its own goroutine.
+			for deadline := time.Now().Add(compactTimeout); rl.RetentionFloor() < target && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		return log.EnforceRetentionBelow(now, min(rl.RetentionFloor(), p.hw.Load()))
+	}
 	return log.EnforceRetention(now)
 }
+
+// compactTimeout bounds the Raft log compaction retention asks for.
+const compactTimeout = 10 * time.Second
 
 // markDeleting makes the state machine delete the log when it closes.
 func (p *Partition) markDeleting() {

@@ -413,3 +413,19 @@ func (r *byteReader) byte() uint8 {
 	r.b = r.b[1:]
 	return v
 }
+
+// duplicate reports whether a batch repeats one of pid's last applied batches of this epoch, and
+// the original's base offset.
+func (s *producerState) duplicate(pid int64, epoch int16, firstSeq, lastSeq int32) (int64, bool) {
+	e := s.m[pid]
+	if e == nil || e.epoch != epoch {
+		return 0, false
+	}
+	for i := 0; i < int(e.n); i++ {
+		b := &e.batches[(int(e.head)+i)%producerHistory]
+		if b.firstSeq == firstSeq && b.lastSeq == lastSeq {
+			return b.baseOffset, true
+		}
+	}
+	return 0, false
+}

@@ -44,7 +44,7 @@ func (s *stateMachine) PrepareSnapshot() (any, error) {
 	return &snapshotState{
 		applied:     s.applied,
 		startOffset: s.log.StartOffset(),
-		nextOffset:  s.log.NextOffset(),
+		nextOffset:  s.next,
 		producers:   s.producers.encode(nil),
 	}, nil
 }
@@ -178,6 +178,9 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		return err
 	}
 
+	if s.rl != nil {
+		return s.installRaftLog(tmp, applied, nextOffset, producers)
+	}
 	// Swap directories under the old log's feet: readers see the partition
 	// as unavailable until the new log is attached.
 	if s.log != nil {
@@ -209,10 +212,38 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := s.Sync(); err != nil {
 		return err
 	}
-	s.closed = s.p.attach(log, producers)
+	s.next = nextOffset
+	s.closed = s.p.attach(log, producers, s.next)
 	s.p.advance(nextOffset)
 	s.p.snapshotsInstalled.Add(1)
 	s.p.logger.Info("installed snapshot", "dir", dir, "applied_index", applied,
+		"start_offset", log.StartOffset(), "next_offset", nextOffset)
+	return nil
+}
+
+// installRaftLog is RecoverFromSnapshot's end with the segment Raft log: the store swaps in the
+// received segments and writes after them the batches Raft saved since the snapshot.
+func (s *stateMachine) installRaftLog(tmp string, applied uint64, nextOffset int64, producers *producerState) error {
+	if s.log != nil {
+		s.p.detach(s.log)
+		s.log = nil
+		close(s.closed)
+	}
+	log, base, err := s.rl.ReplaceLog(tmp)
+	if err != nil {
+		return fmt.Errorf("replica: install snapshot into %s: %w", s.p.dir, err)
+	}
+	if base != nextOffset {
+		return fmt.Errorf("replica: snapshot of %s ends at offset %d, expected %d", s.p.dir, base, nextOffset)
+	}
+	s.log, s.producers, s.applied, s.next = log, producers, applied, nextOffset
+	if err := s.Sync(); err != nil {
+		return err
+	}
+	s.closed = s.p.attach(log, producers, s.next)
+	s.p.advance(nextOffset)
+	s.p.snapshotsInstalled.Add(1)
+	s.p.logger.Info("installed snapshot", "dir", s.p.dir, "applied_index", applied,
 		"start_offset", log.StartOffset(), "next_offset", nextOffset)
 	return nil
 }

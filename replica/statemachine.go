@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -18,11 +18,18 @@ import (
 // applies committed produce commands to the partition's segment log; the
 // Partition it serves reads the same log. dragonboat creates a new one every
 // time the shard starts.
+//
+// Two storage modes. With the segment Raft log (quorum.LogDBSegment, rl set) the log is also the
+// Raft log: the store wrote each batch when Raft saved its entry, so applying a committed entry
+// only moves the high watermark and the producer state, and the log holds entries not yet
+// committed above next. Otherwise (tan, pebble) the state machine appends each committed batch.
 type stateMachine struct {
 	p         *Partition
 	log       *segment.Log
+	rl        *raftlog.Partition // the segment Raft log's view of this partition; nil in the append mode
 	producers *producerState
 	applied   uint64        // Raft index of the last applied entry
+	next      int64         // offset after the last applied batch: the high watermark
 	closed    chan struct{} // closed once Close has closed the log
 	scratch   []byte        // the batch being appended, with its broker-owned fields set
 	epoch     int32         // the leader epoch of the last batch appended (epochs.go)
@@ -35,6 +42,9 @@ var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
 // index, and re-applying it must not append twice.
 func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	p := s.p
+	if store := p.host.RaftLog(); store != nil {
+		return s.openRaftLog(store)
+	}
 	if err := claimDir(p.dir, p.shardID); err != nil {
 		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
 	}
@@ -77,7 +87,39 @@ func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	}
 	s.log, s.producers, s.applied = log, producers, cp.AppliedIndex
 	s.epoch = lastEpoch(log)
-	s.closed = p.attach(log, producers)
+	s.next = log.NextOffset()
+	s.closed = p.attach(log, producers, s.next)
+	return cp.AppliedIndex, nil
+}
+
+// openRaftLog opens the state machine over the segment Raft log: the store has the segment open
+// and recovered (cut back to what it and the Raft metadata both hold); the checkpoint says how
+// far the state machine had applied, and Raft replays the committed entries after it.
+func (s *stateMachine) openRaftLog(store *raftlog.Store) (uint64, error) {
+	p := s.p
+	rl, err := store.Partition(p.shardID, p.host.NodeID())
+	if err != nil {
+		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
+	}
+	log := rl.Log()
+	if log == nil {
+		return 0, fmt.Errorf("replica: %s: the partition's log was deleted", p.dir)
+	}
+	cp := log.Checkpoint()
+	if cp.NextOffset < log.StartOffset() || cp.NextOffset > log.NextOffset() {
+		return 0, fmt.Errorf("replica: %s: checkpoint at offset %d outside the log [%d, %d)", p.dir, cp.NextOffset, log.StartOffset(), log.NextOffset())
+	}
+	producers, err := decodeProducerState(cp.Extra)
+	if err != nil {
+		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
+	}
+	p.logger.Info("opening partition log", "dir", p.dir, "start_offset", log.StartOffset(), "log_end", log.NextOffset(),
+		"checkpoint_index", cp.AppliedIndex, "checkpoint_offset", cp.NextOffset)
+	// Committed batches past the checkpoint come back with the replay: until then a fetch of
+	// them must not look like a fetch past the log end.
+	p.replayTo.Store(log.NextOffset())
+	s.rl, s.log, s.producers, s.applied, s.next = rl, log, producers, cp.AppliedIndex, cp.NextOffset
+	s.closed = p.attach(log, producers, s.next)
 	return cp.AppliedIndex, nil
 }
 
@@ -121,7 +163,13 @@ func restartLogAt(dir string, offset int64, opts segment.Options) (*segment.Log,
 func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	for i := range entries {
 		e := &entries[i]
-		v, err := s.apply(e.Cmd)
+		var v uint64
+		var err error
+		if s.rl != nil {
+			v, err = s.applyStored(e)
+		} else {
+			v, err = s.apply(e.Cmd)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +177,7 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		s.applied = e.Index
 	}
 	if len(entries) > 0 {
-		next := s.log.NextOffset()
+		next := s.next
 		if len(s.producers.open) == 0 {
 			s.p.lso.Store(next) // the common case: no map walk, no lock
 		} else {
@@ -149,13 +197,11 @@ const maxKeptScratch = 64 << 10
 // apply applies one command and returns its encoded result; an error return
 // is fatal (the log could not be written).
 func (s *stateMachine) apply(cmd []byte) (uint64, error) {
-	if len(cmd) < produceHeaderLen || cmd[0] != kindProduce {
+	c, batch, ok := raftlog.ParseCommand(cmd)
+	if !ok {
 		return errorResult(kerr.InvalidRequest), nil
 	}
-	flags := cmd[1]
-	leaderEpoch := int32(binary.BigEndian.Uint32(cmd[2:]))
-	appendTime := int64(binary.BigEndian.Uint64(cmd[6:]))
-	batch := cmd[produceHeaderLen:]
+	flags, leaderEpoch, appendTime := c.Flags, c.Epoch, c.AppendTime
 	h, err := segment.ParseHeader(batch)
 	// The broker validated the batch (CRC included); these are the checks
 	// whose failure would make Append fail, which must never be fatal.
@@ -212,6 +258,15 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("replica: append to %s: %w", s.p.dir, err)
 	}
+	s.next = base + int64(h.LastOffsetDelta) + 1
+	s.record(h, batch, flags, base, appendTime)
+	return okResult(base, false), nil
+}
+
+// record updates the producer state for a batch now in the log at base.
+func (s *stateMachine) record(h segment.Header, batch []byte, flags byte, base, appendTime int64) {
+	idempotent := h.ProducerID >= 0
+	sequenced := idempotent && h.BaseSequence >= 0 && !h.IsControl()
 	if idempotent {
 		ps := s.producers
 		ps.mu.Lock()
@@ -219,7 +274,7 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		case h.IsControl():
 			ps.endTxn(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h), base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
 		case sequenced:
-			ps.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: firstSeq, lastSeq: lastSeq, baseOffset: base}, appendTime)
+			ps.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: h.BaseSequence, lastSeq: lastSequence(h.BaseSequence, h.LastOffsetDelta), baseOffset: base}, appendTime)
 		}
 		if h.IsTransactional() && !h.IsControl() {
 			ps.addTxnData(h.ProducerID, h.ProducerEpoch, base, appendTime)
@@ -231,6 +286,26 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		s.producers.expire(appendTime)
 		s.producers.mu.Unlock()
 	}
+}
+
+// applyStored applies a committed entry whose batch the segment Raft log already holds: its
+// offsets are the ones the store gave it. The leader admitted it before proposing (admission.go),
+// so it is recorded whatever the checks here would say: it is in the log, on every replica.
+func (s *stateMachine) applyStored(e *sm.Entry) (uint64, error) {
+	c, batch, h, ok := raftlog.StoredBatch(e.Cmd)
+	if !ok {
+		return errorResult(kerr.CorruptMessage), nil
+	}
+	base, err := s.rl.BatchOffset(e.Index)
+	if err != nil {
+		return 0, fmt.Errorf("replica: %s: applying entry %d: %w", s.p.dir, e.Index, err)
+	}
+	if base != s.next {
+		return 0, fmt.Errorf("replica: %s: entry %d holds offset %d, the log was applied to %d", s.p.dir, e.Index, base, s.next)
+	}
+	s.next = base + int64(h.LastOffsetDelta) + 1
+	s.record(h, batch, c.Flags, base, c.AppendTime)
+	s.p.applied(c)
 	return okResult(base, false), nil
 }
 
@@ -248,7 +323,7 @@ func (s *stateMachine) Sync() error {
 	s.producers.trimAborted(s.log.StartOffset())
 	s.log.SetCheckpoint(segment.Checkpoint{
 		AppliedIndex: s.applied,
-		NextOffset:   s.log.NextOffset(),
+		NextOffset:   s.next,
 		Extra:        s.producers.encode(nil),
 	})
 	return s.log.Sync()
@@ -264,7 +339,14 @@ func (s *stateMachine) Close() error {
 	defer close(s.closed)
 	log := s.log
 	var err error
-	if s.p.detach(log) {
+	if s.rl != nil {
+		// The store owns the log (it stays open for Raft); a deleted partition's goes.
+		if s.p.detach(log) {
+			err = s.rl.Delete()
+		} else {
+			err = s.Sync()
+		}
+	} else if s.p.detach(log) {
 		err = log.Delete()
 	} else {
 		err = s.Sync()

@@ -10,6 +10,10 @@ import (
 // HeaderSize is the size of the v2 batch header; records start at this byte.
 const HeaderSize = 61
 
+// patchedHeaderLen covers the header fields AppendWithEpoch sets: base offset, length (unchanged),
+// partition leader epoch; all outside the CRC.
+const patchedHeaderLen = 16
+
 // Byte positions of the v2 batch header fields.
 const (
 	offBaseOffset      = 0

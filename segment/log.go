@@ -59,17 +59,18 @@ type Log struct {
 
 	// writeMu serializes everything that changes the log; Append holds it for the write itself
 	// so readers (mu) are held off only for the bookkeeping.
-	writeMu   sync.Mutex
-	opts      Options
-	unsynced  []*segment // changed since the last Sync
-	syncing   []syncItem // Sync's scratch
-	dirDirty  bool       // files created or removed since the last directory fsync
-	pending   Checkpoint // set by SetCheckpoint, written by the next Sync
-	hasCp     bool
-	failed    error // a failed fdatasync: the page cache may have dropped writes, so stop
-	closed    bool
-	ckpt      *checkpointFile
-	loadedCkp Checkpoint
+	writeMu     sync.Mutex
+	opts        Options
+	unsynced    []*segment // changed since the last Sync
+	syncing     []syncItem // Sync's scratch
+	dataSyncing []*segment // SyncData's scratch
+	dirDirty    bool       // files created or removed since the last directory fsync
+	pending     Checkpoint // set by SetCheckpoint, written by the next Sync
+	hasCp       bool
+	failed      error // a failed fdatasync: the page cache may have dropped writes, so stop
+	closed      bool
+	ckpt        *checkpointFile
+	loadedCkp   Checkpoint
 
 	mu     sync.RWMutex // guards segs and the "mu" fields of segments
 	segs   []*segment   // by base offset; the last is active
@@ -266,6 +267,18 @@ func fileSize(f *os.File) int64 {
 // Append writes one whole batch (already validated by the caller, e.g. with Validate) at the end
 // of the log. It sets the batch's base offset to NextOffset() in place in batch, and returns it.
 func (l *Log) Append(batch []byte) (int64, error) {
+	return l.append(batch, false, 0)
+}
+
+// AppendWithEpoch is Append for bytes the caller may not modify (a Raft entry that is also being
+// sent to followers): the batch goes to the file with its base offset set to NextOffset() and its
+// partition leader epoch set to epoch, the first 16 header bytes from a patched copy and the rest
+// straight from batch (one pwritev), so the payload is never copied.
+func (l *Log) AppendWithEpoch(batch []byte, epoch int32) (int64, error) {
+	return l.append(batch, true, epoch)
+}
+
+func (l *Log) append(batch []byte, keep bool, epoch int32) (int64, error) {
 	if len(batch) < HeaderSize {
 		return 0, ErrTruncated
 	}
@@ -295,9 +308,19 @@ func (l *Log) Append(batch []byte) (int64, error) {
 		return 0, err
 	}
 	base := s.next
-	PutBaseOffset(batch, base)
-	if _, err := s.data.WriteAt(batch, s.end); err != nil {
-		return 0, err
+	if keep {
+		var head [patchedHeaderLen]byte
+		copy(head[:], batch)
+		PutBaseOffset(head[:], base)
+		PutPartitionLeaderEpoch(head[:], epoch)
+		if err := writeAt2(s.data, head[:], batch[patchedHeaderLen:], s.end); err != nil {
+			return 0, err
+		}
+	} else {
+		PutBaseOffset(batch, base)
+		if _, err := s.data.WriteAt(batch, s.end); err != nil {
+			return 0, err
+		}
 	}
 	if !s.dirty {
 		s.dirty = true
@@ -482,6 +505,48 @@ func (l *Log) Sync() error {
 		l.fail(err)
 		l.writeMu.Unlock()
 	}
+	return err
+}
+
+// SyncData makes every appended batch durable: fdatasync of the segments changed since the last
+// Sync, and of the directory when files came or went. Unlike Sync it writes no checkpoint and no
+// index (the next Sync does, and recovery rebuilds index points past the last vouched one): this is
+// the per-save fsync of a log that is also the Raft log.
+func (l *Log) SyncData() error {
+	l.writeMu.Lock()
+	if err := l.usable(); err != nil {
+		l.writeMu.Unlock()
+		return err
+	}
+	todo := l.dataSyncing[:0]
+	for _, s := range l.unsynced {
+		if !s.deleted {
+			s.acquire()
+			todo = append(todo, s)
+		}
+	}
+	dirDirty := l.dirDirty
+	l.dirDirty = false
+	l.writeMu.Unlock()
+
+	var err error
+	for i, s := range todo {
+		if err == nil {
+			err = datasync(s.data)
+		}
+		s.release()
+		todo[i] = nil
+	}
+	if err == nil && dirDirty {
+		err = syncDir(l.dir)
+	}
+	l.writeMu.Lock()
+	l.dataSyncing = todo[:0]
+	if err != nil {
+		l.dirDirty = l.dirDirty || dirDirty
+		l.fail(err)
+	}
+	l.writeMu.Unlock()
 	return err
 }
 
@@ -702,27 +767,18 @@ func readHeader(f *os.File, pos int64, hb *[HeaderSize]byte) (Header, error) {
 // at least that much), never the active segment. Readers holding a deleted segment keep its file
 // open until they release it.
 func (l *Log) EnforceRetention(now time.Time) (int, error) {
+	return l.EnforceRetentionBelow(now, math.MaxInt64)
+}
+
+// EnforceRetentionBelow is EnforceRetention that also keeps every segment holding an offset at or
+// above floor: a log that is the Raft log keeps what Raft may still read back.
+func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
 		return 0, err
 	}
-	o := l.opts
-	nowMs := now.UnixMilli()
-	var total int64
-	for _, s := range l.segs {
-		total += s.end
-	}
-	n := 0
-	for ; n < len(l.segs)-1; n++ {
-		s := l.segs[n]
-		byAge := o.RetentionAge > 0 && newestMs(s) < nowMs-o.RetentionAge.Milliseconds()
-		bySize := o.RetentionBytes >= 0 && total-s.end >= o.RetentionBytes
-		if !byAge && !bySize {
-			break
-		}
-		total -= s.end
-	}
+	n := l.retainable(now, floor)
 	if n == 0 {
 		return 0, nil
 	}
@@ -741,6 +797,41 @@ func (l *Log) EnforceRetention(now time.Time) (int, error) {
 	l.dropDeletedUnsynced()
 	l.dirDirty = true
 	return n, err
+}
+
+// retainable is how many of the oldest segments retention deletes. Caller holds writeMu.
+func (l *Log) retainable(now time.Time, floor int64) int {
+	o := l.opts
+	nowMs := now.UnixMilli()
+	var total int64
+	for _, s := range l.segs {
+		total += s.end
+	}
+	n := 0
+	for ; n < len(l.segs)-1; n++ {
+		s := l.segs[n]
+		byAge := o.RetentionAge > 0 && newestMs(s) < nowMs-o.RetentionAge.Milliseconds()
+		bySize := o.RetentionBytes >= 0 && total-s.end >= o.RetentionBytes
+		if !byAge && !bySize || s.next > floor {
+			break
+		}
+		total -= s.end
+	}
+	return n
+}
+
+// RetentionTarget is the log start offset retention would leave at now with no floor: every
+// offset below it is due for deletion.
+func (l *Log) RetentionTarget(now time.Time) int64 {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if l.usable() != nil {
+		return 0
+	}
+	n := l.retainable(now, math.MaxInt64)
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.segs[n].base
 }
 
 // newestMs is the time of a segment's newest batch: its largest timestamp, or, when its batches

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,6 +22,10 @@ import (
 // serveArgsEnv set, and TestMain turns into `sluice serve`. That gives real TCP, real files and a
 // process to kill -9, without building a second binary.
 const serveArgsEnv = "SLUICE_TEST_SERVE_ARGS"
+
+// raftLogEnv, when set, runs every test broker on that Raft log store (`--raft-log`): CI runs the
+// end-to-end suites on each store until one remains.
+const raftLogEnv = "SLUICE_TEST_RAFT_LOG"
 
 func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(serveArgsEnv); ok {
@@ -108,6 +113,9 @@ func (b *testBroker) launch() {
 		"--segment-bytes", "8388608",
 		"--log-level", "warn",
 	}, b.extra...)
+	if store := os.Getenv(raftLogEnv); store != "" && !slices.Contains(args, "--raft-log") {
+		args = append(args, "--raft-log", store)
+	}
 	logf, err := os.OpenFile(b.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		b.t.Fatal(err)

@@ -48,6 +48,7 @@ type serveConfig struct {
 	retentionCheck   time.Duration
 	maxMessageBytes  int
 	netioBackend     string
+	raftLog          string
 	logLevel         string
 	configFile       string
 	debugAddr        string
@@ -56,7 +57,6 @@ type serveConfig struct {
 	leaderRebalance  time.Duration
 	bootstrap        string
 	replicaLagMax    time.Duration
-	raftLogDB        string
 	raftQuiesce      bool
 }
 
@@ -83,9 +83,10 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
-	fs.StringVar(&cfg.raftLogDB, "raft-logdb", quorum.LogDBTan, "Raft log store, chosen when the data directory is created: tan (one preallocated file per partition replica) or pebble (shared, no per-partition reservation)")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let idle partitions' Raft groups stop ticking and heartbeating (dragonboat quiesce)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
+	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBTan, "Raft log store, fixed when the data directory is created: tan (dragonboat's log beside the segments), "+
+		"segment (the partitions' segment files are their Raft log: each byte written once) or pebble")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -218,7 +219,7 @@ func serve(args []string) error {
 		RaftAddr: cfg.raftAddr,
 		DataDir:  filepath.Join(cfg.dataDir, "raft"),
 		Logger:   logger,
-		LogDB:    cfg.raftLogDB,
+		LogDB:    cfg.raftLog,
 		Quiesce:  cfg.raftQuiesce,
 	})
 	if err != nil {

@@ -1,0 +1,479 @@
+// Package raftlog is Sluice's Raft log store: dragonboat's LogDB (raftio.ILogDB) written so that a
+// partition's segment files are its Raft log. A produced batch is written once, into the segment,
+// with its final base offset and leader epoch (both follow from the log before it, so every replica
+// writes the same bytes), fsynced once per save, and later served by sendfile from the same place.
+// Beside it, a small metadata file per shard holds the Raft state and each entry's Raft fields and
+// position; entries without a batch (elections, membership changes, the controller group) are kept
+// whole in that file.
+//
+// A partition shard must be registered (RegisterPartition) before its replica starts; any other
+// shard keeps every command inline. The replica's state machine reaches its partition's log through
+// Partition: it applies committed entries by their offsets instead of writing them again.
+package raftlog
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "github.com/lni/dragonboat/v4/raftpb"
+
+	"github.com/sluicebroker/sluice/internal/diskio"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+// Name is the LogDB type dragonboat records in its directory: a directory written with another
+// LogDB is refused at start.
+const Name = "sluice-segment"
+
+// binaryFormat is this package's on-disk format version.
+const binaryFormat = 1
+
+// PartitionSpec says where a partition shard's segment lives.
+type PartitionSpec struct {
+	Dir     string
+	Options segment.Options
+}
+
+// Store implements raftio.ILogDB over per-shard metadata files and partition segments.
+type Store struct {
+	dir    string
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	specs  map[uint64]PartitionSpec
+	shards map[uint64]*shard
+	closed bool
+}
+
+var _ raftio.ILogDB = (*Store)(nil)
+
+// Open opens (or creates) a store in dir.
+func Open(dir string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "bootstrap"), filepath.Join(dir, "shards")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return &Store{dir: dir, logger: logger.With("component", "raftlog"), specs: map[uint64]PartitionSpec{}, shards: map[uint64]*shard{}}, nil
+}
+
+// Factory returns a dragonboat LogDB factory that hands out this store.
+func (s *Store) Factory() config.LogDBFactory { return factory{s} }
+
+type factory struct{ s *Store }
+
+func (f factory) Create(config.NodeHostConfig, config.LogDBCallback, []string, []string) (raftio.ILogDB, error) {
+	return f.s, nil
+}
+
+func (f factory) Name() string { return Name }
+
+// RegisterPartition makes shardID a partition shard whose batches live in spec.Dir. Call it
+// before the shard's replica starts.
+func (s *Store) RegisterPartition(shardID uint64, spec PartitionSpec) {
+	s.mu.Lock()
+	s.specs[shardID] = spec
+	s.mu.Unlock()
+}
+
+// Name implements raftio.ILogDB.
+func (s *Store) Name() string { return Name }
+
+// BinaryFormat implements raftio.ILogDB.
+func (s *Store) BinaryFormat() uint32 { return binaryFormat }
+
+// Close closes every shard's files (segments included).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	for _, sh := range s.shards {
+		sh.mu.Lock()
+		if e := sh.meta.close(); e != nil && err == nil {
+			err = e
+		}
+		if sh.seg != nil {
+			if e := sh.seg.Close(); e != nil && !errors.Is(e, segment.ErrClosed) && err == nil {
+				err = e
+			}
+			sh.seg = nil
+		}
+		sh.mu.Unlock()
+	}
+	return err
+}
+
+func (s *Store) metaDir(shardID uint64) string {
+	return filepath.Join(s.dir, "shards", strconv.FormatUint(shardID, 10))
+}
+
+// shard returns the open shard, opening it (and recovering it) on first use.
+func (s *Store) shard(shardID, replicaID uint64) (*shard, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("raftlog: closed")
+	}
+	if sh := s.shards[shardID]; sh != nil {
+		return sh, nil
+	}
+	sh := &shard{id: shardID, replica: replicaID, logger: s.logger.With("shard", shardID)}
+	if spec, ok := s.specs[shardID]; ok {
+		sh.part = &spec
+	}
+	meta, err := openMeta(s.metaDir(shardID), sh.replay)
+	if err != nil {
+		return nil, fmt.Errorf("raftlog: open shard %d: %w", shardID, err)
+	}
+	sh.meta = meta
+	sh.liveBytes = meta.size()
+	if sh.part != nil {
+		seg, err := segment.Open(sh.part.Dir, sh.part.Options)
+		if err != nil {
+			meta.close()
+			return nil, fmt.Errorf("raftlog: open shard %d segment: %w", shardID, err)
+		}
+		sh.seg = seg
+		if err := sh.reconcile(); err != nil {
+			seg.Close()
+			meta.close()
+			return nil, err
+		}
+	}
+	s.shards[shardID] = sh
+	return sh, nil
+}
+
+// ListNodeInfo implements raftio.ILogDB: the replicas with bootstrap records.
+func (s *Store) ListNodeInfo() ([]raftio.NodeInfo, error) {
+	des, err := os.ReadDir(filepath.Join(s.dir, "bootstrap"))
+	if err != nil {
+		return nil, err
+	}
+	var out []raftio.NodeInfo
+	for _, de := range des {
+		shardID, replicaID, ok := parseBootstrapName(de.Name())
+		if ok {
+			out = append(out, raftio.NodeInfo{ShardID: shardID, ReplicaID: replicaID})
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) bootstrapPath(shardID, replicaID uint64) string {
+	return filepath.Join(s.dir, "bootstrap", fmt.Sprintf("%d-%d.bootstrap", shardID, replicaID))
+}
+
+func parseBootstrapName(name string) (shardID, replicaID uint64, ok bool) {
+	stem, ok := strings.CutSuffix(name, ".bootstrap")
+	if !ok {
+		return 0, 0, false
+	}
+	a, b, ok := strings.Cut(stem, "-")
+	if !ok {
+		return 0, 0, false
+	}
+	x, err1 := strconv.ParseUint(a, 10, 64)
+	y, err2 := strconv.ParseUint(b, 10, 64)
+	return x, y, err1 == nil && err2 == nil
+}
+
+// SaveBootstrapInfo implements raftio.ILogDB (a file per replica, replaced atomically).
+func (s *Store) SaveBootstrapInfo(shardID, replicaID uint64, bs pb.Bootstrap) error {
+	data, err := bs.Marshal()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.bootstrapPath(shardID, replicaID), data)
+}
+
+// GetBootstrapInfo implements raftio.ILogDB.
+func (s *Store) GetBootstrapInfo(shardID, replicaID uint64) (pb.Bootstrap, error) {
+	data, err := os.ReadFile(s.bootstrapPath(shardID, replicaID))
+	if errors.Is(err, os.ErrNotExist) {
+		return pb.Bootstrap{}, raftio.ErrNoBootstrapInfo
+	}
+	if err != nil {
+		return pb.Bootstrap{}, err
+	}
+	var bs pb.Bootstrap
+	if err := bs.Unmarshal(data); err != nil {
+		return pb.Bootstrap{}, fmt.Errorf("raftlog: bootstrap of shard %d: %w", shardID, err)
+	}
+	return bs, nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := diskio.Datasync(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return diskio.SyncDir(filepath.Dir(path))
+}
+
+// SaveRaftState implements raftio.ILogDB: every update's batches go to their segments and its
+// records to the metadata files, then the touched shards are fsynced (concurrently when several),
+// and only then does it return, which is when dragonboat acknowledges.
+func (s *Store) SaveRaftState(updates []pb.Update, workerID uint64) error {
+	var one *shard
+	var many []*shard
+	for i := range updates {
+		u := &updates[i]
+		sh, err := s.shard(u.ShardID, u.ReplicaID)
+		if err != nil {
+			return err
+		}
+		sh.mu.Lock()
+		sync, err := sh.save(u)
+		if err == nil {
+			err = sh.meta.flush()
+		}
+		sh.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if sync {
+			if one == nil {
+				one = sh
+			} else if one != sh {
+				many = append(many, sh)
+			}
+		}
+	}
+	if one == nil {
+		return nil
+	}
+	if len(many) == 0 {
+		return one.sync()
+	}
+	many = append(many, one)
+	errs := make([]error, len(many))
+	var wg sync.WaitGroup
+	for i, sh := range many[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i+1] = sh.sync()
+		}()
+	}
+	errs[0] = many[0].sync()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sync fsyncs what the shard wrote: the segment's data and the metadata file, side by side.
+func (sh *shard) sync() error {
+	sh.mu.Lock()
+	seg := sh.seg
+	if !sh.segDirty {
+		seg = nil
+	}
+	sh.segDirty = false
+	sh.mu.Unlock()
+	var segErr error
+	done := make(chan struct{})
+	if seg != nil {
+		go func() {
+			segErr = seg.SyncData()
+			close(done)
+		}()
+	} else {
+		close(done)
+	}
+	sh.mu.Lock()
+	err := sh.meta.sync()
+	sh.mu.Unlock()
+	<-done
+	if segErr != nil && !errors.Is(segErr, segment.ErrClosed) {
+		return segErr
+	}
+	return err
+}
+
+// IterateEntries implements raftio.ILogDB.
+func (s *Store) IterateEntries(ents []pb.Entry, size uint64, shardID, replicaID, low, high, maxSize uint64) ([]pb.Entry, uint64, error) {
+	sh, err := s.shard(shardID, replicaID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return sh.entries(ents, size, low, high, maxSize)
+}
+
+// ReadRaftState implements raftio.ILogDB: the state and the range of entries after lastIndex (the
+// snapshot's index).
+func (s *Store) ReadRaftState(shardID, replicaID, lastIndex uint64) (raftio.RaftState, error) {
+	sh, err := s.shard(shardID, replicaID)
+	if err != nil {
+		return raftio.RaftState{}, err
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if pb.IsEmptyState(sh.state) && len(sh.ents) == 0 {
+		return raftio.RaftState{}, raftio.ErrNoSavedLog
+	}
+	rs := raftio.RaftState{State: sh.state}
+	if last := sh.lastIndex(); last > lastIndex && len(sh.ents) > 0 {
+		first := max(lastIndex+1, sh.marker+1)
+		rs.FirstIndex, rs.EntryCount = first, last-first+1
+	}
+	return rs, nil
+}
+
+// RemoveEntriesTo implements raftio.ILogDB: entries up to index are dropped from the metadata
+// (their batches stay in the segment, which retention trims).
+func (s *Store) RemoveEntriesTo(shardID, replicaID, index uint64) error {
+	sh, err := s.shard(shardID, replicaID)
+	if err != nil {
+		return err
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if index <= sh.marker {
+		return nil
+	}
+	if index > sh.lastIndex() {
+		index = sh.lastIndex()
+	}
+	term := sh.markerTerm
+	if index > sh.marker {
+		term = sh.ents[index-sh.marker-1].term
+	}
+	sh.compact(index, term, sh.segBase)
+	sh.meta.addCompacted(sh.marker, sh.markerTerm, sh.segBase)
+	sh.liveBytes = 0
+	for i := range sh.ents {
+		sh.liveBytes += int64(entryFixedLen + recHeaderLen + int(sh.ents[i].headLen) + len(sh.ents[i].cmd))
+	}
+	if sh.rotationDue() {
+		return sh.rotate()
+	}
+	return sh.meta.flush()
+}
+
+// CompactEntriesTo implements raftio.ILogDB: RemoveEntriesTo already reclaimed the space.
+func (s *Store) CompactEntriesTo(shardID, replicaID, index uint64) (<-chan struct{}, error) {
+	ch := make(chan struct{}, 1)
+	ch <- struct{}{}
+	return ch, nil
+}
+
+// SaveSnapshots implements raftio.ILogDB: local snapshots' metadata.
+func (s *Store) SaveSnapshots(updates []pb.Update) error {
+	for i := range updates {
+		u := &updates[i]
+		if pb.IsEmptySnapshot(u.Snapshot) {
+			continue
+		}
+		sh, err := s.shard(u.ShardID, u.ReplicaID)
+		if err != nil {
+			return err
+		}
+		sh.mu.Lock()
+		if u.Snapshot.Index >= sh.snap.Index {
+			sh.snap = u.Snapshot
+		}
+		err = sh.meta.addSnapshot(u.Snapshot, false)
+		if err == nil {
+			err = sh.meta.flush()
+		}
+		if err == nil {
+			err = sh.meta.sync()
+		}
+		sh.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetSnapshot implements raftio.ILogDB.
+func (s *Store) GetSnapshot(shardID, replicaID uint64) (pb.Snapshot, error) {
+	sh, err := s.shard(shardID, replicaID)
+	if err != nil {
+		return pb.Snapshot{}, err
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.snap, nil
+}
+
+// RemoveNodeData implements raftio.ILogDB: the replica's metadata and bootstrap record go (the
+// partition's segment is the replica's to delete, with its directory).
+func (s *Store) RemoveNodeData(shardID, replicaID uint64) error {
+	s.mu.Lock()
+	sh := s.shards[shardID]
+	delete(s.shards, shardID)
+	delete(s.specs, shardID)
+	s.mu.Unlock()
+	if sh != nil {
+		sh.mu.Lock()
+		sh.meta.close()
+		if sh.seg != nil {
+			sh.seg.Close()
+			sh.seg = nil
+		}
+		sh.mu.Unlock()
+	}
+	if err := os.RemoveAll(s.metaDir(shardID)); err != nil {
+		return err
+	}
+	if err := os.Remove(s.bootstrapPath(shardID, replicaID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return diskio.SyncDir(filepath.Join(s.dir, "bootstrap"))
+}
+
+// ImportSnapshot implements raftio.ILogDB (dragonboat's offline import tool): the replica restarts
+// from the snapshot as a joining member.
+func (s *Store) ImportSnapshot(ss pb.Snapshot, replicaID uint64) error {
+	if err := s.SaveBootstrapInfo(ss.ShardID, replicaID, pb.Bootstrap{Join: true, Type: ss.Type}); err != nil {
+		return err
+	}
+	sh, err := s.shard(ss.ShardID, replicaID)
+	if err != nil {
+		return err
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if err := sh.meta.addSnapshot(ss, true); err != nil {
+		return err
+	}
+	sh.resetTo(ss)
+	sh.state = pb.State{Term: ss.Term, Commit: ss.Index}
+	sh.meta.addState(sh.state)
+	if err := sh.meta.flush(); err != nil {
+		return err
+	}
+	return sh.meta.sync()
+}

@@ -1,0 +1,404 @@
+package raftlog
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lni/dragonboat/v4/raftio"
+	pb "github.com/lni/dragonboat/v4/raftpb"
+
+	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/segment"
+)
+
+const (
+	testShard   = 1000
+	testReplica = 1
+)
+
+// testStore is a store with one registered partition shard, reopenable like after a restart.
+type testStore struct {
+	t       *testing.T
+	dir     string
+	partDir string
+	s       *Store
+}
+
+func newTestStore(t *testing.T) *testStore {
+	dir := t.TempDir()
+	ts := &testStore{t: t, dir: filepath.Join(dir, "raftlog"), partDir: filepath.Join(dir, "p-0")}
+	ts.open()
+	t.Cleanup(func() { ts.s.Close() })
+	return ts
+}
+
+func (ts *testStore) open() {
+	ts.t.Helper()
+	s, err := Open(ts.dir, nil)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	s.RegisterPartition(testShard, PartitionSpec{Dir: ts.partDir, Options: segment.Options{SegmentBytes: 4096}})
+	ts.s = s
+}
+
+func (ts *testStore) reopen() {
+	ts.t.Helper()
+	if err := ts.s.Close(); err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.open()
+}
+
+// batchEntry is an entry as dragonboat proposes it: an encoded entry around a produce command.
+func batchEntry(index, term uint64, values ...string) pb.Entry {
+	vs := make([][]byte, len(values))
+	for i, v := range values {
+		vs[i] = []byte(v)
+	}
+	cmd := AppendCommand([]byte{encodedPlain}, Command{Epoch: int32(term), AppendTime: 1, Proposal: index}, kafkatest.Batch(vs...))
+	return pb.Entry{Index: index, Term: term, Type: pb.EncodedEntry, Key: index * 7, Cmd: cmd}
+}
+
+func (ts *testStore) save(state pb.State, ents ...pb.Entry) {
+	ts.t.Helper()
+	if err := ts.s.SaveRaftState([]pb.Update{{ShardID: testShard, ReplicaID: testReplica, State: state, EntriesToSave: ents}}, 1); err != nil {
+		ts.t.Fatal(err)
+	}
+}
+
+func (ts *testStore) entries(low, high uint64) []pb.Entry {
+	ts.t.Helper()
+	ents, _, err := ts.s.IterateEntries(nil, 0, testShard, testReplica, low, high, 0)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return ents
+}
+
+func (ts *testStore) partition() *Partition {
+	ts.t.Helper()
+	p, err := ts.s.Partition(testShard, testReplica)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return p
+}
+
+// checkEntries compares what the store returns with what was saved: every Raft field and the
+// command, whose batch comes back with its base offset and epoch set.
+func (ts *testStore) checkEntries(want []pb.Entry, offsets []int64) {
+	ts.t.Helper()
+	got := ts.entries(want[0].Index, want[len(want)-1].Index+1)
+	if len(got) != len(want) {
+		ts.t.Fatalf("got %d entries, want %d", len(got), len(want))
+	}
+	p := ts.partition()
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Index != w.Index || g.Term != w.Term || g.Type != w.Type || g.Key != w.Key {
+			ts.t.Fatalf("entry %d: got %+v", w.Index, g)
+		}
+		_, wcmd, wenc := entryCommand(w.Type, w.Cmd)
+		_, gcmd, genc := entryCommand(g.Type, g.Cmd)
+		if !wenc || !genc {
+			if !bytes.Equal(g.Cmd, w.Cmd) {
+				ts.t.Fatalf("entry %d: command differs", w.Index)
+			}
+			continue
+		}
+		_, wb, _, wok := StoredBatch(wcmd)
+		_, gb, gh, gok := StoredBatch(gcmd)
+		if wok != gok {
+			ts.t.Fatalf("entry %d: stored %v, want %v", w.Index, gok, wok)
+		}
+		if !wok {
+			if !bytes.Equal(gcmd, wcmd) {
+				ts.t.Fatalf("entry %d: inline command differs", w.Index)
+			}
+			continue
+		}
+		if !bytes.Equal(gb[16:], wb[16:]) || !bytes.Equal(gcmd[:HeaderLen], wcmd[:HeaderLen]) {
+			ts.t.Fatalf("entry %d: batch differs", w.Index)
+		}
+		if gh.BaseOffset != offsets[i] || gh.PartitionLeaderEpoch != int32(w.Term) {
+			ts.t.Fatalf("entry %d: base offset %d epoch %d, want %d and %d", w.Index, gh.BaseOffset, gh.PartitionLeaderEpoch, offsets[i], w.Term)
+		}
+		if off, err := p.BatchOffset(w.Index); err != nil || off != offsets[i] {
+			ts.t.Fatalf("entry %d: BatchOffset %d, %v", w.Index, off, err)
+		}
+	}
+}
+
+func TestSaveIterateReopen(t *testing.T) {
+	ts := newTestStore(t)
+	noop := pb.Entry{Index: 1, Term: 1, Type: pb.ApplicationEntry}
+	cc := pb.Entry{Index: 4, Term: 1, Type: pb.ConfigChangeEntry, Cmd: []byte("config change")}
+	ents := []pb.Entry{noop, batchEntry(2, 1, "a", "b"), batchEntry(3, 1, "c"), cc, batchEntry(5, 1, "d", "e", "f")}
+	st := pb.State{Term: 1, Vote: 1, Commit: 5}
+	ts.save(st, ents...)
+	offsets := []int64{0, 0, 2, 0, 3}
+	ts.checkEntries(ents, offsets)
+	if next := ts.partition().Log().NextOffset(); next != 6 {
+		t.Fatalf("segment next offset %d, want 6", next)
+	}
+
+	ts.reopen()
+	ts.checkEntries(ents, offsets)
+	rs, err := ts.s.ReadRaftState(testShard, testReplica, 0)
+	if err != nil || rs.State != st || rs.FirstIndex != 1 || rs.EntryCount != 5 {
+		t.Fatalf("ReadRaftState = %+v, %v", rs, err)
+	}
+	// Entries after a snapshot's index only.
+	if rs, _ := ts.s.ReadRaftState(testShard, testReplica, 3); rs.FirstIndex != 4 || rs.EntryCount != 2 {
+		t.Fatalf("ReadRaftState after 3 = %+v", rs)
+	}
+	// A size limit returns at least one entry and stops after the one that crosses it.
+	if got, _, _ := ts.s.IterateEntries(nil, 0, testShard, testReplica, 2, 6, 1); len(got) != 1 {
+		t.Fatalf("maxSize 1: %d entries", len(got))
+	}
+}
+
+func TestNoSavedLog(t *testing.T) {
+	ts := newTestStore(t)
+	if _, err := ts.s.ReadRaftState(testShard, testReplica, 0); err != raftio.ErrNoSavedLog {
+		t.Fatalf("ReadRaftState on an empty shard: %v", err)
+	}
+	if _, err := ts.s.GetBootstrapInfo(testShard, testReplica); err != raftio.ErrNoBootstrapInfo {
+		t.Fatalf("GetBootstrapInfo: %v", err)
+	}
+	bs := pb.Bootstrap{Addresses: map[uint64]string{1: "a:1", 2: "b:2"}, Type: pb.OnDiskStateMachine}
+	if err := ts.s.SaveBootstrapInfo(testShard, testReplica, bs); err != nil {
+		t.Fatal(err)
+	}
+	ts.reopen()
+	got, err := ts.s.GetBootstrapInfo(testShard, testReplica)
+	if err != nil || len(got.Addresses) != 2 || got.Type != pb.OnDiskStateMachine {
+		t.Fatalf("GetBootstrapInfo = %+v, %v", got, err)
+	}
+	if ni, err := ts.s.ListNodeInfo(); err != nil || len(ni) != 1 || ni[0].ShardID != testShard || ni[0].ReplicaID != testReplica {
+		t.Fatalf("ListNodeInfo = %v, %v", ni, err)
+	}
+}
+
+// A new leader's entries override an uncommitted suffix: the suffix's batches leave the segment
+// and the new ones take their offsets.
+func TestOverwriteTruncatesSegment(t *testing.T) {
+	ts := newTestStore(t)
+	old := []pb.Entry{batchEntry(1, 1, "a"), batchEntry(2, 1, "b", "c"), batchEntry(3, 1, "d"), batchEntry(4, 1, "e")}
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, old...)
+	repl := []pb.Entry{{Index: 3, Term: 2, Type: pb.ApplicationEntry}, batchEntry(4, 2, "x", "y", "z")}
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 2}, repl...)
+	want := append(append([]pb.Entry{}, old[:2]...), repl...)
+	offsets := []int64{0, 1, 0, 3}
+	ts.checkEntries(want, offsets)
+	if next := ts.partition().Log().NextOffset(); next != 6 {
+		t.Fatalf("segment next offset %d, want 6", next)
+	}
+	ts.reopen()
+	ts.checkEntries(want, offsets)
+	if next := ts.partition().Log().NextOffset(); next != 6 {
+		t.Fatalf("after reopen: segment next offset %d, want 6", next)
+	}
+}
+
+// A crash between the writes: the segment or the metadata may hold more than the other. Whichever
+// is ahead is cut back; the state's commit never points past the entries kept.
+func TestRecoveryCutsTheLonger(t *testing.T) {
+	t.Run("metadata ahead", func(t *testing.T) {
+		ts := newTestStore(t)
+		ents := []pb.Entry{batchEntry(1, 1, "a"), batchEntry(2, 1, "b"), batchEntry(3, 1, "c")}
+		ts.save(pb.State{Term: 1, Vote: 1, Commit: 3}, ents...)
+		ts.s.Close()
+		// Lose the last batch from the segment (its file is cut back as a crash would leave it).
+		onlySegment(t, ts.partDir)
+		log, err := segment.Open(ts.partDir, segment.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := log.TruncateTo(2); err != nil {
+			t.Fatal(err)
+		}
+		log.Close()
+		ts.open()
+		got := ts.entries(1, 4)
+		if len(got) != 2 {
+			t.Fatalf("%d entries after recovery, want 2", len(got))
+		}
+		rs, _ := ts.s.ReadRaftState(testShard, testReplica, 0)
+		if rs.State.Commit != 2 || rs.EntryCount != 2 {
+			t.Fatalf("ReadRaftState = %+v", rs)
+		}
+	})
+	t.Run("segment ahead", func(t *testing.T) {
+		ts := newTestStore(t)
+		ents := []pb.Entry{batchEntry(1, 1, "a"), batchEntry(2, 1, "b")}
+		ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, ents...)
+		// A batch reaches the segment, its metadata record never the file.
+		if _, err := ts.partition().Log().AppendWithEpoch(kafkatest.Batch([]byte("orphan")), 1); err != nil {
+			t.Fatal(err)
+		}
+		ts.reopen()
+		if next := ts.partition().Log().NextOffset(); next != 2 {
+			t.Fatalf("segment next offset %d after recovery, want 2", next)
+		}
+		ts.checkEntries(ents, []int64{0, 1})
+	})
+	t.Run("torn metadata record", func(t *testing.T) {
+		ts := newTestStore(t)
+		ts.save(pb.State{Term: 1, Vote: 1, Commit: 1}, batchEntry(1, 1, "a"))
+		ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, batchEntry(2, 1, "b"))
+		ts.s.Close()
+		// Garble the last record's bytes.
+		meta := filepath.Join(ts.dir, "shards", fmt.Sprint(testShard), fmt.Sprintf("%016d%s", 1, metaSuffix))
+		data, err := os.ReadFile(meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := scanRecords(data, func([]byte) error { return nil })
+		data[end-3] ^= 0xff
+		if err := os.WriteFile(meta, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ts.open()
+		rs, _ := ts.s.ReadRaftState(testShard, testReplica, 0)
+		if rs.EntryCount != 2 && rs.EntryCount != 1 {
+			t.Fatalf("ReadRaftState = %+v", rs)
+		}
+		// The last record was the state: entry 2 stays (its batch is there), commit falls back.
+		if rs.State.Commit > uint64(rs.EntryCount) {
+			t.Fatalf("commit %d past %d entries", rs.State.Commit, rs.EntryCount)
+		}
+		if next := ts.partition().Log().NextOffset(); next != int64(rs.EntryCount) {
+			t.Fatalf("segment next offset %d, %d entries", next, rs.EntryCount)
+		}
+	})
+}
+
+func onlySegment(t *testing.T, dir string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	if len(m) == 0 {
+		t.Fatal("no segment")
+	}
+	return m[len(m)-1]
+}
+
+// Compaction drops entries (not their batches), and the metadata file is rewritten once it is
+// mostly dead records; a reopen sees the same live entries.
+func TestCompactionAndRotation(t *testing.T) {
+	ts := newTestStore(t)
+	var all []pb.Entry
+	var offsets []int64
+	index := uint64(0)
+	for round := 0; round < 40; round++ {
+		var ents []pb.Entry
+		for i := 0; i < 100; i++ {
+			index++
+			ents = append(ents, batchEntry(index, 1, "value"))
+			offsets = append(offsets, int64(index-1))
+		}
+		ts.save(pb.State{Term: 1, Vote: 1, Commit: index}, ents...)
+		all = append(all, ents...)
+		if err := ts.s.RemoveEntriesTo(testShard, testReplica, index-50); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seqs, err := listMeta(ts.s.metaDir(testShard))
+	if err != nil || len(seqs) != 1 || seqs[0] == 1 {
+		t.Fatalf("metadata files %v, %v: want one, rotated", seqs, err)
+	}
+	if got := ts.entries(index-60, index); len(got) != 0 {
+		t.Fatalf("compacted entries returned: %d", len(got))
+	}
+	ts.checkEntries(all[len(all)-50:], offsets[len(offsets)-50:])
+	if floor := ts.partition().RetentionFloor(); floor != offsets[len(offsets)-50] {
+		t.Fatalf("retention floor %d, want %d", floor, offsets[len(offsets)-50])
+	}
+	ts.reopen()
+	ts.checkEntries(all[len(all)-50:], offsets[len(offsets)-50:])
+	if next := ts.partition().Log().NextOffset(); next != int64(index) {
+		t.Fatalf("segment next offset %d, want %d", next, index)
+	}
+	// Everything compacted: the segment's end is still known after a reopen.
+	if err := ts.s.RemoveEntriesTo(testShard, testReplica, index); err != nil {
+		t.Fatal(err)
+	}
+	ts.reopen()
+	if next := ts.partition().Log().NextOffset(); next != int64(index) {
+		t.Fatalf("fully compacted: segment next offset %d, want %d", next, index)
+	}
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: index + 1}, batchEntry(index+1, 1, "after"))
+	ts.checkEntries([]pb.Entry{batchEntry(index+1, 1, "after")}, []int64{int64(index)})
+}
+
+// A follower far behind receives a snapshot: its entries go, the batches saved after it wait
+// inline until the state machine installs the snapshot's segments, then take offsets after them.
+func TestReceivedSnapshotAndReplaceLog(t *testing.T) {
+	ts := newTestStore(t)
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, batchEntry(1, 1, "stale"), batchEntry(2, 1, "stale"))
+	ss := pb.Snapshot{Index: 10, Term: 2, Type: pb.OnDiskStateMachine, Membership: pb.Membership{Addresses: map[uint64]string{1: "a"}}}
+	if err := ts.s.SaveRaftState([]pb.Update{{ShardID: testShard, ReplicaID: testReplica, Snapshot: ss,
+		State: pb.State{Term: 2, Vote: 2, Commit: 10}}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	after := []pb.Entry{batchEntry(11, 2, "n1"), batchEntry(12, 2, "n2", "n3")}
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 12}, after...)
+	if _, err := ts.partition().BatchOffset(11); err != ErrNoBatch {
+		t.Fatalf("before the install: BatchOffset = %v, want ErrNoBatch", err)
+	}
+	// A restart before the install keeps waiting for it.
+	ts.reopen()
+	if _, err := ts.partition().BatchOffset(11); err != ErrNoBatch {
+		t.Fatalf("after a restart before the install: BatchOffset = %v", err)
+	}
+	if got, _ := ts.s.GetSnapshot(testShard, testReplica); got.Index != 10 {
+		t.Fatalf("GetSnapshot index %d", got.Index)
+	}
+
+	// The snapshot's segments: 7 records ending at offset 7.
+	tmp := ts.partDir + ".snapshot"
+	log, err := segment.Open(tmp, segment.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 7; i++ {
+		if _, err := log.Append(kafkatest.Batch([]byte("s"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg, base, err := ts.partition().ReplaceLog(tmp)
+	if err != nil || base != 7 || seg.NextOffset() != 10 {
+		t.Fatalf("ReplaceLog: base %d, next %d, %v", base, seg.NextOffset(), err)
+	}
+	ts.checkEntries(after, []int64{7, 8})
+	ts.reopen()
+	ts.checkEntries(after, []int64{7, 8})
+	if ts.partition().Log().NextOffset() != 10 {
+		t.Fatalf("after reopen: next %d", ts.partition().Log().NextOffset())
+	}
+}
+
+// Shards that are not registered partitions keep every command inline.
+func TestInlineShard(t *testing.T) {
+	ts := newTestStore(t)
+	const ctl = 1
+	e := batchEntry(1, 1, "looks like a batch")
+	if err := ts.s.SaveRaftState([]pb.Update{{ShardID: ctl, ReplicaID: 1, State: pb.State{Term: 1, Commit: 1}, EntriesToSave: []pb.Entry{e}}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	ts.reopen()
+	got, _, err := ts.s.IterateEntries(nil, 0, ctl, 1, 1, 2, 0)
+	if err != nil || len(got) != 1 || !bytes.Equal(got[0].Cmd, e.Cmd) {
+		t.Fatalf("inline entry: %v, %v", got, err)
+	}
+	if _, err := ts.s.Partition(ctl, 1); err == nil {
+		t.Fatal("Partition of an unregistered shard succeeded")
+	}
+}
