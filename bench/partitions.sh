@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/partitions.sh: one broker with many partitions (issue 14), before and after in one run.
-# Builds `sluice` from BEFORE (a git revision, default main) and from the working tree, then runs
-# bench/partitions for each "label|binary|partitions|serve flags" line of CASES in turn: creation time,
+# Builds `sluice` from each git revision CASES names ("tree": the working tree), then runs
+# bench/partitions for each "label|revision|partitions|serve flags" line of CASES in turn: creation time,
 # idle CPU over IDLE, RSS, real disk (allocated blocks), p99 of acks=all produce at RATE rec/s over all
 # partitions, restart-to-all-writable. JSON lines go to $OUT (default stdout), summaries to stderr.
 #
@@ -10,7 +10,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-BEFORE=${BEFORE:-main}
 IDLE=${IDLE:-60s}
 RATE=${RATE:-1000}
 PRODUCE=${PRODUCE:-30s}
@@ -18,24 +17,37 @@ PORT=${PORT:-39092}
 OUT=${OUT:-/dev/stdout}
 WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/before-src"
-git archive "$BEFORE" | tar -x -C "$WORK/before-src"
-(cd "$WORK/before-src" && go build -o "$WORK/sluice-before" ./cmd/sluice)
-go build -o "$WORK/sluice-after" ./cmd/sluice
+# binary REV: sluice built from git revision REV ("tree" = the working tree), once per revision.
+binary() {
+	local rev=$1 out="$WORK/sluice-$1"
+	if [ ! -x "$out" ]; then
+		if [ "$rev" = tree ]; then
+			go build -o "$out" ./cmd/sluice
+		else
+			mkdir -p "$WORK/src-$rev"
+			git archive "$rev" | tar -x -C "$WORK/src-$rev"
+			(cd "$WORK/src-$rev" && go build -o "$out" ./cmd/sluice)
+			rm -rf "$WORK/src-$rev"
+		fi
+	fi
+	echo "$out"
+}
 go build -o "$WORK/partitions" ./bench/partitions
-rm -rf "$WORK/before-src"
+# label|revision|partitions|serve flags
 CASES=${CASES:-"
-before-tan|before|64|
-after-tan|after|64|
-after-pebble|after|64|--raft-log pebble
-after-pebble-quiesce|after|64|--raft-log pebble --raft-quiesce
-after-pebble|after|1000|--raft-log pebble
-after-pebble-quiesce|after|1000|--raft-log pebble --raft-quiesce
+before-tan|aa53930|64|
+main-segment|main|64|--raft-log segment
+after-segment|tree|64|--raft-log segment
+after-segment-quiesce|tree|64|--raft-log segment --raft-quiesce
+after-segment|tree|1000|--raft-log segment
+after-segment-quiesce|tree|1000|--raft-log segment --raft-quiesce
 "}
-echo "# before: $(git rev-parse --short "$BEFORE") after: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty) $(date -u +%FT%TZ)" >&2
-while IFS='|' read -r label which n flags; do
+echo "# tree: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty), main: $(git rev-parse --short main), $(date -u +%FT%TZ)" >&2
+while IFS='|' read -r label rev n flags; do
 	[ -z "$label" ] && continue
-	"$WORK/partitions" -sluice "$WORK/sluice-$which" -partitions "$n" -idle "$IDLE" -rate "$RATE" \
+	bin=$(binary "$rev")
+	echo "# $label: $rev ($(git rev-parse --short "${rev/tree/HEAD}")) $n partitions $flags" >&2
+	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" \
 		-produce "$PRODUCE" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
 		{ echo "case $label failed; broker log tail:" >&2; tail -20 "$WORK/broker.log" >&2; }
 	rm -f "$WORK/broker.log"
