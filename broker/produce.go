@@ -119,6 +119,9 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 	if req.Acks == -1 && !b.enoughInSync(part) {
 		return nil, kerr.NotEnoughReplicas
 	}
+	if err := b.cfg.Disk.admitWrite(len(records)); err != nil {
+		return nil, err
+	}
 	return part, nil
 }
 

@@ -58,6 +58,7 @@ type serveConfig struct {
 	bootstrap        string
 	replicaLagMax    time.Duration
 	raftQuiesce      bool
+	minFreeBytes     int64
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -83,6 +84,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
+	fs.Int64Var(&cfg.minFreeBytes, "storage-min-free-bytes", -1, "refuse produce (KAFKA_STORAGE_ERROR) and new partitions while the data directory's disk has less free; -1 = 1 GiB or 5% of the disk, whichever is less; 0 = never refuse")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let idle partitions' Raft groups stop ticking and heartbeating (dragonboat quiesce)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBTan, "Raft log store, fixed when the data directory is created: tan (dragonboat's log beside the segments), "+
@@ -276,6 +278,21 @@ func serve(args []string) error {
 		}
 	}()
 
+	// A new partition replica takes its first segment chunk, plus with tan a preallocated log file.
+	perPartition := int64(1 << 20)
+	if cfg.raftLog == quorum.LogDBTan {
+		perPartition += 64 << 20
+	}
+	disk, err := broker.NewDiskGuard(cfg.dataDir, cfg.minFreeBytes, perPartition, logger)
+	if err != nil {
+		close(stopWatch)
+		<-watchDone
+		return err
+	}
+	diskCtx, stopDisk := context.WithCancel(context.Background())
+	defer stopDisk()
+	go disk.Run(diskCtx)
+
 	br := broker.New(broker.Config{
 		NodeID:                   int32(cfg.nodeID),
 		Host:                     host,
@@ -288,6 +305,7 @@ func serve(args []string) error {
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
 		LeaderRebalanceInterval:  cfg.leaderRebalance,
+		Disk:                     disk,
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr)
@@ -298,7 +316,7 @@ func serve(args []string) error {
 		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
 	}
 	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
-		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID)
+		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID, "storage_min_free_bytes", disk.MinFree())
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
