@@ -3,7 +3,8 @@
 # Builds `sluice` from each git revision CASES names ("tree": the working tree), then runs
 # bench/partitions for each "label|revision|partitions|serve flags" line of CASES in turn: creation time,
 # idle CPU over IDLE, RSS, real disk (allocated blocks), p99 of acks=all produce at RATE rec/s over all
-# partitions, restart-to-all-writable. JSON lines go to $OUT (default stdout), summaries to stderr.
+# partitions, restart-to-all-writable. JSON lines go to $OUT (default stdout), summaries to stderr;
+# with PROFILES=dir, a CPU profile of each idle window goes there.
 #
 # Disk: tan reserves 64 MiB per partition and (before the growing preallocation) the segment another
 # 64 MiB: keep N x 128 MiB of the "before" cases under the free disk you may use.
@@ -42,12 +43,14 @@ after-segment-quiesce|tree|64|--raft-log segment --raft-quiesce
 after-segment|tree|1000|--raft-log segment
 after-segment-quiesce|tree|1000|--raft-log segment --raft-quiesce
 "}
-echo "# tree: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty), main: $(git rev-parse --short main), $(date -u +%FT%TZ)" >&2
+echo "# tree: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty) (built once, first use), main: $(git rev-parse --short main), $(date -u +%FT%TZ)" >&2
 while IFS='|' read -r label rev n flags; do
 	[ -z "$label" ] && continue
 	bin=$(binary "$rev")
-	echo "# $label: $rev ($(git rev-parse --short "${rev/tree/HEAD}")) $n partitions $flags" >&2
-	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" \
+	echo "# $label: $rev $n partitions $flags" >&2
+	prof=()
+	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof")
+	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" "${prof[@]}" \
 		-produce "$PRODUCE" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
 		{ echo "case $label failed; broker log tail:" >&2; tail -20 "$WORK/broker.log" >&2; }
 	rm -f "$WORK/broker.log"

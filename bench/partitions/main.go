@@ -18,8 +18,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +43,7 @@ type result struct {
 	Partitions      int     `json:"partitions"`
 	CreateSec       float64 `json:"create_topics_s"`
 	AllWritableSec  float64 `json:"create_all_writable_s"`
+	EmptyCPUPct     float64 `json:"empty_broker_idle_cpu_pct_of_core"`
 	IdleCPUPct      float64 `json:"idle_cpu_pct_of_core"`
 	IdleSec         float64 `json:"idle_s"`
 	RSSEmptyMiB     float64 `json:"rss_empty_mib"`
@@ -72,6 +75,8 @@ func main() {
 	port := flag.Int("port", 39092, "Kafka port (Raft on port+1)")
 	label := flag.String("label", "", "label for the result")
 	keep := flag.Bool("keep", false, "keep the data directory")
+	emptyIdle := flag.Duration("empty-idle", 20*time.Second, "idle window for the broker before any topic (its baseline CPU)")
+	profile := flag.String("profile", "", "write a CPU profile of the broker over the idle window to this file (serves pprof on port+2)")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "sluice-partitions-")
@@ -87,6 +92,10 @@ func main() {
 	br := &brokerProc{bin: *bin, args: append([]string{"serve", "--listen", addr,
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", *port+1), "--data-dir", data, "--log-level", "warn",
 		"--auto-create-topics=false"}, strings.Fields(*extra)...), log: filepath.Join(*dir, "broker.log")}
+	debugAddr := fmt.Sprintf("127.0.0.1:%d", *port+2)
+	if *profile != "" {
+		br.args = append(br.args, "--debug-addr", debugAddr)
+	}
 	r := result{Label: *label, Flags: *extra, Partitions: *n, Rate: *rate}
 	br.start()
 	defer br.kill()
@@ -98,6 +107,11 @@ func main() {
 	time.Sleep(2 * time.Second)
 	r.RSSEmptyMiB = rssMiB(br.pid())
 	r.DiskEmptyMiB = diskMiB(data)
+	if *emptyIdle > 0 {
+		c0, t0 := cpuTicks(br.pid()), time.Now()
+		time.Sleep(*emptyIdle)
+		r.EmptyCPUPct = 100 * float64(cpuTicks(br.pid())-c0) / clkTck / time.Since(t0).Seconds()
+	}
 
 	// Creation.
 	adm := kadm.NewClient(cl)
@@ -121,15 +135,25 @@ func main() {
 
 	// Idle.
 	time.Sleep(*settle)
+	profDone := make(chan struct{})
+	if *profile != "" {
+		go func() {
+			defer close(profDone)
+			fetchProfile(debugAddr, *idle, *profile)
+		}()
+	} else {
+		close(profDone)
+	}
 	c0, t0 := cpuTicks(br.pid()), time.Now()
 	time.Sleep(*idle)
 	c1, t1 := cpuTicks(br.pid()), time.Now()
+	<-profDone
 	r.IdleSec = t1.Sub(t0).Seconds()
 	r.IdleCPUPct = 100 * float64(c1-c0) / clkTck / r.IdleSec
 	r.RSSIdleMiB = rssMiB(br.pid())
 	r.DiskIdleMiB = diskMiB(data)
-	logf("%s: idle %.0f s: CPU %.2f%% of a core, RSS %.0f MiB (empty broker %.0f), disk %.0f MiB (empty %.0f)",
-		*label, r.IdleSec, r.IdleCPUPct, r.RSSIdleMiB, r.RSSEmptyMiB, r.DiskIdleMiB, r.DiskEmptyMiB)
+	logf("%s: idle %.0f s: CPU %.2f%% of a core (empty broker %.2f%%), RSS %.0f MiB (empty broker %.0f), disk %.0f MiB (empty %.0f)",
+		*label, r.IdleSec, r.IdleCPUPct, r.EmptyCPUPct, r.RSSIdleMiB, r.RSSEmptyMiB, r.DiskIdleMiB, r.DiskEmptyMiB)
 
 	// Produce at a low rate over all partitions.
 	produce(cl, topics, *rate, *produceFor, br.pid(), &r)
@@ -154,6 +178,25 @@ func main() {
 	br.stop()
 	out, _ := json.Marshal(r)
 	fmt.Println(string(out))
+}
+
+// fetchProfile saves the broker's CPU profile over d (the pprof endpoint of --debug-addr).
+func fetchProfile(addr string, d time.Duration, path string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	if err != nil {
+		logf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		logf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		logf("profile: %v", err)
+	}
 }
 
 const clkTck = 100 // USER_HZ on Linux
