@@ -58,6 +58,7 @@ type serveConfig struct {
 	bootstrap        string
 	replicaLagMax    time.Duration
 	raftQuiesce      bool
+	raftTick         time.Duration
 	minFreeBytes     int64
 }
 
@@ -85,6 +86,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
 	fs.Int64Var(&cfg.minFreeBytes, "storage-min-free-bytes", -1, "refuse produce (KAFKA_STORAGE_ERROR) and new partitions while the data directory's disk has less free; -1 = 1 GiB or 5% of the disk, whichever is less; 0 = never refuse")
+	fs.DurationVar(&cfg.raftTick, "raft-tick", 5*time.Millisecond, "Raft tick (dragonboat RTT): heartbeats every 2 ticks, elections after 30-60; every partition's group is ticked this often, idle or not")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let idle partitions' Raft groups stop ticking and heartbeating (dragonboat quiesce)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBTan, "Raft log store, fixed when the data directory is created: tan (dragonboat's log beside the segments), "+
@@ -223,6 +225,7 @@ func serve(args []string) error {
 		Logger:   logger,
 		LogDB:    cfg.raftLog,
 		Quiesce:  cfg.raftQuiesce,
+		RTT:      cfg.raftTick,
 	})
 	if err != nil {
 		return fmt.Errorf("starting raft: %v", err)
