@@ -37,12 +37,18 @@ while IFS='|' read -r label flags; do
 	labels+=("$label:$p")
 	i=$((i + 1))
 done <<<"$CONFIGS"
-sleep 3
+for lp in "${labels[@]}"; do
+	for ((t = 0; t < 300; t++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/${lp##*:}") 2>/dev/null && break
+		sleep 0.1
+	done
+done
 for lp in "${labels[@]}"; do
 	p=${lp##*:}
 	for ((t = 0; t * 50 < N; t++)); do
 		n=$((N - t * 50 < 50 ? N - t * 50 : 50))
-		"$WORK/sluice" topics --bootstrap "127.0.0.1:$p" --partitions "$n" create "t$t" >/dev/null
+		"$WORK/sluice" topics --bootstrap "127.0.0.1:$p" --partitions "$n" create "t$t" >/dev/null ||
+			{ tail -20 "$WORK/${lp%%:*}.log" >&2; exit 1; }
 	done
 	echo "# ${lp%%:*}: $N partitions created" >&2
 done

@@ -64,9 +64,11 @@ type HostConfig struct {
 	RTT      time.Duration // dragonboat RTTMillisecond, the tick; default 5ms (loopback / LAN)
 	Logger   *slog.Logger  // default slog.Default(); dragonboat's own logs go here at Warn and above
 
-	// Per-shard Raft settings, in ticks of RTT. Defaults: heartbeat 2 (10 ms), election 30
-	// (150–300 ms randomised): fast failover on loopback/LAN, yet not so tight that a GC pause
-	// or a busy 2-core machine deposes leaders.
+	// Per-shard Raft settings, in ticks of RTT. Defaults: a heartbeat every ~10 ms and an election
+	// timeout of ~150 ms (randomised up to twice that) whatever the RTT, within dragonboat's rules
+	// (heartbeat >= 1 tick, election >= 10 heartbeats): 2 and 30 at 5 ms, 1 and 10 at 20 ms. Fast
+	// failover on loopback/LAN, yet not so tight that a GC pause or a busy 2-core machine deposes
+	// leaders.
 	HeartbeatTicks uint64
 	ElectionTicks  uint64
 	// SnapshotEntries: take a local snapshot (metadata only for on-disk state machines) every
@@ -108,11 +110,14 @@ func (c *HostConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	// Heartbeat about every 10 ms and an election timeout of about 150 ms whatever the tick, with
+	// the election at least 10 heartbeats (dragonboat warns otherwise): 2 and 30 at 5 ms, 1 and 10
+	// (200-400 ms) at 20 ms.
 	if c.HeartbeatTicks == 0 {
-		c.HeartbeatTicks = 2
+		c.HeartbeatTicks = max(1, uint64(10*time.Millisecond/c.RTT))
 	}
 	if c.ElectionTicks == 0 {
-		c.ElectionTicks = 30
+		c.ElectionTicks = max(10*c.HeartbeatTicks, uint64(150*time.Millisecond/c.RTT))
 	}
 	if c.SnapshotEntries == 0 {
 		c.SnapshotEntries = 1000
