@@ -76,7 +76,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.partitions, "partitions", 1, "default partition count for new topics (num.partitions)")
 	fs.IntVar(&cfg.replication, "replication-factor", 1, "default replication factor for new topics")
 	fs.BoolVar(&cfg.autoCreate, "auto-create-topics", true, "create unknown topics on metadata requests that allow it")
-	fs.Int64Var(&cfg.segmentBytes, "segment-bytes", 1<<30, "segment file size; files are preallocated to it (log.segment.bytes)")
+	fs.Int64Var(&cfg.segmentBytes, "segment-bytes", 1<<30, "segment file size (log.segment.bytes); the active file is preallocated as it fills: 128 KiB, doubling up to 64 MiB at a time")
 	fs.DurationVar(&cfg.segmentAge, "segment-age", 7*24*time.Hour, "roll the active segment after this long (log.roll.ms); 0 = never")
 	fs.DurationVar(&cfg.retention, "retention", 7*24*time.Hour, "delete segments older than this (log.retention.ms); 0 = forever")
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
