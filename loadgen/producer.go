@@ -119,7 +119,7 @@ func (p *producer) run(ctx context.Context, startNs, stopNs int64) {
 				return
 			}
 			intended = startNs + int64(float64(i)*period)
-			if d := intended - time.Now().UnixNano(); d > 0 && !p.wait(ctx, time.Duration(d)) {
+			if d := intended - time.Now().UnixNano(); d > 0 && !p.wait(ctx, time.Duration(d), intended) {
 				return
 			}
 		}
@@ -221,9 +221,9 @@ func (p *producer) onAck(r *kgo.Record, err error) {
 	p.free <- r
 }
 
-// wait sleeps d on the producer's one timer (no allocation per record); it reports
-// whether d passed rather than ctx ending.
-func (p *producer) wait(ctx context.Context, d time.Duration) bool {
+// wait sleeps d on the producer's one timer (no allocation per record), until the record
+// intended at intended (Unix ns) is due; it reports whether that time came rather than ctx ending.
+func (p *producer) wait(ctx context.Context, d time.Duration, intended int64) bool {
 	if d < 50*time.Microsecond {
 		// Too short for a timer to be worth it: send a little early. Even if ctx has ended meanwhile:
 		// the record is due before the deadline, and dropping it would leave the schedule short.
@@ -238,9 +238,12 @@ func (p *producer) wait(ctx context.Context, d time.Duration) bool {
 	case <-p.timer.C:
 		return true
 	case <-ctx.Done():
-		// The schedule decides, not which channel this goroutine saw first: a record whose intended
-		// time came before the deadline is still sent when a busy machine woke us after it.
-		return !p.timer.Stop()
+		p.timer.Stop()
+		// The schedule decides, not which channel this goroutine saw first: the run's deadline
+		// and this record's timer often fire together, and a record due before the deadline is
+		// still sent. (timer.Stop cannot tell: since Go 1.23 it reports true for a timer that
+		// fired but whose value was not received.) A cancelled run stops at once.
+		return time.Now().UnixNano() >= intended
 	}
 }
 

@@ -198,3 +198,38 @@ func TestUnsentRecordsAreCharged(t *testing.T) {
 		t.Errorf("charged %d values, min %d ns", h.TotalCount(), h.Min())
 	}
 }
+
+// Every record the schedule holds is sent when the run's deadline falls just after the last
+// intended time: the deadline and the record's timer fire together, and the record must not be
+// dropped (it was charged the whole drain, about a second, as an unsent record: a false stall).
+func TestDeadlineRightAfterLastRecordSendsIt(t *testing.T) {
+	for round := range 12 {
+		w := testWorkload()
+		var sends int
+		send := func(r *kgo.Record, promise func(*kgo.Record, error)) {
+			sends++
+			promise(r, nil)
+		}
+		p := newProducer(0, &w, "t", 1000, nil, send, 1) // one record per ms, each waits on the timer
+		start := time.Now()
+		p.measureFrom = start.UnixNano()
+		stop := start.Add(20*time.Millisecond + time.Microsecond) // the last record is due 1 µs before stop
+		ctx, cancel := context.WithDeadline(context.Background(), stop)
+		p.run(ctx, start.UnixNano(), stop.UnixNano())
+		cancel()
+		if unsent := p.chargeUnsent(time.Now().UnixNano()); unsent != 0 || sends != 21 {
+			t.Fatalf("round %d: sent %d of 21 scheduled, %d unsent", round, sends, unsent)
+		}
+	}
+	// A cancelled run (not its deadline) stops at once: records not yet due are not sent.
+	w := testWorkload()
+	var sends int
+	p := newProducer(0, &w, "t", 1000, nil, func(r *kgo.Record, promise func(*kgo.Record, error)) { sends++; promise(r, nil) }, 1)
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	p.run(ctx, start.UnixNano(), start.Add(time.Second).UnixNano())
+	if sends > 20 {
+		t.Errorf("a cancelled run sent %d records (about 10 were due)", sends)
+	}
+}

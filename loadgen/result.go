@@ -22,6 +22,7 @@ const (
 	ResultFile  = "result.json"
 	PublishHlog = "publish.hlog"
 	E2EHlog     = "e2e.hlog"
+	ProbeHlog   = "probe.hlog"
 	SummaryFile = "summary.txt"
 )
 
@@ -54,6 +55,7 @@ type Result struct {
 	E2EHist     *hdrhistogram.Histogram `json:"-"`
 	PublishLog  []byte                  `json:"-"`
 	E2ELog      []byte                  `json:"-"`
+	ProbeLog    []byte                  `json:"-"` // loadgen's own wake-up delays (probe.go)
 }
 
 // Broker is what loadgen learned about the broker it measured.
@@ -167,11 +169,19 @@ func (r *Result) Write(dir string) error {
 			return err
 		}
 	}
+	if len(r.ProbeLog) > 0 {
+		if err := os.WriteFile(filepath.Join(dir, ProbeHlog), r.ProbeLog, 0o644); err != nil {
+			return err
+		}
+	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, ResultFile), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := r.writeIntervals(dir); err != nil {
 		return err
 	}
 	var sb strings.Builder

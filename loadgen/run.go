@@ -32,7 +32,7 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 	if opt.ReadyTimeout == 0 {
 		opt.ReadyTimeout = 30 * time.Second
 	}
-	r := &runner{w: w, opt: opt, pubSet: NewLatencySet(), e2eSet: NewLatencySet(), lagSet: NewLatencySet()}
+	r := &runner{w: w, opt: opt, pubSet: NewLatencySet(), e2eSet: NewLatencySet(), lagSet: NewLatencySet(), probeSet: NewLatencySet()}
 	r.res = &Result{Loadgen: Version, Label: opt.Label, Machine: ThisMachine(), Broker: Broker{Bootstrap: w.Brokers}}
 	if r.res.Label == "" {
 		r.res.Label = w.Name
@@ -99,6 +99,9 @@ type runner struct {
 
 	pubSet, e2eSet, lagSet *LatencySet
 	pubLog, e2eLog         *hlog
+	// The probe: a goroutine sleeping 1 ms at a time records how late it wakes (see probe.go).
+	probeSet *LatencySet
+	probeLog *hlog
 
 	runStart, start, measureFrom, stop, hardEnd, last time.Time
 	m0, m1                                            [4]int64 // counters at measureFrom and stop (see snap)
@@ -204,6 +207,12 @@ func (r *runner) measure(ctx context.Context) error {
 		c.setMeasureFrom(r.measureFrom.UnixNano())
 	}
 	r.pubLog, r.e2eLog = newHlog(r.start, "publish"), newHlog(r.start, "e2e")
+	r.probeLog = newHlog(r.start, "probe")
+	probeRec := NewRecorder()
+	r.probeSet.Add(probeRec)
+	probeCtx, probeCancel := context.WithCancel(ctx)
+	defer probeCancel()
+	go probe(probeCtx, probeRec, r.measureFrom)
 
 	// Producers stop at stop even when blocked on the in-flight bound.
 	sendCtx, sendCancel := context.WithDeadline(ctx, r.stop)
@@ -279,8 +288,10 @@ func (r *runner) tick(now time.Time) {
 	r.pubSet.Tick(r.last, now)
 	r.e2eSet.Tick(r.last, now)
 	r.lagSet.Tick(r.last, now)
+	r.probeSet.Tick(r.last, now)
 	r.pubLog.add(r.pubSet.Interval)
 	r.e2eLog.add(r.e2eSet.Interval)
+	r.probeLog.add(r.probeSet.Interval)
 	r.last = now
 }
 
@@ -346,6 +357,7 @@ func (r *runner) figures(final [4]int64, unsent int64) {
 	res.EndToEnd = summarize(r.e2eSet.Total, r.e2eSet.Over)
 	res.PublishHist, res.E2EHist = r.pubSet.Total, r.e2eSet.Total
 	res.PublishLog = r.pubLog.bytes()
+	res.ProbeLog = r.probeLog.bytes()
 	if len(r.consumers) > 0 {
 		res.E2ELog = r.e2eLog.bytes()
 	}

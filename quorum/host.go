@@ -52,6 +52,8 @@ var (
 	// ErrBusy: back-pressure. The shard's in-memory Raft log is full (followers or the apply are
 	// behind) or the LogDB is stalling its writes; retry later.
 	ErrBusy = errors.New("quorum: shard busy")
+	// ErrOtherLogDB: the data directory was written with another Raft log store (HostConfig.LogDB).
+	ErrOtherLogDB = errors.New("quorum: the data directory holds another Raft log store")
 	// ErrPayloadTooBig: the command is larger than the shard accepts (HostConfig.MaxInMemLogSize).
 	ErrPayloadTooBig = errors.New("quorum: payload too big")
 )
@@ -79,7 +81,7 @@ type HostConfig struct {
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
 	MaxInMemLogSize uint64
-	// LogDB is the Raft log store: LogDBTan (default), LogDBPebble or LogDBSegment. dragonboat
+	// LogDB is the Raft log store: LogDBTan (default), LogDBSegment or LogDBPebble. dragonboat
 	// records it in DataDir; a NodeHost cannot reopen a directory with another one.
 	LogDB string
 	// Quiesce lets a shard with no traffic for 10 election timeouts stop ticking and heartbeating
@@ -273,7 +275,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 			raftLog.Close()
 		}
 		if strings.Contains(err.Error(), "logdb type changed") || strings.Contains(err.Error(), "incompatible LogDB") {
-			return nil, fmt.Errorf("quorum: %s was written with another Raft log store than %q: start with the store it was written with, or move the directory away and start empty (%w)", cfg.DataDir, cfg.LogDB, err)
+			return nil, fmt.Errorf("quorum: %s was written with another Raft log store than %q: %w: %w", cfg.DataDir, cfg.LogDB, ErrOtherLogDB, err)
 		}
 		return nil, fmt.Errorf("quorum: start node host: %w", err)
 	}

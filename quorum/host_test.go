@@ -236,8 +236,8 @@ func testShardProposeRestart(t *testing.T, logDB string) {
 	if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: other}); err == nil {
 		h2.Close()
 		t.Fatalf("reopening a %s directory with %s succeeded", logDB, other)
-	} else {
-		t.Logf("reopening a %s directory with %s: %v", logDB, other, err)
+	} else if !errors.Is(err, ErrOtherLogDB) {
+		t.Fatalf("reopening a %s directory with %s: %v, want ErrOtherLogDB", logDB, other, err)
 	}
 	if logDB != LogDBSegment {
 		if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: LogDBSegment}); err == nil {

@@ -23,6 +23,9 @@ const (
 	KindBatchV1 byte = 1
 	// KindBatch carries the proposal number.
 	KindBatch byte = 2
+	// KindBarrier is a header alone: a leader's marker in its own log (applied, every proposal it
+	// made before is applied or never will be).
+	KindBarrier byte = 3
 
 	// FlagLogAppendTime: the topic stamps batches with the broker's time (the append time above).
 	FlagLogAppendTime byte = 1 << 0
@@ -44,9 +47,13 @@ type Command struct {
 	Proposal   uint64
 }
 
-// AppendCommand appends the command for batch to dst.
+// AppendCommand appends the command for batch to dst; a KindBarrier command takes no batch.
 func AppendCommand(dst []byte, c Command, batch []byte) []byte {
-	dst = append(dst, KindBatch, c.Flags)
+	kind := KindBatch
+	if c.Kind == KindBarrier {
+		kind = KindBarrier
+	}
+	dst = append(dst, kind, c.Flags)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(c.Epoch))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(c.AppendTime))
 	dst = binary.BigEndian.AppendUint64(dst, c.Proposal)
@@ -65,7 +72,7 @@ func ParseCommand(cmd []byte) (c Command, batch []byte, ok bool) {
 	switch c.Kind {
 	case KindBatchV1:
 		return c, cmd[headerLenV1:], true
-	case KindBatch:
+	case KindBatch, KindBarrier:
 		if len(cmd) < HeaderLen {
 			return Command{}, nil, false
 		}
@@ -88,7 +95,7 @@ func headerLen(cmd []byte) int {
 // the same from the same bytes; the state machine uses it to know which entries hold offsets.
 func StoredBatch(cmd []byte) (c Command, batch []byte, h segment.Header, ok bool) {
 	c, batch, ok = ParseCommand(cmd)
-	if !ok {
+	if !ok || c.Kind != KindBatch && c.Kind != KindBatchV1 {
 		return Command{}, nil, segment.Header{}, false
 	}
 	h, err := segment.ParseHeader(batch)

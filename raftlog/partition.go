@@ -68,9 +68,13 @@ func (p *Partition) RetentionFloor() int64 {
 
 // ReplaceLog installs a received snapshot's segments, built in tmpDir, as the partition's log,
 // then writes into it the batches of the entries saved since the snapshot (kept inline until now).
-// The caller has stopped serving reads from the old log.
+// index is the snapshot's Raft index. The caller has stopped serving reads from the old log.
 // It returns the log and the offset the snapshot's segments end at.
-func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, int64, error) {
+//
+// Raft may have saved a newer snapshot before the state machine installs an older one (two sent
+// in a row): the older one's segments serve until the newer one's arrive, and the entries saved
+// after the newer one keep waiting for it.
+func (p *Partition) ReplaceLog(tmpDir string, index uint64) (*segment.Log, int64, error) {
 	sh := p.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -92,32 +96,41 @@ func (p *Partition) ReplaceLog(tmpDir string) (*segment.Log, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("raftlog: open %s from snapshot: %w", dir, err)
 	}
+	if sh.awaiting && index != sh.marker {
+		sh.seg = seg
+		sh.logger.Info("installed an older snapshot than the one saved last; waiting for the newer", "installed", index, "saved", sh.marker)
+		return seg, seg.NextOffset(), nil
+	}
 	sh.seg, sh.segBase, sh.awaiting = seg, seg.NextOffset(), false
-	sh.meta.addInstalled(sh.marker, sh.segBase)
-	for i := range sh.ents {
-		e := &sh.ents[i]
-		if !e.inSegment {
-			stored, err := sh.storeBatch(e, sh.marker+1+uint64(i), e.cmd)
-			if err != nil {
-				return nil, 0, err
-			}
-			if stored {
-				e.cmd = nil
-			}
-		}
-		sh.meta.addEntry(sh.marker+1+uint64(i), e)
-	}
-	if err := sh.meta.flush(); err != nil {
-		return nil, 0, err
-	}
-	if err := seg.SyncData(); err != nil {
-		return nil, 0, err
-	}
-	sh.segDirty = false
-	if err := sh.meta.sync(); err != nil {
+	if err := sh.materialize(); err != nil {
 		return nil, 0, err
 	}
 	return seg, sh.segBase, nil
+}
+
+// KeepLog ends a wait for a received snapshot that the state machine will not install: dragonboat
+// skips loading a snapshot whose state-machine entries the replica has all applied (only entries
+// without a batch lie between). The log up to next, where the state machine has applied to, is
+// then the snapshot's: the rest is cut, and the batches saved since the snapshot are written after
+// it. It reports whether the store was waiting.
+func (p *Partition) KeepLog(next int64) (bool, error) {
+	sh := p.sh
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.awaiting || sh.seg == nil {
+		return false, nil
+	}
+	if sh.seg.NextOffset() > next {
+		if err := sh.seg.TruncateTo(next); err != nil {
+			return true, fmt.Errorf("raftlog: shard %d: cut the log to %d after a snapshot it keeps: %w", sh.id, next, err)
+		}
+	}
+	if got := sh.seg.NextOffset(); got != next {
+		return true, fmt.Errorf("raftlog: shard %d: the log ends at %d, the state machine applied to %d", sh.id, got, next)
+	}
+	sh.logger.Info("keeping the log through a snapshot the state machine did not need", "snapshot_index", sh.marker, "offset", next)
+	sh.segBase, sh.awaiting = next, false
+	return true, sh.materialize()
 }
 
 // Delete closes the partition's log and removes its directory (the topic is deleted); entries

@@ -42,6 +42,9 @@ type shard struct {
 	replica uint64
 	logger  *slog.Logger
 
+	opening sync.Once // open, at first use
+	openErr error
+
 	mu         sync.Mutex
 	meta       *metaFile
 	part       *PartitionSpec // nil: every command is kept inline (the controller, tests)
@@ -116,8 +119,10 @@ func (sh *shard) replay(body []byte) error {
 		if len(b) < 16 {
 			return errors.New("raftlog: short install record")
 		}
-		sh.awaiting = false
-		sh.segBase = int64(be.Uint64(b[8:]))
+		if be.Uint64(b) == sh.marker { // the install of the snapshot saved last
+			sh.awaiting = false
+			sh.segBase = int64(be.Uint64(b[8:]))
+		}
 	default:
 		return fmt.Errorf("raftlog: unknown record type %d", typ)
 	}
@@ -224,6 +229,7 @@ func (sh *shard) save(u *pb.Update) (bool, error) {
 // batches: they were never committed, so no reader has seen them.
 func (sh *shard) truncateFrom(index uint64) error {
 	k := index - sh.marker - 1
+	sh.logger.Info("raft log suffix overridden by the leader's", "from_index", index, "to_index", sh.lastIndex())
 	if sh.seg != nil {
 		for i := k; i < uint64(len(sh.ents)); i++ {
 			if sh.ents[i].inSegment {
@@ -395,4 +401,32 @@ func (sh *shard) rotate() error {
 	sh.liveBytes = int64(len(m.buf))
 	sh.meta.buf = sh.meta.buf[:0] // all in the new picture
 	return sh.meta.rotate(m.buf)
+}
+
+// materialize ends a wait for a snapshot: it records the install, writes the batches of the entries
+// saved meanwhile (inline until now) into the segment, rewrites their records and makes it all
+// durable. Callers hold sh.mu and have set segBase.
+func (sh *shard) materialize() error {
+	sh.meta.addInstalled(sh.marker, sh.segBase)
+	for i := range sh.ents {
+		e := &sh.ents[i]
+		if !e.inSegment {
+			stored, err := sh.storeBatch(e, sh.marker+1+uint64(i), e.cmd)
+			if err != nil {
+				return err
+			}
+			if stored {
+				e.cmd = nil
+			}
+		}
+		sh.meta.addEntry(sh.marker+1+uint64(i), e)
+	}
+	if err := sh.meta.flush(); err != nil {
+		return err
+	}
+	if err := sh.seg.SyncData(); err != nil {
+		return err
+	}
+	sh.segDirty = false
+	return sh.meta.sync()
 }

@@ -104,6 +104,10 @@ func (s *Store) Close() error {
 	var err error
 	for _, sh := range s.shards {
 		sh.mu.Lock()
+		if sh.meta == nil { // never opened
+			sh.mu.Unlock()
+			continue
+		}
 		if e := sh.meta.close(); e != nil && err == nil {
 			err = e
 		}
@@ -122,41 +126,60 @@ func (s *Store) metaDir(shardID uint64) string {
 	return filepath.Join(s.dir, "shards", strconv.FormatUint(shardID, 10))
 }
 
-// shard returns the open shard, opening it (and recovering it) on first use.
+// shard returns the open shard, opening it (and recovering it) on first use. Shards open in
+// parallel: a broker restarting with many partitions recovers their segments side by side.
 func (s *Store) shard(shardID, replicaID uint64) (*shard, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, errors.New("raftlog: closed")
 	}
-	if sh := s.shards[shardID]; sh != nil {
-		return sh, nil
+	sh := s.shards[shardID]
+	if sh == nil {
+		sh = &shard{id: shardID, replica: replicaID, logger: s.logger.With("shard", shardID)}
+		if spec, ok := s.specs[shardID]; ok {
+			sh.part = &spec
+		}
+		s.shards[shardID] = sh
 	}
-	sh := &shard{id: shardID, replica: replicaID, logger: s.logger.With("shard", shardID)}
-	if spec, ok := s.specs[shardID]; ok {
-		sh.part = &spec
+	s.mu.Unlock()
+	sh.opening.Do(func() { sh.openErr = sh.open(s.metaDir(shardID)) })
+	if sh.openErr != nil {
+		s.mu.Lock()
+		if s.shards[shardID] == sh {
+			delete(s.shards, shardID) // the next call tries again
+		}
+		s.mu.Unlock()
+		return nil, sh.openErr
 	}
-	meta, err := openMeta(s.metaDir(shardID), sh.replay)
+	return sh, nil
+}
+
+// open reads the shard's metadata and, for a partition, opens and reconciles its segment.
+func (sh *shard) open(metaDir string) error {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	meta, err := openMeta(metaDir, sh.replay)
 	if err != nil {
-		return nil, fmt.Errorf("raftlog: open shard %d: %w", shardID, err)
+		return fmt.Errorf("raftlog: open shard %d: %w", sh.id, err)
 	}
 	sh.meta = meta
 	sh.liveBytes = meta.size()
-	if sh.part != nil {
-		seg, err := segment.Open(sh.part.Dir, sh.part.Options)
-		if err != nil {
-			meta.close()
-			return nil, fmt.Errorf("raftlog: open shard %d segment: %w", shardID, err)
-		}
-		sh.seg = seg
-		if err := sh.reconcile(); err != nil {
-			seg.Close()
-			meta.close()
-			return nil, err
-		}
+	if sh.part == nil {
+		return nil
 	}
-	s.shards[shardID] = sh
-	return sh, nil
+	seg, err := segment.Open(sh.part.Dir, sh.part.Options)
+	if err != nil {
+		meta.close()
+		return fmt.Errorf("raftlog: open shard %d segment: %w", sh.id, err)
+	}
+	sh.seg = seg
+	if err := sh.reconcile(); err != nil {
+		seg.Close()
+		meta.close()
+		return err
+	}
+	return nil
 }
 
 // ListNodeInfo implements raftio.ILogDB: the replicas with bootstrap records.
@@ -438,7 +461,9 @@ func (s *Store) RemoveNodeData(shardID, replicaID uint64) error {
 	s.mu.Unlock()
 	if sh != nil {
 		sh.mu.Lock()
-		sh.meta.close()
+		if sh.meta != nil {
+			sh.meta.close()
+		}
 		if sh.seg != nil {
 			sh.seg.Close()
 			sh.seg = nil

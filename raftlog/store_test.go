@@ -331,8 +331,9 @@ func TestCompactionAndRotation(t *testing.T) {
 	if next := ts.partition().Log().NextOffset(); next != int64(index) {
 		t.Fatalf("fully compacted: segment next offset %d, want %d", next, index)
 	}
-	ts.save(pb.State{Term: 1, Vote: 1, Commit: index + 1}, batchEntry(index+1, 1, "after"))
-	ts.checkEntries([]pb.Entry{batchEntry(index+1, 1, "after")}, []int64{int64(index)})
+	next := batchEntry(index+1, 1, "after")
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: index + 1}, next)
+	ts.checkEntries([]pb.Entry{next}, []int64{int64(index)})
 }
 
 // A follower far behind receives a snapshot: its entries go, the batches saved after it wait
@@ -373,7 +374,7 @@ func TestReceivedSnapshotAndReplaceLog(t *testing.T) {
 	if err := log.Close(); err != nil {
 		t.Fatal(err)
 	}
-	seg, base, err := ts.partition().ReplaceLog(tmp)
+	seg, base, err := ts.partition().ReplaceLog(tmp, 10)
 	if err != nil || base != 7 || seg.NextOffset() != 10 {
 		t.Fatalf("ReplaceLog: base %d, next %d, %v", base, seg.NextOffset(), err)
 	}
@@ -400,5 +401,90 @@ func TestInlineShard(t *testing.T) {
 	}
 	if _, err := ts.s.Partition(ctl, 1); err == nil {
 		t.Fatal("Partition of an unregistered shard succeeded")
+	}
+}
+
+// Two snapshots sent in a row: Raft saves both before the state machine installs the first. The
+// first's segments serve meanwhile; the entries after the second wait for it and then take
+// offsets after its segments (the chaos run found them written after the first's).
+func TestTwoSnapshotsInARow(t *testing.T) {
+	ts := newTestStore(t)
+	snap := func(index uint64) pb.Snapshot {
+		return pb.Snapshot{Index: index, Term: 2, Type: pb.OnDiskStateMachine, Membership: pb.Membership{Addresses: map[uint64]string{1: "a"}}}
+	}
+	for _, index := range []uint64{10, 20} {
+		if err := ts.s.SaveRaftState([]pb.Update{{ShardID: testShard, ReplicaID: testReplica, Snapshot: snap(index),
+			State: pb.State{Term: 2, Vote: 2, Commit: index}}}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := []pb.Entry{batchEntry(21, 2, "n1")}
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 21}, after...)
+	install := func(index uint64, records int) int64 {
+		t.Helper()
+		tmp := ts.partDir + ".snapshot"
+		log, err := segment.Open(tmp, segment.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range records {
+			if _, err := log.Append(kafkatest.Batch([]byte("s"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log.Close()
+		_, base, err := ts.partition().ReplaceLog(tmp, index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base
+	}
+	if base := install(10, 5); base != 5 {
+		t.Fatalf("first snapshot ends at %d", base)
+	}
+	if _, err := ts.partition().BatchOffset(21); err != ErrNoBatch {
+		t.Fatalf("after the older install: BatchOffset = %v, want ErrNoBatch (still waiting)", err)
+	}
+	ts.reopen()
+	if _, err := ts.partition().BatchOffset(21); err != ErrNoBatch {
+		t.Fatalf("after a restart: BatchOffset = %v, want ErrNoBatch", err)
+	}
+	if base := install(20, 9); base != 9 {
+		t.Fatalf("second snapshot ends at %d", base)
+	}
+	ts.checkEntries(after, []int64{9})
+	ts.reopen()
+	ts.checkEntries(after, []int64{9})
+}
+
+// A snapshot Raft saved that dragonboat does not load (the state machine had applied every batch
+// before it): the log as applied stays, its stale tail goes, and the batches saved after the
+// snapshot follow it (the chaos run found them left inline).
+func TestKeepLogThroughAnUnloadedSnapshot(t *testing.T) {
+	ts := newTestStore(t)
+	applied := []pb.Entry{batchEntry(1, 1, "a"), batchEntry(2, 1, "b", "c")}
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, append(applied, batchEntry(3, 1, "stale"))...)
+	ss := pb.Snapshot{Index: 4, Term: 2, Type: pb.OnDiskStateMachine, Membership: pb.Membership{Addresses: map[uint64]string{1: "a"}}}
+	if err := ts.s.SaveRaftState([]pb.Update{{ShardID: testShard, ReplicaID: testReplica, Snapshot: ss,
+		State: pb.State{Term: 2, Vote: 2, Commit: 4}}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	after := []pb.Entry{batchEntry(5, 2, "n1")}
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 5}, after...)
+	if _, err := ts.partition().BatchOffset(5); err != ErrNoBatch {
+		t.Fatalf("before: %v", err)
+	}
+	waited, err := ts.partition().KeepLog(3)
+	if err != nil || !waited {
+		t.Fatalf("KeepLog = %v, %v", waited, err)
+	}
+	ts.checkEntries(after, []int64{3})
+	ts.reopen()
+	ts.checkEntries(after, []int64{3})
+	if b := ts.partition().Log().NextOffset(); b != 4 {
+		t.Fatalf("log ends at %d, want 4 (the stale batch cut)", b)
+	}
+	if waited, _ := ts.partition().KeepLog(4); waited {
+		t.Fatal("KeepLog when not waiting")
 	}
 }

@@ -13,8 +13,12 @@ import (
 // batch that Kafka's idempotence rules refuse (a duplicate, a gap, a fenced epoch) must be refused
 // before it is proposed: once in the log it is in every replica's log. The leader checks each
 // idempotent batch against the producer state the state machine has applied plus the batches it
-// has proposed and not yet seen applied, and only once every entry of earlier terms is applied
-// (a ReadIndex in its own term has completed), as Redpanda does.
+// has proposed and not yet seen applied, and only once every entry of earlier terms is applied, as
+// Redpanda does: a new leader first proposes a barrier and waits for it to apply.
+//
+// Raft drops proposals while the leader hands leadership away. A dropped batch is not in the log
+// but was counted in flight, so after a drop (or a transfer that did not happen) the leader is not
+// ready again until a new barrier has applied; during a transfer it takes no idempotent batch.
 //
 // Proposals are numbered (the command's proposal number) and the term is in the command, so when
 // the state machine applies this leader's proposal n, every earlier proposal of the term that has
@@ -39,12 +43,16 @@ type inflightBatch struct {
 
 // admission is a partition leader's in-flight idempotent state for one term.
 type admission struct {
-	mu       sync.Mutex      // held across check and propose, so a refused proposal is undone exactly
-	term     int32           // the term this state is for
-	ready    bool            // every entry of earlier terms is applied
-	checking bool            // a readiness check is in flight
-	proposal uint64          // the last proposal number handed out (any produce)
-	parked   []parkedProduce // idempotent batches waiting for ready, in arrival order
+	mu      sync.Mutex // held across check and propose, so a refused proposal is undone exactly
+	term    int32      // the term this state is for
+	ready   bool       // every entry of earlier terms, and every proposal of this term before the last barrier, is applied or gone
+	barrier uint64     // the proposal number of the barrier in flight, 0 if none
+	// transferring: this node is handing leadership away. Raft drops the proposals it receives
+	// meanwhile, and one dropped before others that land would leave a gap in a producer's
+	// sequences: idempotent batches wait until the term changes or a barrier after the transfer.
+	transferring bool
+	proposal     uint64          // the last proposal number handed out (any produce)
+	parked       []parkedProduce // idempotent batches waiting for ready, in arrival order
 
 	// Under producerState.mu (the state machine retires them as it applies):
 	producers map[int64]*inflightProducer
@@ -53,7 +61,7 @@ type admission struct {
 
 // reset starts the state for a new term (callers hold a.mu and the producer state's mu).
 func (a *admission) reset(term int32) {
-	a.term, a.ready, a.checking = term, false, false
+	a.term, a.ready, a.barrier, a.transferring = term, false, 0, false
 	clear(a.producers)
 	a.queue = a.queue[:0]
 }

@@ -60,6 +60,7 @@ func (p *Partition) Lagging() bool {
 // TransferLeader asks Raft to hand this partition's leadership to broker id (asynchronous; a
 // no-op if this node does not lead it).
 func (p *Partition) TransferLeader(id int32) error {
+	p.transferring()
 	return p.host.TransferLeader(p.shardID, uint64(id))
 }
 

@@ -416,13 +416,17 @@ func (p *Partition) admitAndPropose(ps *producerState, batch []byte, h segment.H
 	ps.mu.Unlock()
 	switch {
 	case err != nil:
+		if err != kerr.RequestTimedOut {
+			p.logger.Info("idempotent batch refused", "err", err, "producer", h.ProducerID, "epoch", h.ProducerEpoch,
+				"first_seq", h.BaseSequence, "records", h.LastOffsetDelta+1, "term", a.term)
+		}
 		go done(ProduceResult{}, err)
 		return
 	case dup:
 		go done(ProduceResult{BaseOffset: dupBase, LogAppendTime: -1, LogStartOffset: p.LogStartOffset()}, nil)
 		return
 	}
-	if !p.proposeCommand(batch, cmd, timeout, done) {
+	if !p.proposeCall(batch, cmd, true, timeout, done) {
 		ps.mu.Lock()
 		a.undo(h.ProducerID, saved, existed)
 		ps.mu.Unlock()
@@ -474,8 +478,13 @@ type parkedProduce struct {
 // proposeCommand proposes batch under cmd's header; done is called once with the outcome. It
 // reports whether the command reached Raft (false: done already has the error).
 func (p *Partition) proposeCommand(batch []byte, cmd raftlog.Command, timeout time.Duration, done func(ProduceResult, error)) bool {
+	return p.proposeCall(batch, cmd, false, timeout, done)
+}
+
+// proposeCall is proposeCommand that says whether the batch was admitted (admission.go).
+func (p *Partition) proposeCall(batch []byte, cmd raftlog.Command, admitted bool, timeout time.Duration, done func(ProduceResult, error)) bool {
 	c := produceCalls.Get().(*produceCall)
-	c.p, c.done = p, done
+	c.p, c.done, c.admitted, c.term = p, done, admitted, cmd.Epoch
 	c.appendTime, c.logAppendTime = cmd.AppendTime, cmd.Flags&flagLogAppendTime != 0
 	// The command buffer is reused: quorum (dragonboat) copies the command
 	// before ProposeAsync returns.
@@ -493,45 +502,110 @@ func (p *Partition) proposeCommand(batch []byte, cmd raftlog.Command, timeout ti
 	return true
 }
 
-// checkReady starts, once per term, the check that every entry of earlier terms is applied: a
-// ReadIndex in this term completes only after the leader has committed an entry of its own term
-// and applied everything up to it. Callers hold p.adm.mu.
+// checkReady makes the leader ready for idempotent batches: it proposes a barrier and, once that
+// has applied, drains the parked batches (barrierDone). Callers hold p.adm.mu.
 func (p *Partition) checkReady(term int32) {
 	a := &p.adm
-	if a.ready || a.checking {
+	if a.ready || a.barrier != 0 || a.transferring || a.term != term {
 		return
 	}
-	a.checking = true
-	go func() {
-		err := p.host.CaughtUp(p.shardID, readyTimeout)
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.term != term {
-			return
-		}
-		a.checking = false
-		if err == nil {
-			a.ready = true
-			p.drainParked()
-			return
-		}
-		p.logger.Debug("new leader not ready for idempotent writes yet", "term", term, "err", err)
-		if len(a.parked) > 0 {
-			p.checkReady(term) // the parked batches still wait, up to their deadlines
-			expired := a.parked[:0]
-			for _, pp := range a.parked {
-				if time.Now().After(pp.deadline) {
-					go pp.done(ProduceResult{}, kerr.RequestTimedOut)
-				} else {
-					expired = append(expired, pp)
-				}
-			}
-			a.parked = expired
-		}
-	}()
+	a.proposal++
+	n := a.proposal
+	cmd := raftlog.AppendCommand(nil, raftlog.Command{Kind: raftlog.KindBarrier, Epoch: term, AppendTime: time.Now().UnixMilli(), Proposal: n}, nil)
+	err := p.host.ProposeAsync(p.shardID, cmd, readyTimeout, func(_ sm.Result, err error) { p.barrierDone(term, n, err) })
+	if err != nil {
+		p.retryReady(term)
+		return
+	}
+	a.barrier = n
 }
 
-// readyTimeout bounds one readiness check; a produce after a failed one starts another.
+// barrierDone ends a barrier: ready, or another try while this node leads the same term (the
+// parked batches wait, up to their deadlines).
+func (p *Partition) barrierDone(term int32, n uint64, err error) {
+	a := &p.adm
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.term != term || a.barrier != n {
+		return
+	}
+	a.barrier = 0
+	if err == nil {
+		a.ready = true
+		p.drainParked()
+		return
+	}
+	p.logger.Debug("leader not ready for idempotent writes yet", "term", term, "err", err)
+	kept := a.parked[:0]
+	for _, pp := range a.parked {
+		if time.Now().After(pp.deadline) {
+			go pp.done(ProduceResult{}, kerr.RequestTimedOut)
+		} else {
+			kept = append(kept, pp)
+		}
+	}
+	clear(a.parked[len(kept):])
+	a.parked = kept
+	p.retryReady(term)
+}
+
+// retryReady tries the barrier again shortly, if this node still leads the term by then.
+func (p *Partition) retryReady(term int32) {
+	time.AfterFunc(readyRetry, func() {
+		a := &p.adm
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if id, t, ok := p.host.LeaderInfo(p.shardID); ok && id == p.host.NodeID() && int32(t) == term {
+			p.checkReady(term)
+		}
+	})
+}
+
+// readyRetry spaces barrier attempts.
+const readyRetry = 20 * time.Millisecond
+
+// admittedDropped is told that an admitted batch of term came back NOT_LEADER: Raft may have
+// dropped it (a leadership transfer) while this node still leads, and later proposals may land.
+// The in-flight state is exact again only after a barrier.
+func (p *Partition) admittedDropped(term int32) {
+	a := &p.adm
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.term == term && a.ready {
+		a.ready = false
+		p.checkReady(term)
+	}
+}
+
+// transferring fences idempotent writes while this node hands leadership away (TransferLeader):
+// until the term changes, or, if it has not after transferWait, until a barrier.
+func (p *Partition) transferring() {
+	id, term, ok := p.host.LeaderInfo(p.shardID)
+	if !ok || id != p.host.NodeID() || p.host.RaftLog() == nil {
+		return
+	}
+	a := &p.adm
+	a.mu.Lock()
+	if int32(term) != a.term {
+		p.resetAdmission(p.txns.Load(), int32(term))
+	}
+	a.ready, a.transferring = false, true
+	a.mu.Unlock()
+	time.AfterFunc(transferWait, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.term == int32(term) && a.transferring {
+			a.transferring = false
+			p.checkReady(int32(term))
+		}
+	})
+}
+
+// transferWait is how long a leadership transfer is given before this node, still leading the
+// same term, takes idempotent writes again (dragonboat aborts a transfer after an election timeout).
+const transferWait = time.Second
+
+// readyTimeout bounds one barrier.
 const readyTimeout = 5 * time.Second
 
 // prepareWrites starts the readiness check of a new leadership term ahead of the first
@@ -581,6 +655,8 @@ type produceCall struct {
 	done          func(ProduceResult, error)
 	appendTime    int64
 	logAppendTime bool
+	admitted      bool  // an idempotent batch admitted in term (admission.go)
+	term          int32 // the term it was proposed in
 	complete      func(sm.Result, error)
 }
 
@@ -596,14 +672,17 @@ func init() {
 }
 
 func (c *produceCall) release() {
-	c.p, c.done = nil, nil
+	c.p, c.done, c.admitted = nil, nil, false
 	produceCalls.Put(c)
 }
 
 func (c *produceCall) finish(r sm.Result, err error) {
-	p, done, appendTime, logAppendTime := c.p, c.done, c.appendTime, c.logAppendTime
+	p, done, appendTime, logAppendTime, admitted, term := c.p, c.done, c.appendTime, c.logAppendTime, c.admitted, c.term
 	c.release()
 	if err != nil {
+		if admitted && errors.Is(err, quorum.ErrNotLeader) {
+			p.admittedDropped(term)
+		}
 		done(ProduceResult{}, proposeError(err))
 		return
 	}

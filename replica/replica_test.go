@@ -408,3 +408,64 @@ func TestTopicReplacedInOneChange(t *testing.T) {
 		t.Fatalf("replaced topic: base offset %d", r.BaseOffset)
 	}
 }
+
+// TestAdmissionInFlight: with the segment Raft log a batch is in the log once proposed, so the
+// leader admits idempotent batches against what it has in flight too. Pipelined batches of one
+// producer all go in, in order; a repeat of one still in flight is refused as retriable and, once
+// its original is applied, answered with the original's offset; a gap behind the in-flight tail is
+// refused. The log holds each batch once.
+func TestAdmissionInFlight(t *testing.T) {
+	t.Setenv("SLUICE_TEST_LOGDB", "segment") // admission is the segment Raft log's
+	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
+	defer n.close()
+	n.apply(testTopic{name: "inflight", partitions: 1, firstShard: 1000})
+	p := n.partition("inflight", 0)
+	produce(t, p, makeBatch(7, 0, 0, 1, 20)) // the leader is ready
+
+	type outcome struct {
+		r   ProduceResult
+		err error
+	}
+	const pipelined = 50
+	results := make([]chan outcome, pipelined)
+	var retried []error
+	for i := range pipelined {
+		results[i] = make(chan outcome, 1)
+		ch := results[i]
+		p.ProduceAsync(makeBatch(7, 0, int32(1+2*i), 2, 20), 10*time.Second, func(r ProduceResult, err error) { ch <- outcome{r, err} })
+		if i == pipelined-1 {
+			// A repeat of the batch just sent, while it may still be in flight.
+			dup := make(chan outcome, 1)
+			p.ProduceAsync(makeBatch(7, 0, int32(1+2*i), 2, 20), 10*time.Second, func(r ProduceResult, err error) { dup <- outcome{r, err} })
+			o := <-dup
+			if o.err != nil {
+				if o.err != kerr.RequestTimedOut {
+					t.Fatalf("repeat in flight: %v, want REQUEST_TIMED_OUT (retriable) or the original's offset", o.err)
+				}
+				retried = append(retried, o.err)
+			} else if o.r.BaseOffset != int64(1+2*i) {
+				t.Fatalf("repeat answered offset %d, want %d", o.r.BaseOffset, 1+2*i)
+			}
+		}
+	}
+	for i, ch := range results {
+		o := <-ch
+		if o.err != nil || o.r.BaseOffset != int64(1+2*i) {
+			t.Fatalf("pipelined batch %d: offset %d, %v", i, o.r.BaseOffset, o.err)
+		}
+	}
+	// Now applied: the repeat gets the original's offset (it is among the last five), a gap is refused.
+	i := pipelined - 1
+	if r, err := p.Produce(context.Background(), makeBatch(7, 0, int32(1+2*i), 2, 20)); err != nil || r.BaseOffset != int64(1+2*i) {
+		t.Fatalf("repeat after apply: offset %d, %v", r.BaseOffset, err)
+	}
+	if _, err := p.Produce(context.Background(), makeBatch(7, 0, 1+2*pipelined+1, 1, 20)); err != kerr.OutOfOrderSequenceNumber {
+		t.Fatalf("gap: %v", err)
+	}
+	hs := readAll(t, p, 0)
+	checkDense(t, hs, 0)
+	if len(hs) != 1+pipelined || p.HighWatermark() != 1+2*pipelined {
+		t.Fatalf("%d batches, high watermark %d; want %d and %d", len(hs), p.HighWatermark(), 1+pipelined, 1+2*pipelined)
+	}
+	t.Logf("%d in-flight repeats refused as retriable", len(retried))
+}

@@ -12,6 +12,7 @@ import (
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/sluicebroker/sluice/internal/diskio"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -229,7 +230,7 @@ func (s *stateMachine) installRaftLog(tmp string, applied uint64, nextOffset int
 		s.log = nil
 		close(s.closed)
 	}
-	log, base, err := s.rl.ReplaceLog(tmp)
+	log, base, err := s.rl.ReplaceLog(tmp, applied)
 	if err != nil {
 		return fmt.Errorf("replica: install snapshot into %s: %w", s.p.dir, err)
 	}
@@ -309,11 +310,4 @@ func receiveSegments(r io.Reader, dir string, stop <-chan struct{}) error {
 	return syncDir(dir)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+var syncDir = diskio.SyncDir

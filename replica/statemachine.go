@@ -294,9 +294,22 @@ func (s *stateMachine) record(h segment.Header, batch []byte, flags byte, base, 
 func (s *stateMachine) applyStored(e *sm.Entry) (uint64, error) {
 	c, batch, h, ok := raftlog.StoredBatch(e.Cmd)
 	if !ok {
+		if c, _, ok := raftlog.ParseCommand(e.Cmd); ok && c.Kind == raftlog.KindBarrier {
+			s.p.applied(c)
+			return 0, nil
+		}
 		return errorResult(kerr.CorruptMessage), nil
 	}
 	base, err := s.rl.BatchOffset(e.Index)
+	if errors.Is(err, raftlog.ErrNoBatch) {
+		// Raft saved a snapshot that dragonboat did not load into this state machine (it had
+		// applied all its batches): the log as applied is the snapshot's.
+		if waited, kerr := s.rl.KeepLog(s.next); waited && kerr == nil {
+			base, err = s.rl.BatchOffset(e.Index)
+		} else if kerr != nil {
+			err = kerr
+		}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("replica: %s: applying entry %d: %w", s.p.dir, e.Index, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluicebroker/sluice/internal/diskio"
 )
 
 // Defaults for zero Options fields.
@@ -597,14 +599,12 @@ func (l *Log) syncIndexes(todo []syncItem) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+// The file system calls the logs share.
+var (
+	preallocate = diskio.Preallocate
+	datasync    = diskio.Datasync
+	syncDir     = diskio.SyncDir
+)
 
 // SetOptions changes the configuration at run time; it applies from the next append (segment size
 // of new segments, index interval) or retention pass.

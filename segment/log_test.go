@@ -3,6 +3,7 @@ package segment
 import (
 	"bytes"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -712,4 +713,40 @@ func TestViewAfterActiveSegment(t *testing.T) {
 		t.Fatalf("viewAfter: same segment %v, pos %d (view ended at %d), ok %v", next.s == v.s, pos, v.end, ok)
 	}
 	next.s.release()
+}
+
+// A floor keeps every segment holding an offset at or above it (a log that is also the Raft log
+// keeps what Raft may still read), and RetentionTarget says where retention would go without it.
+func TestRetentionFloor(t *testing.T) {
+	dir := t.TempDir()
+	opts := smallOpts
+	opts.RetentionAge = 30 * time.Minute
+	l := openLog(t, dir, opts)
+	defer l.Close()
+	var m model
+	now := time.Now()
+	for i := range 60 {
+		appendBatch(t, l, &m, makeBatch(2, 900, now.Add(-time.Hour).UnixMilli()+int64(i)))
+	}
+	appendBatch(t, l, &m, makeBatch(2, 900, now.UnixMilli()))
+	target := l.RetentionTarget(now)
+	if target <= m.bases[1] {
+		t.Fatalf("retention target %d: nothing due", target)
+	}
+	floor := m.bases[len(m.bases)/2]
+	if _, err := l.EnforceRetentionBelow(now, floor); err != nil {
+		t.Fatal(err)
+	}
+	if start := l.StartOffset(); start > floor || start == 0 {
+		t.Fatalf("start %d after retention with floor %d", start, floor)
+	}
+	if _, err := l.Read(floor, 1); err != nil {
+		t.Fatalf("the floor's batch is gone: %v", err)
+	}
+	if _, err := l.EnforceRetentionBelow(now, math.MaxInt64); err != nil {
+		t.Fatal(err)
+	}
+	if start := l.StartOffset(); start != target {
+		t.Fatalf("start %d without a floor, RetentionTarget said %d", start, target)
+	}
 }

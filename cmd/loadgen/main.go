@@ -25,6 +25,7 @@ usage:
   loadgen sweep   [flags] [-workload FILE]   raise the rate step by step; report the highest rate whose
                                              p99 end-to-end latency stays under -p99-max
   loadgen compare [-out DIR] RESULT_DIR...   side-by-side table and latency-percentile chart (SVG, PNG)
+  loadgen intervals [-mark MS] RESULT_DIR... per-second p50/p99/p99.9/max from the interval logs, stalls marked
   loadgen version
 
 Fixed rate (-rate N) is open loop: each record has an intended send time and latency counts from
@@ -43,7 +44,8 @@ examples:
   loadgen compare -out cmp results/local/*-run-*
 
 A result directory holds result.json (every figure, the workload, broker API versions, machine),
-summary.txt and the latency histograms in HdrHistogram's log format (publish.hlog, e2e.hlog).
+summary.txt, the latency histograms in HdrHistogram's log format (publish.hlog, e2e.hlog) and
+intervals.txt, their per-second table (p99 and max each second, so a stall is visible).
 `
 
 func main() {
@@ -61,6 +63,8 @@ func main() {
 		err = cmdSweep(ctx, os.Args[2:])
 	case "compare":
 		err = cmdCompare(os.Args[2:])
+	case "intervals":
+		err = cmdIntervals(os.Args[2:])
 	case "version":
 		fmt.Println("loadgen", loadgen.Version)
 	case "help", "-h", "-help", "--help":

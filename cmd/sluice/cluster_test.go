@@ -172,8 +172,14 @@ func (c *testCluster) leaderOf(topic string, partition int32) int32 {
 	return leader
 }
 
-func (b *testBroker) pause()  { _ = b.cmd.Process.Signal(syscall.SIGSTOP) }
-func (b *testBroker) resume() { _ = b.cmd.Process.Signal(syscall.SIGCONT) }
+func (b *testBroker) pause()  { b.signal(syscall.SIGSTOP) }
+func (b *testBroker) resume() { b.signal(syscall.SIGCONT) }
+
+func (b *testBroker) signal(sig syscall.Signal) {
+	if b.cmd != nil {
+		_ = b.cmd.Process.Signal(sig)
+	}
+}
 
 // ackLedger records what producers were told: every acknowledged value with its partition and
 // offset, and the values whose produce failed (those may be present at most once).

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +30,11 @@ func TestCrashKeepsAcknowledgedRecords(t *testing.T) {
 		acked = map[string]ack{} // value -> where it was acknowledged
 	)
 	seq := 0
-	for round := 0; round < 3; round++ {
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("SLUICE_CRASH_ROUNDS")); err == nil && n > 0 {
+		rounds = n // the 100-restart run: SLUICE_CRASH_ROUNDS=100 go test ./cmd/sluice -run TestCrashKeeps
+	}
+	for round := 0; round < rounds; round++ {
 		prod := b.client(
 			kgo.RequiredAcks(kgo.AllISRAcks()),
 			kgo.ProducerLinger(time.Millisecond),
@@ -103,5 +109,5 @@ func TestCrashKeepsAcknowledgedRecords(t *testing.T) {
 			t.Fatalf("acknowledged record %s at %d/%d, found at %d/%d", v, a.partition, a.offset, s.partition, s.offset)
 		}
 	}
-	t.Logf("%d acknowledged records survived 3 kill -9 rounds; %d stored in all", len(acked), len(got))
+	t.Logf("%d acknowledged records survived %d kill -9 rounds; %d stored in all", len(acked), rounds, len(got))
 }
