@@ -183,6 +183,14 @@ func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest) kmsg.Response
 	return resp
 }
 
+// replicationFactor is the replica count of a topic's first partition (1 for none).
+func replicationFactor(tm *quorum.TopicMeta) int {
+	if len(tm.Partitions) == 0 {
+		return 1
+	}
+	return len(tm.Partitions[0].Replicas)
+}
+
 func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	ctx, cancel := b.requestContext(req.TimeoutMillis)
@@ -204,7 +212,9 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 			fail(kerr.InvalidPartitions.Code, fmt.Sprintf("topic %q has %d partitions; the new count %d must be larger", t.Topic, len(tm.Partitions), t.Count))
 		case req.ValidateOnly:
 		default:
-			if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count); err != nil {
+			if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))); err != nil {
+				fail(errorCode(err), err.Error())
+			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count); err != nil {
 				fail(errorCode(err), err.Error())
 			} else if err := b.waitTopicReady(ctx, t.Topic); err != nil {
 				fail(errorCode(err), err.Error())

@@ -46,6 +46,8 @@ type Config struct {
 	OffsetsRetention time.Duration
 	// TransactionMaxTimeout is transaction.max.timeout.ms (0 = 15 minutes).
 	TransactionMaxTimeout time.Duration
+	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
+	Disk *DiskGuard
 
 	Logger *slog.Logger
 }

@@ -157,12 +157,22 @@ func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Re
 // createTopic creates a topic through the controller and waits until this node's partitions of it run
 // and have leaders, so a client that creates then produces does not bounce off LEADER_NOT_AVAILABLE.
 func (b *Broker) createTopic(ctx context.Context, spec quorum.TopicSpec) error {
+	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
 	defer cancel()
 	if _, err := b.ctl.CreateTopic(ctx, spec); err != nil {
 		return err
 	}
 	return b.waitTopicReady(ctx, spec.Name)
+}
+
+// localReplicas estimates how many of partitions x rf replicas land on this broker (the controller
+// spreads them evenly), rounded up: what the disk check before creating them counts.
+func (b *Broker) localReplicas(partitions, rf int) int {
+	brokers := max(1, len(b.ctl.Metadata().Brokers))
+	return (partitions*min(rf, brokers) + brokers - 1) / brokers
 }
 
 // waitTopicReady applies the latest metadata to the replica manager (idempotent; the background watcher

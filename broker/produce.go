@@ -126,6 +126,9 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 	if req.Acks == -1 && !b.agent.EnoughInSync(part) {
 		return nil, kerr.NotEnoughReplicas
 	}
+	if err := b.cfg.Disk.admitWrite(len(records)); err != nil {
+		return nil, err
+	}
 	return part, nil
 }
 

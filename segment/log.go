@@ -190,19 +190,35 @@ func (l *Log) recover() error {
 	return l.activate(l.active)
 }
 
-// preallocChunk is how far the active segment is preallocated ahead of its data: appends within it
-// change no file metadata (one fallocate per 64 MiB, none per append), while a partition reserves at
-// most one chunk beyond what it holds. Preallocating the whole segment size up front made every
-// partition reserve 1 GiB at once: a hundred partitions filled a disk before holding any data.
-const preallocChunk = 64 << 20
+// The active segment is preallocated ahead of its data so that appends within the reservation change no
+// file metadata. The reservation grows with what the segment holds: a fresh segment reserves
+// minPreallocChunk, each time appends reach its end the reservation doubles (so a segment that fills
+// does a handful of fallocates, none per append), up to maxPreallocChunk; past that it grows
+// maxPreallocChunk at a time. An empty partition therefore holds minPreallocChunk of disk, not a whole
+// chunk: with thousands of partitions a fixed 64 MiB each filled a disk before any data arrived (as did
+// preallocating the whole segment size before that).
+const (
+	minPreallocChunk = 128 << 10
+	maxPreallocChunk = 64 << 20
+)
 
-// allocTarget is the preallocated size for a segment holding end bytes: the next chunk boundary above
-// end, within the segment size.
+// allocTarget is the preallocated size for a segment holding end bytes: below maxPreallocChunk the
+// smallest power-of-two multiple of minPreallocChunk above end, then the next maxPreallocChunk boundary
+// above end; never beyond the segment size.
 func (l *Log) allocTarget(end int64) int64 {
-	return min(l.opts.SegmentBytes, (end/preallocChunk+1)*preallocChunk)
+	var t int64
+	if end < maxPreallocChunk {
+		t = minPreallocChunk
+		for t <= end {
+			t <<= 1
+		}
+	} else {
+		t = (end/maxPreallocChunk + 1) * maxPreallocChunk
+	}
+	return min(l.opts.SegmentBytes, t)
 }
 
-// reserve grows s's preallocation, a chunk at a time, until need bytes fit. A batch larger than the
+// reserve grows s's preallocation (see allocTarget) until need bytes fit. A batch larger than the
 // segment size (alone in its segment) gets exactly its size.
 func (l *Log) reserve(s *segment, need int64) error {
 	if need <= s.alloc {

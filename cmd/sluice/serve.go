@@ -58,6 +58,9 @@ type serveConfig struct {
 	leaderRebalance  time.Duration
 	bootstrap        string
 	replicaLagMax    time.Duration
+	raftQuiesce      bool
+	raftTick         time.Duration
+	minFreeBytes     int64
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -74,7 +77,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.partitions, "partitions", 1, "default partition count for new topics (num.partitions)")
 	fs.IntVar(&cfg.replication, "replication-factor", 1, "default replication factor for new topics")
 	fs.BoolVar(&cfg.autoCreate, "auto-create-topics", true, "create unknown topics on metadata requests that allow it")
-	fs.Int64Var(&cfg.segmentBytes, "segment-bytes", 1<<30, "segment file size; files are preallocated to it (log.segment.bytes)")
+	fs.Int64Var(&cfg.segmentBytes, "segment-bytes", 1<<30, "segment file size (log.segment.bytes); the active file is preallocated as it fills: 128 KiB, doubling up to 64 MiB at a time")
 	fs.DurationVar(&cfg.segmentAge, "segment-age", 7*24*time.Hour, "roll the active segment after this long (log.roll.ms); 0 = never")
 	fs.DurationVar(&cfg.retention, "retention", 7*24*time.Hour, "delete segments older than this (log.retention.ms); 0 = forever")
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
@@ -83,6 +86,10 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
+	fs.Int64Var(&cfg.minFreeBytes, "storage-min-free-bytes", -1, "refuse produce (KAFKA_STORAGE_ERROR) and new partitions while the data directory's disk has less free; -1 = 1 GiB or 5% of the disk, whichever is less; 0 = never refuse")
+	fs.DurationVar(&cfg.raftTick, "raft-tick", 20*time.Millisecond, "Raft tick (dragonboat RTT): every partition's Raft group is stepped this often, idle or not (the idle cost of a partition); "+
+		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that)")
+	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBTan, "Raft log store, fixed when the data directory is created: tan (dragonboat's log beside the segments), "+
 		"segment (the partitions' segment files are their Raft log: each byte written once; not yet the default, see issue 12) or pebble")
@@ -219,6 +226,8 @@ func serve(args []string) error {
 		DataDir:  filepath.Join(cfg.dataDir, "raft"),
 		Logger:   logger,
 		LogDB:    cfg.raftLog,
+		Quiesce:  cfg.raftQuiesce,
+		RTT:      cfg.raftTick,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return fmt.Errorf("starting raft: %v\n%s was created with another --raft-log than %q: start with the one it was created with "+
@@ -267,6 +276,20 @@ func serve(args []string) error {
 		Logger:                  logger,
 	}, ctl, mgr)
 
+	// A new partition replica takes its first segment chunk, plus with tan a preallocated log file.
+	perPartition := int64(1 << 20)
+	if cfg.raftLog == quorum.LogDBTan {
+		perPartition += 64 << 20
+	}
+	disk, err := broker.NewDiskGuard(cfg.dataDir, cfg.minFreeBytes, perPartition, logger)
+	if err != nil {
+		agent.Close()
+		return err
+	}
+	diskCtx, stopDisk := context.WithCancel(context.Background())
+	defer stopDisk()
+	go disk.Run(diskCtx)
+
 	br := broker.New(broker.Config{
 		NodeID:                   int32(cfg.nodeID),
 		Host:                     host,
@@ -278,6 +301,7 @@ func serve(args []string) error {
 		MaxMessageBytes:          int32(cfg.maxMessageBytes),
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
+		Disk:                     disk,
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr, agent)
@@ -288,7 +312,7 @@ func serve(args []string) error {
 		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
 	}
 	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
-		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID)
+		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID, "storage_min_free_bytes", disk.MinFree())
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# bench/partitions.sh: one broker with many partitions (issue 14), before and after in one run.
+# Builds `sluice` from each git revision CASES names ("tree": the working tree), then runs
+# bench/partitions for each "label|revision|partitions|serve flags" line of CASES in turn: creation time,
+# idle CPU over IDLE, RSS, real disk (allocated blocks), p99 of acks=all produce at RATE rec/s over all
+# partitions, restart-to-all-writable. JSON lines go to $OUT (default stdout), summaries to stderr;
+# with PROFILES=dir, a CPU profile of each idle window goes there.
+#
+# Disk: tan reserves 64 MiB per partition and (before the growing preallocation) the segment another
+# 64 MiB: keep N x 128 MiB of the "before" cases under the free disk you may use.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+IDLE=${IDLE:-60s}
+RATE=${RATE:-1000}
+PRODUCE=${PRODUCE:-30s}
+PORT=${PORT:-39092}
+OUT=${OUT:-/dev/stdout}
+WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+# binary REV: sluice built from git revision REV ("tree" = the working tree), once per revision.
+binary() {
+	local rev=$1 out="$WORK/sluice-$1"
+	if [ ! -x "$out" ]; then
+		if [ "$rev" = tree ]; then
+			go build -o "$out" ./cmd/sluice
+		else
+			mkdir -p "$WORK/src-$rev"
+			git archive "$rev" | tar -x -C "$WORK/src-$rev"
+			(cd "$WORK/src-$rev" && go build -o "$out" ./cmd/sluice)
+			rm -rf "$WORK/src-$rev"
+		fi
+	fi
+	echo "$out"
+}
+go build -o "$WORK/partitions" ./bench/partitions
+# label|revision|partitions|serve flags
+CASES=${CASES:-"
+before-tan|aa53930|64|
+main-segment|main|64|--raft-log segment
+after-segment|tree|64|--raft-log segment
+after-segment-quiesce|tree|64|--raft-log segment --raft-quiesce
+after-segment|tree|1000|--raft-log segment
+after-segment-quiesce|tree|1000|--raft-log segment --raft-quiesce
+"}
+echo "# tree: $(git rev-parse --short HEAD)$(git diff --quiet || echo +dirty) (built once, first use), main: $(git rev-parse --short main), $(date -u +%FT%TZ)" >&2
+while IFS='|' read -r label rev n flags; do
+	[ -z "$label" ] && continue
+	bin=$(binary "$rev")
+	echo "# $label: $rev $n partitions $flags" >&2
+	prof=()
+	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof")
+	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" "${prof[@]}" \
+		-produce "$PRODUCE" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
+		{ echo "case $label failed; broker log tail:" >&2; tail -20 "$WORK/broker.log" >&2; }
+	rm -f "$WORK/broker.log"
+done <<<"$CASES"
