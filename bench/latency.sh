@@ -34,6 +34,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SIZES=${SIZES:-"100 1KiB"}
 PCTS=${PCTS-"10 25 50"}
@@ -62,29 +64,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { printf '%s  %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 12000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-}
 
-wait_port() {
-	local i
-	for ((i = 0; i < $2 * 10; i++)); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
-}
 
 stop_pid() {
 	local i
@@ -96,9 +77,6 @@ stop_pid() {
 	kill -9 "$1" 2>/dev/null || true
 }
 
-cpu_seconds() {
-	awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 
 log "building sluice, loadgen, kfake and bench/chaos into $BIN"
 go build -o "$BIN/sluice" ./cmd/sluice
