@@ -394,8 +394,12 @@ func (p *Partition) propose(batch []byte, flags byte, timeout time.Duration, don
 		// A new leader first applies every entry of earlier terms: until then its producer state
 		// may lack batches already in the log. The batch waits (copied: the caller reuses it),
 		// in order with the others, for the check running in the background.
+		// A parked batch is answered (retriable) rather than proposed once it has waited maxPark:
+		// proposed later, it could land after its producer gave up on the request and moved on.
+		wait := min(timeout, maxPark)
 		a.parked = append(a.parked, parkedProduce{batch: append([]byte(nil), batch...), h: h, cmd: cmd,
-			deadline: time.Now().Add(timeout), done: done})
+			deadline: time.Now().Add(wait), done: done})
+		time.AfterFunc(wait, p.expireParked)
 		p.checkReady(cmd.Epoch)
 		return
 	}
@@ -468,6 +472,27 @@ func (p *Partition) drainParked() {
 	}
 }
 
+// maxPark bounds how long an idempotent batch waits for its leader to be ready.
+const maxPark = time.Second
+
+// expireParked answers the parked batches whose time is up with REQUEST_TIMED_OUT (retriable).
+func (p *Partition) expireParked() {
+	a := &p.adm
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	kept := a.parked[:0]
+	for _, pp := range a.parked {
+		if now.Before(pp.deadline) {
+			kept = append(kept, pp)
+		} else {
+			go pp.done(ProduceResult{}, kerr.RequestTimedOut)
+		}
+	}
+	clear(a.parked[len(kept):])
+	a.parked = kept
+}
+
 // parkedProduce is an idempotent produce waiting for a new leader to be ready.
 type parkedProduce struct {
 	batch    []byte
@@ -538,17 +563,7 @@ func (p *Partition) barrierDone(term int32, n uint64, err error) {
 		return
 	}
 	p.logger.Debug("leader not ready for idempotent writes yet", "term", term, "err", err)
-	kept := a.parked[:0]
-	for _, pp := range a.parked {
-		if time.Now().After(pp.deadline) {
-			go pp.done(ProduceResult{}, kerr.RequestTimedOut)
-		} else {
-			kept = append(kept, pp)
-		}
-	}
-	clear(a.parked[len(kept):])
-	a.parked = kept
-	p.retryReady(term)
+	p.retryReady(term) // the parked batches wait, each up to its deadline (expireParked)
 }
 
 // retryReady tries the barrier again shortly, if this node still leads the term by then.
