@@ -33,6 +33,11 @@ type entryInfo struct {
 	cmd []byte // inline command (not in the segment)
 }
 
+// recordSize is about the bytes of the entry's metadata record (for deciding rotation).
+func (e *entryInfo) recordSize() int64 {
+	return int64(entryFixedLen + recHeaderLen + int(e.headLen) + len(e.cmd))
+}
+
 // next is the offset after the entry's batch.
 func (e *entryInfo) next() int64 { return e.offset + int64(e.delta) + 1 }
 
@@ -258,7 +263,7 @@ func (sh *shard) appendEntry(e *pb.Entry) error {
 		info.cmd = append([]byte(nil), e.Cmd...)
 	}
 	sh.meta.addEntry(e.Index, &info)
-	sh.liveBytes += int64(entryFixedLen + recHeaderLen + int(info.headLen) + len(info.cmd))
+	sh.liveBytes += info.recordSize()
 	sh.ents = append(sh.ents, info)
 	return nil
 }

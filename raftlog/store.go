@@ -395,7 +395,7 @@ func (s *Store) RemoveEntriesTo(shardID, replicaID, index uint64) error {
 	sh.meta.addCompacted(sh.marker, sh.markerTerm, sh.segBase)
 	sh.liveBytes = 0
 	for i := range sh.ents {
-		sh.liveBytes += int64(entryFixedLen + recHeaderLen + int(sh.ents[i].headLen) + len(sh.ents[i].cmd))
+		sh.liveBytes += sh.ents[i].recordSize()
 	}
 	if sh.rotationDue() {
 		return sh.rotate()
