@@ -90,6 +90,18 @@ func headerLen(cmd []byte) int {
 	return HeaderLen
 }
 
+// proposedInTerm says whether a batch command was proposed in the term of the entry that holds it.
+// A KindBatch entry appended in another term came from a proposer whose leadership ended before
+// Raft appended it (a proposal still queued when its node lost and then regained leadership, or
+// one forwarded to the next leader). It is not stored and holds no offsets: its proposer answers
+// it NOT_LEADER. Storing it could land it after a batch of the same producer that Raft dropped
+// meanwhile, leaving a gap in the producer's sequences that its retries could never fill; a batch
+// only takes offsets in the term that admitted it (replica/admission.go). KindBatchV1 entries
+// (logs written before the proposal number) keep the old rule: stored whatever their term.
+func proposedInTerm(c Command, term uint64) bool {
+	return c.Kind != KindBatch || uint64(c.Epoch) == term
+}
+
 // StoredBatch says whether a partition entry's command goes to the segment, and returns its batch
 // and header: a batch command whose batch parses as exactly one whole batch. Every replica decides
 // the same from the same bytes; the state machine uses it to know which entries hold offsets.

@@ -37,6 +37,10 @@ func (p *Partition) Log() *segment.Log {
 // ErrNoBatch: the entry at that index holds no batch in the segment.
 var ErrNoBatch = errors.New("raftlog: entry holds no batch")
 
+// ErrStaleBatch: the entry at that index holds a batch proposed in another term than the entry's;
+// it takes no offsets (see proposedInTerm) and its proposer is answered NOT_LEADER.
+var ErrStaleBatch = errors.New("raftlog: batch proposed in another term than its entry's")
+
 // BatchOffset is the base offset the store gave entry index's batch.
 func (p *Partition) BatchOffset(index uint64) (int64, error) {
 	sh := p.sh
@@ -46,6 +50,9 @@ func (p *Partition) BatchOffset(index uint64) (int64, error) {
 		return 0, fmt.Errorf("raftlog: shard %d: entry %d outside (%d, %d]", sh.id, index, sh.marker, sh.lastIndex())
 	}
 	e := &sh.ents[index-sh.marker-1]
+	if e.staleBatch() {
+		return 0, ErrStaleBatch
+	}
 	if !e.inSegment {
 		return 0, ErrNoBatch
 	}

@@ -38,6 +38,20 @@ func (e *entryInfo) recordSize() int64 {
 	return int64(entryFixedLen + recHeaderLen + int(e.headLen) + len(e.cmd))
 }
 
+// staleBatch says whether the entry holds a batch that is not stored because it was proposed in
+// another term (proposedInTerm).
+func (e *entryInfo) staleBatch() bool {
+	if e.inSegment {
+		return false
+	}
+	_, cmd, ok := entryCommand(e.typ, e.cmd)
+	if !ok {
+		return false
+	}
+	c, _, _, ok := StoredBatch(cmd)
+	return ok && !proposedInTerm(c, e.term)
+}
+
 // next is the offset after the entry's batch.
 func (e *entryInfo) next() int64 { return e.offset + int64(e.delta) + 1 }
 
@@ -291,7 +305,7 @@ func (sh *shard) storeBatch(info *entryInfo, index uint64, raw []byte) (bool, er
 		return false, nil
 	}
 	c, batch, h, ok := StoredBatch(cmd)
-	if !ok {
+	if !ok || !proposedInTerm(c, info.term) {
 		return false, nil
 	}
 	if err := sh.writeBatch(info, index, c, batch, h); err != nil {

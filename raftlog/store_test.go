@@ -162,6 +162,38 @@ func TestSaveIterateReopen(t *testing.T) {
 	}
 }
 
+// A batch appended in a later term than the one it was proposed in (a proposal still queued when
+// its node's leadership ended, appended when it led again) takes no offsets: the next batch takes
+// the offset it would have had, BatchOffset says ErrStaleBatch, and a restart keeps it that way.
+func TestBatchOfAnEndedTermIsNotStored(t *testing.T) {
+	ts := newTestStore(t)
+	stale := batchEntry(3, 3, "queued in term 2")
+	stale.Cmd = AppendCommand([]byte{encodedPlain}, Command{Epoch: 2, AppendTime: 1, Proposal: 9}, kafkatest.Batch([]byte("queued in term 2")))
+	ents := []pb.Entry{batchEntry(1, 1, "a"), {Index: 2, Term: 3, Type: pb.ApplicationEntry}, stale, batchEntry(4, 3, "b", "c")}
+	ts.save(pb.State{Term: 3, Vote: 1, Commit: 4}, ents...)
+	check := func() {
+		t.Helper()
+		p := ts.partition()
+		if _, err := p.BatchOffset(3); err != ErrStaleBatch {
+			t.Fatalf("BatchOffset of the stale batch: %v, want ErrStaleBatch", err)
+		}
+		if off, err := p.BatchOffset(4); err != nil || off != 1 {
+			t.Fatalf("BatchOffset after the stale batch = %d, %v; want 1", off, err)
+		}
+		if next := p.Log().NextOffset(); next != 3 {
+			t.Fatalf("segment next offset %d, want 3", next)
+		}
+		// Raft still reads the entry back as it was proposed.
+		got := ts.entries(3, 4)
+		if len(got) != 1 || !bytes.Equal(got[0].Cmd, stale.Cmd) {
+			t.Fatalf("entry 3 read back as %+v", got)
+		}
+	}
+	check()
+	ts.reopen()
+	check()
+}
+
 func TestNoSavedLog(t *testing.T) {
 	ts := newTestStore(t)
 	if _, err := ts.s.ReadRaftState(testShard, testReplica, 0); err != raftio.ErrNoSavedLog {

@@ -558,6 +558,9 @@ func (p *Partition) barrierDone(term int32, n uint64, err error) {
 	}
 	a.barrier = 0
 	if err == nil {
+		if a.transferring {
+			return // proposed before a transfer began: the transfer's own wait re-checks
+		}
 		a.ready = true
 		p.drainParked()
 		return

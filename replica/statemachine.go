@@ -301,6 +301,11 @@ func (s *stateMachine) applyStored(e *sm.Entry) (uint64, error) {
 		return errorResult(kerr.CorruptMessage), nil
 	}
 	base, err := s.rl.BatchOffset(e.Index)
+	if errors.Is(err, raftlog.ErrStaleBatch) {
+		// Proposed in a term that ended before Raft appended it: not in the log.
+		s.p.applied(c)
+		return errorResult(kerr.NotLeaderForPartition), nil
+	}
 	if errors.Is(err, raftlog.ErrNoBatch) {
 		// Raft saved a snapshot that dragonboat did not load into this state machine (it had
 		// applied all its batches): the log as applied is the snapshot's.
