@@ -81,7 +81,7 @@ type HostConfig struct {
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
 	MaxInMemLogSize uint64
-	// LogDB is the Raft log store: LogDBTan (default), LogDBSegment or LogDBPebble. dragonboat
+	// LogDB is the Raft log store: LogDBSegment (default), LogDBTan or LogDBPebble. dragonboat
 	// records it in DataDir; a NodeHost cannot reopen a directory with another one.
 	LogDB string
 	// Quiesce lets a shard with no traffic for 10 election timeouts stop heartbeating and running
@@ -97,14 +97,16 @@ type HostConfig struct {
 
 // Raft log stores (HostConfig.LogDB).
 const (
-	// LogDBTan: fastest (one write per entry, one file per replica), but every replica's log
-	// file is fallocated to 64 MiB: 100 partitions reserve 6.4 GB of disk.
+	// LogDBTan: dragonboat's log beside the segments (the default until 2026-12-07): every
+	// produced byte is written twice, and every replica's log file is fallocated to 64 MiB (100
+	// partitions reserve 6.4 GB of disk). Kept to open older data directories and to compare.
 	LogDBTan = "tan"
 	// LogDBPebble: a third to a half of tan's throughput, no per-replica disk reservation;
 	// for brokers with many partitions.
 	LogDBPebble = "pebble"
-	// LogDBSegment: each partition's segment files are its Raft log (package raftlog): a batch is
-	// written once, no per-replica reservation. Partitions register with RaftLog before starting.
+	// LogDBSegment (default): each partition's segment files are its Raft log (package raftlog):
+	// a batch is written once, no per-replica reservation. Partitions register with RaftLog
+	// before starting.
 	LogDBSegment = "segment"
 )
 
@@ -134,7 +136,7 @@ func (c *HostConfig) setDefaults() {
 		c.MaxInMemLogSize = 64 << 20
 	}
 	if c.LogDB == "" {
-		c.LogDB = LogDBTan
+		c.LogDB = LogDBSegment
 	}
 }
 

@@ -91,8 +91,9 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that)")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
-	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBTan, "Raft log store, fixed when the data directory is created: tan (dragonboat's log beside the segments), "+
-		"segment (the partitions' segment files are their Raft log: each byte written once; not yet the default, see issue 12) or pebble")
+	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBSegment, "Raft log store, fixed when the data directory is created: segment (the partitions' segment files are their Raft log: "+
+		"each byte written once), tan (dragonboat's log beside the segments: every byte written twice, 64 MiB fallocated per partition; "+
+		"the default before 2026-12-07) or pebble")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -231,7 +232,7 @@ func serve(args []string) error {
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return fmt.Errorf("starting raft: %v\n%s was created with another --raft-log than %q: start with the one it was created with "+
-			"(--raft-log tan is the default), or move the directory away to start empty", err, cfg.dataDir, cfg.raftLog)
+			"(--raft-log segment is the default; directories created before 2026-12-07 need --raft-log tan), or move the directory away to start empty", err, cfg.dataDir, cfg.raftLog)
 	}
 	if err != nil {
 		return fmt.Errorf("starting raft: %v", err)
