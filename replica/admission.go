@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	recordbatch "github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -77,7 +78,7 @@ func (a *admission) admit(ps *producerState, h segment.Header, batch []byte, pro
 		if in != nil && in.n > 0 && epoch < in.epoch {
 			return 0, false, kerr.InvalidProducerEpoch
 		}
-		return 0, false, ps.checkEpoch(pid, epoch, coordinatorEpoch(batch, h))
+		return 0, false, ps.checkEpoch(pid, epoch, recordbatch.MarkerCoordinatorEpoch(batch))
 	}
 	firstSeq, lastSeq := h.BaseSequence, lastSequence(h.BaseSequence, h.LastOffsetDelta)
 	if in == nil || in.n == 0 {

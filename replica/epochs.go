@@ -61,7 +61,7 @@ func (p *Partition) EpochEndOffset(epoch, current int32) (leaderEpoch int32, end
 		mid := lo + (hi-lo)/2
 		h, err := batchHeaderAt(log, mid)
 		if err != nil {
-			return -1, -1, readError(err)
+			return -1, -1, KafkaError(err)
 		}
 		if h.PartitionLeaderEpoch > epoch {
 			hi = min(h.BaseOffset, mid)

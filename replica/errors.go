@@ -14,9 +14,6 @@ import (
 // to the Kafka error a client acts on. A *kerr.Error anywhere in the chain is returned as is; an
 // error it does not know is returned unchanged (so callers choose their default). It is the one map
 // of these errors: the broker's error codes start here and add the controller's own.
-//
-// proposeError and readError in partition.go predate it and map subsets the same way;
-// TestPartitionErrorMapsAgree holds them to it until they become calls of it.
 func KafkaError(err error) error {
 	var ke *kerr.Error
 	switch {
@@ -40,4 +37,13 @@ func KafkaError(err error) error {
 		return kerr.MessageTooLarge
 	}
 	return err
+}
+
+// proposeError is KafkaError for a proposal's outcome: an error it does not know is the server's.
+func proposeError(err error) error {
+	var ke *kerr.Error
+	if errors.As(KafkaError(err), &ke) {
+		return ke
+	}
+	return kerr.UnknownServerError
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/sluicebroker/sluice/segment"
 )
 
-// proposeError and readError (partition.go) must answer as KafkaError does for every error they
-// know, bare or wrapped.
-func TestPartitionErrorMapsAgree(t *testing.T) {
+// proposeError answers as KafkaError does for every error it knows, bare or wrapped, and
+// UNKNOWN_SERVER_ERROR for the rest.
+func TestProposeErrorIsKafkaError(t *testing.T) {
 	unknown := errors.New("something else")
 	for _, err := range []error{quorum.ErrTimeout, quorum.ErrBusy, quorum.ErrPayloadTooBig, quorum.ErrNotLeader,
 		quorum.ErrLeadershipLost, quorum.ErrShardNotFound, quorum.ErrShardClosed, kerr.InvalidProducerEpoch} {
@@ -26,11 +26,9 @@ func TestPartitionErrorMapsAgree(t *testing.T) {
 	if got := proposeError(unknown); got != kerr.UnknownServerError || KafkaError(unknown) != unknown {
 		t.Errorf("unknown error: proposeError %v, KafkaError %v", got, KafkaError(unknown))
 	}
-	for _, err := range []error{segment.ErrOffsetOutOfRange, segment.ErrClosed, unknown} {
-		for _, e := range []error{err, fmt.Errorf("reading: %w", err)} {
-			if got, want := readError(e), KafkaError(e); got != want {
-				t.Errorf("readError(%v) = %v, KafkaError %v", e, got, want)
-			}
+	for err, want := range map[error]error{segment.ErrOffsetOutOfRange: kerr.OffsetOutOfRange, segment.ErrClosed: kerr.NotLeaderForPartition} {
+		if got := KafkaError(fmt.Errorf("reading: %w", err)); got != want {
+			t.Errorf("KafkaError(%v) = %v, want %v", err, got, want)
 		}
 	}
 }

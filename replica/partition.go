@@ -2,10 +2,8 @@ package replica
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -14,6 +12,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
@@ -277,20 +276,9 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	// advances the watermark, and a consumer handed batches past it would next fetch above it.
 	r, err := log.ReadBelow(offset, maxBytes, min(end, hw))
 	if err != nil {
-		return nil, readError(err)
+		return nil, KafkaError(err)
 	}
 	return r, nil
-}
-
-// readError maps segment errors to the Kafka errors a consumer acts on.
-func readError(err error) error {
-	switch {
-	case errors.Is(err, segment.ErrOffsetOutOfRange):
-		return kerr.OffsetOutOfRange
-	case errors.Is(err, segment.ErrClosed):
-		return kerr.NotLeaderForPartition
-	}
-	return err
 }
 
 // OffsetForTimestamp finds the first batch whose max timestamp is >= ts
@@ -302,7 +290,7 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64,
 	}
 	off, found, err := log.OffsetForTimestamp(ts)
 	if err != nil || !found || off >= p.hw.Load() { // the log may hold uncommitted batches
-		return -1, -1, false, readError(err)
+		return -1, -1, false, KafkaError(err)
 	}
 	timestamp = ts
 	if r, err := log.Read(off, 0); err == nil {
@@ -718,23 +706,6 @@ func (c *produceCall) finish(r sm.Result, err error) {
 	done(res, nil)
 }
 
-// proposeError maps quorum's errors to the Kafka errors a producer acts on.
-func proposeError(err error) error {
-	switch {
-	case errors.Is(err, quorum.ErrTimeout), errors.Is(err, quorum.ErrBusy):
-		return kerr.RequestTimedOut
-	case errors.Is(err, quorum.ErrPayloadTooBig):
-		return kerr.MessageTooLarge
-	case errors.Is(err, quorum.ErrNotLeader), errors.Is(err, quorum.ErrLeadershipLost), errors.Is(err, quorum.ErrShardNotFound), errors.Is(err, quorum.ErrShardClosed):
-		return kerr.NotLeaderForPartition
-	}
-	var ke *kerr.Error
-	if errors.As(err, &ke) {
-		return ke
-	}
-	return kerr.UnknownServerError
-}
-
 // setConfig applies changed topic configs; the log takes new segment options
 // at once (retention, rolling), the rest applies to the next produce.
 func (p *Partition) setConfig(tc TopicConfig) {
@@ -831,62 +802,11 @@ func (p *Partition) WriteMarker(ctx context.Context, pid int64, epoch int16, coo
 		err error
 	}
 	ch := make(chan outcome, 1)
-	p.propose(ControlBatch(pid, epoch, coordinatorEpoch, commit, time.Now().UnixMilli()), flags, timeout, func(r ProduceResult, err error) { ch <- outcome{r, err} })
+	p.propose(batch.Marker(pid, epoch, coordinatorEpoch, commit, time.Now().UnixMilli()), flags, timeout, func(r ProduceResult, err error) { ch <- outcome{r, err} })
 	select {
 	case o := <-ch:
 		return o.r.BaseOffset, o.err
 	case <-ctx.Done():
 		return 0, kerr.RequestTimedOut
 	}
-}
-
-// ControlBatch encodes a transaction marker as Kafka writes it: a batch with
-// the transactional and control attributes holding one record whose key is
-// version 0 and type (0 abort, 1 commit) and whose value is version 0 and the
-// coordinator epoch.
-func ControlBatch(pid int64, epoch int16, coordinatorEpoch int32, commit bool, ts int64) []byte {
-	typ := byte(0)
-	if commit {
-		typ = 1
-	}
-	rec := []byte{
-		0,    // attributes
-		0,    // timestamp delta
-		0,    // offset delta
-		8,    // key length 4 (zigzag)
-		0, 0, // key version
-		0, typ, // key type
-		12,   // value length 6 (zigzag)
-		0, 0, // value version
-		byte(coordinatorEpoch >> 24), byte(coordinatorEpoch >> 16), byte(coordinatorEpoch >> 8), byte(coordinatorEpoch),
-		0, // headers
-	}
-	b := make([]byte, segment.HeaderSize, segment.HeaderSize+1+len(rec))
-	binary.BigEndian.PutUint32(b[8:], uint32(segment.HeaderSize-12+1+len(rec)))
-	b[16] = 2
-	binary.BigEndian.PutUint16(b[21:], 0x30) // transactional | control
-	binary.BigEndian.PutUint32(b[23:], 0)    // last offset delta
-	binary.BigEndian.PutUint64(b[27:], uint64(ts))
-	binary.BigEndian.PutUint64(b[35:], uint64(ts))
-	binary.BigEndian.PutUint64(b[43:], uint64(pid))
-	binary.BigEndian.PutUint16(b[51:], uint16(epoch))
-	binary.BigEndian.PutUint32(b[53:], 0xFFFFFFFF) // no sequence
-	binary.BigEndian.PutUint32(b[57:], 1)
-	b = append(b, byte(len(rec)<<1))
-	b = append(b, rec...)
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
-	return b
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// coordinatorEpoch reads the coordinator epoch from a marker built by
-// ControlBatch (its layout is fixed: the value's last four bytes); -1 for any
-// other batch.
-func coordinatorEpoch(batch []byte, h segment.Header) int32 {
-	const at = segment.HeaderSize + 1 + 11 // record length byte, then attributes .. value version
-	if !h.IsControl() || len(batch) < at+4 {
-		return -1
-	}
-	return int32(binary.BigEndian.Uint32(batch[at:]))
 }

@@ -10,6 +10,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	recordbatch "github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -227,7 +228,7 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 			firstSeq, lastSeq = h.BaseSequence, lastSequence(h.BaseSequence, h.LastOffsetDelta)
 			base, dup, err = ps.check(h.ProducerID, h.ProducerEpoch, firstSeq, lastSeq)
 		} else {
-			err = ps.checkEpoch(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h))
+			err = ps.checkEpoch(h.ProducerID, h.ProducerEpoch, recordbatch.MarkerCoordinatorEpoch(batch))
 		}
 		ps.mu.Unlock()
 		if err != nil {
@@ -272,7 +273,7 @@ func (s *stateMachine) record(h segment.Header, batch []byte, flags byte, base, 
 		ps.mu.Lock()
 		switch {
 		case h.IsControl():
-			ps.endTxn(h.ProducerID, h.ProducerEpoch, coordinatorEpoch(batch, h), base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
+			ps.endTxn(h.ProducerID, h.ProducerEpoch, recordbatch.MarkerCoordinatorEpoch(batch), base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
 		case sequenced:
 			ps.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: h.BaseSequence, lastSeq: lastSequence(h.BaseSequence, h.LastOffsetDelta), baseOffset: base}, appendTime)
 		}
