@@ -81,6 +81,9 @@ func TestDecodeRoundTrip(t *testing.T) {
 	if commit, ce, ok := ParseMarker(all[2].rec); !ok || !commit || ce != 5 {
 		t.Fatalf("marker commit %v epoch %d ok %v", commit, ce, ok)
 	}
+	if !MarkerCommits(m) || MarkerCommits(Marker(9, 2, 5, false, 1)) || MarkerCommits(a) {
+		t.Error("MarkerCommits reads the wrong marker type")
+	}
 	if ce := MarkerCoordinatorEpoch(m); ce != 5 {
 		t.Fatalf("coordinator epoch %d", ce)
 	}

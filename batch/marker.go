@@ -36,6 +36,19 @@ func ParseMarker(r Record) (commit bool, coordinatorEpoch int32, ok bool) {
 	return binary.BigEndian.Uint16(r.Key[2:]) == 1, coordinatorEpoch, true
 }
 
+// markerTypePos is where Marker puts the key's type (0 abort, 1 commit): after the record's
+// length, attributes, timestamp and offset deltas, key length (one byte each) and key version.
+const markerTypePos = HeaderSize + 1 + 3 + 1 + 2
+
+// MarkerCommits says whether a marker built by Marker commits, without decoding it (the apply
+// path's reading; the layout is fixed); false for a batch that is not a control batch.
+func MarkerCommits(b []byte) bool {
+	if len(b) < markerTypePos+2 || binary.BigEndian.Uint16(b[PosAttributes:])&AttrControl == 0 {
+		return false
+	}
+	return binary.BigEndian.Uint16(b[markerTypePos:]) == 1
+}
+
 // MarkerCoordinatorEpoch reads the coordinator epoch of a marker built by Marker without decoding
 // it (the apply path's reading; the layout is fixed); -1 for a batch that is not a control batch.
 func MarkerCoordinatorEpoch(b []byte) int32 {

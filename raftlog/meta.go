@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	pb "github.com/lni/dragonboat/v4/raftpb"
 
@@ -53,7 +54,16 @@ type metaFile struct {
 	end   int64 // where the next record goes
 	alloc int64 // preallocated bytes (zeros past end)
 	buf   []byte
-	dirty bool // written since the last sync
+	dirty bool      // written since the last sync
+	since time.Time // when it became dirty
+}
+
+// unsyncedFor is how long the oldest record not yet fsynced has waited; 0 when there is none.
+func (m *metaFile) unsyncedFor() time.Duration {
+	if !m.dirty {
+		return 0
+	}
+	return time.Since(m.since)
 }
 
 func metaName(dir string, seq uint64) string {
@@ -299,7 +309,9 @@ func (m *metaFile) flush() error {
 	}
 	m.end = need
 	m.buf = m.buf[:0]
-	m.dirty = true
+	if !m.dirty {
+		m.dirty, m.since = true, time.Now()
+	}
 	return nil
 }
 

@@ -78,6 +78,23 @@ type shard struct {
 	scratch    []byte      // a batch being stamped with LogAppendTime
 	liveBytes  int64       // approximate bytes of live records, to decide rotation
 	segDirty   bool        // the segment took batches since the last sync
+	// metaMust: the metadata holds records that must be durable before the save is acknowledged
+	// and before any later batch reaches the segment (see save). Records of batches alone need
+	// not be: the segment holds what they say (rebuild).
+	metaMust bool
+	pending  []pendingBatch // the batches of the save being written, in order
+}
+
+// testHookBeforeBatch, when set (tests), runs before save writes each batch into the segment.
+var testHookBeforeBatch func(*shard)
+
+// pendingBatch is a batch of the current save whose record is written and which the segment still
+// has to take.
+type pendingBatch struct {
+	ent   int // index into ents
+	cmd   Command
+	batch []byte
+	h     segment.Header
 }
 
 func (sh *shard) lastIndex() uint64 { return sh.marker + uint64(len(sh.ents)) }
@@ -193,9 +210,17 @@ func (sh *shard) reconcile() error {
 		sh.ents = sh.ents[:i]
 	}
 	if want := sh.segNext(); have > want {
-		sh.logger.Info("segment holds batches past the raft log; cutting them", "segment_next", have, "raft_log_next", want)
-		if err := sh.seg.TruncateTo(want); err != nil {
-			return fmt.Errorf("raftlog: shard %d: cut segment to %d: %w", sh.id, want, err)
+		rebuilt, err := sh.rebuild(want, have)
+		if err != nil {
+			return err
+		}
+		if want = sh.segNext(); have > want {
+			sh.logger.Info("segment holds batches past the raft log; cutting them", "segment_next", have, "raft_log_next", want, "entries_rebuilt", rebuilt)
+			if err := sh.seg.TruncateTo(want); err != nil {
+				return fmt.Errorf("raftlog: shard %d: cut segment to %d: %w", sh.id, want, err)
+			}
+		} else {
+			sh.logger.Info("raft log entries rebuilt from the segment", "entries", rebuilt, "last_index", sh.lastIndex())
 		}
 	}
 	if last := max(sh.lastIndex(), sh.snap.Index); sh.state.Commit > last {
@@ -204,8 +229,105 @@ func (sh *shard) reconcile() error {
 	return nil
 }
 
+// rebuild appends the entries whose batches the segment holds in [from, to) past the records: their
+// records were not yet durable when the machine stopped (save). Each batch is the next entry and
+// its term is the batch's leader epoch. What only the record kept is rebuilt: the command header
+// (KindBatch; FlagLogAppendTime from the batch's attributes; the append time the batch's own with
+// LogAppendTime, else the previous entry's, the proposer's clock within metaSyncMaxAge of it;
+// proposal number 0: no leader of that term runs any more) and dragonboat's client fields (0: no
+// session). It stops at a batch that cannot be the next entry (a term going back, or past the
+// Raft state's); the caller cuts the segment there. The rebuilt records are made durable.
+func (sh *shard) rebuild(from, to int64) (int, error) {
+	appendTime, haveTime := sh.lastAppendTime()
+	n := 0
+	for off := from; off < to; {
+		h, err := sh.batchHeaderAt(off)
+		if err != nil || h.BaseOffset != off {
+			break
+		}
+		term := uint64(h.PartitionLeaderEpoch)
+		if h.PartitionLeaderEpoch < 0 || term > sh.state.Term || term < sh.lastTerm() {
+			break
+		}
+		c := Command{Kind: KindBatch, Epoch: h.PartitionLeaderEpoch, AppendTime: appendTime}
+		if h.HasLogAppendTime() || !haveTime {
+			c.AppendTime = h.MaxTimestamp
+		}
+		if h.HasLogAppendTime() {
+			c.Flags |= FlagLogAppendTime
+		}
+		info := entryInfo{term: term, typ: pb.EncodedEntry, inSegment: true, offset: off, size: int32(h.Size()), delta: h.LastOffsetDelta}
+		head := append([]byte{encodedPlain}, AppendCommand(nil, c, nil)...)
+		info.headLen = uint8(len(head))
+		copy(info.head[:], head)
+		sh.meta.addEntry(sh.lastIndex()+1, &info)
+		sh.liveBytes += info.recordSize()
+		sh.ents = append(sh.ents, info)
+		off = info.next()
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := sh.meta.flush(); err != nil {
+		return n, err
+	}
+	return n, sh.meta.sync()
+}
+
+// batchHeaderAt reads the header of the segment's batch at offset.
+func (sh *shard) batchHeaderAt(offset int64) (segment.Header, error) {
+	r, err := sh.seg.Read(offset, 0)
+	if err != nil {
+		return segment.Header{}, err
+	}
+	defer r.Release()
+	if len(r.Ranges) == 0 || r.Ranges[0].Len < segment.HeaderSize {
+		return segment.Header{}, fmt.Errorf("raftlog: shard %d: no batch at %d", sh.id, offset)
+	}
+	var hb [segment.HeaderSize]byte
+	if _, err := r.Ranges[0].File.ReadAt(hb[:], r.Ranges[0].Pos); err != nil {
+		return segment.Header{}, err
+	}
+	return segment.ParseHeader(hb[:])
+}
+
+// lastTerm is the term of the last entry (or of the compaction marker).
+func (sh *shard) lastTerm() uint64 {
+	if len(sh.ents) == 0 {
+		return sh.markerTerm
+	}
+	return sh.ents[len(sh.ents)-1].term
+}
+
+// lastAppendTime is the append time in the command header of the last entry that has one.
+func (sh *shard) lastAppendTime() (int64, bool) {
+	for i := len(sh.ents) - 1; i >= 0; i-- {
+		e := &sh.ents[i]
+		cmd := e.cmd
+		if e.inSegment {
+			cmd = e.head[:e.headLen]
+		}
+		if _, cmd, ok := entryCommand(e.typ, cmd); ok {
+			if c, _, ok := ParseCommand(cmd); ok {
+				return c.AppendTime, true
+			}
+		}
+	}
+	return 0, false
+}
+
 // save writes one update's snapshot, entries and state (not yet fsynced). It reports whether the
 // update must be fsynced before it is acknowledged (as tan: entries, snapshots, term or vote).
+//
+// The segment is fsynced with every save that wrote batches; the metadata only when the save holds
+// something the segment cannot tell again: a snapshot, a new term or vote, an entry without a batch,
+// an overridden suffix (metaMust), or once its unsynced records are metaSyncMaxAge old. A record
+// that describes a batch is written (into the page cache) before its batch, and any record that
+// must be durable is fsynced before a later batch is written; so after a crash the segment's batches
+// past the durable records are, in order, the entries after them (rebuild), and a kill -9 (which
+// keeps the page cache) leaves no batch without its record. An overridden suffix is cut from the
+// segment durably before the records that replace it, so no record ever names the old batches' bytes.
 func (sh *shard) save(u *pb.Update) (bool, error) {
 	sync := false
 	if !pb.IsEmptySnapshot(u.Snapshot) {
@@ -213,7 +335,7 @@ func (sh *shard) save(u *pb.Update) (bool, error) {
 			return false, err
 		}
 		sh.resetTo(u.Snapshot)
-		sync = true
+		sync, sh.metaMust = true, true
 	}
 	if len(u.EntriesToSave) > 0 {
 		first := u.EntriesToSave[0].Index
@@ -224,23 +346,51 @@ func (sh *shard) save(u *pb.Update) (bool, error) {
 			if err := sh.truncateFrom(first); err != nil {
 				return false, err
 			}
+			sh.metaMust = true
 		case first != last+1:
 			return false, fmt.Errorf("raftlog: shard %d: entry %d after %d", sh.id, first, last)
 		}
+		sh.pending = sh.pending[:0]
+		next := int64(0)
+		if sh.seg != nil {
+			next = sh.seg.NextOffset()
+		}
 		for i := range u.EntriesToSave {
-			if err := sh.appendEntry(&u.EntriesToSave[i]); err != nil {
-				return false, err
-			}
+			next = sh.appendEntry(&u.EntriesToSave[i], next)
 		}
 		sync = true
 	}
 	if !pb.IsEmptyState(u.State) && !pb.IsStateEqual(u.State, sh.state) {
 		if u.State.Term != sh.state.Term || u.State.Vote != sh.state.Vote {
-			sync = true
+			sync, sh.metaMust = true, true
 		}
 		sh.state = u.State
 		sh.meta.addState(u.State)
 	}
+	if len(sh.pending) == 0 {
+		return sync, nil
+	}
+	// The records first (and durable first when they must be), then the batches they describe.
+	if err := sh.meta.flush(); err != nil {
+		return false, err
+	}
+	if sh.metaMust {
+		if err := sh.meta.sync(); err != nil {
+			return false, err
+		}
+		sh.metaMust = false
+	}
+	for k := range sh.pending {
+		w := &sh.pending[k]
+		if testHookBeforeBatch != nil {
+			testHookBeforeBatch(sh)
+		}
+		if err := sh.writeBatch(&sh.ents[w.ent], sh.marker+1+uint64(w.ent), w.cmd, w.batch, w.h); err != nil {
+			return false, err
+		}
+		*w = pendingBatch{}
+	}
+	sh.pending = sh.pending[:0]
 	return sync, nil
 }
 
@@ -255,6 +405,10 @@ func (sh *shard) truncateFrom(index uint64) error {
 				if err := sh.seg.TruncateTo(sh.ents[i].offset); err != nil {
 					return fmt.Errorf("raftlog: shard %d: truncate segment to %d: %w", sh.id, sh.ents[i].offset, err)
 				}
+				// Durable before the records of the entries that replace them (save).
+				if err := sh.seg.SyncData(); err != nil {
+					return fmt.Errorf("raftlog: shard %d: sync segment cut at %d: %w", sh.id, sh.ents[i].offset, err)
+				}
 				break
 			}
 		}
@@ -263,23 +417,33 @@ func (sh *shard) truncateFrom(index uint64) error {
 	return nil
 }
 
-// appendEntry stores e: its batch in the segment if it has one, else its command inline.
-func (sh *shard) appendEntry(e *pb.Entry) error {
+// appendEntry records e, whose batch (if it has one the segment takes) will be at offset next:
+// the batch is queued in sh.pending and written once the records are (save). It returns the
+// offset after it.
+func (sh *shard) appendEntry(e *pb.Entry, next int64) int64 {
 	info := entryInfo{term: e.Term, typ: e.Type, key: e.Key, clientID: e.ClientID, seriesID: e.SeriesID, respondedTo: e.RespondedTo}
 	stored := false
 	if sh.seg != nil && !sh.awaiting {
-		var err error
-		if stored, err = sh.storeBatch(&info, e.Index, e.Cmd); err != nil {
-			return err
+		if prefix, cmd, ok := entryCommand(info.typ, e.Cmd); ok {
+			if c, batch, h, ok := StoredBatch(cmd); ok && proposedInTerm(c, info.term) {
+				stored = true
+				info.inSegment = true
+				info.offset, info.size, info.delta = next, int32(len(batch)), h.LastOffsetDelta
+				info.headLen = uint8(prefix + headerLen(cmd))
+				copy(info.head[:], e.Cmd[:info.headLen])
+				sh.pending = append(sh.pending, pendingBatch{ent: len(sh.ents), cmd: c, batch: batch, h: h})
+				next = info.next()
+			}
 		}
 	}
 	if !stored {
 		info.cmd = append([]byte(nil), e.Cmd...)
+		sh.metaMust = true // the segment cannot tell this entry again
 	}
 	sh.meta.addEntry(e.Index, &info)
 	sh.liveBytes += info.recordSize()
 	sh.ents = append(sh.ents, info)
-	return nil
+	return next
 }
 
 // entryCommand finds the application command in a Raft entry's Cmd: dragonboat proposes
@@ -326,12 +490,16 @@ func (sh *shard) writeBatch(info *entryInfo, index uint64, c Command, batch []by
 		segment.SetLogAppendTime(sh.scratch, c.AppendTime)
 		batch = sh.scratch
 	}
+	planned := info.inSegment
 	base, err := sh.seg.AppendWithEpoch(batch, epoch)
 	if cap(sh.scratch) > 64<<10 {
 		sh.scratch = nil
 	}
 	if err != nil {
 		return fmt.Errorf("raftlog: shard %d: append entry %d to %s: %w", sh.id, index, sh.seg.Dir(), err)
+	}
+	if planned && base != info.offset {
+		return fmt.Errorf("raftlog: shard %d: entry %d went to offset %d, its record says %d", sh.id, index, base, info.offset)
 	}
 	info.inSegment = true
 	info.offset, info.size, info.delta = base, int32(len(batch)), h.LastOffsetDelta

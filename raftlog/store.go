@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
@@ -107,6 +108,9 @@ func (s *Store) Close() error {
 		if sh.meta == nil { // never opened
 			sh.mu.Unlock()
 			continue
+		}
+		if e := errors.Join(sh.meta.flush(), sh.meta.sync()); e != nil && err == nil {
+			err = e
 		}
 		if e := sh.meta.close(); e != nil && err == nil {
 			err = e
@@ -314,7 +318,12 @@ func (s *Store) SaveRaftState(updates []pb.Update, workerID uint64) error {
 	return errors.Join(errs...)
 }
 
-// sync fsyncs what the shard wrote: the segment's data and the metadata file, side by side.
+// metaSyncMaxAge bounds how long metadata records the segment could rebuild stay unsynced (save):
+// after a power loss, a rebuilt entry's append time is its predecessor's (rebuild), this close.
+const metaSyncMaxAge = 100 * time.Millisecond
+
+// sync fsyncs what the shard wrote: the segment's data and, when it must be or has waited long
+// enough, the metadata file, side by side.
 func (sh *shard) sync() error {
 	sh.mu.Lock()
 	seg := sh.seg
@@ -334,7 +343,11 @@ func (sh *shard) sync() error {
 		close(done)
 	}
 	sh.mu.Lock()
-	err := sh.meta.sync()
+	var err error
+	if sh.metaMust || sh.meta.unsyncedFor() >= metaSyncMaxAge {
+		err = sh.meta.sync()
+		sh.metaMust = false
+	}
 	sh.mu.Unlock()
 	<-done
 	if segErr != nil && !errors.Is(segErr, segment.ErrClosed) {

@@ -269,15 +269,24 @@ func TestRecoveryCutsTheLonger(t *testing.T) {
 		ts := newTestStore(t)
 		ents := []pb.Entry{batchEntry(1, 1, "a"), batchEntry(2, 1, "b")}
 		ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, ents...)
-		// A batch reaches the segment, its metadata record never the file.
-		if _, err := ts.partition().Log().AppendWithEpoch(kafkatest.Batch([]byte("orphan")), 1); err != nil {
+		// A batch reaches the segment, its metadata record never the file: it is entry 3 of term 1
+		// (only a save puts batches there, in entry order). A batch whose epoch is past the Raft
+		// state's term cannot be the next entry: it is cut.
+		log := ts.partition().Log()
+		if _, err := log.AppendWithEpoch(kafkatest.Batch([]byte("orphan")), 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.AppendWithEpoch(kafkatest.Batch([]byte("from a term never voted")), 5); err != nil {
 			t.Fatal(err)
 		}
 		ts.reopen()
-		if next := ts.partition().Log().NextOffset(); next != 2 {
-			t.Fatalf("segment next offset %d after recovery, want 2", next)
+		if next := ts.partition().Log().NextOffset(); next != 3 {
+			t.Fatalf("segment next offset %d after recovery, want 3", next)
 		}
 		ts.checkEntries(ents, []int64{0, 1})
+		if got := ts.entries(3, 10); len(got) != 1 || got[0].Term != 1 {
+			t.Fatalf("entries after recovery: %+v", got)
+		}
 	})
 	t.Run("torn metadata record", func(t *testing.T) {
 		ts := newTestStore(t)
@@ -519,4 +528,93 @@ func TestKeepLogThroughAnUnloadedSnapshot(t *testing.T) {
 	if waited, _ := ts.partition().KeepLog(4); waited {
 		t.Fatal("KeepLog when not waiting")
 	}
+}
+
+// Records that only describe batches are not fsynced with every save (their batches are): after a
+// power loss that kept the batches and lost those records, the entries come back from the segment,
+// with their terms, offsets and commands, and the log goes on from them.
+func TestRecordsLostWithThePageCacheAreRebuilt(t *testing.T) {
+	ts := newTestStore(t)
+	first := []pb.Entry{batchEntry(1, 2, "a"), batchEntry(2, 2, "b", "c")}
+	ts.save(pb.State{Term: 2, Vote: 1, Commit: 1}, first...) // a new term: its records are made durable
+	meta := filepath.Join(ts.dir, "shards", fmt.Sprint(testShard), fmt.Sprintf("%016d%s", 1, metaSuffix))
+	data, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	durable := scanRecords(data, func([]byte) error { return nil })
+	later := []pb.Entry{batchEntry(3, 2, "d"), batchEntry(4, 2, "e", "f", "g")}
+	ts.save(pb.State{Term: 2, Vote: 1, Commit: 3}, later...)
+	ts.s.Close()
+
+	// The power loss: the metadata file keeps only what the first save made durable.
+	if data, err = os.ReadFile(meta); err != nil {
+		t.Fatal(err)
+	}
+	clear(data[durable:])
+	if err := os.WriteFile(meta, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts.open()
+	ts.checkEntries(first, []int64{0, 1})
+	got := ts.entries(3, 5)
+	if len(got) != 2 {
+		t.Fatalf("%d entries rebuilt, want 2", len(got))
+	}
+	p := ts.partition()
+	for i, want := range later {
+		g := got[i]
+		_, gcmd, ok := entryCommand(g.Type, g.Cmd)
+		if !ok || g.Index != want.Index || g.Term != want.Term {
+			t.Fatalf("rebuilt entry %d: %+v", want.Index, g)
+		}
+		c, gb, gh, ok := StoredBatch(gcmd)
+		_, wcmd, _ := entryCommand(want.Type, want.Cmd)
+		_, wb, _, _ := StoredBatch(wcmd)
+		if !ok || c.Kind != KindBatch || c.Epoch != 2 || c.AppendTime != 1 || !bytes.Equal(gb[16:], wb[16:]) {
+			t.Fatalf("rebuilt entry %d: command %+v, batch equal %v", want.Index, c, bytes.Equal(gb[16:], wb[16:]))
+		}
+		wantOff := []int64{3, 4}[i]
+		if gh.BaseOffset != wantOff || gh.PartitionLeaderEpoch != 2 {
+			t.Fatalf("rebuilt entry %d: offset %d epoch %d", want.Index, gh.BaseOffset, gh.PartitionLeaderEpoch)
+		}
+		if off, err := p.BatchOffset(want.Index); err != nil || off != wantOff {
+			t.Fatalf("rebuilt entry %d: BatchOffset %d, %v", want.Index, off, err)
+		}
+	}
+	// The log goes on after them, and the rebuilt records survive a clean restart.
+	next := batchEntry(5, 2, "h")
+	ts.save(pb.State{Term: 2, Vote: 1, Commit: 5}, next)
+	ts.reopen()
+	ts.checkEntries([]pb.Entry{next}, []int64{7})
+	if rs, _ := ts.s.ReadRaftState(testShard, testReplica, 0); rs.EntryCount != 5 {
+		t.Fatalf("ReadRaftState = %+v", rs)
+	}
+}
+
+// What the segment cannot tell again is durable before any later batch reaches the segment: an
+// entry without a batch, a new term or vote, an overridden suffix. Batches alone do not wait for
+// the metadata's fsync.
+func TestMetadataDurableBeforeLaterBatches(t *testing.T) {
+	ts := newTestStore(t)
+	var dirty []bool
+	testHookBeforeBatch = func(sh *shard) { dirty = append(dirty, sh.meta.dirty) }
+	defer func() { testHookBeforeBatch = nil }()
+	barrier := pb.Entry{Index: 2, Term: 1, Type: pb.EncodedEntry,
+		Cmd: AppendCommand([]byte{encodedPlain}, Command{Kind: KindBarrier, Epoch: 1}, nil)}
+	check := func(what string, want bool) {
+		t.Helper()
+		if len(dirty) != 1 || dirty[0] != want {
+			t.Fatalf("%s: metadata unsynced when the batch was written: %v, want %v", what, dirty, want)
+		}
+		dirty = dirty[:0]
+	}
+	ts.save(pb.State{Term: 1, Vote: 1}, batchEntry(1, 1, "a"))
+	check("new term", false)
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 1}, barrier, batchEntry(3, 1, "b"))
+	check("after an inline entry", false)
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 3}, batchEntry(4, 1, "c"))
+	check("batch alone", true)
+	ts.save(pb.State{Term: 2, Vote: 2, Commit: 3}, batchEntry(4, 2, "d"))
+	check("overridden suffix in a new term", false)
 }

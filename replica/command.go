@@ -14,7 +14,7 @@ const (
 	flagLogAppendTime = raftlog.FlagLogAppendTime
 	// flagControl marks a transaction marker built by this package (clients
 	// may not send control batches; the broker refuses them); flagCommit says
-	// which marker it is.
+	// which marker it is (the state machine reads that from the marker itself).
 	flagControl byte = 1 << 1
 	flagCommit  byte = 1 << 2
 )

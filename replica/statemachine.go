@@ -260,12 +260,14 @@ func (s *stateMachine) apply(cmd []byte) (uint64, error) {
 		return 0, fmt.Errorf("replica: append to %s: %w", s.p.dir, err)
 	}
 	s.next = base + int64(h.LastOffsetDelta) + 1
-	s.record(h, batch, flags, base, appendTime)
+	s.record(h, batch, base, appendTime)
 	return okResult(base, false), nil
 }
 
-// record updates the producer state for a batch now in the log at base.
-func (s *stateMachine) record(h segment.Header, batch []byte, flags byte, base, appendTime int64) {
+// record applies a batch now in the log at base to the producer state. It reads everything from the
+// batch but the append time (a marker's commit or abort too), so an entry the Raft log store rebuilt
+// from the segment after a power loss applies as the original did.
+func (s *stateMachine) record(h segment.Header, batch []byte, base, appendTime int64) {
 	idempotent := h.ProducerID >= 0
 	sequenced := idempotent && h.BaseSequence >= 0 && !h.IsControl()
 	if idempotent {
@@ -273,7 +275,7 @@ func (s *stateMachine) record(h segment.Header, batch []byte, flags byte, base, 
 		ps.mu.Lock()
 		switch {
 		case h.IsControl():
-			ps.endTxn(h.ProducerID, h.ProducerEpoch, recordbatch.MarkerCoordinatorEpoch(batch), base, flags&flagCommit != 0, ps.stableBefore(base), appendTime)
+			ps.endTxn(h.ProducerID, h.ProducerEpoch, recordbatch.MarkerCoordinatorEpoch(batch), base, recordbatch.MarkerCommits(batch), ps.stableBefore(base), appendTime)
 		case sequenced:
 			ps.record(h.ProducerID, h.ProducerEpoch, batchMeta{firstSeq: h.BaseSequence, lastSeq: lastSequence(h.BaseSequence, h.LastOffsetDelta), baseOffset: base}, appendTime)
 		}
@@ -323,7 +325,7 @@ func (s *stateMachine) applyStored(e *sm.Entry) (uint64, error) {
 		return 0, fmt.Errorf("replica: %s: entry %d holds offset %d, the log was applied to %d", s.p.dir, e.Index, base, s.next)
 	}
 	s.next = base + int64(h.LastOffsetDelta) + 1
-	s.record(h, batch, c.Flags, base, c.AppendTime)
+	s.record(h, batch, base, c.AppendTime)
 	s.p.applied(c)
 	return okResult(base, false), nil
 }
