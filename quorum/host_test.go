@@ -598,3 +598,22 @@ func TestShardStopStart(t *testing.T) {
 		}
 	}
 }
+
+// Shards snapshot at different intervals, so a topic's partitions do not all snapshot together; the
+// interval is a function of the shard alone.
+func TestSnapshotIntervalsSpread(t *testing.T) {
+	seen := map[uint64]bool{}
+	for shard := uint64(1000); shard < 1064; shard++ {
+		n := snapshotEntries(1000, shard)
+		if n < 1000 || n >= 1500 || n != snapshotEntries(1000, shard) {
+			t.Fatalf("shard %d: interval %d", shard, n)
+		}
+		seen[n/25] = true
+	}
+	if len(seen) < 12 {
+		t.Fatalf("64 consecutive shards fall in %d of 20 bands of the interval range", len(seen))
+	}
+	if snapshotEntries(10, 5) < 10 || snapshotEntries(1, 5) != 1 {
+		t.Fatal("small bases")
+	}
+}
