@@ -16,10 +16,6 @@ run:
 # (the e2e tests drive real processes; -race would triple their time on 2 cores).
 test: lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	# The old Raft log store (--raft-log tan, the default before the segment log) while it is kept:
-	# the partition and Raft packages, and the end-to-end crash and cluster suites.
-	SLUICE_TEST_LOGDB=tan $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./replica/ ./quorum/
-	SLUICE_TEST_RAFT_LOG=tan $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./cmd/sluice/ -run 'TestCrash|TestCluster'
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -31,3 +31,20 @@ wait_port() {
 cpu_seconds() {
 	awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
+
+# sluice_binary DIR REV prints the path of sluice built from git revision REV ("tree": the working
+# tree) into DIR, building it on first use.
+sluice_binary() {
+	local dir=$1 rev=$2 out="$1/sluice-$2"
+	if [ ! -x "$out" ]; then
+		if [ "$rev" = tree ]; then
+			go build -o "$out" ./cmd/sluice
+		else
+			mkdir -p "$dir/src-$rev"
+			git archive "$rev" | tar -x -C "$dir/src-$rev"
+			(cd "$dir/src-$rev" && go build -o "$out" ./cmd/sluice)
+			rm -rf "$dir/src-$rev"
+		fi
+	fi
+	echo "$out"
+}

@@ -11,6 +11,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 IDLE=${IDLE:-60s}
 RATE=${RATE:-1000}
 PRODUCE=${PRODUCE:-30s}
@@ -18,21 +20,7 @@ PORT=${PORT:-39092}
 OUT=${OUT:-/dev/stdout}
 WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-# binary REV: sluice built from git revision REV ("tree" = the working tree), once per revision.
-binary() {
-	local rev=$1 out="$WORK/sluice-$1"
-	if [ ! -x "$out" ]; then
-		if [ "$rev" = tree ]; then
-			go build -o "$out" ./cmd/sluice
-		else
-			mkdir -p "$WORK/src-$rev"
-			git archive "$rev" | tar -x -C "$WORK/src-$rev"
-			(cd "$WORK/src-$rev" && go build -o "$out" ./cmd/sluice)
-			rm -rf "$WORK/src-$rev"
-		fi
-	fi
-	echo "$out"
-}
+binary() { sluice_binary "$WORK" "$1"; }
 go build -o "$WORK/partitions" ./bench/partitions
 # label|revision|partitions|serve flags
 CASES=${CASES:-"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# bench/storage.sh: the storage bake-off. Sluice on each Raft log store (tan: dragonboat's log
-# beside the segments; segment: the segments are the Raft log) and kfake, side by side in
-# interleaved rounds, each run on a fresh broker and data directory: max-rate produce with a
+# bench/storage.sh: the storage bake-off. Sluice built from git revisions (the working tree, and e.g.
+# 108831f: the last main with dragonboat's tan log beside the segments as its default) and kfake,
+# side by side in interleaved rounds, each run on a fresh broker and data directory: max-rate produce with a
 # consumer, franz-go, acks=all idempotent, fsync-durable for Sluice. Per run it records the
 # broker's CPU seconds (user+system, /proc/PID/stat), the bytes it wrote to disk
 # (/proc/PID/io write_bytes, after a final sync of its data directory), and loadgen's produce and
 # consume rates; then prints the medians per broker and the ratios against the first.
 #
 # Settings (environment variables, all optional):
-#   BROKERS      runs per round, in this order (default "sluice:tan sluice:segment kfake");
-#                sluice:STORE:N runs N brokers on loopback with replication factor N
+#   BROKERS      runs per round, in this order (default "sluice:108831f sluice:tree kfake");
+#                sluice:REV:N runs N brokers built from git revision REV ("tree": the working
+#                tree) on loopback with replication factor N
 #   SIZES        record sizes (default "1024 100")
 #   PARTITIONS   partitions (default 8)
 #   DURATION     measured time per run (default 20s); WARMUP (default 3s)
@@ -23,7 +24,7 @@ cd "$ROOT"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-BROKERS=${BROKERS:-"sluice:tan sluice:segment kfake"}
+BROKERS=${BROKERS:-"sluice:108831f sluice:tree kfake"}
 SIZES=${SIZES:-"1024 100"}
 PARTITIONS=${PARTITIONS:-8}
 DURATION=${DURATION:-20s}
@@ -51,7 +52,10 @@ write_bytes() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io"; }
 log "building into $BIN"
 go build -o "$BIN/loadgen" ./cmd/loadgen
 go build -o "$BIN/kfake" ./bench/kfake
-go build -o "$BIN/sluice" ./cmd/sluice
+for broker in $BROKERS; do
+	IFS=: read -r name rev _ <<<"$broker"
+	[ "$name" = kfake ] || sluice_binary "$BIN" "$rev" >/dev/null
+done
 mkdir -p "$OUT"
 TSV="$OUT/runs.tsv"
 printf 'round\tbroker\tsize\tproduce_rec_s\tproduce_mb_s\tconsume_mb_s\tbroker_cpu_s\tbroker_write_bytes\tproduced_bytes\tcpu_s_per_gb\twrite_ratio\n' >"$TSV"
@@ -59,8 +63,8 @@ printf 'round\tbroker\tsize\tproduce_rec_s\tproduce_mb_s\tconsume_mb_s\tbroker_c
 # run ROUND BROKER SIZE: one fresh broker (or three), one loadgen run.
 run() {
 	local round=$1 broker=$2 size=$3
-	local name store rf
-	IFS=: read -r name store rf <<<"$broker"
+	local name rev rf
+	IFS=: read -r name rev rf <<<"$broker"
 	rf=${rf:-1}
 	local dir="$BIN/run-$round-${broker//:/-}-$size"
 	mkdir -p "$dir"
@@ -78,9 +82,9 @@ run() {
 			voters+="${voters:+,}$i@127.0.0.1:${rafts[$((i - 1))]}"
 		done
 		for ((i = 1; i <= n; i++)); do
-			"$BIN/sluice" serve --node-id "$i" --listen "127.0.0.1:${ports[$((i - 1))]}" \
+			"$(sluice_binary "$BIN" "$rev")" serve --node-id "$i" --listen "127.0.0.1:${ports[$((i - 1))]}" \
 				--raft-addr "127.0.0.1:${rafts[$((i - 1))]}" --controller-voters "$voters" \
-				--data-dir "$dir/data-$i" --raft-log "$store" --replication-factor "$rf" \
+				--data-dir "$dir/data-$i" --replication-factor "$rf" \
 				--log-level warn >"$dir/broker-$i.log" 2>&1 &
 			pids+=($!)
 		done

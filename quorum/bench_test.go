@@ -12,11 +12,11 @@ import (
 )
 
 // benchShard starts a Host with one rf=1 counter shard whose leader is elected.
-func benchShard(b *testing.B, logDB string) (*Host, uint64) {
+func benchShard(b *testing.B) (*Host, uint64) {
 	b.Helper()
 	dir := b.TempDir()
 	addr := freeAddr(b)
-	h, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: logDB})
+	h, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -35,13 +35,13 @@ func benchShard(b *testing.B, logDB string) (*Host, uint64) {
 }
 
 // BenchmarkProposeAsync: 1 KiB commands, up to 256 in flight, rf=1 (one fsync per Raft batch).
-func BenchmarkProposeAsync(b *testing.B) { benchProposeAsync(b, LogDBTan, 1024, 256) }
+func BenchmarkProposeAsync(b *testing.B) { benchProposeAsync(b, 1024, 256) }
 
 // BenchmarkProposeAsync64K: 64 KiB commands (a typical Kafka produce batch), up to 32 in flight.
-func BenchmarkProposeAsync64K(b *testing.B) { benchProposeAsync(b, LogDBTan, 64<<10, 32) }
+func BenchmarkProposeAsync64K(b *testing.B) { benchProposeAsync(b, 64<<10, 32) }
 
-func benchProposeAsync(b *testing.B, logDB string, size, inflight int) {
-	h, shard := benchShard(b, logDB)
+func benchProposeAsync(b *testing.B, size, inflight int) {
+	h, shard := benchShard(b)
 	cmd := make([]byte, size)
 	sem := make(chan struct{}, inflight)
 	var wg sync.WaitGroup
@@ -68,7 +68,7 @@ func benchProposeAsync(b *testing.B, logDB string, size, inflight int) {
 // BenchmarkProposeGoroutineEach is the alternative ProposeAsync design, for comparison: one
 // goroutine per proposal waiting on its RequestState.
 func BenchmarkProposeGoroutineEach(b *testing.B) {
-	h, shard := benchShard(b, LogDBTan)
+	h, shard := benchShard(b)
 	v, _ := h.shards.Load(shard)
 	s := v.(*shardState)
 	cmd := make([]byte, 1024)
@@ -99,7 +99,7 @@ func BenchmarkProposeGoroutineEach(b *testing.B) {
 
 // BenchmarkProposeSync: one caller, one proposal at a time (latency of one commit + apply).
 func BenchmarkProposeSync(b *testing.B) {
-	h, shard := benchShard(b, LogDBTan)
+	h, shard := benchShard(b)
 	cmd := make([]byte, 1024)
 	ctx := context.Background()
 	b.ResetTimer()
@@ -113,12 +113,6 @@ func BenchmarkProposeSync(b *testing.B) {
 // BenchmarkIdleShards starts 100 rf=1 shards, reports the heap and goroutines each adds once
 // idle, then the time to restart the Host with all of them (until every shard has a leader).
 func BenchmarkIdleShards(b *testing.B) {
-	for _, logDB := range []string{LogDBTan, LogDBPebble} {
-		b.Run(logDB, func(b *testing.B) { benchIdleShards(b, logDB) })
-	}
-}
-
-func benchIdleShards(b *testing.B, logDB string) {
 	const n = 100
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
@@ -134,7 +128,7 @@ func benchIdleShards(b *testing.B, logDB string) {
 		var hostStart, shardCalls time.Duration
 		start := func() (*Host, time.Duration) {
 			t0 := time.Now()
-			h, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: logDB})
+			h, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft")})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -157,7 +151,7 @@ func benchIdleShards(b *testing.B, logDB string) {
 
 		base := heap()
 		g0 := runtime.NumGoroutine()
-		h0, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "empty"), LogDB: logDB})
+		h0, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "empty")})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -26,7 +26,6 @@ import (
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/client"
 	"github.com/lni/dragonboat/v4/config"
-	"github.com/lni/dragonboat/v4/plugin/tan"
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
@@ -52,7 +51,8 @@ var (
 	// ErrBusy: back-pressure. The shard's in-memory Raft log is full (followers or the apply are
 	// behind) or the LogDB is stalling its writes; retry later.
 	ErrBusy = errors.New("quorum: shard busy")
-	// ErrOtherLogDB: the data directory was written with another Raft log store (HostConfig.LogDB).
+	// ErrOtherLogDB: the data directory was written with another Raft log store (dragonboat's tan
+	// or pebble, by a Sluice before 2026-12-07).
 	ErrOtherLogDB = errors.New("quorum: the data directory holds another Raft log store")
 	// ErrPayloadTooBig: the command is larger than the shard accepts (HostConfig.MaxInMemLogSize).
 	ErrPayloadTooBig = errors.New("quorum: payload too big")
@@ -81,9 +81,6 @@ type HostConfig struct {
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
 	MaxInMemLogSize uint64
-	// LogDB is the Raft log store: LogDBSegment (default), LogDBTan or LogDBPebble. dragonboat
-	// records it in DataDir; a NodeHost cannot reopen a directory with another one.
-	LogDB string
 	// Quiesce lets a shard with no traffic for 10 election timeouts stop heartbeating and running
 	// Raft's tick logic (dragonboat Config.Quiesce, experimental there). dragonboat still sends every
 	// shard a tick message and steps it every RTT, quiesced or not, which is most of an idle shard's
@@ -94,21 +91,6 @@ type HostConfig struct {
 	// something wakes it.
 	Quiesce bool
 }
-
-// Raft log stores (HostConfig.LogDB).
-const (
-	// LogDBTan: dragonboat's log beside the segments (the default until 2026-12-07): every
-	// produced byte is written twice, and every replica's log file is fallocated to 64 MiB (100
-	// partitions reserve 6.4 GB of disk). Kept to open older data directories and to compare.
-	LogDBTan = "tan"
-	// LogDBPebble: a third to a half of tan's throughput, no per-replica disk reservation;
-	// for brokers with many partitions.
-	LogDBPebble = "pebble"
-	// LogDBSegment (default): each partition's segment files are its Raft log (package raftlog):
-	// a batch is written once, no per-replica reservation. Partitions register with RaftLog
-	// before starting.
-	LogDBSegment = "segment"
-)
 
 func (c *HostConfig) setDefaults() {
 	if c.RTT <= 0 {
@@ -135,9 +117,6 @@ func (c *HostConfig) setDefaults() {
 	if c.MaxInMemLogSize == 0 {
 		c.MaxInMemLogSize = 64 << 20
 	}
-	if c.LogDB == "" {
-		c.LogDB = LogDBSegment
-	}
 }
 
 // Host is this broker's dragonboat NodeHost plus the bookkeeping for asynchronous proposals.
@@ -151,10 +130,10 @@ type Host struct {
 	leaderChanged chan struct{} // cap 1: a pending "some shard's leader changed"
 	leaders       sync.Map      // shardID -> *leadership
 
-	raftLog *raftlog.Store // the Raft log store when LogDB is LogDBSegment, else nil
+	raftLog *raftlog.Store // the Raft log store
 }
 
-// RaftLog is the segment Raft log store (LogDBSegment), or nil with another LogDB.
+// RaftLog is the Raft log store (nil for a nil Host).
 func (h *Host) RaftLog() *raftlog.Store {
 	if h == nil {
 		return nil
@@ -243,44 +222,24 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		RaftAddress:    cfg.RaftAddr,
 		Expert:         config.GetDefaultExpertConfig(),
 	}
-	// The LogDB is recorded in DataDir by dragonboat, so it is chosen once per broker.
-	var raftLog *raftlog.Store
-	switch cfg.LogDB {
-	case LogDBTan:
-		// One log file per replica, written once (no WAL + memtable + SST rewrite): measured
-		// here (BenchmarkLogDB, rf=1) 204-207 MB/s of 64 KiB proposals against 75-100 MB/s for
-		// Pebble "small" and ErrBusy stalls for Pebble "tiny"; 100 k/s of 1 KiB against 35 k/s. Its encode buffers are 16 x KVWriteBufferSize of
-		// heap: the tiny profile's 4 MiB makes that 64 MiB per NodeHost (the default 128 MiB
-		// would be 2 GiB). Cost: each replica's log file is fallocated to 64 MiB.
-		nhc.Expert.LogDBFactory = tan.Factory
-		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
-	case LogDBPebble:
-		// Sharded Pebble, 16 MiB memtables (up to 4 per LogDB shard, allocated as used): no
-		// per-replica preallocation, for brokers with thousands of partitions. The tiny profile
-		// (4 MiB memtables) stalls with ErrBusy under a single 60 MB/s partition.
-		nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
-	case LogDBSegment:
-		store, err := raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), cfg.Logger)
-		if err != nil {
-			return nil, fmt.Errorf("quorum: open raft log store: %w", err)
-		}
-		nhc.Expert.LogDBFactory = store.Factory()
-		raftLog = store
-	default:
-		return nil, fmt.Errorf("quorum: unknown LogDB %q (want %q, %q or %q)", cfg.LogDB, LogDBTan, LogDBPebble, LogDBSegment)
+	// The Raft log store: the partitions' segments (package raftlog). dragonboat records its name
+	// in DataDir and refuses a directory written with another (tan or pebble, before 2026-12-07).
+	raftLog, err := raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("quorum: open raft log store: %w", err)
 	}
+	nhc.Expert.LogDBFactory = raftLog.Factory()
 	h := &Host{cfg: cfg, leaderChanged: make(chan struct{}, 1), raftLog: raftLog}
 	nhc.RaftEventListener = h
 	if err := nhc.Prepare(); err != nil {
+		raftLog.Close()
 		return nil, fmt.Errorf("quorum: node host config: %w", err)
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
-		if raftLog != nil {
-			raftLog.Close()
-		}
+		raftLog.Close()
 		if strings.Contains(err.Error(), "logdb type changed") || strings.Contains(err.Error(), "incompatible LogDB") {
-			return nil, fmt.Errorf("quorum: %s was written with another Raft log store than %q: %w: %w", cfg.DataDir, cfg.LogDB, ErrOtherLogDB, err)
+			return nil, fmt.Errorf("quorum: %s was written with another Raft log store: %w: %w", cfg.DataDir, ErrOtherLogDB, err)
 		}
 		return nil, fmt.Errorf("quorum: start node host: %w", err)
 	}

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/plugin/tan"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/sluicebroker/sluice/internal/testcluster"
@@ -24,15 +27,7 @@ var freeAddr = testcluster.MustFreeAddr
 
 func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 	t.Helper()
-	return newTestHostLogDB(t, id, addr, dir, "")
-}
-
-func newTestHostLogDB(t testing.TB, id uint64, addr, dir, logDB string) *Host {
-	t.Helper()
-	if logDB == "" {
-		logDB = os.Getenv("SLUICE_TEST_LOGDB") // run the suite on another store
-	}
-	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5, LogDB: logDB})
+	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,18 +158,12 @@ func cmdOf(v uint64) []byte {
 }
 
 func TestShardProposeRestart(t *testing.T) {
-	for _, logDB := range []string{LogDBTan, LogDBPebble, LogDBSegment} {
-		t.Run(logDB, func(t *testing.T) { testShardProposeRestart(t, logDB) })
-	}
-}
-
-func testShardProposeRestart(t *testing.T, logDB string) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	sms := newCounterSMs(dir)
 	const shard = FirstPartitionShardID
 
-	h := newTestHostLogDB(t, 1, addr, filepath.Join(dir, "raft"), logDB)
+	h := newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	if err := h.StartOnDiskShard(shard, map[uint64]string{1: addr}, false, sms.create); err != nil {
 		t.Fatal(err)
 	}
@@ -220,27 +209,9 @@ func testShardProposeRestart(t *testing.T, logDB string) {
 	}
 	h.Close()
 
-	// The LogDB is recorded in the directory: the other one is refused, cleanly.
-	other := LogDBPebble
-	if logDB == LogDBPebble {
-		other = LogDBTan
-	}
-	if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: other}); err == nil {
-		h2.Close()
-		t.Fatalf("reopening a %s directory with %s succeeded", logDB, other)
-	} else if !errors.Is(err, ErrOtherLogDB) {
-		t.Fatalf("reopening a %s directory with %s: %v, want ErrOtherLogDB", logDB, other, err)
-	}
-	if logDB != LogDBSegment {
-		if h2, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: filepath.Join(dir, "raft"), LogDB: LogDBSegment}); err == nil {
-			h2.Close()
-			t.Fatalf("reopening a %s directory with %s succeeded", logDB, LogDBSegment)
-		}
-	}
-
 	// Restart on the same dir with no members: dragonboat remembers the shard. The state machine
 	// reopens at its synced index; only entries above it are replayed.
-	h = newTestHostLogDB(t, 1, addr, filepath.Join(dir, "raft"), logDB)
+	h = newTestHost(t, 1, addr, filepath.Join(dir, "raft"))
 	defer h.Close()
 	if err := h.StartOnDiskShard(shard, nil, false, sms.create); err != nil {
 		t.Fatal(err)
@@ -615,5 +586,26 @@ func TestSnapshotIntervalsSpread(t *testing.T) {
 	}
 	if snapshotEntries(10, 5) < 10 || snapshotEntries(1, 5) != 1 {
 		t.Fatal("small bases")
+	}
+}
+
+// A data directory written with another Raft log store (dragonboat's tan, the default before
+// 2026-12-07) is refused with ErrOtherLogDB, not read.
+func TestDirOfAnotherLogDBIsRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "raft")
+	addr := freeAddr(t)
+	nhc := config.NodeHostConfig{NodeHostDir: dir, RTTMillisecond: 5, RaftAddress: addr, Expert: config.GetDefaultExpertConfig()}
+	nhc.Expert.LogDBFactory = tan.Factory
+	nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nh.Close()
+	if h, err := NewHost(HostConfig{NodeID: 1, RaftAddr: addr, DataDir: dir}); err == nil {
+		h.Close()
+		t.Fatal("a tan data directory was opened")
+	} else if !errors.Is(err, ErrOtherLogDB) {
+		t.Fatalf("opening a tan data directory: %v, want ErrOtherLogDB", err)
 	}
 }

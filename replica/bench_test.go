@@ -2,15 +2,10 @@ package replica
 
 import (
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	sm "github.com/lni/dragonboat/v4/statemachine"
-
-	"github.com/sluicebroker/sluice/segment"
 )
 
 // BenchmarkProduce measures committed produces of 1 KiB batches (one record)
@@ -69,33 +64,3 @@ func benchProduce(b *testing.B, partitions, producers int) {
 
 // segmentHeaderAndRecordOverhead makes makeBatch's output 1 KiB in total.
 const segmentHeaderAndRecordOverhead = 61 + 8
-
-// BenchmarkApply measures the state machine alone (no Raft): Update with 64
-// idempotent 1 KiB batches per call, as dragonboat hands over a group commit.
-func BenchmarkApply(b *testing.B) {
-	p := newPartition(nil, "t", 0, 1000, b.TempDir(), TopicConfig{Log: segment.Options{RetentionBytes: -1}, MaxMessageBytes: 1 << 20}, slog.Default())
-	s := p.createStateMachine(1000, 1).(*stateMachine)
-	if _, err := s.Open(nil); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	const perUpdate = 64
-	entries := make([]sm.Entry, perUpdate)
-	seq := make([]int32, perUpdate)
-	b.SetBytes(1024)
-	b.ReportAllocs()
-	b.ResetTimer()
-	index := uint64(0)
-	for done := 0; done < b.N; done += perUpdate {
-		b.StopTimer()
-		for i := range entries {
-			index++
-			entries[i] = sm.Entry{Index: index, Cmd: encodeProduce(makeBatch(int64(i), 0, seq[i], 1, 1024-segmentHeaderAndRecordOverhead), 0, 1, 0)}
-			seq[i]++
-		}
-		b.StartTimer()
-		if _, err := s.Update(entries); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -8,22 +8,10 @@ import (
 
 // A Raft entry of a partition group is a command in raftlog's format (raftlog.AppendCommand): a
 // header (kind, flags, the proposer's term, append time, proposal number), then the record batch
-// v2 with its base offset unset. The flags are this package's, beside raftlog's own
-// FlagLogAppendTime.
-const (
-	flagLogAppendTime = raftlog.FlagLogAppendTime
-	// flagControl marks a transaction marker built by this package (clients
-	// may not send control batches; the broker refuses them); flagCommit says
-	// which marker it is (the state machine reads that from the marker itself).
-	flagControl byte = 1 << 1
-	flagCommit  byte = 1 << 2
-)
-
-// encodeProduce builds the command for batch in a new buffer.
-func encodeProduce(batch []byte, flags byte, leaderEpoch int32, appendTime int64) []byte {
-	return raftlog.AppendCommand(make([]byte, 0, raftlog.HeaderLen+len(batch)),
-		raftlog.Command{Flags: flags, Epoch: leaderEpoch, AppendTime: appendTime}, batch)
-}
+// v2 with its base offset unset. The only flag is raftlog's FlagLogAppendTime: everything else the
+// state machine needs is in the batch (a marker's commit or abort too), so that an entry the store
+// rebuilt from the segment applies as the original did.
+const flagLogAppendTime = raftlog.FlagLogAppendTime
 
 // The result of applying one entry fits sm.Result.Value, so Update allocates
 // nothing per entry: bit 63 flags an error whose Kafka code is in the low 16

@@ -29,19 +29,6 @@ func batchHeaderAt(log *segment.Log, offset int64) (segment.Header, error) {
 	return segment.ParseHeader(hb[:])
 }
 
-// lastEpoch is the leader epoch of the log's last batch (0 for an empty log).
-func lastEpoch(log *segment.Log) int32 {
-	next := log.NextOffset()
-	if next <= log.StartOffset() {
-		return 0
-	}
-	h, err := batchHeaderAt(log, next-1)
-	if err != nil {
-		return 0
-	}
-	return h.PartitionLeaderEpoch
-}
-
 // EpochEndOffset answers OffsetForLeaderEpoch (KIP-101/320) over committed data: the largest epoch
 // at most epoch that the log holds and the offset where it ends (the first offset of a later epoch,
 // or the high watermark). An epoch above every epoch in the log ends at the high watermark; -1, -1

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -51,7 +50,6 @@ func startNodeID(t testing.TB, id uint64, dir, addr string, cfg Config) *node {
 		NodeID:   id,
 		RaftAddr: addr,
 		DataDir:  filepath.Join(dir, "raft"),
-		LogDB:    os.Getenv("SLUICE_TEST_LOGDB"), // run the suite on another Raft log store
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -337,25 +337,21 @@ func (p *Partition) Produce(ctx context.Context, batch []byte) (ProduceResult, e
 // delivered in order by one goroutine). batch may be reused once ProduceAsync
 // returns.
 func (p *Partition) ProduceAsync(batch []byte, timeout time.Duration, done func(ProduceResult, error)) {
-	p.propose(batch, 0, timeout, done)
+	p.propose(batch, timeout, done)
 }
 
-func (p *Partition) propose(batch []byte, flags byte, timeout time.Duration, done func(ProduceResult, error)) {
+// propose admits batch and proposes it. Offsets are fixed when Raft stores the entry, so
+// idempotent batches are admitted (duplicates answered, gaps refused) before they are proposed.
+func (p *Partition) propose(batch []byte, timeout time.Duration, done func(ProduceResult, error)) {
 	id, term, ok := p.host.LeaderInfo(p.shardID)
 	if !ok || id != p.host.NodeID() {
 		go done(ProduceResult{}, kerr.NotLeaderForPartition)
 		return
 	}
-	cmd := raftlog.Command{Flags: flags, Epoch: int32(term), AppendTime: time.Now().UnixMilli()}
+	cmd := raftlog.Command{Epoch: int32(term), AppendTime: time.Now().UnixMilli()}
 	if p.options().LogAppendTime {
 		cmd.Flags |= flagLogAppendTime
 	}
-	if p.host.RaftLog() == nil {
-		p.proposeCommand(batch, cmd, timeout, done) // the state machine checks idempotence as it appends
-		return
-	}
-
-	// The segment Raft log: idempotent batches are admitted before they are proposed.
 	h, err := segment.ParseHeader(batch)
 	if err != nil {
 		go done(ProduceResult{}, kerr.CorruptMessage)
@@ -589,7 +585,7 @@ func (p *Partition) admittedDropped(term int32) {
 // until the term changes, or, if it has not after transferWait, until a barrier.
 func (p *Partition) transferring() {
 	id, term, ok := p.host.LeaderInfo(p.shardID)
-	if !ok || id != p.host.NodeID() || p.host.RaftLog() == nil {
+	if !ok || id != p.host.NodeID() {
 		return
 	}
 	a := &p.adm
@@ -793,16 +789,12 @@ func (p *Partition) WriteMarker(ctx context.Context, pid int64, epoch int16, coo
 			return 0, kerr.RequestTimedOut
 		}
 	}
-	flags := flagControl
-	if commit {
-		flags |= flagCommit
-	}
 	type outcome struct {
 		r   ProduceResult
 		err error
 	}
 	ch := make(chan outcome, 1)
-	p.propose(batch.Marker(pid, epoch, coordinatorEpoch, commit, time.Now().UnixMilli()), flags, timeout, func(r ProduceResult, err error) { ch <- outcome{r, err} })
+	p.propose(batch.Marker(pid, epoch, coordinatorEpoch, commit, time.Now().UnixMilli()), timeout, func(r ProduceResult, err error) { ch <- outcome{r, err} })
 	select {
 	case o := <-ch:
 		return o.r.BaseOffset, o.err

@@ -415,7 +415,6 @@ func TestTopicReplacedInOneChange(t *testing.T) {
 // its original is applied, answered with the original's offset; a gap behind the in-flight tail is
 // refused. The log holds each batch once.
 func TestAdmissionInFlight(t *testing.T) {
-	t.Setenv("SLUICE_TEST_LOGDB", "segment") // admission is the segment Raft log's
 	n := startNode(t, t.TempDir(), freeAddr(t), Config{})
 	defer n.close()
 	n.apply(testTopic{name: "inflight", partitions: 1, firstShard: 1000})

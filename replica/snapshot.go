@@ -144,8 +144,8 @@ func segmentBase(path string) (int64, bool) {
 }
 
 // RecoverFromSnapshot replaces this replica's log and producer state with the
-// snapshot's: the files are written to a fresh directory that then takes the
-// log's place, so a crash midway leaves either the old log or the new one.
+// snapshot's: the files are written to a fresh directory that the Raft log
+// store then swaps in (installRaftLog).
 func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
 	var hdr [snapshotHdrLen]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -179,50 +179,10 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		return err
 	}
 
-	if s.rl != nil {
-		return s.installRaftLog(tmp, applied, nextOffset, producers)
-	}
-	// Swap directories under the old log's feet: readers see the partition
-	// as unavailable until the new log is attached.
-	if s.log != nil {
-		old := s.log
-		s.p.detach(old)
-		old.Close()
-		s.log = nil
-		close(s.closed)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
-		return err
-	}
-	log, err := segment.Open(dir, s.p.options().Log)
-	if err != nil {
-		return fmt.Errorf("replica: open %s from snapshot: %w", dir, err)
-	}
-	if got := log.NextOffset(); got != nextOffset {
-		log.Close()
-		return fmt.Errorf("replica: snapshot of %s ends at offset %d, expected %d", dir, got, nextOffset)
-	}
-	s.log, s.producers, s.applied = log, producers, applied
-	s.epoch = lastEpoch(log)
-	if err := s.Sync(); err != nil {
-		return err
-	}
-	s.next = nextOffset
-	s.closed = s.p.attach(log, producers, s.next)
-	s.p.advance(nextOffset)
-	s.p.snapshotsInstalled.Add(1)
-	s.p.logger.Info("installed snapshot", "dir", dir, "applied_index", applied,
-		"start_offset", log.StartOffset(), "next_offset", nextOffset)
-	return nil
+	return s.installRaftLog(tmp, applied, nextOffset, producers)
 }
 
-// installRaftLog is RecoverFromSnapshot's end with the segment Raft log: the store swaps in the
+// installRaftLog is RecoverFromSnapshot's end: the Raft log store swaps in the
 // received segments and writes after them the batches Raft saved since the snapshot.
 func (s *stateMachine) installRaftLog(tmp string, applied uint64, nextOffset int64, producers *producerState) error {
 	if s.log != nil {

@@ -3,9 +3,6 @@ package replica
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -15,82 +12,30 @@ import (
 	"github.com/sluicebroker/sluice/segment"
 )
 
-// stateMachine is the dragonboat on-disk state machine of one partition. It
-// applies committed produce commands to the partition's segment log; the
-// Partition it serves reads the same log. dragonboat creates a new one every
-// time the shard starts.
-//
-// Two storage modes. With the segment Raft log (quorum.LogDBSegment, rl set) the log is also the
-// Raft log: the store wrote each batch when Raft saved its entry, so applying a committed entry
-// only moves the high watermark and the producer state, and the log holds entries not yet
-// committed above next. Otherwise (tan, pebble) the state machine appends each committed batch.
+// stateMachine is the dragonboat on-disk state machine of one partition. The partition's segment
+// log is also its Raft log (package raftlog): the store wrote each batch when Raft saved its entry,
+// so applying a committed entry only moves the high watermark and the producer state; the log holds
+// entries not yet committed above next. dragonboat creates a new one every time the shard starts.
 type stateMachine struct {
 	p         *Partition
 	log       *segment.Log
-	rl        *raftlog.Partition // the segment Raft log's view of this partition; nil in the append mode
+	rl        *raftlog.Partition // the Raft log store's view of this partition
 	producers *producerState
 	applied   uint64        // Raft index of the last applied entry
 	next      int64         // offset after the last applied batch: the high watermark
 	closed    chan struct{} // closed once Close has closed the log
-	scratch   []byte        // the batch being appended, with its broker-owned fields set
-	epoch     int32         // the leader epoch of the last batch appended (epochs.go)
 }
 
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
 
-// Open opens the segment log and resumes from its checkpoint: data past the
-// checkpoint is cut because Raft re-delivers every entry above the returned
-// index, and re-applying it must not append twice.
+// Open opens the state machine over the partition's log (opened and recovered by the Raft log
+// store) and resumes from its checkpoint.
 func (s *stateMachine) Open(stop <-chan struct{}) (uint64, error) {
-	p := s.p
-	if store := p.host.RaftLog(); store != nil {
-		return s.openRaftLog(store)
+	store := s.p.host.RaftLog()
+	if store == nil {
+		return 0, fmt.Errorf("replica: %s: no Raft log store", s.p.dir)
 	}
-	if err := claimDir(p.dir, p.shardID); err != nil {
-		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
-	}
-	log, err := segment.Open(p.dir, p.options().Log)
-	if err != nil {
-		return 0, fmt.Errorf("replica: open %s: %w", p.dir, err)
-	}
-	cp := log.Checkpoint()
-	next := log.NextOffset()
-	p.logger.Info("opening partition log", "dir", p.dir, "start_offset", log.StartOffset(), "next_offset", next,
-		"checkpoint_index", cp.AppliedIndex, "checkpoint_offset", cp.NextOffset)
-	// Batches past the checkpoint were applied, so committed, before the
-	// restart: until the replay brings them back, a fetch of them must not
-	// look like a fetch past the log end.
-	p.replayTo.Store(next)
-	if start := log.StartOffset(); cp.NextOffset < start {
-		// Retention removed segments past the checkpoint before the crash:
-		// the log restarts empty at the checkpoint and the replay rebuilds it
-		// (retention removes those batches again later).
-		log.Close()
-		if log, err = restartLogAt(p.dir, cp.NextOffset, p.options().Log); err != nil {
-			return 0, err
-		}
-		next = log.NextOffset()
-	}
-	if next > cp.NextOffset {
-		if err := log.TruncateTo(cp.NextOffset); err != nil {
-			log.Close()
-			return 0, fmt.Errorf("replica: truncate %s to checkpoint %d: %w", p.dir, cp.NextOffset, err)
-		}
-	} else if next < cp.NextOffset {
-		// The checkpoint is written after the data is fsynced, so this means
-		// lost data that Raft will not re-deliver.
-		p.logger.Error("segment log is behind its checkpoint", "dir", p.dir, "next_offset", next, "checkpoint", cp.NextOffset)
-	}
-	producers, err := decodeProducerState(cp.Extra)
-	if err != nil {
-		log.Close()
-		return 0, fmt.Errorf("replica: %s: %w", p.dir, err)
-	}
-	s.log, s.producers, s.applied = log, producers, cp.AppliedIndex
-	s.epoch = lastEpoch(log)
-	s.next = log.NextOffset()
-	s.closed = p.attach(log, producers, s.next)
-	return cp.AppliedIndex, nil
+	return s.openRaftLog(store)
 }
 
 // openRaftLog opens the state machine over the segment Raft log: the store has the segment open
@@ -124,53 +69,12 @@ func (s *stateMachine) openRaftLog(store *raftlog.Store) (uint64, error) {
 	return cp.AppliedIndex, nil
 }
 
-// restartLogAt empties the log in dir and reopens it starting at offset
-// (segment files are named by base offset); checkpoint files stay.
-func restartLogAt(dir string, offset int64, opts segment.Options) (*segment.Log, error) {
-	names, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, de := range names {
-		if _, ok := segmentBase(de.Name()); ok || strings.HasSuffix(de.Name(), ".index") || strings.HasSuffix(de.Name(), ".timeindex") {
-			if err := os.Remove(filepath.Join(dir, de.Name())); err != nil {
-				return nil, err
-			}
-		}
-	}
-	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%020d.log", offset)))
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	if err := syncDir(dir); err != nil {
-		return nil, err
-	}
-	log, err := segment.Open(dir, opts)
-	if err != nil {
-		return nil, fmt.Errorf("replica: reopen %s at offset %d: %w", dir, offset, err)
-	}
-	if log.StartOffset() != offset || log.NextOffset() != offset {
-		log.Close()
-		return nil, fmt.Errorf("replica: %s: log restarted at %d holds [%d, %d)", dir, offset, log.StartOffset(), log.NextOffset())
-	}
-	return log, nil
-}
-
 // Update applies committed entries in order. Everything it decides comes from
 // the entries and the log, so every replica assigns the same offsets.
 func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	for i := range entries {
 		e := &entries[i]
-		var v uint64
-		var err error
-		if s.rl != nil {
-			v, err = s.applyStored(e)
-		} else {
-			v, err = s.apply(e.Cmd)
-		}
+		v, err := s.applyStored(e)
 		if err != nil {
 			return nil, err
 		}
@@ -189,79 +93,6 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		s.p.advance(next)
 	}
 	return entries, nil
-}
-
-// maxKeptScratch is the largest scratch buffer a state machine keeps between
-// batches.
-const maxKeptScratch = 64 << 10
-
-// apply applies one command and returns its encoded result; an error return
-// is fatal (the log could not be written).
-func (s *stateMachine) apply(cmd []byte) (uint64, error) {
-	c, batch, ok := raftlog.ParseCommand(cmd)
-	if !ok {
-		return errorResult(kerr.InvalidRequest), nil
-	}
-	flags, leaderEpoch, appendTime := c.Flags, c.Epoch, c.AppendTime
-	h, err := segment.ParseHeader(batch)
-	// The broker validated the batch (CRC included); these are the checks
-	// whose failure would make Append fail, which must never be fatal.
-	if err != nil || h.Size() != len(batch) || h.LastOffsetDelta < 0 {
-		return errorResult(kerr.CorruptMessage), nil
-	}
-
-	if h.IsControl() != (flags&flagControl != 0) || h.IsControl() && h.ProducerID < 0 {
-		return errorResult(kerr.InvalidRecord), nil
-	}
-	idempotent := h.ProducerID >= 0
-	// Batches the coordinators write (transactional offsets, markers) carry a
-	// producer id but no sequence: only their epoch is checked.
-	sequenced := idempotent && h.BaseSequence >= 0 && !h.IsControl()
-	var firstSeq, lastSeq int32
-	if idempotent {
-		ps := s.producers
-		ps.mu.Lock()
-		var base int64
-		var dup bool
-		var err error
-		if sequenced {
-			firstSeq, lastSeq = h.BaseSequence, lastSequence(h.BaseSequence, h.LastOffsetDelta)
-			base, dup, err = ps.check(h.ProducerID, h.ProducerEpoch, firstSeq, lastSeq)
-		} else {
-			err = ps.checkEpoch(h.ProducerID, h.ProducerEpoch, recordbatch.MarkerCoordinatorEpoch(batch))
-		}
-		ps.mu.Unlock()
-		if err != nil {
-			return errorResult(err), nil
-		}
-		if dup {
-			return okResult(base, true), nil
-		}
-	}
-
-	// Entry.Cmd is read-only (dragonboat may still be sending or persisting
-	// it): the broker-owned fields are set in a copy, which costs little
-	// next to the write.
-	s.scratch = append(s.scratch[:0], batch...)
-	batch = s.scratch
-	// Non-decreasing in offset order (epochs.go): a proposal stamped by an old term can be
-	// committed after one of a newer term when the same node leads both.
-	leaderEpoch = max(leaderEpoch, s.epoch)
-	s.epoch = leaderEpoch
-	segment.PutPartitionLeaderEpoch(batch, leaderEpoch)
-	if flags&flagLogAppendTime != 0 {
-		segment.SetLogAppendTime(batch, appendTime)
-	}
-	base, err := s.log.Append(batch)
-	if cap(s.scratch) > maxKeptScratch {
-		s.scratch = nil // thousands of partitions must not each keep a large buffer
-	}
-	if err != nil {
-		return 0, fmt.Errorf("replica: append to %s: %w", s.p.dir, err)
-	}
-	s.next = base + int64(h.LastOffsetDelta) + 1
-	s.record(h, batch, base, appendTime)
-	return okResult(base, false), nil
 }
 
 // record applies a batch now in the log at base to the producer state. It reads everything from the
@@ -359,21 +190,12 @@ func (s *stateMachine) Close() error {
 	}
 	defer close(s.closed)
 	log := s.log
+	// The store owns the log (it stays open for Raft); a deleted partition's goes.
 	var err error
-	if s.rl != nil {
-		// The store owns the log (it stays open for Raft); a deleted partition's goes.
-		if s.p.detach(log) {
-			err = s.rl.Delete()
-		} else {
-			err = s.Sync()
-		}
-	} else if s.p.detach(log) {
-		err = log.Delete()
+	if s.p.detach(log) {
+		err = s.rl.Delete()
 	} else {
 		err = s.Sync()
-		if cerr := log.Close(); err == nil {
-			err = cerr
-		}
 	}
 	s.log = nil
 	return err

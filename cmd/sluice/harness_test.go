@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,10 +23,6 @@ import (
 // serveArgsEnv set, and TestMain turns into `sluice serve`. That gives real TCP, real files and a
 // process to kill -9, without building a second binary.
 const serveArgsEnv = "SLUICE_TEST_SERVE_ARGS"
-
-// raftLogEnv, when set, runs every test broker on that Raft log store (`--raft-log`): CI runs the
-// end-to-end suites on each store until one remains.
-const raftLogEnv = "SLUICE_TEST_RAFT_LOG"
 
 func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(serveArgsEnv); ok {
@@ -109,9 +104,6 @@ func (b *testBroker) start() {
 // launch starts the broker process without waiting for it to serve.
 func (b *testBroker) launch() {
 	b.t.Helper()
-	if store := os.Getenv(raftLogEnv); store != "" && !slices.Contains(b.Args, "--raft-log") {
-		b.Args = append(b.Args, "--raft-log", store)
-	}
 	if err := b.Start(); err != nil {
 		b.t.Fatal(err)
 	}

@@ -13,12 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/plugin/tan"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicebroker/sluice/segment"
 )
 
-// Tests of the segment Raft log (--raft-log segment) that only it needs: the partition's segment
+// Tests of the Raft log store (package raftlog) end to end: the partition's segment
 // is its Raft log, so Raft's own rules (an uncommitted suffix overridden by a new leader) reach
 // the bytes consumers read.
 
@@ -65,7 +68,7 @@ func holds(batches [][]byte, value string) bool {
 // leader's entries take those offsets. Every replica then holds the same bytes, and no consumer
 // ever saw the records that were never acknowledged.
 func TestSegmentRaftLogTruncatesUncommittedSuffix(t *testing.T) {
-	c := startCluster(t, 3, "--raft-log", "segment", "--leader-rebalance-interval", "1h")
+	c := startCluster(t, 3, "--leader-rebalance-interval", "1h")
 	const topic = "suffix"
 	c.createTopic(topic, 1, 3, nil)
 	partDir := func(id int32) string { return filepath.Join(c.node(id).DataDir, "logs", topic+"-0") }
@@ -201,32 +204,59 @@ func TestSegmentRaftLogTruncatesUncommittedSuffix(t *testing.T) {
 	t.Logf("all three replicas hold the same %d batches", len(ref))
 }
 
-// A data directory keeps the Raft log store it was created with: starting it with another one is
-// refused with a message that names the flag, and nothing in it is touched.
+// A data directory written with the old Raft log store (dragonboat's tan, before 2026-12-07) is
+// refused with a message that says what to do, and nothing in it is touched.
 func TestDataDirOfAnotherRaftLogIsRefused(t *testing.T) {
-	b := startBroker(t, "--raft-log", "tan")
-	b.createTopic("kept", 1, nil)
-	if err := b.client().ProduceSync(context.Background(), &kgo.Record{Topic: "kept", Value: []byte("v")}).FirstErr(); err != nil {
+	b := startBroker(t)
+	b.stop()
+	raftDir := filepath.Join(b.DataDir, "raft")
+	if err := os.RemoveAll(raftDir); err != nil {
 		t.Fatal(err)
 	}
-	b.stop()
+	nhc := config.NodeHostConfig{NodeHostDir: raftDir, RTTMillisecond: 5, RaftAddress: b.RaftAddr, Expert: config.GetDefaultExpertConfig()}
+	nhc.Expert.LogDBFactory = tan.Factory
+	nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nh.Close()
+	before := dirListing(t, raftDir)
 
-	b.setExtra("--raft-log", "segment")
 	b.launch()
 	select {
 	case <-b.Exited():
 	case <-time.After(60 * time.Second):
-		t.Fatal("the broker started on a tan data directory with --raft-log segment")
+		t.Fatal("the broker started on a tan data directory")
 	}
 	b.Forget()
-	if out := b.LogTail(4000); !strings.Contains(out, "--raft-log tan") {
+	if out := b.LogTail(4000); !strings.Contains(out, "before 2026-12-07") || !strings.Contains(out, "move the directory away") {
 		t.Fatalf("the refusal does not say what to do:\n%s", out)
 	}
-
-	b.setExtra("--raft-log", "tan")
-	b.start()
-	got := consumeAll(t, b, "kept")
-	if len(got) != 1 || string(got[0].Value) != "v" {
-		t.Fatalf("after the refused start: %v", got)
+	if after := dirListing(t, raftDir); after != before {
+		t.Fatalf("the refused start changed the directory:\n%s\nthen\n%s", before, after)
 	}
+}
+
+// dirListing lists the files under dir with their sizes.
+func dirListing(t *testing.T, dir string) string {
+	t.Helper()
+	var out strings.Builder
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			fmt.Fprintf(&out, "%s %d\n", path, info.Size())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
 }

@@ -91,9 +91,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that)")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
-	fs.StringVar(&cfg.raftLog, "raft-log", quorum.LogDBSegment, "Raft log store, fixed when the data directory is created: segment (the partitions' segment files are their Raft log: "+
-		"each byte written once), tan (dragonboat's log beside the segments: every byte written twice, 64 MiB fallocated per partition; "+
-		"the default before 2026-12-07) or pebble")
+	fs.StringVar(&cfg.raftLog, "raft-log", "segment", "Raft log store: segment, the only one (the partitions' segment files are their Raft log; "+
+		"tan and pebble were removed on 2026-12-07)")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -116,6 +115,9 @@ func parseServeArgs(args []string) (serveConfig, error) {
 		if err := applyConfigFile(fs, cfg.configFile, set); err != nil {
 			return cfg, err
 		}
+	}
+	if cfg.raftLog != "segment" {
+		return cfg, fmt.Errorf("--raft-log %q: the Raft log is the partitions' segments (segment); tan and pebble were removed on 2026-12-07", cfg.raftLog)
 	}
 	return cfg, nil
 }
@@ -226,13 +228,13 @@ func serve(args []string) error {
 		RaftAddr: cfg.raftAddr,
 		DataDir:  filepath.Join(cfg.dataDir, "raft"),
 		Logger:   logger,
-		LogDB:    cfg.raftLog,
 		Quiesce:  cfg.raftQuiesce,
 		RTT:      cfg.raftTick,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
-		return fmt.Errorf("starting raft: %v\n%s was created with another --raft-log than %q: start with the one it was created with "+
-			"(--raft-log segment is the default; directories created before 2026-12-07 need --raft-log tan), or move the directory away to start empty", err, cfg.dataDir, cfg.raftLog)
+		return fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
+			"cannot read: consume what it holds with that version (the commit before 2026-12-07 takes --raft-log tan), "+
+			"or move the directory away to start empty", err, cfg.dataDir)
 	}
 	if err != nil {
 		return fmt.Errorf("starting raft: %v", err)
@@ -277,11 +279,8 @@ func serve(args []string) error {
 		Logger:                  logger,
 	}, ctl, mgr)
 
-	// A new partition replica takes its first segment chunk, plus with tan a preallocated log file.
+	// A new partition replica takes its first segment chunk and a small Raft metadata file.
 	perPartition := int64(1 << 20)
-	if cfg.raftLog == quorum.LogDBTan {
-		perPartition += 64 << 20
-	}
 	disk, err := broker.NewDiskGuard(cfg.dataDir, cfg.minFreeBytes, perPartition, logger)
 	if err != nil {
 		agent.Close()
