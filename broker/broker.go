@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/cluster"
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
@@ -113,6 +114,7 @@ type requestHeader struct {
 	key, version  int16
 	correlationID int32
 	clientID      string
+	arrived       time.Time // for the request latency metric
 }
 
 // call is one request in flight: its header, decoded body and the netio request to answer.
@@ -127,6 +129,8 @@ type call struct {
 // else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
 func (b *Broker) HandleRequest(nr *netio.Request) {
 	hdr, req, err := decodeRequest(nr.Frame)
+	hdr.arrived = time.Now()
+	metrics.BytesIn(len(nr.Frame) + 4)
 	switch {
 	case errors.Is(err, errApiVersionTooNew):
 		// KIP-511: answer with a v0 body listing our ApiVersions range, so the client retries lower.
@@ -251,6 +255,8 @@ func (b *Broker) respond(nr *netio.Request, hdr requestHeader, resp kmsg.Respons
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	*bp = buf
+	metrics.Request(hdr.key, hdr.arrived)
+	metrics.BytesOut(int64(len(buf)))
 	nr.Respond(&netio.Response{
 		Parts: []netio.Part{{Bytes: buf}},
 		OnDone: func() {

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
@@ -237,6 +238,9 @@ func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, topics []fetchTop
 	bp := bufPool.Get().(*[]byte)
 	parts, buf := encodeFetchResponse((*bp)[:0], c.hdr.correlationID, req.Version, topics)
 	*bp = buf
+	metrics.Request(c.hdr.key, c.hdr.arrived)
+	metrics.BytesOut(int64(binary.BigEndian.Uint32(buf)) + 4)
+	countFetched(topics)
 	c.nr.Respond(&netio.Response{
 		Parts: parts,
 		OnDone: func() {

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -68,13 +69,17 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				sp.ErrorMessage = errorMessage(err)
+				metrics.PartitionError(produceKey, sp.ErrorCode)
 				continue
 			}
 			pending.Add(1)
+			topic, records := rt.Topic, rp.Records
 			part.ProduceAsync(rp.Records, timeout, func(res replica.ProduceResult, err error) {
 				if err != nil {
 					sp.ErrorCode = errorCode(err)
+					metrics.PartitionError(produceKey, sp.ErrorCode)
 				} else {
+					countProduced(topic, records)
 					sp.BaseOffset = res.BaseOffset
 					sp.LogAppendTime = res.LogAppendTime
 					sp.LogStartOffset = res.LogStartOffset

@@ -14,6 +14,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
@@ -513,6 +514,7 @@ func (p *Partition) proposeCall(batch []byte, cmd raftlog.Command, admitted bool
 	c := produceCalls.Get().(*produceCall)
 	c.p, c.done, c.admitted, c.term = p, done, admitted, cmd.Epoch
 	c.appendTime, c.logAppendTime = cmd.AppendTime, cmd.Flags&flagLogAppendTime != 0
+	c.proposed = time.Now()
 	// The command buffer is reused: quorum (dragonboat) copies the command
 	// before ProposeAsync returns.
 	buf := cmdBufs.Get().(*[]byte)
@@ -677,6 +679,7 @@ type produceCall struct {
 	logAppendTime bool
 	admitted      bool  // an idempotent batch admitted in term (admission.go)
 	term          int32 // the term it was proposed in
+	proposed      time.Time
 	complete      func(sm.Result, error)
 }
 
@@ -698,6 +701,7 @@ func (c *produceCall) release() {
 
 func (c *produceCall) finish(r sm.Result, err error) {
 	p, done, appendTime, logAppendTime, admitted, term := c.p, c.done, c.appendTime, c.logAppendTime, c.admitted, c.term
+	proposed := c.proposed
 	c.release()
 	if err != nil {
 		if admitted && errors.Is(err, quorum.ErrNotLeader) {
@@ -706,6 +710,7 @@ func (c *produceCall) finish(r sm.Result, err error) {
 		done(ProduceResult{}, proposeError(err))
 		return
 	}
+	metrics.RaftCommitSeconds.Observe(time.Since(proposed).Seconds())
 	base, dup, err := decodeResult(r.Value)
 	if err != nil {
 		done(ProduceResult{}, err)
