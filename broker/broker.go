@@ -49,6 +49,9 @@ type Config struct {
 	TransactionMaxTimeout time.Duration
 	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
 	Disk *DiskGuard
+	// FetchSessionSlots is max.incremental.fetch.session.cache.slots (0: DefaultFetchSessionSlots;
+	// negative: no fetch sessions).
+	FetchSessionSlots int
 
 	Logger *slog.Logger
 }
@@ -68,6 +71,8 @@ type Broker struct {
 	pids   producerIDs
 	groups groupState // the consumer-group coordinator (broker/group.go)
 	txns   txnState   // the transaction coordinator (broker/txn.go)
+
+	sessions *fetchSessions // fetch sessions (broker/fetchsession.go)
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's
@@ -93,6 +98,10 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *c
 		groups: groupState{topic: internalTopic{name: offsetsTopic, partitions: offsetsPartitions}},
 		txns:   txnState{topic: internalTopic{name: txnTopic, partitions: txnPartitions}}}
 	b.pids.ctl = ctl
+	if cfg.FetchSessionSlots == 0 {
+		cfg.FetchSessionSlots = DefaultFetchSessionSlots
+	}
+	b.sessions = newFetchSessions(cfg.FetchSessionSlots)
 	if ctl != nil && replicas != nil {
 		b.wg.Add(1)
 		go b.txnLoader()

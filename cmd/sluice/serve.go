@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -55,6 +56,7 @@ type serveConfig struct {
 	configFile       string
 	debugAddr        string
 	metricsAddr      string
+	fetchSessions    int
 	offsetsRetention time.Duration
 	txnMaxTimeout    time.Duration
 	leaderRebalance  time.Duration
@@ -97,6 +99,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 		"segment (the partitions' segment files are their Raft log: each byte written once; not yet the default, see issue 12) or pebble")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&cfg.fetchSessions, "fetch-session-cache-slots", broker.DefaultFetchSessionSlots, "incremental fetch sessions (KIP-227) kept at once (max.incremental.fetch.session.cache.slots); 0 = no sessions")
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics, and /healthz and /readyz, on this address (e.g. :9644); off when empty")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
 	return fs
@@ -313,6 +316,7 @@ func serve(args []string) error {
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
 		Disk:                     disk,
+		FetchSessionSlots:        cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr, agent)
