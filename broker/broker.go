@@ -49,6 +49,8 @@ type Config struct {
 	TransactionMaxTimeout time.Duration
 	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
 	Disk *DiskGuard
+	// LogDir is the directory of the partitions' logs (log.dirs, DescribeLogDirs).
+	LogDir string
 	// FetchSessionSlots is max.incremental.fetch.session.cache.slots (0: DefaultFetchSessionSlots;
 	// negative: no fetch sessions).
 	FetchSessionSlots int

@@ -316,6 +316,7 @@ func serve(args []string) error {
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
 		Disk:                     disk,
+		LogDir:                   filepath.Join(cfg.dataDir, "logs"),
 		FetchSessionSlots:        cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
 		Log:                      logOpts,
 		Logger:                   logger,
