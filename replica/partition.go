@@ -43,6 +43,8 @@ type Partition struct {
 	config atomic.Pointer[TopicConfig]
 	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
 
+	startFloor atomic.Int64 // the log start offset DeleteRecords set (cluster metadata)
+
 	hw       atomic.Int64 // next offset past applied data
 	lso      atomic.Int64 // last stable offset: hw, or the first offset of the oldest open transaction
 	txns     atomic.Pointer[producerState]
@@ -211,12 +213,23 @@ func (p *Partition) Producers() []ProducerInfo {
 	return ps.describe()
 }
 
-// LogStartOffset is the first offset still in the log (retention moves it).
+// LogStartOffset is the first offset still in the log for clients: retention moves it, and so
+// does DeleteRecords (a floor kept in the cluster metadata, SetStartFloor).
 func (p *Partition) LogStartOffset() int64 {
 	if log := p.log.Load(); log != nil {
-		return log.StartOffset()
+		return max(log.StartOffset(), p.startFloor.Load())
 	}
 	return 0
+}
+
+// SetStartFloor raises the log start offset to floor (DeleteRecords), never lowering it.
+func (p *Partition) SetStartFloor(floor int64) {
+	for {
+		cur := p.startFloor.Load()
+		if floor <= cur || p.startFloor.CompareAndSwap(cur, floor) {
+			return
+		}
+	}
 }
 
 // Size is the number of bytes of batches the log holds (DescribeLogDirs).
@@ -268,6 +281,9 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	if !committed {
 		end = hw
 	}
+	if offset < p.startFloor.Load() {
+		return nil, kerr.OffsetOutOfRange // deleted by DeleteRecords
+	}
 	if offset > hw {
 		if offset <= p.replayTo.Load() {
 			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
@@ -305,6 +321,8 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64,
 	if err != nil || !found || off >= p.hw.Load() { // the log may hold uncommitted batches
 		return -1, -1, false, readError(err)
 	}
+	// Below a DeleteRecords floor: the answer starts at the floor (its batch may start before it).
+	off = max(off, p.startFloor.Load())
 	timestamp = ts
 	if r, err := log.Read(off, 0); err == nil {
 		if len(r.Ranges) > 0 {

@@ -174,3 +174,82 @@ func TestClusterElectLeaders(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDeleteRecords moves a partition's log start offset with kadm's DeleteRecords: ListOffsets,
+// Fetch and consumers honour it, a restart keeps it, and an offset past the high watermark is
+// refused with OFFSET_OUT_OF_RANGE.
+func TestDeleteRecords(t *testing.T) {
+	b := startBroker(t)
+	const topic = "delete-records"
+	b.createTopic(topic, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl := b.client(kgo.ProducerLinger(0))
+	for i := range 10 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del := func(at int64) kadm.DeleteRecordsResponse {
+		t.Helper()
+		os := kadm.Offsets{}
+		os.Add(kadm.Offset{Topic: topic, Partition: 0, At: at})
+		resp, err := b.admin().DeleteRecords(ctx, os)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := resp.Lookup(topic, 0)
+		return r
+	}
+	if r := del(4); r.Err != nil || r.LowWatermark != 4 {
+		t.Fatalf("DeleteRecords before 4: low watermark %d, %v", r.LowWatermark, r.Err)
+	}
+	if r := del(100); !errors.Is(r.Err, kerr.OffsetOutOfRange) {
+		t.Fatalf("DeleteRecords past the high watermark: %v, want OFFSET_OUT_OF_RANGE", r.Err)
+	}
+	if r := del(2); r.Err != nil || r.LowWatermark != 4 {
+		t.Fatalf("DeleteRecords below the start: low watermark %d, %v (it never moves back)", r.LowWatermark, r.Err)
+	}
+	check := func(when string) {
+		t.Helper()
+		starts, err := b.admin().ListStartOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, _ := starts.Lookup(topic, 0); o.Err != nil || o.Offset != 4 {
+			t.Fatalf("%s: start offset %d, %v, want 4", when, o.Offset, o.Err)
+		}
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = 10, 1<<20, -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.FetchOffset, rp.PartitionMaxBytes = 2, 1<<20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, b.client().Broker(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := resp.Topics[0].Partitions[0]; p.ErrorCode != kerr.OffsetOutOfRange.Code || p.LogStartOffset != 4 && p.LogStartOffset != -1 {
+			t.Fatalf("%s: fetch at 2: error %d, log start %d, want OFFSET_OUT_OF_RANGE", when, p.ErrorCode, p.LogStartOffset)
+		}
+		cons := b.client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		var got []int64
+		for len(got) == 0 || got[len(got)-1] < 9 {
+			fs := cons.PollFetches(ctx)
+			if ctx.Err() != nil {
+				t.Fatalf("%s: consumed offsets %v before timing out", when, got)
+			}
+			fs.EachRecord(func(r *kgo.Record) { got = append(got, r.Offset) })
+		}
+		cons.Close()
+		if len(got) != 6 || got[0] != 4 {
+			t.Fatalf("%s: consumed offsets %v from the start; want 4 to 9", when, got)
+		}
+	}
+	check("after DeleteRecords")
+	b.stop()
+	b.start()
+	check("after a restart")
+}
