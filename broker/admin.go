@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/quorum"
 )
 
@@ -174,8 +175,11 @@ func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest) kmsg.Response
 			if err := b.ctl.DeleteTopic(ctx, name); err != nil {
 				st.ErrorCode = errorCode(err)
 				st.ErrorMessage = errorMessage(err)
-			} else if err := b.replicas.Apply(b.ctl.Metadata()); err != nil {
-				b.log.Warn("stopping partitions of a deleted topic", "topic", name, "err", err)
+			} else {
+				metrics.ForgetTopic(name)
+				if err := b.replicas.Apply(b.ctl.Metadata()); err != nil {
+					b.log.Warn("stopping partitions of a deleted topic", "topic", name, "err", err)
+				}
 			}
 		}
 		resp.Topics = append(resp.Topics, st)

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/cluster"
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
@@ -48,6 +49,11 @@ type Config struct {
 	TransactionMaxTimeout time.Duration
 	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
 	Disk *DiskGuard
+	// LogDir is the directory of the partitions' logs (log.dirs, DescribeLogDirs).
+	LogDir string
+	// FetchSessionSlots is max.incremental.fetch.session.cache.slots (0: DefaultFetchSessionSlots;
+	// negative: no fetch sessions).
+	FetchSessionSlots int
 
 	Logger *slog.Logger
 }
@@ -67,6 +73,8 @@ type Broker struct {
 	pids   producerIDs
 	groups groupState // the consumer-group coordinator (broker/group.go)
 	txns   txnState   // the transaction coordinator (broker/txn.go)
+
+	sessions *fetchSessions // fetch sessions (broker/fetchsession.go)
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's
@@ -92,6 +100,10 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *c
 		groups: groupState{topic: internalTopic{name: offsetsTopic, partitions: offsetsPartitions}},
 		txns:   txnState{topic: internalTopic{name: txnTopic, partitions: txnPartitions}}}
 	b.pids.ctl = ctl
+	if cfg.FetchSessionSlots == 0 {
+		cfg.FetchSessionSlots = DefaultFetchSessionSlots
+	}
+	b.sessions = newFetchSessions(cfg.FetchSessionSlots)
 	if ctl != nil && replicas != nil {
 		b.wg.Add(1)
 		go b.txnLoader()
@@ -113,6 +125,7 @@ type requestHeader struct {
 	key, version  int16
 	correlationID int32
 	clientID      string
+	arrived       time.Time // for the request latency metric
 }
 
 // call is one request in flight: its header, decoded body and the netio request to answer.
@@ -127,6 +140,8 @@ type call struct {
 // else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
 func (b *Broker) HandleRequest(nr *netio.Request) {
 	hdr, req, err := decodeRequest(nr.Frame)
+	hdr.arrived = time.Now()
+	metrics.BytesIn(len(nr.Frame) + 4)
 	switch {
 	case errors.Is(err, errApiVersionTooNew):
 		// KIP-511: answer with a v0 body listing our ApiVersions range, so the client retries lower.
@@ -251,6 +266,8 @@ func (b *Broker) respond(nr *netio.Request, hdr requestHeader, resp kmsg.Respons
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	*bp = buf
+	metrics.Request(hdr.key, hdr.arrived)
+	metrics.BytesOut(int64(len(buf)))
 	nr.Respond(&netio.Response{
 		Parts: []netio.Part{{Bytes: buf}},
 		OnDone: func() {

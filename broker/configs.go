@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -140,7 +141,7 @@ func (b *Broker) describeTopicConfigs(explicit map[string]string, names []string
 }
 
 // brokerConfigs lists the broker-level configs a client may ask about.
-func (b *Broker) brokerConfigs() []configEntry {
+func (b *Broker) brokerConfigs(named []string, onlyNamed bool) []configEntry {
 	kv := map[string]string{
 		"broker.id":                  strconv.Itoa(int(b.cfg.NodeID)),
 		"num.partitions":             strconv.Itoa(int(b.cfg.DefaultPartitions)),
@@ -151,8 +152,12 @@ func (b *Broker) brokerConfigs() []configEntry {
 		"log.retention.bytes":        strconv.FormatInt(b.cfg.Log.RetentionBytes, 10),
 		"default.replication.factor": strconv.Itoa(int(b.cfg.DefaultReplicationFactor)),
 	}
+	b.addToolBrokerConfigs(kv)
 	names := make([]string, 0, len(kv))
 	for n := range kv {
+		if onlyNamed && !slices.Contains(named, n) {
+			continue
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -184,7 +189,7 @@ func (b *Broker) handleDescribeConfigs(req *kmsg.DescribeConfigsRequest) kmsg.Re
 				sr.ErrorCode = kerr.InvalidRequest.Code
 				break
 			}
-			entries = b.brokerConfigs()
+			entries = b.brokerConfigs(r.ConfigNames, r.ConfigNames != nil)
 		default:
 			sr.ErrorCode = kerr.InvalidRequest.Code
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
@@ -39,6 +40,7 @@ type fetchPartition struct {
 	highWatermark, lso, ls int64
 	data                   *segment.ReadResult  // nil when there is nothing to send
 	aborted                []replica.AbortedTxn // read_committed: aborted transactions in the data
+	session                *sessionPart         // the fetch session's entry, if any
 }
 
 type fetchTopic struct {
@@ -50,6 +52,70 @@ type fetchTopic struct {
 // When fewer than MinBytes are available it parks on the partitions' append signals until enough data
 // arrives or MaxWaitMillis passes.
 func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
+	var sf sessionFetch
+	if req.Version >= 7 {
+		sf = b.sessions.resolve(req, time.Now())
+		if sf.errCode != 0 {
+			b.respondFetch(c, req, fetchHeader{errCode: sf.errCode}, nil)
+			return
+		}
+	}
+	var topics []fetchTopic
+	if sf.incremental {
+		topics = sf.sess.fetchTopics()
+	} else {
+		topics = requestedTopics(req, sf.sess)
+	}
+	for i := range topics {
+		ft := &topics[i]
+		for j := range ft.parts {
+			fp := &ft.parts[j]
+			if part, ok := b.replicas.Partition(ft.name, fp.partition); ok {
+				fp.part = part
+			} else {
+				fp.errCode = errorCode(b.missingPartitionError(ft.name, fp.partition))
+				fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
+			}
+		}
+	}
+	hdr := fetchHeader{}
+	if sf.sess != nil {
+		hdr.sessionID = sf.sess.id
+	}
+	respond := func() {
+		if sf.sess != nil {
+			topics = sf.sess.respond(topics, sf.incremental)
+		}
+		b.respondFetch(c, req, hdr, topics)
+	}
+	maxBytes := int64(req.MaxBytes)
+	if req.Version < 3 || maxBytes <= 0 {
+		maxBytes = defaultFetchMaxBytes
+	}
+	deadline := time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
+	var timer *time.Timer
+	committed := req.Version >= 4 && req.IsolationLevel == readCommitted
+	for {
+		total, failed := b.readFetch(topics, maxBytes, committed)
+		if failed || total >= int64(req.MinBytes) && (total > 0 || req.MinBytes <= 0) || !time.Now().Before(deadline) {
+			respond()
+			return
+		}
+		releaseFetch(topics)
+		if timer == nil {
+			timer = time.NewTimer(time.Until(deadline))
+			defer timer.Stop()
+		}
+		if !b.waitForData(topics, timer.C, committed) {
+			respond()
+			return
+		}
+	}
+}
+
+// requestedTopics is a full fetch's partitions as the request lists them, tied to the session's
+// entries when the fetch opened one.
+func requestedTopics(req *kmsg.FetchRequest, sess *fetchSession) []fetchTopic {
 	topics := make([]fetchTopic, len(req.Topics))
 	for i := range req.Topics {
 		rt := &req.Topics[i]
@@ -63,37 +129,18 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 			if req.Version >= 9 {
 				fp.leaderEpoch = rp.CurrentLeaderEpoch
 			}
-			if part, ok := b.replicas.Partition(rt.Topic, rp.Partition); ok {
-				fp.part = part
-			} else {
-				fp.errCode = errorCode(b.missingPartitionError(rt.Topic, rp.Partition))
-				fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
+			if sess != nil {
+				fp.session = sess.index[sessionKey{rt.Topic, rp.Partition}] // not yet shared: no lock needed
 			}
 		}
 	}
-	maxBytes := int64(req.MaxBytes)
-	if req.Version < 3 || maxBytes <= 0 {
-		maxBytes = defaultFetchMaxBytes
-	}
-	deadline := time.Now().Add(time.Duration(req.MaxWaitMillis) * time.Millisecond)
-	var timer *time.Timer
-	committed := req.Version >= 4 && req.IsolationLevel == readCommitted
-	for {
-		total, failed := b.readFetch(topics, maxBytes, committed)
-		if failed || total >= int64(req.MinBytes) && (total > 0 || req.MinBytes <= 0) || !time.Now().Before(deadline) {
-			b.respondFetch(c, req, topics)
-			return
-		}
-		releaseFetch(topics)
-		if timer == nil {
-			timer = time.NewTimer(time.Until(deadline))
-			defer timer.Stop()
-		}
-		if !b.waitForData(topics, timer.C, committed) {
-			b.respondFetch(c, req, topics)
-			return
-		}
-	}
+	return topics
+}
+
+// fetchHeader is the response's top-level error and session id.
+type fetchHeader struct {
+	errCode   int16
+	sessionID int32
 }
 
 // readFetch fills each partition's data, within maxBytes for the whole response; the first batch found is
@@ -233,10 +280,13 @@ func (b *Broker) waitForData(topics []fetchTopic, deadline <-chan time.Time, com
 }
 
 // respondFetch queues the encoded response; the file ranges are released once netio has sent them.
-func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, topics []fetchTopic) {
+func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, fh fetchHeader, topics []fetchTopic) {
 	bp := bufPool.Get().(*[]byte)
-	parts, buf := encodeFetchResponse((*bp)[:0], c.hdr.correlationID, req.Version, topics)
+	parts, buf := encodeFetchResponse((*bp)[:0], c.hdr.correlationID, req.Version, fh, topics)
 	*bp = buf
+	metrics.Request(c.hdr.key, c.hdr.arrived)
+	metrics.BytesOut(int64(binary.BigEndian.Uint32(buf)) + 4)
+	countFetched(topics)
 	c.nr.Respond(&netio.Response{
 		Parts: parts,
 		OnDone: func() {
@@ -252,13 +302,13 @@ func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, topics []fetchTop
 // files: the response is a list of netio parts, byte runs of our encoding (all in buf, which it returns)
 // interleaved with file ranges. The layout is FetchResponse v4..v12 exactly as kmsg encodes it, which the
 // tests check by decoding it with kmsg.
-func encodeFetchResponse(buf []byte, correlationID int32, v int16, topics []fetchTopic) ([]netio.Part, []byte) {
+func encodeFetchResponse(buf []byte, correlationID int32, v int16, fh fetchHeader, topics []fetchTopic) ([]netio.Part, []byte) {
 	flexible := v >= 12
 	buf = appendResponseHeader(buf, correlationID, flexible)
 	buf = kbin.AppendInt32(buf, 0) // throttle
 	if v >= 7 {
-		buf = kbin.AppendInt16(buf, 0) // top-level error
-		buf = kbin.AppendInt32(buf, 0) // session id 0: no fetch sessions, clients send full fetches
+		buf = kbin.AppendInt16(buf, fh.errCode)
+		buf = kbin.AppendInt32(buf, fh.sessionID) // 0: no session
 	}
 	type cut struct {
 		at   int // position in buf where the file ranges go

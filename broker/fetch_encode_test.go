@@ -66,7 +66,7 @@ func TestEncodeFetchResponse(t *testing.T) {
 			}},
 			{name: "t2", parts: []fetchPartition{{partition: 4, highWatermark: 0, lso: 0, ls: 0}}},
 		}
-		parts, _ := encodeFetchResponse(nil, 77, v, topics)
+		parts, _ := encodeFetchResponse(nil, 77, v, fetchHeader{sessionID: 1234}, topics)
 		wire := materialize(t, parts)
 		if got := int(binary.BigEndian.Uint32(wire)); got != len(wire)-4 {
 			t.Fatalf("v%d: size prefix %d, frame is %d", v, got, len(wire)-4)
@@ -82,6 +82,9 @@ func TestEncodeFetchResponse(t *testing.T) {
 		resp.Version = v
 		if err := resp.ReadFrom(body); err != nil {
 			t.Fatalf("v%d: kmsg cannot decode our encoding: %v", v, err)
+		}
+		if v >= 7 && resp.SessionID != 1234 {
+			t.Fatalf("v%d: session id %d, want 1234", v, resp.SessionID)
 		}
 		if len(resp.Topics) != 2 || resp.Topics[0].Topic != "t1" || resp.Topics[1].Topic != "t2" {
 			t.Fatalf("v%d: topics %+v", v, resp.Topics)

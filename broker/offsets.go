@@ -99,7 +99,7 @@ func offsetForTimestamp(part *replica.Partition, ts int64) (offset, timestamp in
 		// start is the honest answer.
 		return batchOffset, batchMaxTs, true, nil
 	}
-	return offset, timestamp, true, nil
+	return max(offset, part.LogStartOffset()), timestamp, true, nil // not below a DeleteRecords floor
 }
 
 // handleOffsetForLeaderEpoch tells a consumer where an epoch it saw ends (KIP-320): clients check

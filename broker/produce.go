@@ -1,21 +1,26 @@
 package broker
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
 )
 
 func init() {
-	// Produce from v3: record batch v2 only (librdkafka needs v3+ to send v2 batches); up to 12: v13
-	// replaces topic names with topic IDs; the range must include 7 (kafka-go). Served on the event
-	// loop by HandleRequest (proposals keep the connection's order).
-	register(kmsg.Produce, 3, 12, nil)
+	// Produce is served from v3 (record batch v2 only) but advertised from v0, as Kafka 4.0 does
+	// (KAFKA-18659): librdkafka turns gzip, snappy and lz4 off without a word unless the broker lists
+	// Produce v0 (its codec check asks for Produce within [0, 0]); v0-2 are answered
+	// UNSUPPORTED_VERSION (handleProduce). Up to 12: v13 replaces topic names with topic IDs; the
+	// range must include 7 (kafka-go). Served on the event loop by HandleRequest (proposals keep the
+	// connection's order).
+	register(kmsg.Produce, 0, 12, nil)
 }
 
 // defaultProduceTimeout bounds a produce whose request gives no usable timeout.
@@ -28,6 +33,10 @@ const defaultProduceTimeout = 30 * time.Second
 // does not block; the answer is sent from the last completion.
 func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	if req.Version < minServedProduceVersion {
+		b.refuseOldProduce(c, req, resp)
+		return
+	}
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
 		timeout = defaultProduceTimeout
@@ -60,13 +69,17 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				sp.ErrorMessage = errorMessage(err)
+				metrics.PartitionError(produceKey, sp.ErrorCode)
 				continue
 			}
 			pending.Add(1)
+			topic, records := rt.Topic, rp.Records
 			part.ProduceAsync(rp.Records, timeout, func(res replica.ProduceResult, err error) {
 				if err != nil {
 					sp.ErrorCode = errorCode(err)
+					metrics.PartitionError(produceKey, sp.ErrorCode)
 				} else {
+					countProduced(topic, records)
 					sp.BaseOffset = res.BaseOffset
 					sp.LogAppendTime = res.LogAppendTime
 					sp.LogStartOffset = res.LogStartOffset
@@ -76,6 +89,35 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 		}
 	}
 	finish()
+}
+
+// minServedProduceVersion is the first Produce version served: v3 carries record batch v2, the
+// only format the log stores.
+const minServedProduceVersion = 3
+
+// refuseOldProduce answers a Produce v0-2 (advertised only for librdkafka's feature checks) with
+// UNSUPPORTED_VERSION on every partition, as Kafka 4.0 does. An acks=0 request has no response to
+// carry the error, so its connection is closed, as Kafka does on a failed acks=0 produce.
+func (b *Broker) refuseOldProduce(c *call, req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse) {
+	if req.Acks == 0 {
+		c.nr.CloseConn(fmt.Sprintf("client %q: Produce v%d is not supported (record batch v2 needs v3+)", c.hdr.clientID, req.Version))
+		return
+	}
+	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
+	for i, rt := range req.Topics {
+		st := &resp.Topics[i]
+		*st = kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		for j, rp := range rt.Partitions {
+			sp := &st.Partitions[j]
+			*sp = kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = kerr.UnsupportedVersion.Code
+			sp.BaseOffset = -1
+		}
+	}
+	b.respond(c.nr, c.hdr, resp)
 }
 
 // Produce validation errors, with the Kafka code each maps to.

@@ -108,6 +108,7 @@ type Server struct {
 	backend Backend
 	addr    net.Addr
 	impl    backendServer
+	core    *core
 }
 
 // backendServer is what a backend implements besides its per-connection sink.
@@ -121,6 +122,19 @@ type core struct {
 	opts    Options
 	log     *slog.Logger
 	nextID  atomic.Uint64
+	open    atomic.Int64 // connections open: counted up by newConn, down by countClosed
+}
+
+// countClosed is the Handler the backends call: it counts the connection closed, then tells
+// the broker's handler.
+type countClosed struct {
+	Handler
+	open *atomic.Int64
+}
+
+func (h countClosed) ConnClosed(c *Conn) {
+	h.open.Add(-1)
+	h.Handler.ConnClosed(c)
 }
 
 // Listen binds addr ("host:port"; a "tcp://" prefix is accepted) and serves it until Close. The server is
@@ -131,7 +145,8 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 	}
 	opts = opts.withDefaults()
 	addr = strings.TrimPrefix(addr, "tcp://")
-	c := &core{handler: h, opts: opts, log: opts.Logger}
+	c := &core{opts: opts, log: opts.Logger}
+	c.handler = countClosed{Handler: h, open: &c.open}
 
 	b := opts.Backend
 	auto := b == BackendAuto
@@ -165,8 +180,11 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{backend: b, addr: bound, impl: impl}, nil
+	return &Server{backend: b, addr: bound, impl: impl, core: c}, nil
 }
+
+// OpenConns is the number of client connections open now.
+func (s *Server) OpenConns() int64 { return s.core.open.Load() }
 
 // autoPrefersUring is the bake-off's verdict (results/2026-11-23-2core-vm-bakeoff): auto runs io_uring
 // where it can. Tests flip it to check the fallback.

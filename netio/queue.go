@@ -140,6 +140,7 @@ func (r *Request) CloseConn(reason string) { r.Conn.answer(r, stateClose, nil, r
 func newConn(co *core, io connIO, remote, local net.Addr) *Conn {
 	max := uint64(co.opts.MaxInFlight)
 	size := uint64(1) << bits.Len64(max-1)
+	co.open.Add(1)
 	return &Conn{
 		ID:         co.nextID.Add(1),
 		RemoteAddr: remote,

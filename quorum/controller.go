@@ -66,6 +66,9 @@ type PartitionMeta struct {
 	// Joined lists brokers that joined the group through a reassignment: they start their replica
 	// as a (promoted) learner every time (quorum.Host.StartLearnerShard).
 	Joined []int32 `json:",omitempty"`
+	// LogStartOffset is the floor DeleteRecords set: offsets below it are gone for clients (the
+	// partition's log start offset is the larger of it and the first offset its files hold).
+	LogStartOffset int64 `json:",omitempty"`
 }
 
 // TopicMeta describes a topic.
@@ -371,6 +374,13 @@ func (c *Controller) AlterTopicConfig(ctx context.Context, name string, set map[
 	return err
 }
 
+// DeleteRecords raises a partition's log start offset floor to offset (Kafka's DeleteRecords); it
+// never lowers it. The broker checks offset against the high watermark first.
+func (c *Controller) DeleteRecords(ctx context.Context, topic string, partition int32, offset int64) error {
+	_, _, err := c.propose(ctx, command{Op: opDeleteRecords, Name: topic, Partition: partition, N: offset})
+	return err
+}
+
 // AllocateProducerIDs reserves n consecutive producer ids and returns the first. Blocks are
 // replicated, so ids are never handed out twice, restarts included.
 func (c *Controller) AllocateProducerIDs(ctx context.Context, n int) (first int64, err error) {
@@ -449,6 +459,7 @@ const (
 	opReportLeaders       = "report_leaders"
 	opReassign            = "reassign"
 	opReassignDone        = "reassign_done"
+	opDeleteRecords       = "delete_records"
 )
 
 // command is one controller log entry (JSON: small, rare, readable in a log dump). Anything
@@ -648,6 +659,25 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 
 	case opReassign:
 		return applyReassign(md, cmd.Name, cmd.Partition, cmd.Replicas)
+
+	case opDeleteRecords:
+		old, ok := md.Topics[cmd.Name]
+		if !ok {
+			return nil, sm.Result{Value: resultUnknownTopic}
+		}
+		if cmd.Partition < 0 || int(cmd.Partition) >= len(old.Partitions) {
+			return nil, sm.Result{Value: resultUnknownPartition}
+		}
+		if old.Partitions[cmd.Partition].LogStartOffset >= cmd.N {
+			return nil, sm.Result{} // never moves back
+		}
+		next := *md
+		tm := *old
+		tm.Partitions = append([]PartitionMeta(nil), old.Partitions...)
+		tm.Partitions[cmd.Partition].LogStartOffset = cmd.N
+		next.Topics = copyTopics(md.Topics, 0)
+		next.Topics[tm.Name] = &tm
+		return &next, sm.Result{}
 
 	case opReassignDone:
 		if len(cmd.Shards) != 1 {

@@ -126,10 +126,13 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 			}
 			if ok {
 				p.setConfig(tc)
+				p.SetStartFloor(pm.LogStartOffset)
 				continue
 			}
 			if err := m.start(md, name, pm, tc); err != nil {
 				errs = append(errs, err)
+			} else if p, ok := m.Partition(name, pm.Partition); ok {
+				p.SetStartFloor(pm.LogStartOffset)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/sluicebroker/sluice/batch"
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
@@ -40,6 +41,8 @@ type Partition struct {
 
 	config atomic.Pointer[TopicConfig]
 	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
+
+	startFloor atomic.Int64 // the log start offset DeleteRecords set (cluster metadata)
 
 	hw       atomic.Int64 // next offset past applied data
 	lso      atomic.Int64 // last stable offset: hw, or the first offset of the oldest open transaction
@@ -209,12 +212,23 @@ func (p *Partition) Producers() []ProducerInfo {
 	return ps.describe()
 }
 
-// LogStartOffset is the first offset still in the log (retention moves it).
+// LogStartOffset is the first offset still in the log for clients: retention moves it, and so
+// does DeleteRecords (a floor kept in the cluster metadata, SetStartFloor).
 func (p *Partition) LogStartOffset() int64 {
 	if log := p.log.Load(); log != nil {
-		return log.StartOffset()
+		return max(log.StartOffset(), p.startFloor.Load())
 	}
 	return 0
+}
+
+// SetStartFloor raises the log start offset to floor (DeleteRecords), never lowering it.
+func (p *Partition) SetStartFloor(floor int64) {
+	for {
+		cur := p.startFloor.Load()
+		if floor <= cur || p.startFloor.CompareAndSwap(cur, floor) {
+			return
+		}
+	}
 }
 
 // Size is the number of bytes of batches the log holds (DescribeLogDirs).
@@ -266,6 +280,9 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	if !committed {
 		end = hw
 	}
+	if offset < p.startFloor.Load() {
+		return nil, kerr.OffsetOutOfRange // deleted by DeleteRecords
+	}
 	if offset > hw {
 		if offset <= p.replayTo.Load() {
 			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
@@ -292,6 +309,8 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64,
 	if err != nil || !found || off >= p.hw.Load() { // the log may hold uncommitted batches
 		return -1, -1, false, KafkaError(err)
 	}
+	// Below a DeleteRecords floor: the answer starts at the floor (its batch may start before it).
+	off = max(off, p.startFloor.Load())
 	timestamp = ts
 	if r, err := log.Read(off, 0); err == nil {
 		if len(r.Ranges) > 0 {
@@ -497,6 +516,7 @@ func (p *Partition) proposeCall(batch []byte, cmd raftlog.Command, admitted bool
 	c := produceCalls.Get().(*produceCall)
 	c.p, c.done, c.admitted, c.term = p, done, admitted, cmd.Epoch
 	c.appendTime, c.logAppendTime = cmd.AppendTime, cmd.Flags&flagLogAppendTime != 0
+	c.proposed = time.Now()
 	// The command buffer is reused: quorum (dragonboat) copies the command
 	// before ProposeAsync returns.
 	buf := cmdBufs.Get().(*[]byte)
@@ -661,6 +681,7 @@ type produceCall struct {
 	logAppendTime bool
 	admitted      bool  // an idempotent batch admitted in term (admission.go)
 	term          int32 // the term it was proposed in
+	proposed      time.Time
 	complete      func(sm.Result, error)
 }
 
@@ -682,6 +703,7 @@ func (c *produceCall) release() {
 
 func (c *produceCall) finish(r sm.Result, err error) {
 	p, done, appendTime, logAppendTime, admitted, term := c.p, c.done, c.appendTime, c.logAppendTime, c.admitted, c.term
+	proposed := c.proposed
 	c.release()
 	if err != nil {
 		if admitted && errors.Is(err, quorum.ErrNotLeader) {
@@ -690,6 +712,7 @@ func (c *produceCall) finish(r sm.Result, err error) {
 		done(ProduceResult{}, proposeError(err))
 		return
 	}
+	metrics.RaftCommitSeconds.Observe(time.Since(proposed).Seconds())
 	base, dup, err := decodeResult(r.Value)
 	if err != nil {
 		done(ProduceResult{}, err)

@@ -149,6 +149,19 @@ func readAll(t testing.TB, l *Log, offset int64, maxBytes int) []byte {
 	if int64(len(out)) != r.Size {
 		t.Fatalf("AppendTo gave %d bytes, Size %d", len(out), r.Size)
 	}
+	if len(out) > 0 {
+		var next int64
+		for pos := 0; pos < len(out); {
+			h, err := ParseHeader(out[pos:])
+			if err != nil {
+				t.Fatalf("Read(%d, %d): batch at %d: %v", offset, maxBytes, pos, err)
+			}
+			next, pos = h.NextOffset(), pos+h.Size()
+		}
+		if r.NextOffset != next {
+			t.Fatalf("Read(%d, %d): NextOffset %d, the last batch ends before %d", offset, maxBytes, r.NextOffset, next)
+		}
+	}
 	return out
 }
 

@@ -22,6 +22,9 @@ type FileRange struct {
 type ReadResult struct {
 	Ranges []FileRange
 	Size   int64 // sum of the ranges' Len
+	// NextOffset follows the last batch in the ranges (the fetch offset after them); with Size 0
+	// it is meaningless.
+	NextOffset int64
 
 	segs      []*segment // one reference each
 	rangesArr [2]FileRange
@@ -47,7 +50,7 @@ func (r *ReadResult) Release() {
 	}
 	clear(r.rangesArr[:])
 	clear(r.segsArr[:])
-	r.Ranges, r.segs, r.Size = nil, nil, 0
+	r.Ranges, r.segs, r.Size, r.NextOffset = nil, nil, 0, 0
 	resultPool.Put(r)
 }
 
@@ -157,7 +160,7 @@ func (l *Log) ReadBelow(offset int64, maxBytes int, end int64) (*ReadResult, err
 		r.Release()
 		return nil, err
 	}
-	pos, first, err := findBatch(v, offset)
+	pos, first, firstNext, err := findBatch(v, offset)
 	if err != nil {
 		v.s.release()
 		r.Release()
@@ -165,12 +168,13 @@ func (l *Log) ReadBelow(offset int64, maxBytes int, end int64) (*ReadResult, err
 	}
 	// The first batch goes in whatever its size.
 	r.add(v.s, pos, first)
+	r.NextOffset = firstNext
 	budget := int64(maxBytes) - first
 	pos += first
 	var hb [HeaderSize]byte
 	for budget > 0 {
 		if pos < v.end {
-			endPos, err := lastBoundary(v, pos, budget, &hb)
+			endPos, endNext, err := lastBoundary(v, pos, r.NextOffset, budget, &hb)
 			if err != nil {
 				v.s.release()
 				r.Release()
@@ -178,6 +182,7 @@ func (l *Log) ReadBelow(offset int64, maxBytes int, end int64) (*ReadResult, err
 			}
 			if endPos > pos {
 				r.add(v.s, pos, endPos-pos)
+				r.NextOffset = endNext
 				budget -= endPos - pos
 			}
 			if endPos < v.end {
@@ -207,7 +212,7 @@ func clipView(v segView, end int64) (segView, error) {
 	if v.next <= end {
 		return v, nil
 	}
-	pos, _, err := findBatch(v, end)
+	pos, _, _, err := findBatch(v, end)
 	if err != nil {
 		return v, err
 	}
@@ -228,50 +233,52 @@ func (l *Log) viewAfter(prev segView) (v segView, pos int64, ok bool) {
 	return v, pos, true
 }
 
-// findBatch returns the position and size of the batch holding offset in v: from the index point
-// at or before it, header by header.
-func findBatch(v segView, offset int64) (pos, size int64, err error) {
+// findBatch returns the position and size of the batch holding offset in v, and the offset after
+// it: from the index point at or before it, header by header.
+func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 	var hb [HeaderSize]byte
 	pos, off := indexFor(v.entries, v.s.base, offset)
 	for pos < v.end {
 		h, err := readHeader(v.s.data, pos, &hb)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		if h.BaseOffset != off {
-			return 0, 0, fmt.Errorf("%w: batch at %d of %s has base %d, expected %d", ErrCorrupt, pos, v.s.path, h.BaseOffset, off)
+			return 0, 0, 0, fmt.Errorf("%w: batch at %d of %s has base %d, expected %d", ErrCorrupt, pos, v.s.path, h.BaseOffset, off)
 		}
 		if h.NextOffset() > offset {
-			return pos, int64(h.Size()), nil
+			return pos, int64(h.Size()), h.NextOffset(), nil
 		}
 		pos += int64(h.Size())
 		off = h.NextOffset()
 	}
-	return 0, 0, fmt.Errorf("%w: offset %d not found in %s", ErrCorrupt, offset, v.s.path)
+	return 0, 0, 0, fmt.Errorf("%w: offset %d not found in %s", ErrCorrupt, offset, v.s.path)
 }
 
 // lastBoundary returns the furthest batch boundary in v at or below pos+budget (pos is a
-// boundary): an index point near the limit, then header by header.
-func lastBoundary(v segView, pos, budget int64, hb *[HeaderSize]byte) (int64, error) {
+// boundary, the batch there starting at offset off) and the offset of the batch starting there:
+// an index point near the limit, then header by header.
+func lastBoundary(v segView, pos, off, budget int64, hb *[HeaderSize]byte) (int64, int64, error) {
 	limit := pos + budget
 	if limit >= v.end {
-		return v.end, nil
+		return v.end, v.next, nil
 	}
 	i := sort.Search(len(v.entries), func(i int) bool { return int64(v.entries[i].pos) > limit })
 	if i > 0 && int64(v.entries[i-1].pos) > pos {
-		pos = int64(v.entries[i-1].pos)
+		pos, off = int64(v.entries[i-1].pos), v.s.base+int64(v.entries[i-1].rel)
 	}
 	for pos < v.end {
 		h, err := readHeader(v.s.data, pos, hb)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if pos+int64(h.Size()) > limit {
 			break
 		}
 		pos += int64(h.Size())
+		off = h.NextOffset()
 	}
-	return pos, nil
+	return pos, off, nil
 }
 
 // OffsetForTimestamp returns the base offset of the first batch whose MaxTimestamp >= ts (Kafka's

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +55,8 @@ type serveConfig struct {
 	logLevel         string
 	configFile       string
 	debugAddr        string
+	metricsAddr      string
+	fetchSessions    int
 	offsetsRetention time.Duration
 	txnMaxTimeout    time.Duration
 	leaderRebalance  time.Duration
@@ -95,6 +99,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 		"tan and pebble were removed on 2026-12-07)")
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&cfg.fetchSessions, "fetch-session-cache-slots", broker.DefaultFetchSessionSlots, "incremental fetch sessions (KIP-227) kept at once (max.incremental.fetch.session.cache.slots); 0 = no sessions")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics, and /healthz and /readyz, on this address (e.g. :9644); off when empty")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
 	return fs
 }
@@ -214,6 +220,14 @@ func serve(args []string) error {
 	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
 		return err
 	}
+	var ready atomic.Bool // /readyz: the Kafka listener serves
+	if cfg.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.metricsAddr, &ready, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	if cfg.debugAddr != "" {
 		go func() {
 			// net/http/pprof registers its handlers on the default mux.
@@ -302,6 +316,8 @@ func serve(args []string) error {
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
 		Disk:                     disk,
+		LogDir:                   filepath.Join(cfg.dataDir, "logs"),
+		FetchSessionSlots:        cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr, agent)
@@ -311,6 +327,8 @@ func serve(args []string) error {
 		agent.Close()
 		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
 	}
+	registerServeMetrics(br, srv, logger)
+	ready.Store(true)
 	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
 		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID, "storage_min_free_bytes", disk.MinFree())
 
@@ -318,6 +336,7 @@ func serve(args []string) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	logger.Info("shutting down", "signal", s.String())
+	ready.Store(false)
 	srv.Close()
 	br.Close()
 	agent.Close()
