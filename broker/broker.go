@@ -48,6 +48,8 @@ type Config struct {
 	TransactionMaxTimeout time.Duration
 	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
 	Disk *DiskGuard
+	// Security turns on SASL and ACLs (security.go); nil: neither.
+	Security *SecurityConfig
 
 	Logger *slog.Logger
 }
@@ -67,6 +69,8 @@ type Broker struct {
 	pids   producerIDs
 	groups groupState // the consumer-group coordinator (broker/group.go)
 	txns   txnState   // the transaction coordinator (broker/txn.go)
+
+	sec *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's
@@ -92,6 +96,7 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *c
 		groups: groupState{topic: internalTopic{name: offsetsTopic, partitions: offsetsPartitions}},
 		txns:   txnState{topic: internalTopic{name: txnTopic, partitions: txnPartitions}}}
 	b.pids.ctl = ctl
+	b.sec = cfg.Security
 	if ctl != nil && replicas != nil {
 		b.wg.Add(1)
 		go b.txnLoader()
@@ -137,6 +142,9 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 		return
 	}
 	c := &call{hdr: hdr, req: req, nr: nr}
+	if b.sec != nil && !b.admitConn(c) {
+		return
+	}
 	switch req := req.(type) {
 	case *kmsg.ApiVersionsRequest:
 		b.respond(nr, hdr, b.handleApiVersions(c))
@@ -210,7 +218,13 @@ func (b *Broker) serve(c *call) {
 		c.nr.CloseConn(fmt.Sprintf("no handler for API key %d", c.hdr.key))
 		return
 	}
-	if resp := a.serve(b, c); resp != nil {
+	var resp kmsg.Response
+	if b.sec != nil {
+		resp = b.serveSecure(c, a) // security.go, authz_requests.go
+	} else {
+		resp = a.serve(b, c)
+	}
+	if resp != nil {
 		b.respond(c.nr, c.hdr, resp)
 	}
 }

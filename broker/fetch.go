@@ -63,7 +63,9 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 			if req.Version >= 9 {
 				fp.leaderEpoch = rp.CurrentLeaderEpoch
 			}
-			if part, ok := b.replicas.Partition(rt.Topic, rp.Partition); ok {
+			if !b.authorize(c, resTopic, aclRead, rt.Topic) {
+				fp.errCode, fp.highWatermark, fp.lso, fp.ls = kerr.TopicAuthorizationFailed.Code, -1, -1, -1
+			} else if part, ok := b.replicas.Partition(rt.Topic, rp.Partition); ok {
 				fp.part = part
 			} else {
 				fp.errCode = errorCode(b.missingPartitionError(rt.Topic, rp.Partition))

@@ -93,6 +93,8 @@ type HostConfig struct {
 	// partitions awake), a config change. A quiesced follower does not notice a dead leader until
 	// something wakes it.
 	Quiesce bool
+	// TLS, when its files are set, runs Raft traffic over mutual TLS (security.go).
+	TLS RaftTLS
 }
 
 // Raft log stores (HostConfig.LogDB).
@@ -241,6 +243,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		RaftAddress:    cfg.RaftAddr,
 		Expert:         config.GetDefaultExpertConfig(),
 	}
+	cfg.TLS.apply(&nhc)
 	// The LogDB is recorded in DataDir by dragonboat, so it is chosen once per broker.
 	var raftLog *raftlog.Store
 	switch cfg.LogDB {

@@ -61,6 +61,8 @@ type serveConfig struct {
 	raftQuiesce      bool
 	raftTick         time.Duration
 	minFreeBytes     int64
+
+	sec securityFlags // security.go
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -96,6 +98,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.StringVar(&cfg.netioBackend, "netio", "auto", "network backend: auto (io_uring where it can run, else gnet; see results/2026-11-23-2core-vm-bakeoff), uring, gnet or std")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
+	addSecurityFlags(fs, &cfg.sec)
 	return fs
 }
 
@@ -208,6 +211,10 @@ func serve(args []string) error {
 		RetentionBytes: cfg.retentionBytes,
 		RetentionAge:   cfg.retention,
 	}
+	security, err := cfg.sec.resolve(logger)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
 		return err
 	}
@@ -228,6 +235,7 @@ func serve(args []string) error {
 		LogDB:    cfg.raftLog,
 		Quiesce:  cfg.raftQuiesce,
 		RTT:      cfg.raftTick,
+		TLS:      security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return fmt.Errorf("starting raft: %v\n%s was created with another --raft-log than %q: start with the one it was created with "+
@@ -243,7 +251,7 @@ func serve(args []string) error {
 	}
 	if ctl.Observer() {
 		// Not a voter: a running broker must add this one to the controller group first.
-		if err := joinCluster(cfg, logger); err != nil {
+		if err := joinCluster(cfg, logger, security.kgoSecurity()...); err != nil {
 			return err
 		}
 	}
@@ -256,8 +264,11 @@ func serve(args []string) error {
 		return fmt.Errorf("waiting for the controller: %v", err)
 	}
 	if err := registerBroker(ctl, quorum.BrokerInfo{
-		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr,
+		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort,
 	}); err != nil {
+		return err
+	}
+	if err := ensureBootstrapUser(ctl, security, logger); err != nil {
 		return err
 	}
 
@@ -302,6 +313,7 @@ func serve(args []string) error {
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
 		Disk:                     disk,
+		Security:                 security.broker,
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr, agent)
@@ -311,6 +323,17 @@ func serve(args []string) error {
 		agent.Close()
 		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
 	}
+	var tlsSrv *netio.Server
+	if security.tls != nil {
+		tlsSrv, err = netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, Logger: logger})
+		if err != nil {
+			srv.Close()
+			br.Close()
+			agent.Close()
+			return fmt.Errorf("listening on %s (TLS): %v", cfg.sec.tlsListen, err)
+		}
+		logger.Info("sluice serving TLS", "listen", tlsSrv.Addr().String(), "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(tlsSrv.Backend()))
+	}
 	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
 		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID, "storage_min_free_bytes", disk.MinFree())
 
@@ -319,6 +342,9 @@ func serve(args []string) error {
 	s := <-sig
 	logger.Info("shutting down", "signal", s.String())
 	srv.Close()
+	if tlsSrv != nil {
+		tlsSrv.Close()
+	}
 	br.Close()
 	agent.Close()
 	return nil
@@ -326,7 +352,7 @@ func serve(args []string) error {
 
 // joinCluster asks the running brokers (--bootstrap-servers) to add this broker to the controller
 // group as an observer, retrying for a minute while they start or elect.
-func joinCluster(cfg serveConfig, logger *slog.Logger) error {
+func joinCluster(cfg serveConfig, logger *slog.Logger, opts ...kgo.Opt) error {
 	if cfg.bootstrap == "" {
 		return fmt.Errorf("node %d is not among the controller voters: give --bootstrap-servers to join a running cluster", cfg.nodeID)
 	}
@@ -338,7 +364,7 @@ func joinCluster(cfg serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("raft address %q: bad port", cfg.raftAddr)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(cfg.bootstrap, ",")...))
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(strings.Split(cfg.bootstrap, ",")...))...)
 	if err != nil {
 		return err
 	}
