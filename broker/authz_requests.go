@@ -97,8 +97,9 @@ func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Respon
 	switch req := c.req.(type) {
 	case *kmsg.ApiVersionsRequest, *kmsg.SASLHandshakeRequest, *kmsg.SASLAuthenticateRequest, *kmsg.DescribeClusterRequest,
 		*kmsg.DescribeACLsRequest, *kmsg.CreateACLsRequest, *kmsg.DeleteACLsRequest,
-		*kmsg.DescribeUserSCRAMCredentialsRequest, *kmsg.AlterUserSCRAMCredentialsRequest:
-		return nil // nothing to check, or the handler checks (acls.go)
+		*kmsg.DescribeUserSCRAMCredentialsRequest, *kmsg.AlterUserSCRAMCredentialsRequest,
+		*kmsg.FetchRequest, *kmsg.ProduceRequest:
+		return nil // nothing to check, or the handler checks (acls.go, fetch.go, produce.go)
 
 	case *kmsg.MetadataRequest:
 		return b.authorizeMetadata(c, req, post)

@@ -131,6 +131,9 @@ type call struct {
 // produce inline (produce must reach Raft in arrival order and does not block), and hands everything
 // else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
 func (b *Broker) HandleRequest(nr *netio.Request) {
+	if b.sec != nil && b.rawSaslToken(nr) {
+		return
+	}
 	hdr, req, err := decodeRequest(nr.Frame)
 	switch {
 	case errors.Is(err, errApiVersionTooNew):

@@ -225,7 +225,9 @@ func (s *scramServer) final(msg string) ([]byte, bool, error) {
 	if cb, err := base64.StdEncoding.DecodeString(channel); err != nil || string(cb) != s.gs2Header {
 		return nil, false, errors.New("invalid SCRAM client-final message: channel binding does not match")
 	}
-	if nonce != s.nonce {
+	// Kafka's ScramSaslServer checks that the nonce ends with the server's combined nonce, not that
+	// it equals it: librdkafka (2.0 at least) sends its client nonce in front of the combined one.
+	if !strings.HasSuffix(nonce, s.nonce) {
 		return nil, false, errors.New("invalid SCRAM client-final message: nonce does not match")
 	}
 	h := scramHash(s.cred.Mechanism)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -56,6 +57,9 @@ type connState struct {
 	failed        bool   // SASL failed: the connection closes
 	mechanism     string // chosen by SaslHandshake
 	scram         *scramServer
+	// rawTokens: SaslHandshake v0 chose the mechanism, so the exchange continues in raw SASL tokens
+	// (length-prefixed, no Kafka header) instead of SaslAuthenticate requests.
+	rawTokens atomic.Bool
 
 	authz authzCache
 }
@@ -107,9 +111,9 @@ func (b *Broker) admitConn(c *call) bool {
 }
 
 func init() {
-	// SaslHandshake v1 only: after v0 the client sends raw SASL tokens outside Kafka's framing,
-	// which no current client does (all use v1 with SaslAuthenticate).
-	register(kmsg.SASLHandshake, 1, 1, func(b *Broker, c *call) kmsg.Response {
+	// SaslHandshake v0 is followed by raw SASL tokens outside Kafka's request framing (rawSaslToken);
+	// v1 by SaslAuthenticate requests. librdkafka needs v0 advertised to use SASL at all.
+	register(kmsg.SASLHandshake, 0, 1, func(b *Broker, c *call) kmsg.Response {
 		return b.handleSaslHandshake(c, c.req.(*kmsg.SASLHandshakeRequest))
 	})
 	// v1 adds the session lifetime (KIP-368; 0 here: no re-authentication needed), v2 is flexible.
@@ -135,6 +139,9 @@ func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) km
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
 	default:
 		st.mechanism = req.Mechanism
+		if req.Version == 0 {
+			st.rawTokens.Store(true)
+		}
 	}
 	if resp.ErrorCode != 0 {
 		st.failed = true // Kafka closes the connection after a failed handshake
@@ -207,6 +214,37 @@ func (b *Broker) saslStep(st *connState, msg []byte) (out []byte, done bool, use
 		return out, done, st.scram.user, err
 	}
 	return nil, false, "", errors.New("no SASL mechanism chosen")
+}
+
+// rawSaslToken serves a frame that is a raw SASL token (after SaslHandshake v0): the answer is the
+// server's token, length-prefixed; a failure closes the connection, as Kafka does. It reports
+// whether the frame was one.
+func (b *Broker) rawSaslToken(nr *netio.Request) bool {
+	st, ok := nr.Conn.Value().(*connState)
+	if !ok || !st.rawTokens.Load() {
+		return false
+	}
+	st.mu.Lock()
+	if st.authenticated {
+		st.rawTokens.Store(false)
+		st.mu.Unlock()
+		return false
+	}
+	out, done, user, err := b.saslStep(st, nr.Frame)
+	if err != nil {
+		st.failed = true
+	} else if done {
+		st.authenticated, st.principal, st.scram = true, "User:"+user, nil
+	}
+	st.mu.Unlock()
+	if err != nil {
+		b.log.Info("SASL authentication failed", "remote", nr.Conn.RemoteAddr, "user", user, "err", err)
+		nr.CloseConn("SASL authentication failed")
+		return true
+	}
+	buf := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(out)), uint32(len(out)))
+	nr.Respond(&netio.Response{Parts: []netio.Part{{Bytes: append(buf, out...)}}})
+	return true
 }
 
 // respondThenClose answers and closes the connection once the answer is written.

@@ -19,7 +19,7 @@ func TestProtocolTable(t *testing.T) {
 		{61, 0, 0}, {62, 0, 0}, {65, 0, 0}, {66, 0, 1},
 		// Security (issue 16): SaslHandshake, DescribeAcls, CreateAcls, DeleteAcls, SaslAuthenticate,
 		// DescribeUserScramCredentials, AlterUserScramCredentials.
-		{17, 1, 1}, {29, 0, 3}, {30, 0, 3}, {31, 0, 3}, {36, 0, 2}, {50, 0, 0}, {51, 0, 0},
+		{17, 0, 1}, {29, 0, 3}, {30, 0, 3}, {31, 0, 3}, {36, 0, 2}, {50, 0, 0}, {51, 0, 0},
 	}
 	slices.SortFunc(want, func(a, b apiRange) int { return int(a.key) - int(b.key) })
 	got := apiVersionsKeys()

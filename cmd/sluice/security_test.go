@@ -144,7 +144,12 @@ type secureBroker struct {
 
 func startSecureBroker(t *testing.T, extra ...string) *secureBroker {
 	t.Helper()
-	pki := newTestPKI(t)
+	return startSecureBrokerPKI(t, newTestPKI(t), extra...)
+}
+
+// startSecureBrokerPKI is startSecureBroker with the caller's CA (for --tls-client-ca).
+func startSecureBrokerPKI(t *testing.T, pki *testPKI, extra ...string) *secureBroker {
+	t.Helper()
 	cert, key, _ := pki.issue("broker")
 	tlsAddr := freePort(t)
 	args := append([]string{
