@@ -190,18 +190,17 @@ func (b *Broker) saslStep(st *connState, msg []byte) (out []byte, done bool, use
 	sec := func() *quorum.Security { return b.ctl.Metadata().SecurityOf() }
 	switch st.mechanism {
 	case MechPlain:
-		// authzid NUL authcid NUL password (RFC 4616); authzid empty or the user itself.
-		parts := strings.Split(string(msg), "\x00")
-		if len(parts) != 3 || parts[1] == "" || (parts[0] != "" && parts[0] != parts[1]) {
-			return nil, false, "", errors.New("invalid PLAIN message")
+		u, pass, _, err := plainParse(msg)
+		if err != nil {
+			return nil, false, "", err
 		}
-		user = parts[1]
+		user = u
 		s := sec()
 		cred, ok := s.Credential(user, MechScramSHA256)
 		if !ok {
 			cred, ok = s.Credential(user, MechScramSHA512)
 		}
-		if !ok || !checkPassword(cred, parts[2]) {
+		if !ok || !checkPassword(cred, pass) {
 			return nil, false, user, errors.New("authentication failed: invalid username or password")
 		}
 		return nil, true, user, nil
@@ -245,6 +244,16 @@ func (b *Broker) rawSaslToken(nr *netio.Request) bool {
 	buf := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(out)), uint32(len(out)))
 	nr.Respond(&netio.Response{Parts: []netio.Part{{Bytes: append(buf, out...)}}})
 	return true
+}
+
+// plainParse splits a PLAIN message (RFC 4616): authzid NUL authcid NUL password, the authzid empty
+// or the user itself.
+func plainParse(msg []byte) (user, password, authzid string, err error) {
+	parts := strings.Split(string(msg), "\x00")
+	if len(parts) != 3 || parts[1] == "" || (parts[0] != "" && parts[0] != parts[1]) {
+		return "", "", "", errors.New("invalid PLAIN message")
+	}
+	return parts[1], parts[2], parts[0], nil
 }
 
 // respondThenClose answers and closes the connection once the answer is written.
