@@ -20,7 +20,7 @@ func producerOpts(w *Workload, topic string) []kgo.Opt {
 		kgo.DefaultProduceTopic(topic),
 		kgo.ProducerLinger(w.Linger.D()),
 		kgo.ProducerBatchMaxBytes(w.BatchMaxBytes),
-		kgo.MaxBufferedRecords(w.MaxBufferedRecords + 1),
+		kgo.MaxBufferedRecords(w.MaxBufferedRecords+1),
 		kgo.ProducerBatchCompression(codec(w.Compression)),
 	)
 	switch w.Acks {
@@ -104,7 +104,7 @@ func createTopics(ctx context.Context, adm *kadm.Client, topics []string, partit
 func consumerOpts(w *Workload) []kgo.Opt {
 	return append(securityOpts(w),
 		kgo.SeedBrokers(w.Brokers...),
-		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.FetchMaxPartitionBytes(w.FetchMaxPartitionBytes),
 		kgo.FetchMaxBytes(max(50<<20, w.FetchMaxPartitionBytes)),
 	)
