@@ -54,6 +54,8 @@ type Config struct {
 	// FetchSessionSlots is max.incremental.fetch.session.cache.slots (0: DefaultFetchSessionSlots;
 	// negative: no fetch sessions).
 	FetchSessionSlots int
+	// Security turns on SASL and ACLs (security.go); nil: neither.
+	Security *SecurityConfig
 
 	Logger *slog.Logger
 }
@@ -75,6 +77,7 @@ type Broker struct {
 	txns   txnState   // the transaction coordinator (broker/txn.go)
 
 	sessions *fetchSessions // fetch sessions (broker/fetchsession.go)
+	sec *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's
@@ -104,6 +107,7 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *c
 		cfg.FetchSessionSlots = DefaultFetchSessionSlots
 	}
 	b.sessions = newFetchSessions(cfg.FetchSessionSlots)
+	b.sec = cfg.Security
 	if ctl != nil && replicas != nil {
 		b.wg.Add(1)
 		go b.txnLoader()
@@ -139,6 +143,9 @@ type call struct {
 // produce inline (produce must reach Raft in arrival order and does not block), and hands everything
 // else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
 func (b *Broker) HandleRequest(nr *netio.Request) {
+	if b.sec != nil && b.rawSaslToken(nr) {
+		return
+	}
 	hdr, req, err := decodeRequest(nr.Frame)
 	hdr.arrived = time.Now()
 	metrics.BytesIn(len(nr.Frame) + 4)
@@ -152,6 +159,9 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 		return
 	}
 	c := &call{hdr: hdr, req: req, nr: nr}
+	if b.sec != nil && !b.admitConn(c) {
+		return
+	}
 	switch req := req.(type) {
 	case *kmsg.ApiVersionsRequest:
 		b.respond(nr, hdr, b.handleApiVersions(c))
@@ -225,7 +235,13 @@ func (b *Broker) serve(c *call) {
 		c.nr.CloseConn(fmt.Sprintf("no handler for API key %d", c.hdr.key))
 		return
 	}
-	if resp := a.serve(b, c); resp != nil {
+	var resp kmsg.Response
+	if b.sec != nil {
+		resp = b.serveSecure(c, a) // security.go, authz_requests.go
+	} else {
+		resp = a.serve(b, c)
+	}
+	if resp != nil {
 		b.respond(c.nr, c.hdr, resp)
 	}
 }

@@ -54,8 +54,15 @@ func seedRequests() [][]byte {
 	lo.Version = 6
 	desc := kmsg.NewPtrDescribeConfigsRequest()
 	desc.Version = 4
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "SCRAM-SHA-512"
+	auth := kmsg.NewPtrSASLAuthenticateRequest()
+	auth.Version, auth.SASLAuthBytes = 2, []byte("n,,n=user,r=\xff\x00,")
+	acls := kmsg.NewPtrCreateACLsRequest()
+	acls.Version = 3
+	acls.Creations = append(acls.Creations, kmsg.NewCreateACLsRequestCreation())
 	var out [][]byte
-	for _, r := range []kmsg.Request{produce, fetch, meta, apiv, create, lo, desc} {
+	for _, r := range []kmsg.Request{produce, fetch, meta, apiv, create, lo, desc, hs, auth, acls} {
 		out = append(out, encodeRequest(r, 1, "fuzz"))
 	}
 	return out

@@ -70,7 +70,9 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 		ft := &topics[i]
 		for j := range ft.parts {
 			fp := &ft.parts[j]
-			if part, ok := b.replicas.Partition(ft.name, fp.partition); ok {
+			if !b.authorize(c, resTopic, aclRead, ft.name) {
+				fp.errCode, fp.highWatermark, fp.lso, fp.ls = kerr.TopicAuthorizationFailed.Code, -1, -1, -1
+			} else if part, ok := b.replicas.Partition(ft.name, fp.partition); ok {
 				fp.part = part
 			} else {
 				fp.errCode = errorCode(b.missingPartitionError(ft.name, fp.partition))

@@ -85,7 +85,7 @@ func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, e
 	}
 	wg.Wait()
 	if len(remote) > 0 {
-		var sender MarkerSender = &KafkaMarkerSender{Leader: b.leaderAddr}
+		var sender MarkerSender = &KafkaMarkerSender{Leader: b.leaderAddr, Auth: b.interBrokerAuth}
 		if s := b.txns.sender.Load(); s != nil {
 			sender = *s
 		}
@@ -133,6 +133,8 @@ func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
 type KafkaMarkerSender struct {
 	// Leader returns the Kafka address (host:port) of the partition's current leader.
 	Leader func(topic string, partition int32) (addr string, ok bool)
+	// Auth, when set, authenticates each new connection first (SASL: security.go).
+	Auth func(ctx context.Context, roundTrip func(kmsg.Request, kmsg.Response) error) error
 
 	corr atomic.Int32
 }
@@ -194,6 +196,16 @@ func (s *KafkaMarkerSender) roundTrip(ctx context.Context, addr string, req kmsg
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	if s.Auth != nil {
+		if err := s.Auth(ctx, func(req kmsg.Request, resp kmsg.Response) error { return s.exchange(conn, req, resp) }); err != nil {
+			return fmt.Errorf("authenticating to %s: %w", addr, err)
+		}
+	}
+	return s.exchange(conn, req, resp)
+}
+
+// exchange writes one request on conn and reads its response.
+func (s *KafkaMarkerSender) exchange(conn net.Conn, req kmsg.Request, resp kmsg.Response) error {
 	corr := s.corr.Add(1)
 	buf := []byte{0, 0, 0, 0}
 	buf = kbin.AppendInt16(buf, req.Key())

@@ -65,6 +65,10 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
+			if code := b.authorizeProduce(c, req, rt.Topic); code != 0 {
+				sp.ErrorCode = code
+				continue
+			}
 			part, err := b.validateProduce(req, rt.Topic, rp.Partition, rp.Records)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -16,7 +17,11 @@ func TestProtocolTable(t *testing.T) {
 		{22, 0, 4}, {23, 0, 4}, {24, 0, 4}, {25, 0, 3}, {26, 0, 4}, {27, 0, 1}, {28, 0, 3}, {32, 0, 4},
 		{33, 0, 2}, {35, 0, 4}, {37, 0, 3}, {42, 0, 2}, {43, 0, 2}, {44, 0, 1}, {45, 0, 0}, {46, 0, 0}, {47, 0, 0}, {60, 0, 1},
 		{61, 0, 0}, {62, 0, 0}, {65, 0, 0}, {66, 0, 1},
+		// Security (issue 16): SaslHandshake, DescribeAcls, CreateAcls, DeleteAcls, SaslAuthenticate,
+		// DescribeUserScramCredentials, AlterUserScramCredentials.
+		{17, 0, 1}, {29, 0, 3}, {30, 0, 3}, {31, 0, 3}, {36, 0, 2}, {50, 0, 0}, {51, 0, 0},
 	}
+	slices.SortFunc(want, func(a, b apiRange) int { return int(a.key) - int(b.key) })
 	got := apiVersionsKeys()
 	if len(got) != len(want) {
 		t.Fatalf("%d APIs advertised, want %d", len(got), len(want))

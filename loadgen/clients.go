@@ -15,14 +15,14 @@ import (
 // The kgo settings a workload implies, and the admin calls a run makes.
 
 func producerOpts(w *Workload, topic string) []kgo.Opt {
-	opts := []kgo.Opt{
+	opts := append(securityOpts(w),
 		kgo.SeedBrokers(w.Brokers...),
 		kgo.DefaultProduceTopic(topic),
 		kgo.ProducerLinger(w.Linger.D()),
 		kgo.ProducerBatchMaxBytes(w.BatchMaxBytes),
-		kgo.MaxBufferedRecords(w.MaxBufferedRecords + 1),
+		kgo.MaxBufferedRecords(w.MaxBufferedRecords+1),
 		kgo.ProducerBatchCompression(codec(w.Compression)),
-	}
+	)
 	switch w.Acks {
 	case "0":
 		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()))
@@ -102,12 +102,12 @@ func createTopics(ctx context.Context, adm *kadm.Client, topics []string, partit
 }
 
 func consumerOpts(w *Workload) []kgo.Opt {
-	return []kgo.Opt{
+	return append(securityOpts(w),
 		kgo.SeedBrokers(w.Brokers...),
-		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.FetchMaxPartitionBytes(w.FetchMaxPartitionBytes),
 		kgo.FetchMaxBytes(max(50<<20, w.FetchMaxPartitionBytes)),
-	}
+	)
 }
 
 // groupOpts make a consumer a member of group, reading from the start of fresh partitions and

@@ -45,7 +45,7 @@ func Run(ctx context.Context, w Workload, opt Options) (*Result, error) {
 	r.res.Workload = r.w
 	r.topics = r.w.TopicNames()
 
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(w.Brokers...))
+	admCl, err := kgo.NewClient(append(securityOpts(&w), kgo.SeedBrokers(w.Brokers...))...)
 	if err != nil {
 		return nil, err
 	}

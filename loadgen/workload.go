@@ -60,6 +60,8 @@ type Workload struct {
 	Warmup       Duration `yaml:"warmup" json:"warmup"`
 	Duration     Duration `yaml:"duration" json:"duration"`
 	DrainTimeout Duration `yaml:"drain_timeout" json:"drain_timeout"` // how long acknowledgements and consumers may take after producing stops
+
+	Security `yaml:",inline" json:",inline"` // TLS and SASL (security.go)
 }
 
 // Defaults returns the workload used when nothing is said: 1 KiB random records,
@@ -120,6 +122,9 @@ func (w *Workload) Validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if len(w.Brokers) == 0 {
 		bad("no brokers")
+	}
+	if _, err := w.Security.opts(); err != nil {
+		bad("security: %v", err)
 	}
 	if w.Topics < 1 {
 		bad("topics must be >= 1")
@@ -193,6 +198,7 @@ func (w *Workload) Validate() error {
 // BindFlags registers one flag per workload field on fs, writing into w.
 // Call it with w already holding the defaults (or a workload file) so flags override them.
 func (w *Workload) BindFlags(fs *flag.FlagSet) {
+	w.Security.bindFlags(fs)
 	fs.StringVar(&w.Name, "name", w.Name, "workload name (used in result directory names)")
 	fs.Func("brokers", "bootstrap servers, comma separated (default "+strings.Join(w.Brokers, ",")+")", func(s string) error {
 		w.Brokers = strings.Split(s, ",")

@@ -16,6 +16,7 @@
 package netio
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +69,10 @@ type Options struct {
 	// responses are not yet written. At the limit the connection is not read until responses drain
 	// (gnet resumes reading at half the limit).
 	MaxInFlight int
-	Logger      *slog.Logger
+	// TLS, when set, serves TLS on every connection (tls.go). Only the std backend does TLS: with TLS,
+	// Listen runs std whatever Backend says (gnet and io_uring hand raw bytes to their loops).
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -149,6 +153,9 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 	c.handler = countClosed{Handler: h, open: &c.open}
 
 	b := opts.Backend
+	if opts.TLS != nil {
+		b = tlsBackend(b, c.log)
+	}
 	auto := b == BackendAuto
 	if auto {
 		b = autoBackend(c.log)

@@ -16,6 +16,7 @@ type Conn struct {
 
 	io   connIO
 	core *core
+	sec  connSecurity // TLS peer and the handler's per-connection value (tls.go)
 
 	mu sync.Mutex
 	// ring holds the requests in flight, indexed by sequence number & mask. Entries are allocated on first

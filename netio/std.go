@@ -2,6 +2,7 @@ package netio
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ type stdConn struct {
 	srv  *stdServer
 	conn *Conn
 	tc   *net.TCPConn
+	// rw is what frames are read from and written to: tc, or a *tls.Conn over it (tls.go).
+	rw   net.Conn
+	tlsc *tls.Conn
 	br   *bufio.Reader
 	hdr  [4]byte
 
@@ -73,11 +77,16 @@ func (s *stdServer) acceptLoop() {
 		sc := &stdConn{
 			srv:        s,
 			tc:         tc,
-			br:         bufio.NewReaderSize(tc, stdReadBuffer),
+			rw:         tc,
 			wakeCh:     make(chan struct{}, 1),
 			roomCh:     make(chan struct{}, 1),
 			writerDone: make(chan struct{}),
 		}
+		if s.core.opts.TLS != nil {
+			sc.tlsc = tls.Server(tc, s.core.opts.TLS)
+			sc.rw = sc.tlsc
+		}
+		sc.br = bufio.NewReaderSize(sc.rw, stdReadBuffer)
 		sc.conn = newConn(s.core, sc, tc.RemoteAddr(), tc.LocalAddr())
 		s.mu.Lock()
 		if s.closed {
@@ -137,7 +146,11 @@ func (sc *stdConn) kill() {
 
 func (sc *stdConn) readLoop() {
 	defer sc.srv.wg.Done()
-	if reason := sc.readFrames(); reason != "" {
+	reason := sc.handshake()
+	if reason == "" {
+		reason = sc.readFrames()
+	}
+	if reason != "" {
 		sc.srv.core.log.Warn("netio: closing connection", "remote", sc.conn.RemoteAddr, "reason", reason)
 	}
 	sc.kill()
@@ -225,7 +238,7 @@ func (sc *stdConn) writeLoop() {
 // writeBytes blocks until everything is written: the writer goroutine owns the socket.
 func (sc *stdConn) writeBytes(iov *[][]byte) error {
 	sc.bufs = *iov
-	_, err := sc.bufs.WriteTo(sc.tc)
+	_, err := sc.bufs.WriteTo(sc.rw)
 	sc.bufs = nil
 	if err == nil {
 		clear(*iov)
@@ -235,6 +248,9 @@ func (sc *stdConn) writeBytes(iov *[][]byte) error {
 }
 
 func (sc *stdConn) sendFile(f *os.File, off, n int64) (int64, error) {
+	if sc.tlsc != nil {
+		return copyFileRange(sc.tlsc, f, off, n) // TLS encrypts in user space: no sendfile
+	}
 	return sc.file.send(sc.tc, f, off, n)
 }
 

@@ -45,6 +45,8 @@ type BrokerInfo struct {
 	Port     int32
 	Rack     string
 	RaftAddr string
+
+	TLSPort int32 `json:",omitempty"` // the TLS listener's port on Host (0: none)
 }
 
 // PartitionMeta is one partition's placement.
@@ -89,6 +91,8 @@ type Metadata struct {
 	Topics         map[string]*TopicMeta
 	NextShardID    uint64 // the next partition's shard id
 	NextProducerID int64  // the first id of the next producer-id block
+
+	Security *Security `json:",omitempty"` // SCRAM users and ACLs (security.go); nil: none
 }
 
 // TopicSpec is a CreateTopic request. The broker resolves Kafka's defaults (-1) and validates
@@ -482,6 +486,7 @@ type command struct {
 	Partition int32             `json:"partition,omitempty"`
 	Replicas  []int32           `json:"replicas,omitempty"`
 	Removed   []int32           `json:"removed,omitempty"`
+	Sec       *securityCommand  `json:"sec,omitempty"` // security.go
 }
 
 // Result codes in sm.Result.Value; data (a created topic, a first producer id) goes in Data.
@@ -684,6 +689,9 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 			return nil, invalid("reassign_done needs one shard")
 		}
 		return applyReassignDone(md, cmd.Shards[0], cmd.Replicas, cmd.Removed), sm.Result{}
+	}
+	if next, res, ok := applySecurity(md, cmd); ok {
+		return next, res
 	}
 	return nil, invalid("unknown op " + cmd.Op)
 }

@@ -90,6 +90,8 @@ type HostConfig struct {
 	// partitions awake), a config change. A quiesced follower does not notice a dead leader until
 	// something wakes it.
 	Quiesce bool
+	// TLS, when its files are set, runs Raft traffic over mutual TLS (security.go).
+	TLS RaftTLS
 }
 
 func (c *HostConfig) setDefaults() {
@@ -222,6 +224,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		RaftAddress:    cfg.RaftAddr,
 		Expert:         config.GetDefaultExpertConfig(),
 	}
+	cfg.TLS.apply(&nhc)
 	// The Raft log store: the partitions' segments (package raftlog). dragonboat records its name
 	// in DataDir and refuses a directory written with another (tan or pebble, before 2026-12-07).
 	raftLog, err := raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), cfg.Logger)

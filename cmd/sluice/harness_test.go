@@ -40,6 +40,8 @@ func TestMain(m *testing.M) {
 type testBroker struct {
 	*testcluster.Node
 	t testing.TB
+	// clientOpts are how clients reach this broker (SASL credentials: security_test.go).
+	clientOpts []kgo.Opt
 }
 
 // serveSelf is the testcluster.Command that runs this test binary as `sluice serve` (see TestMain).
@@ -122,7 +124,7 @@ func (b *testBroker) waitReady() {
 		}
 		if c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond); err == nil {
 			c.Close()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr))
+			cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, b.clientOpts...)...)
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				err = testcluster.AllPartitionsLed(ctx, kadm.NewClient(cl))
@@ -150,7 +152,7 @@ func (b *testBroker) resume() { b.Signal(syscall.SIGCONT) }
 // client returns a franz-go client on the broker with the given options, closed at test end.
 func (b *testBroker) client(opts ...kgo.Opt) *kgo.Client {
 	b.t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, opts...)...)
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, b.clientOpts...), opts...)...)
 	if err != nil {
 		b.t.Fatal(err)
 	}

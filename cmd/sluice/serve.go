@@ -65,6 +65,8 @@ type serveConfig struct {
 	raftQuiesce      bool
 	raftTick         time.Duration
 	minFreeBytes     int64
+
+	sec securityFlags // security.go
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -102,6 +104,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.fetchSessions, "fetch-session-cache-slots", broker.DefaultFetchSessionSlots, "incremental fetch sessions (KIP-227) kept at once (max.incremental.fetch.session.cache.slots); 0 = no sessions")
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics, and /healthz and /readyz, on this address (e.g. :9644); off when empty")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
+	addSecurityFlags(fs, &cfg.sec)
 	return fs
 }
 
@@ -217,6 +220,10 @@ func serve(args []string) error {
 		RetentionBytes: cfg.retentionBytes,
 		RetentionAge:   cfg.retention,
 	}
+	security, err := cfg.sec.resolve(logger)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
 		return err
 	}
@@ -244,6 +251,7 @@ func serve(args []string) error {
 		Logger:   logger,
 		Quiesce:  cfg.raftQuiesce,
 		RTT:      cfg.raftTick,
+		TLS:      security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
@@ -260,7 +268,7 @@ func serve(args []string) error {
 	}
 	if ctl.Observer() {
 		// Not a voter: a running broker must add this one to the controller group first.
-		if err := joinCluster(cfg, logger); err != nil {
+		if err := joinCluster(cfg, logger, security.kgoSecurity()...); err != nil {
 			return err
 		}
 	}
@@ -273,8 +281,11 @@ func serve(args []string) error {
 		return fmt.Errorf("waiting for the controller: %v", err)
 	}
 	if err := registerBroker(ctl, quorum.BrokerInfo{
-		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr,
+		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort,
 	}); err != nil {
+		return err
+	}
+	if err := ensureBootstrapUser(ctl, security, logger); err != nil {
 		return err
 	}
 
@@ -318,6 +329,7 @@ func serve(args []string) error {
 		Disk:                     disk,
 		LogDir:                   filepath.Join(cfg.dataDir, "logs"),
 		FetchSessionSlots:        cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
+		Security:                 security.broker,
 		Log:                      logOpts,
 		Logger:                   logger,
 	}, ctl, mgr, agent)
@@ -326,6 +338,17 @@ func serve(args []string) error {
 		br.Close()
 		agent.Close()
 		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
+	}
+	var tlsSrv *netio.Server
+	if security.tls != nil {
+		tlsSrv, err = netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, Logger: logger})
+		if err != nil {
+			srv.Close()
+			br.Close()
+			agent.Close()
+			return fmt.Errorf("listening on %s (TLS): %v", cfg.sec.tlsListen, err)
+		}
+		logger.Info("sluice serving TLS", "listen", tlsSrv.Addr().String(), "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(tlsSrv.Backend()))
 	}
 	registerServeMetrics(br, srv, logger)
 	ready.Store(true)
@@ -338,6 +361,9 @@ func serve(args []string) error {
 	logger.Info("shutting down", "signal", s.String())
 	ready.Store(false)
 	srv.Close()
+	if tlsSrv != nil {
+		tlsSrv.Close()
+	}
 	br.Close()
 	agent.Close()
 	return nil
@@ -345,7 +371,7 @@ func serve(args []string) error {
 
 // joinCluster asks the running brokers (--bootstrap-servers) to add this broker to the controller
 // group as an observer, retrying for a minute while they start or elect.
-func joinCluster(cfg serveConfig, logger *slog.Logger) error {
+func joinCluster(cfg serveConfig, logger *slog.Logger, opts ...kgo.Opt) error {
 	if cfg.bootstrap == "" {
 		return fmt.Errorf("node %d is not among the controller voters: give --bootstrap-servers to join a running cluster", cfg.nodeID)
 	}
@@ -357,7 +383,7 @@ func joinCluster(cfg serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("raft address %q: bad port", cfg.raftAddr)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(cfg.bootstrap, ",")...))
+	cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(strings.Split(cfg.bootstrap, ",")...))...)
 	if err != nil {
 		return err
 	}

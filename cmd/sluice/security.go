@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicebroker/sluice/broker"
+	"github.com/sluicebroker/sluice/quorum"
+)
+
+// securityFlags are the TLS, SASL, ACL and Raft TLS settings of `sluice serve`.
+type securityFlags struct {
+	tlsListen, tlsCert, tlsKey, tlsClientCA   string
+	saslMechanisms, superUsers, bootstrapUser string
+	authorizer                                string
+	raftTLSCert, raftTLSKey, raftTLSCA        string
+}
+
+func addSecurityFlags(fs *flag.FlagSet, s *securityFlags) {
+	fs.StringVar(&s.tlsListen, "tls-listen", "", "TLS Kafka listener address beside --listen (SSL, or SASL_SSL with --sasl-mechanisms); served by the std netio backend (crypto/tls)")
+	fs.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate chain of the TLS listener")
+	fs.StringVar(&s.tlsKey, "tls-key", "", "PEM private key of the TLS listener (should not be readable by group or others)")
+	fs.StringVar(&s.tlsClientCA, "tls-client-ca", "", "PEM CA bundle: require and verify client certificates on the TLS listener (mutual TLS); the principal is User:<subject>, e.g. User:CN=alice")
+	fs.StringVar(&s.saslMechanisms, "sasl-mechanisms", "", "SASL mechanisms required on every listener, comma separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (empty: no SASL)")
+	fs.StringVar(&s.superUsers, "super-users", "", "principals that bypass ACLs, User:NAME,... (super.users); the bootstrap user is one too")
+	fs.StringVar(&s.bootstrapUser, "sasl-bootstrap-user", "", "NAME:PASSWORD_FILE: create SCRAM-SHA-256 and -512 credentials for NAME at start when it has none; "+
+		"the broker also authenticates to other brokers as NAME (inter-broker requests)")
+	fs.StringVar(&s.authorizer, "authorizer", "none", "none (every request allowed) or acl (ACLs enforced; no matching ACL denies)")
+	fs.StringVar(&s.raftTLSCert, "raft-tls-cert", "", "PEM certificate for Raft traffic between brokers (mutual TLS; needs --raft-tls-key and --raft-tls-ca)")
+	fs.StringVar(&s.raftTLSKey, "raft-tls-key", "", "PEM private key for Raft mutual TLS")
+	fs.StringVar(&s.raftTLSCA, "raft-tls-ca", "", "PEM CA that signs every broker's Raft certificate")
+}
+
+// securitySetup is what the flags resolve to.
+type securitySetup struct {
+	tls        *tls.Config // the TLS listener's; nil without --tls-listen
+	tlsPort    int32
+	broker     *broker.SecurityConfig // nil: no SASL, no ACLs, no TLS listener
+	user, pass string                 // the bootstrap user
+	raft       quorum.RaftTLS
+}
+
+// resolve checks the flags and reads the files they name.
+func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
+	out := &securitySetup{raft: quorum.RaftTLS{CAFile: s.raftTLSCA, CertFile: s.raftTLSCert, KeyFile: s.raftTLSKey}}
+	if err := out.raft.Check(); err != nil {
+		return nil, err
+	}
+	if out.raft.Enabled() {
+		warnReadable(logger, out.raft.KeyFile, "--raft-tls-key")
+	}
+	var bc broker.SecurityConfig
+	used := false
+	for _, m := range splitList(s.saslMechanisms) {
+		m = strings.ToUpper(m)
+		if !broker.ValidMechanism(m) {
+			return nil, fmt.Errorf("--sasl-mechanisms: unknown mechanism %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", m)
+		}
+		bc.Mechanisms = append(bc.Mechanisms, m)
+		used = true
+	}
+	for _, u := range splitList(s.superUsers) {
+		if typ, name, ok := strings.Cut(u, ":"); !ok || typ == "" || name == "" {
+			return nil, fmt.Errorf("--super-users: %q: want User:NAME", u)
+		}
+		bc.SuperUsers = append(bc.SuperUsers, u)
+	}
+	switch s.authorizer {
+	case "none", "":
+	case "acl":
+		bc.ACL, used = true, true
+	default:
+		return nil, fmt.Errorf("--authorizer: %q: want none or acl", s.authorizer)
+	}
+	if s.bootstrapUser != "" {
+		name, file, ok := strings.Cut(s.bootstrapUser, ":")
+		if !ok || name == "" || file == "" {
+			return nil, errors.New("--sasl-bootstrap-user: want NAME:PASSWORD_FILE")
+		}
+		pass, err := readSecretFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--sasl-bootstrap-user: %v", err)
+		}
+		out.user, out.pass = name, pass
+		if len(bc.Mechanisms) > 0 {
+			bc.InterBrokerUser, bc.InterBrokerPassword = name, pass
+		}
+	}
+	if s.tlsListen != "" {
+		conf, err := s.serverTLS(logger)
+		if err != nil {
+			return nil, err
+		}
+		_, port, err := net.SplitHostPort(s.tlsListen)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-listen %q: %v", s.tlsListen, err)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("--tls-listen %q: needs a port", s.tlsListen)
+		}
+		out.tls, out.tlsPort, used = conf, int32(p), true
+	} else if s.tlsCert != "" || s.tlsKey != "" || s.tlsClientCA != "" {
+		return nil, errors.New("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
+	}
+	if used {
+		out.broker = &bc
+	}
+	return out, nil
+}
+
+// serverTLS loads the TLS listener's certificate and, for mutual TLS, the client CA.
+func (s securityFlags) serverTLS(logger *slog.Logger) (*tls.Config, error) {
+	if s.tlsCert == "" || s.tlsKey == "" {
+		return nil, errors.New("--tls-listen needs --tls-cert and --tls-key")
+	}
+	warnReadable(logger, s.tlsKey, "--tls-key")
+	cert, err := tls.LoadX509KeyPair(s.tlsCert, s.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate (--tls-cert %s, --tls-key %s): %v", s.tlsCert, s.tlsKey, err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if s.tlsClientCA != "" {
+		pem, err := os.ReadFile(s.tlsClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate in it", s.tlsClientCA)
+		}
+		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return conf, nil
+}
+
+// readSecretFile reads a password file: its content without the trailing newline. A file others can
+// read is refused, like ssh refuses such keys.
+func readSecretFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s is readable by group or others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	pass := strings.TrimRight(string(b), "\r\n")
+	if pass == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pass, nil
+}
+
+// warnReadable warns about a private key others may read.
+func warnReadable(logger *slog.Logger, path, flagName string) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		logger.Warn("private key is readable by group or others", "flag", flagName, "file", path, "mode", fi.Mode().Perm().String())
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ensureBootstrapUser creates the bootstrap user's SCRAM credentials when it has none.
+func ensureBootstrapUser(ctl *quorum.Controller, setup *securitySetup, logger *slog.Logger) error {
+	if setup.user == "" {
+		return nil
+	}
+	var creds []quorum.ScramCredential
+	for _, mech := range []string{broker.MechScramSHA256, broker.MechScramSHA512} {
+		cred, err := broker.NewScramCredential(mech, setup.pass, broker.ScramDefaultIterations)
+		if err != nil {
+			return err
+		}
+		creds = append(creds, cred)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		attempt, cancelAttempt := context.WithTimeout(ctx, 5*time.Second)
+		created, err := ctl.SetScramCredentials(attempt, setup.user, creds, true)
+		cancelAttempt()
+		if err == nil {
+			if created {
+				logger.Info("created the bootstrap SCRAM user", "user", setup.user)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("creating the bootstrap user: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// kgoSecurity is how this broker's own Kafka client (joining a cluster) authenticates.
+func (s *securitySetup) kgoSecurity() []kgo.Opt {
+	if s == nil || s.broker == nil || s.broker.InterBrokerUser == "" {
+		return nil
+	}
+	return []kgo.Opt{kgo.SASL(broker.ClientMechanism(broker.InterBrokerMechanism(s.broker.Mechanisms), s.user, s.pass))}
+}
