@@ -76,8 +76,8 @@ type Broker struct {
 	groups groupState // the consumer-group coordinator (broker/group.go)
 	txns   txnState   // the transaction coordinator (broker/txn.go)
 
-	sessions *fetchSessions // fetch sessions (broker/fetchsession.go)
-	sec *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
+	sessions *fetchSessions  // fetch sessions (broker/fetchsession.go)
+	sec      *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's
