@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -323,5 +324,58 @@ func TestTopicCompressionType(t *testing.T) {
 	}
 	if _, err := b.admin().CreateTopic(ctx, 1, 1, map[string]*string{"compression.type": strPtr("brotli")}, "ct-bad"); !errors.Is(err, kerr.InvalidConfig) {
 		t.Fatalf("compression.type=brotli: %v, want INVALID_CONFIG", err)
+	}
+}
+
+// TestManualReplicaAssignment: CreateTopics and CreatePartitions with replica lists (kafka-go's
+// TestClientCreateTopics/TestClientCreatePartitions, librdkafka's 0081_admin, operators pinning replicas)
+// are accepted and placed; Kafka's errors for bad lists.
+func TestManualReplicaAssignment(t *testing.T) {
+	b := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(b.Addr), Timeout: 30 * time.Second}
+	res, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: "placed", NumPartitions: -1, ReplicationFactor: -1, ReplicaAssignments: []kafka.ReplicaAssignment{
+			{Partition: 0, Replicas: []int{1}}, {Partition: 2, Replicas: []int{1}}, {Partition: 1, Replicas: []int{1}}}},
+		{Topic: "unknown-broker", NumPartitions: -1, ReplicationFactor: -1, ReplicaAssignments: []kafka.ReplicaAssignment{
+			{Partition: 0, Replicas: []int{2}}}},
+		{Topic: "twice", NumPartitions: -1, ReplicationFactor: -1, ReplicaAssignments: []kafka.ReplicaAssignment{
+			{Partition: 0, Replicas: []int{1, 1}}}},
+		{Topic: "gap", NumPartitions: -1, ReplicationFactor: -1, ReplicaAssignments: []kafka.ReplicaAssignment{
+			{Partition: 0, Replicas: []int{1}}, {Partition: 2, Replicas: []int{1}}}},
+		{Topic: "both", NumPartitions: 2, ReplicationFactor: 1, ReplicaAssignments: []kafka.ReplicaAssignment{
+			{Partition: 0, Replicas: []int{1}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]error{"placed": nil, "unknown-broker": kafka.InvalidReplicaAssignment, "twice": kafka.InvalidReplicaAssignment,
+		"gap": kafka.InvalidReplicaAssignment, "both": kafka.InvalidRequest}
+	for topic, werr := range want {
+		if got := res.Errors[topic]; !errors.Is(got, werr) && got != werr {
+			t.Errorf("create %s: %v, want %v", topic, got, werr)
+		}
+	}
+	pr, err := cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{
+		{Name: "placed", Count: 5, TopicPartitionAssignments: []kafka.TopicPartitionAssignment{{BrokerIDs: []int32{1}}, {BrokerIDs: []int32{1}}}},
+	}})
+	if err != nil || pr.Errors["placed"] != nil {
+		t.Fatalf("create partitions with an assignment: %v %v", err, pr.Errors)
+	}
+	pr, err = cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{
+		{Name: "placed", Count: 7, TopicPartitionAssignments: []kafka.TopicPartitionAssignment{{BrokerIDs: []int32{3}}, {BrokerIDs: []int32{1}}}},
+	}})
+	if err != nil || !errors.Is(pr.Errors["placed"], kafka.InvalidReplicaAssignment) {
+		t.Fatalf("create partitions on broker 3: %v %v, want INVALID_REPLICA_ASSIGNMENT", err, pr.Errors)
+	}
+	// The placed partitions serve: one record to the last one, read back.
+	kcl := b.client(kgo.DefaultProduceTopic("placed"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := kcl.ProduceSync(ctx, &kgo.Record{Partition: 4, Value: []byte("on partition 4")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got := consumeAll(t, b, "placed")
+	if len(got) != 1 || got[0].Partition != 4 {
+		t.Fatalf("read back %d records", len(got))
 	}
 }
