@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -47,7 +48,7 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 			}
 			name := *t.Topic
 			names = append(names, name)
-			if _, ok := md.Topics[name]; !ok && autoCreate && validTopicName(name) == nil {
+			if _, ok := md.Topics[name]; !ok && autoCreate && validTopicName(name) == nil && !justDeleted(md, name) {
 				if err := b.createTopic(b.ctx, quorum.TopicSpec{
 					Name:              name,
 					Partitions:        b.cfg.DefaultPartitions,
@@ -70,6 +71,18 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 		resp.Topics = append(resp.Topics, b.metadataTopic(md, name))
 	}
 	return resp
+}
+
+// deletedTopicAutoCreateDelay is how long after a topic's deletion a Metadata request does not
+// auto-create it again. Kafka's auto-creation is asynchronous: the request that triggers it is answered
+// without the topic, so a client that deletes a topic and reads its metadata at once (kafka-go's
+// TestConn/test_delete_topics) sees it gone; Sluice creates before answering, and would bring it back.
+// CreateTopics may recreate the name at once.
+const deletedTopicAutoCreateDelay = 5 * time.Second
+
+func justDeleted(md *quorum.Metadata, name string) bool {
+	at, ok := md.Deleted[name]
+	return ok && time.Since(time.UnixMilli(at)) < deletedTopicAutoCreateDelay
 }
 
 func metadataBrokers(md *quorum.Metadata) []kmsg.MetadataResponseBroker {

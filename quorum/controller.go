@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -86,7 +87,13 @@ type Metadata struct {
 	Topics         map[string]*TopicMeta
 	NextShardID    uint64 // the next partition's shard id
 	NextProducerID int64  // the first id of the next producer-id block
+	// Deleted holds topics deleted in the last DeletedTopicMemory: name -> deletion time (Unix ms,
+	// the proposer's clock). Brokers hold off auto-creating such a name for a while.
+	Deleted map[string]int64 `json:",omitempty"`
 }
+
+// DeletedTopicMemory is how long Metadata.Deleted remembers a deleted topic.
+const DeletedTopicMemory = time.Minute
 
 // TopicSpec is a CreateTopic request. The broker resolves Kafka's defaults (-1) and validates
 // names; the controller rejects what it cannot place.
@@ -350,7 +357,7 @@ func (c *Controller) CreateTopic(ctx context.Context, spec TopicSpec) (*TopicMet
 // DeleteTopic deletes a topic; its shard ids are never reused. Brokers watching Changed stop the
 // partitions' shards and remove their data.
 func (c *Controller) DeleteTopic(ctx context.Context, name string) error {
-	_, retried, err := c.propose(ctx, command{Op: opDeleteTopic, Name: name})
+	_, retried, err := c.propose(ctx, command{Op: opDeleteTopic, Name: name, TimeMs: time.Now().UnixMilli()})
 	if retried && errors.Is(err, ErrUnknownTopic) {
 		return nil // an earlier attempt deleted it
 	}
@@ -603,6 +610,10 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 		}
 		next.Topics = copyTopics(md.Topics, 1)
 		next.Topics[tm.Name] = tm
+		if _, ok := md.Deleted[tm.Name]; ok {
+			next.Deleted = maps.Clone(md.Deleted)
+			delete(next.Deleted, tm.Name)
+		}
 		data, _ := json.Marshal(tm)
 		return &next, sm.Result{Data: data}
 
@@ -613,6 +624,12 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 		next := *md
 		next.Topics = copyTopics(md.Topics, 0)
 		delete(next.Topics, cmd.Name)
+		next.Deleted = map[string]int64{cmd.Name: cmd.TimeMs}
+		for name, at := range md.Deleted {
+			if at > cmd.TimeMs-DeletedTopicMemory.Milliseconds() && name != cmd.Name {
+				next.Deleted[name] = at
+			}
+		}
 		return &next, sm.Result{}
 
 	case opCreatePartitions:

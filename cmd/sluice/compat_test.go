@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -377,5 +378,63 @@ func TestManualReplicaAssignment(t *testing.T) {
 	got := consumeAll(t, b, "placed")
 	if len(got) != 1 || got[0].Partition != 4 {
 		t.Fatalf("read back %d records", len(got))
+	}
+}
+
+// TestListOffsetsV0: sarama with an old Version (and tools built on it, such as Burrow) asks for offsets
+// with ListOffsets v0; Kafka 4.0 dropped it, Sluice serves it.
+func TestListOffsetsV0(t *testing.T) {
+	b := startBroker(t)
+	b.createTopic("old-offsets", 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	kcl := b.client(kgo.DefaultProduceTopic("old-offsets"))
+	for range 3 {
+		if err := kcl.ProduceSync(ctx, &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V0_10_0_0 // GetOffset sends ListOffsets v0 before 0.10.1
+	cl, err := sarama.NewClient([]string{b.Addr}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if o, err := cl.GetOffset("old-offsets", 0, sarama.OffsetNewest); err != nil || o != 3 {
+		t.Fatalf("newest: %d %v, want 3", o, err)
+	}
+	if o, err := cl.GetOffset("old-offsets", 0, sarama.OffsetOldest); err != nil || o != 0 {
+		t.Fatalf("oldest: %d %v, want 0", o, err)
+	}
+}
+
+// TestDeletedTopicNotAutoCreated: right after DeleteTopics a Metadata request that may auto-create does
+// not bring the topic back (kafka-go's TestConn/test_delete_topics: Kafka's auto-creation is asynchronous);
+// CreateTopics may reuse the name at once.
+func TestDeletedTopicNotAutoCreated(t *testing.T) {
+	b := startBroker(t)
+	conn, err := kafka.Dial("tcp", b.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := conn.CreateTopics(kafka.TopicConfig{Topic: "short-lived", NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.DeleteTopics("short-lived"); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions("short-lived") // Metadata v1: auto-creation allowed
+	if len(parts) != 0 {
+		t.Fatalf("a Metadata request right after the deletion re-created the topic: %d partitions (%v)", len(parts), err)
+	}
+	if err := conn.CreateTopics(kafka.TopicConfig{Topic: "short-lived", NumPartitions: 2, ReplicationFactor: 1}); err != nil {
+		t.Fatalf("recreating the deleted name at once: %v", err)
+	}
+	parts, err = conn.ReadPartitions("short-lived")
+	if err != nil || len(parts) != 2 {
+		t.Fatalf("recreated topic: %d partitions, %v", len(parts), err)
 	}
 }
