@@ -60,6 +60,13 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 		seen[t.Topic]++
 	}
 	brokers := int16(len(b.ctl.Metadata().Brokers))
+	// Every topic is proposed first, then all are waited for: the request's timeout covers the
+	// controller's commits, not one topic's partitions after another's.
+	type created struct {
+		resp  int // index in resp.Topics
+		topic string
+	}
+	var waits []created
 	for _, t := range req.Topics {
 		st := kmsg.NewCreateTopicsResponseTopic()
 		st.Topic = t.Topic
@@ -121,13 +128,14 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			continue
 		}
 		if !req.ValidateOnly {
-			if err := b.createTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs, Assignment: assignment}); err != nil {
+			if err := b.proposeTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs, Assignment: assignment}); err != nil {
 				fail(errorCode(err), err.Error())
 				continue
 			}
 			if tm, ok := b.ctl.Metadata().Topics[t.Topic]; ok {
 				st.TopicID = tm.ID
 			}
+			waits = append(waits, created{len(resp.Topics), t.Topic})
 		}
 		st.NumPartitions, st.ReplicationFactor = partitions, rf
 		for _, e := range b.describeTopicConfigs(configs, nil, false) {
@@ -136,6 +144,12 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			st.Configs = append(st.Configs, c)
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	for _, w := range waits {
+		if err := b.waitCreated(ctx, w.topic); err != nil {
+			st := &resp.Topics[w.resp]
+			st.ErrorCode, st.ErrorMessage = errorCode(err), errorMessage(err)
+		}
 	}
 	return resp
 }
@@ -236,6 +250,7 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	ctx, cancel := b.requestContext(req.TimeoutMillis)
 	defer cancel()
+	waits := map[int]string{} // resp.Topics index -> topic grown: waited for after all are proposed
 	for _, t := range req.Topics {
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = t.Topic
@@ -263,11 +278,16 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 				fail(errorCode(err), err.Error())
 			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count, assignment); err != nil {
 				fail(errorCode(err), err.Error())
-			} else if err := b.waitTopicReady(ctx, t.Topic); err != nil {
-				fail(errorCode(err), err.Error())
+			} else {
+				waits[len(resp.Topics)] = t.Topic
 			}
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	for i, topic := range waits {
+		if err := b.waitCreated(ctx, topic); err != nil {
+			resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = errorCode(err), errorMessage(err)
+		}
 	}
 	return resp
 }

@@ -69,11 +69,16 @@ var topicConfigs = []topicConfig{
 	// batch is fsynced before it is acknowledged), *.replication.throttled.replicas (set by
 	// kafka-reassign-partitions --throttle; Raft catch-up is not throttled), message.downconversion.enable
 	// and preallocate (segments are always preallocated).
+	// Compaction settings: accepted and described without effect, since a compacted cleanup.policy is
+	// refused (Kafka's tools and librdkafka's admin tests set them on delete topics too).
+	{name: "delete.retention.ms", configType: configTypeLong, def: func(*Broker) string { return "86400000" }, check: checkLong},
+	{name: "file.delete.delay.ms", configType: configTypeLong, def: func(*Broker) string { return "60000" }, check: checkLong},
 	{name: "flush.messages", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},
 	{name: "flush.ms", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},
 	{name: "follower.replication.throttled.replicas", configType: configTypeList, def: func(*Broker) string { return "" }},
 	{name: "index.interval.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.Itoa(b.cfg.Log.IndexIntervalBytes) }},
 	{name: "leader.replication.throttled.replicas", configType: configTypeList, def: func(*Broker) string { return "" }},
+	{name: "max.compaction.lag.ms", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},
 	{name: "max.message.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.Itoa(int(b.cfg.MaxMessageBytes)) }},
 	{name: "message.downconversion.enable", configType: configTypeBoolean, def: func(*Broker) string { return "true" }, check: checkBool},
 	// message.format.version: deprecated in Kafka 3.0, ignored there (every batch is v2), removed in 4.0.
@@ -85,6 +90,13 @@ var topicConfigs = []topicConfig{
 		}
 		return nil
 	}},
+	{name: "min.cleanable.dirty.ratio", configType: kmsg.ConfigTypeDouble, def: func(*Broker) string { return "0.5" }, check: func(v string) error {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || f > 1 {
+			return fmt.Errorf("min.cleanable.dirty.ratio %q must be a number between 0 and 1", v)
+		}
+		return nil
+	}},
+	{name: "min.compaction.lag.ms", configType: configTypeLong, def: func(*Broker) string { return "0" }, check: checkLong},
 	{name: "preallocate", configType: configTypeBoolean, def: func(*Broker) string { return "false" }, check: checkBool},
 	{name: "retention.bytes", configType: configTypeLong, def: func(b *Broker) string { return strconv.FormatInt(b.cfg.Log.RetentionBytes, 10) }},
 	{name: "retention.ms", configType: configTypeLong, def: func(b *Broker) string { return msString(b.cfg.Log.RetentionAge) }},

@@ -170,15 +170,34 @@ func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Re
 // createTopic creates a topic through the controller and waits until this node's partitions of it run
 // and have leaders, so a client that creates then produces does not bounce off LEADER_NOT_AVAILABLE.
 func (b *Broker) createTopic(ctx context.Context, spec quorum.TopicSpec) error {
-	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
 	defer cancel()
-	if _, err := b.ctl.CreateTopic(ctx, spec); err != nil {
+	if err := b.proposeTopic(ctx, spec); err != nil {
 		return err
 	}
 	return b.waitTopicReady(ctx, spec.Name)
+}
+
+// proposeTopic admits the topic's partitions to the disk and creates it through the controller,
+// without waiting for its partitions.
+func (b *Broker) proposeTopic(ctx context.Context, spec quorum.TopicSpec) error {
+	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
+		return err
+	}
+	_, err := b.ctl.CreateTopic(ctx, spec)
+	return err
+}
+
+// waitCreated waits, within ctx, for a topic's partitions as createTopic does. For CreateTopics and
+// CreatePartitions, which Kafka answers once the controller has committed the change: a wait cut short by
+// the request's timeout is not an error (clients retry LEADER_NOT_AVAILABLE), other errors are.
+func (b *Broker) waitCreated(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
+	defer cancel()
+	if err := b.waitTopicReady(ctx, name); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }
 
 // localReplicas estimates how many of partitions x rf replicas land on this broker (the controller
