@@ -224,6 +224,8 @@ func TestTopicConfigsKafkaToolsSet(t *testing.T) {
 	resp, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{
 		"message.format.version":         strPtr("0.10.0.0"),
 		"unclean.leader.election.enable": strPtr("false"),
+		"delete.retention.ms":            strPtr("900"), // librdkafka's 0081_admin
+		"max.compaction.lag.ms":          strPtr("3600000"),
 	}, "tools")
 	if err != nil || resp.Err != nil {
 		t.Fatalf("create with message.format.version: %v %v %s", err, resp.Err, resp.ErrMessage)
