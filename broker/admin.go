@@ -61,6 +61,13 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 		seen[t.Topic]++
 	}
 	brokers := int16(len(b.ctl.Metadata().Brokers))
+	// Every topic is proposed first, then all are waited for: the request's timeout covers the
+	// controller's commits, not one topic's partitions after another's.
+	type created struct {
+		resp  int // index in resp.Topics
+		topic string
+	}
+	var waits []created
 	for _, t := range req.Topics {
 		st := kmsg.NewCreateTopicsResponseTopic()
 		st.Topic = t.Topic
@@ -79,9 +86,18 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			continue
 		}
 		partitions, rf := t.NumPartitions, t.ReplicationFactor
+		var assignment [][]int32
 		if len(t.ReplicaAssignment) > 0 {
-			fail(kerr.InvalidRequest.Code, "manual replica assignment is not supported; give partitions and replication factor")
-			continue
+			if partitions != -1 || rf != -1 {
+				fail(kerr.InvalidRequest.Code, "both the partition count or replication factor and a replica assignment were given; give one or the other")
+				continue
+			}
+			var why string
+			if assignment, why = createAssignment(b.ctl.Metadata(), t.ReplicaAssignment); why != "" {
+				fail(kerr.InvalidReplicaAssignment.Code, why)
+				continue
+			}
+			partitions, rf = int32(len(assignment)), int16(len(assignment[0]))
 		}
 		if partitions == -1 {
 			partitions = b.cfg.DefaultPartitions
@@ -113,13 +129,14 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			continue
 		}
 		if !req.ValidateOnly {
-			if err := b.createTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs}); err != nil {
+			if err := b.proposeTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs, Assignment: assignment}); err != nil {
 				fail(errorCode(err), err.Error())
 				continue
 			}
 			if tm, ok := b.ctl.Metadata().Topics[t.Topic]; ok {
 				st.TopicID = tm.ID
 			}
+			waits = append(waits, created{len(resp.Topics), t.Topic})
 		}
 		st.NumPartitions, st.ReplicationFactor = partitions, rf
 		for _, e := range b.describeTopicConfigs(configs, nil, false) {
@@ -128,6 +145,12 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			st.Configs = append(st.Configs, c)
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	for _, w := range waits {
+		if err := b.waitCreated(ctx, w.topic); err != nil {
+			st := &resp.Topics[w.resp]
+			st.ErrorCode, st.ErrorMessage = errorCode(err), errorMessage(err)
+		}
 	}
 	return resp
 }
@@ -187,6 +210,29 @@ func (b *Broker) handleDeleteTopics(req *kmsg.DeleteTopicsRequest) kmsg.Response
 	return resp
 }
 
+// createAssignment turns CreateTopics' replica assignment into replica lists by partition, checked as
+// Kafka does (every partition from 0 once, registered brokers, none twice, one replica count); why
+// says what is wrong, or is "".
+func createAssignment(md *quorum.Metadata, in []kmsg.CreateTopicsRequestTopicReplicaAssignment) ([][]int32, string) {
+	out := make([][]int32, len(in))
+	for _, a := range in {
+		switch {
+		case a.Partition < 0 || int(a.Partition) >= len(in):
+			return nil, fmt.Sprintf("partitions must be numbered 0 to %d; got %d", len(in)-1, a.Partition)
+		case out[a.Partition] != nil:
+			return nil, fmt.Sprintf("partition %d is assigned twice", a.Partition)
+		}
+		out[a.Partition] = a.Replicas
+		if a.Replicas == nil {
+			out[a.Partition] = []int32{}
+		}
+	}
+	if why := md.CheckAssignment(out, len(out[0])); why != "" {
+		return nil, why
+	}
+	return out, ""
+}
+
 // replicationFactor is the replica count of a topic's first partition (1 for none).
 func replicationFactor(tm *quorum.TopicMeta) int {
 	if len(tm.Partitions) == 0 {
@@ -195,10 +241,20 @@ func replicationFactor(tm *quorum.TopicMeta) int {
 	return len(tm.Partitions[0].Replicas)
 }
 
+// newAssignment is CreatePartitions' assignment of the new partitions as replica lists.
+func newAssignment(in []kmsg.CreatePartitionsRequestTopicAssignment) [][]int32 {
+	out := make([][]int32, len(in))
+	for i, a := range in {
+		out[i] = a.Replicas
+	}
+	return out
+}
+
 func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
 	ctx, cancel := b.requestContext(req.TimeoutMillis)
 	defer cancel()
+	waits := map[int]string{} // resp.Topics index -> topic grown: waited for after all are proposed
 	for _, t := range req.Topics {
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = t.Topic
@@ -210,21 +266,32 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 		switch {
 		case !ok:
 			fail(kerr.UnknownTopicOrPartition.Code, fmt.Sprintf("topic %q does not exist", t.Topic))
-		case len(t.Assignment) > 0:
-			fail(kerr.InvalidRequest.Code, "manual replica assignment is not supported")
 		case int(t.Count) <= len(tm.Partitions):
 			fail(kerr.InvalidPartitions.Code, fmt.Sprintf("topic %q has %d partitions; the new count %d must be larger", t.Topic, len(tm.Partitions), t.Count))
+		case t.Assignment != nil && len(t.Assignment) != int(t.Count)-len(tm.Partitions):
+			fail(kerr.InvalidReplicaAssignment.Code, fmt.Sprintf("%d replica lists for %d new partitions", len(t.Assignment), int(t.Count)-len(tm.Partitions)))
+		case t.Assignment != nil && b.ctl.Metadata().CheckAssignment(newAssignment(t.Assignment), replicationFactor(tm)) != "":
+			fail(kerr.InvalidReplicaAssignment.Code, b.ctl.Metadata().CheckAssignment(newAssignment(t.Assignment), replicationFactor(tm)))
 		case req.ValidateOnly:
 		default:
+			var assignment [][]int32
+			if t.Assignment != nil {
+				assignment = newAssignment(t.Assignment)
+			}
 			if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))); err != nil {
 				fail(errorCode(err), err.Error())
-			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count); err != nil {
+			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count, assignment); err != nil {
 				fail(errorCode(err), err.Error())
-			} else if err := b.waitTopicReady(ctx, t.Topic); err != nil {
-				fail(errorCode(err), err.Error())
+			} else {
+				waits[len(resp.Topics)] = t.Topic
 			}
 		}
 		resp.Topics = append(resp.Topics, st)
+	}
+	for i, topic := range waits {
+		if err := b.waitCreated(ctx, topic); err != nil {
+			resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = errorCode(err), errorMessage(err)
+		}
 	}
 	return resp
 }

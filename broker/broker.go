@@ -47,6 +47,9 @@ type Config struct {
 	OffsetsRetention time.Duration
 	// TransactionMaxTimeout is transaction.max.timeout.ms (0 = 15 minutes).
 	TransactionMaxTimeout time.Duration
+	// GroupMinSessionTimeout and GroupMaxSessionTimeout are group.min/max.session.timeout.ms: a
+	// JoinGroup outside the range gets INVALID_SESSION_TIMEOUT (0 = Kafka's 6 s and 30 min).
+	GroupMinSessionTimeout, GroupMaxSessionTimeout time.Duration
 	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
 	Disk *DiskGuard
 	// LogDir is the directory of the partitions' logs (log.dirs, DescribeLogDirs).
@@ -72,9 +75,10 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // request goroutines
 
-	pids   producerIDs
-	groups groupState // the consumer-group coordinator (broker/group.go)
-	txns   txnState   // the transaction coordinator (broker/txn.go)
+	pids        producerIDs
+	groups      groupState  // the consumer-group coordinator (broker/group.go)
+	commitOrder commitOrder // OffsetCommits of a connection apply in order (broker/group.go)
+	txns        txnState    // the transaction coordinator (broker/txn.go)
 
 	sessions *fetchSessions  // fetch sessions (broker/fetchsession.go)
 	sec      *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
@@ -137,6 +141,8 @@ type call struct {
 	hdr requestHeader
 	req kmsg.Request
 	nr  *netio.Request
+	// turn orders this call among its connection's OffsetCommits (group.go); nil for other requests.
+	turn *commitTurn
 }
 
 // HandleRequest runs on a netio event loop: it decodes the request, answers ApiVersions and starts
@@ -169,6 +175,8 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 	case *kmsg.ProduceRequest:
 		b.handleProduce(c, req) // on the loop: proposals keep the connection's order
 		return
+	case *kmsg.OffsetCommitRequest:
+		c.turn = b.commitOrder.take(nr.Conn) // taken on the loop: the connection's order
 	}
 	b.wg.Add(1)
 	go func() {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -29,10 +30,11 @@ const (
 	sourceStaticBroker = kmsg.ConfigSourceStaticBrokerConfig
 	sourceDefault      = kmsg.ConfigSourceDefaultConfig
 
-	configTypeString = kmsg.ConfigTypeString
-	configTypeInt    = kmsg.ConfigTypeInt
-	configTypeLong   = kmsg.ConfigTypeLong
-	configTypeList   = kmsg.ConfigTypeList
+	configTypeString  = kmsg.ConfigTypeString
+	configTypeInt     = kmsg.ConfigTypeInt
+	configTypeLong    = kmsg.ConfigTypeLong
+	configTypeList    = kmsg.ConfigTypeList
+	configTypeBoolean = kmsg.ConfigTypeBoolean
 )
 
 // topicConfig describes one topic-level config Sluice honours.
@@ -53,19 +55,34 @@ func msString(d time.Duration) string {
 // topicConfigs is every topic config DescribeConfigs lists and AlterConfigs accepts.
 var topicConfigs = []topicConfig{
 	{name: "cleanup.policy", configType: configTypeList, def: func(*Broker) string { return "delete" }, check: func(v string) error {
-		if v != "delete" {
-			return fmt.Errorf("cleanup.policy %q is not supported (only delete)", v)
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) != "delete" {
+				return fmt.Errorf("cleanup.policy %q is not supported (only delete: log compaction is not implemented)", v)
+			}
 		}
 		return nil
 	}},
-	{name: "compression.type", configType: configTypeString, def: func(*Broker) string { return "producer" }, check: func(v string) error {
-		if v != "producer" {
-			return fmt.Errorf("compression.type %q is not supported: batches are stored as the producer compressed them (producer)", v)
-		}
-		return nil
-	}},
+	// compression.type: producer keeps each batch as sent (zero copy); a codec makes the broker
+	// recompress batches the producer compressed otherwise (broker/produce.go).
+	{name: "compression.type", configType: configTypeString, def: func(*Broker) string { return "producer" }},
+	// Accepted and described without effect, as configs Kafka's tools and clients set: flush.* (every
+	// batch is fsynced before it is acknowledged), *.replication.throttled.replicas (set by
+	// kafka-reassign-partitions --throttle; Raft catch-up is not throttled), message.downconversion.enable
+	// and preallocate (segments are always preallocated).
+	// Compaction settings: accepted and described without effect, since a compacted cleanup.policy is
+	// refused (Kafka's tools and librdkafka's admin tests set them on delete topics too).
+	{name: "delete.retention.ms", configType: configTypeLong, def: func(*Broker) string { return "86400000" }, check: checkLong},
+	{name: "file.delete.delay.ms", configType: configTypeLong, def: func(*Broker) string { return "60000" }, check: checkLong},
+	{name: "flush.messages", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},
+	{name: "flush.ms", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},
+	{name: "follower.replication.throttled.replicas", configType: configTypeList, def: func(*Broker) string { return "" }},
 	{name: "index.interval.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.Itoa(b.cfg.Log.IndexIntervalBytes) }},
+	{name: "leader.replication.throttled.replicas", configType: configTypeList, def: func(*Broker) string { return "" }},
+	{name: "max.compaction.lag.ms", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},
 	{name: "max.message.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.Itoa(int(b.cfg.MaxMessageBytes)) }},
+	{name: "message.downconversion.enable", configType: configTypeBoolean, def: func(*Broker) string { return "true" }, check: checkBool},
+	// message.format.version: deprecated in Kafka 3.0, ignored there (every batch is v2), removed in 4.0.
+	{name: "message.format.version", configType: configTypeString, def: func(*Broker) string { return "3.0-IV1" }, check: checkMessageFormatVersion},
 	{name: "message.timestamp.type", configType: configTypeString, def: func(*Broker) string { return "CreateTime" }},
 	{name: "min.insync.replicas", configType: configTypeInt, def: func(*Broker) string { return "1" }, check: func(v string) error {
 		if n, err := strconv.Atoi(v); err != nil || n < 1 {
@@ -73,10 +90,50 @@ var topicConfigs = []topicConfig{
 		}
 		return nil
 	}},
+	{name: "min.cleanable.dirty.ratio", configType: kmsg.ConfigTypeDouble, def: func(*Broker) string { return "0.5" }, check: func(v string) error {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || f > 1 {
+			return fmt.Errorf("min.cleanable.dirty.ratio %q must be a number between 0 and 1", v)
+		}
+		return nil
+	}},
+	{name: "min.compaction.lag.ms", configType: configTypeLong, def: func(*Broker) string { return "0" }, check: checkLong},
+	{name: "preallocate", configType: configTypeBoolean, def: func(*Broker) string { return "false" }, check: checkBool},
 	{name: "retention.bytes", configType: configTypeLong, def: func(b *Broker) string { return strconv.FormatInt(b.cfg.Log.RetentionBytes, 10) }},
 	{name: "retention.ms", configType: configTypeLong, def: func(b *Broker) string { return msString(b.cfg.Log.RetentionAge) }},
 	{name: "segment.bytes", configType: configTypeInt, def: func(b *Broker) string { return strconv.FormatInt(b.cfg.Log.SegmentBytes, 10) }},
 	{name: "segment.ms", configType: configTypeLong, def: func(b *Broker) string { return msString(b.cfg.Log.SegmentAge) }},
+	// Raft never elects a replica that lacks committed data, so an unclean election cannot happen.
+	{name: "unclean.leader.election.enable", configType: configTypeBoolean, def: func(*Broker) string { return "false" }, check: checkBool},
+}
+
+func checkLong(v string) error {
+	if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+		return fmt.Errorf("%q is not a long integer", v)
+	}
+	return nil
+}
+
+func checkBool(v string) error {
+	if v != "true" && v != "false" {
+		return fmt.Errorf("%q is not a boolean (true or false)", v)
+	}
+	return nil
+}
+
+// checkMessageFormatVersion accepts Kafka's version strings (0.8.0 to 3.x, with an optional -IVn).
+func checkMessageFormatVersion(v string) error {
+	base, iv, hasIV := strings.Cut(v, "-IV")
+	parts := strings.Split(base, ".")
+	ok := len(parts) >= 2 && len(parts) <= 4 && (!hasIV || iv != "")
+	for _, p := range append(parts, iv) {
+		if _, err := strconv.Atoi(p); p != "" && err != nil {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("message.format.version %q is not a Kafka version (e.g. 2.8 or 3.0-IV1)", v)
+	}
+	return nil
 }
 
 var topicConfigByName = func() map[string]*topicConfig {
@@ -218,7 +275,7 @@ func (b *Broker) handleAlterConfigs(req *kmsg.AlterConfigsRequest) kmsg.Response
 				set[c.Name] = *c.Value
 			}
 		}
-		err := b.alterTopicConfigs(r.ResourceType, r.ResourceName, func(map[string]string) map[string]string { return set }, req.ValidateOnly)
+		err := b.alterTopicConfigs(r.ResourceType, r.ResourceName, func(map[string]string) (map[string]string, error) { return set, nil }, req.ValidateOnly)
 		sr.ErrorCode, sr.ErrorMessage = alterError(err)
 		resp.Resources = append(resp.Resources, sr)
 	}
@@ -238,8 +295,7 @@ func (b *Broker) handleIncrementalAlterConfigs(req *kmsg.IncrementalAlterConfigs
 	for _, r := range req.Resources {
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = r.ResourceType, r.ResourceName
-		var opErr error
-		err := b.alterTopicConfigs(r.ResourceType, r.ResourceName, func(cur map[string]string) map[string]string {
+		err := b.alterTopicConfigs(r.ResourceType, r.ResourceName, func(cur map[string]string) (map[string]string, error) {
 			next := make(map[string]string, len(cur))
 			for k, v := range cur {
 				next[k] = v
@@ -248,27 +304,54 @@ func (b *Broker) handleIncrementalAlterConfigs(req *kmsg.IncrementalAlterConfigs
 				switch c.Op {
 				case opSet:
 					if c.Value == nil {
-						opErr = fmt.Errorf("config %q: SET needs a value", c.Name)
-						continue
+						return nil, fmt.Errorf("config %q: SET needs a value", c.Name)
 					}
 					next[c.Name] = *c.Value
 				case opDelete:
 					delete(next, c.Name)
 				case opAppend, opSubtract:
-					opErr = fmt.Errorf("config %q: APPEND and SUBTRACT apply to list configs; use SET", c.Name)
+					tc, ok := topicConfigByName[c.Name]
+					if !ok || tc.configType != configTypeList || c.Value == nil {
+						return nil, fmt.Errorf("config %q: APPEND and SUBTRACT apply to list configs, with a value", c.Name)
+					}
+					cur, set := next[c.Name]
+					if !set {
+						cur = tc.def(b)
+					}
+					next[c.Name] = editList(cur, *c.Value, c.Op == opAppend)
 				default:
-					opErr = fmt.Errorf("config %q: unknown operation %d", c.Name, c.Op)
+					return nil, fmt.Errorf("config %q: unknown operation %d", c.Name, c.Op)
 				}
 			}
-			return next
+			return next, nil
 		}, req.ValidateOnly)
-		if err == nil {
-			err = opErr
-		}
 		sr.ErrorCode, sr.ErrorMessage = alterError(err)
 		resp.Resources = append(resp.Resources, sr)
 	}
 	return resp
+}
+
+// editList appends the comma-separated items of v to the list value cur (those not in it yet), or
+// subtracts them, as Kafka's IncrementalAlterConfigs does for list configs.
+func editList(cur, v string, appendItems bool) string {
+	var items []string
+	for _, it := range strings.Split(cur, ",") {
+		if it = strings.TrimSpace(it); it != "" {
+			items = append(items, it)
+		}
+	}
+	for _, it := range strings.Split(v, ",") {
+		it = strings.TrimSpace(it)
+		i := slices.Index(items, it)
+		switch {
+		case it == "":
+		case appendItems && i < 0:
+			items = append(items, it)
+		case !appendItems && i >= 0:
+			items = slices.Delete(items, i, i+1)
+		}
+	}
+	return strings.Join(items, ",")
 }
 
 // configError marks a bad config request (INVALID_CONFIG) apart from failures of the cluster.
@@ -286,7 +369,7 @@ func alterError(err error) (int16, *string) {
 
 // alterTopicConfigs computes a topic's new explicit configs, validates them and stores them through the
 // controller; replicas pick the change up from the metadata.
-func (b *Broker) alterTopicConfigs(resourceType kmsg.ConfigResourceType, name string, edit func(map[string]string) map[string]string, validateOnly bool) error {
+func (b *Broker) alterTopicConfigs(resourceType kmsg.ConfigResourceType, name string, edit func(map[string]string) (map[string]string, error), validateOnly bool) error {
 	switch resourceType {
 	case resourceTopic:
 	case resourceBroker:
@@ -298,7 +381,10 @@ func (b *Broker) alterTopicConfigs(resourceType kmsg.ConfigResourceType, name st
 	if !ok {
 		return kerr.UnknownTopicOrPartition
 	}
-	next := edit(t.Configs)
+	next, err := edit(t.Configs)
+	if err != nil {
+		return configError{err}
+	}
 	if err := b.validateTopicConfigs(next); err != nil {
 		return configError{err}
 	}

@@ -11,12 +11,17 @@ import (
 
 	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/group"
+	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 )
 
 func init() {
 	// The group APIs from v0 (kafka-go sends v0).
-	register(kmsg.OffsetCommit, 0, 9, serveRequest((*Broker).handleOffsetCommit))       // v10 uses topic IDs
+	register(kmsg.OffsetCommit, 0, 9, func(b *Broker, c *call) kmsg.Response { // v10 uses topic IDs
+		c.turn.wait(b.ctx)
+		defer c.turn.done()
+		return b.handleOffsetCommit(c.req.(*kmsg.OffsetCommitRequest))
+	})
 	register(kmsg.OffsetFetch, 0, 9, serveRequest((*Broker).handleOffsetFetch))         // v10 uses topic IDs
 	register(kmsg.FindCoordinator, 0, 4, serveRequest((*Broker).handleFindCoordinator)) // v5/v6 are for transactions and share groups
 	register(kmsg.JoinGroup, 0, 9, func(b *Broker, c *call) kmsg.Response {
@@ -48,7 +53,8 @@ type groupState struct {
 
 func (b *Broker) coordinator() *group.Coordinator {
 	b.groups.once.Do(func() {
-		b.groups.coord = group.New(group.Config{OffsetsRetention: b.cfg.OffsetsRetention}, offsetsStore{b})
+		b.groups.coord = group.New(group.Config{OffsetsRetention: b.cfg.OffsetsRetention,
+			MinSessionTimeout: b.cfg.GroupMinSessionTimeout, MaxSessionTimeout: b.cfg.GroupMaxSessionTimeout}, offsetsStore{b})
 		b.closeOnShutdown(b.groups.coord.Close)
 	})
 	return b.groups.coord
@@ -152,7 +158,119 @@ func (b *Broker) handleLeaveGroup(req *kmsg.LeaveGroupRequest) kmsg.Response {
 	return b.coordinator().LeaveGroup(req)
 }
 
+// commitOrder makes a connection's OffsetCommits apply one after another in the order they arrived:
+// requests run on their own goroutines, and a client that pipelines commits of one partition
+// (librdkafka's async commits) expects the last one sent to be the one that stays.
+type commitOrder struct {
+	mu   sync.Mutex
+	last map[*netio.Conn]*commitTurn // the connection's latest commit not yet done
+}
+
+// commitTurn is one OffsetCommit's place in its connection's line.
+type commitTurn struct {
+	o      *commitOrder
+	conn   *netio.Conn
+	prev   chan struct{} // closed when the commit before this one is done (nil: none)
+	finish chan struct{}
+}
+
+// take queues a commit of conn; called on the connection's event loop, in arrival order.
+func (o *commitOrder) take(conn *netio.Conn) *commitTurn {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.last == nil {
+		o.last = map[*netio.Conn]*commitTurn{}
+	}
+	t := &commitTurn{o: o, conn: conn, finish: make(chan struct{})}
+	if prev := o.last[conn]; prev != nil {
+		t.prev = prev.finish
+	}
+	o.last[conn] = t
+	return t
+}
+
+// wait blocks until the connection's previous commit is done (or the broker closes).
+func (t *commitTurn) wait(ctx context.Context) {
+	if t == nil || t.prev == nil {
+		return
+	}
+	select {
+	case <-t.prev:
+	case <-ctx.Done():
+	}
+}
+
+// done lets the next commit go and forgets the connection when no other commit is queued.
+func (t *commitTurn) done() {
+	if t == nil {
+		return
+	}
+	t.o.mu.Lock()
+	if t.o.last[t.conn] == t {
+		delete(t.o.last, t.conn)
+	}
+	t.o.mu.Unlock()
+	close(t.finish)
+}
+
+// handleOffsetCommit answers partitions of unknown topics UNKNOWN_TOPIC_OR_PARTITION, as Kafka does,
+// and hands the rest to the coordinator.
 func (b *Broker) handleOffsetCommit(req *kmsg.OffsetCommitRequest) kmsg.Response {
+	md := b.ctl.Metadata()
+	exists := func(topic string, p int32) bool {
+		tm := md.Topics[topic]
+		return tm != nil && p >= 0 && int(p) < len(tm.Partitions)
+	}
+	var known []kmsg.OffsetCommitRequestTopic
+	all := true
+	for _, t := range req.Topics {
+		kt := t
+		kt.Partitions = nil
+		for _, p := range t.Partitions {
+			if exists(t.Topic, p.Partition) {
+				kt.Partitions = append(kt.Partitions, p)
+			} else {
+				all = false
+			}
+		}
+		if len(kt.Partitions) > 0 {
+			known = append(known, kt)
+		}
+	}
+	if all {
+		return b.commitOffsets(req)
+	}
+	codes := map[string]map[int32]int16{}
+	if len(known) > 0 {
+		filtered := *req
+		filtered.Topics = known
+		for _, t := range b.commitOffsets(&filtered).(*kmsg.OffsetCommitResponse).Topics {
+			codes[t.Topic] = map[int32]int16{}
+			for _, p := range t.Partitions {
+				codes[t.Topic][p.Partition] = p.ErrorCode
+			}
+		}
+	}
+	// One answer in the request's shape: a topic with known and unknown partitions appears once.
+	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+	for _, t := range req.Topics {
+		rt := kmsg.NewOffsetCommitResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			rp := kmsg.NewOffsetCommitResponseTopicPartition()
+			rp.Partition = p.Partition
+			rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
+			if exists(t.Topic, p.Partition) {
+				rp.ErrorCode = codes[t.Topic][p.Partition]
+			}
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp
+}
+
+func (b *Broker) commitOffsets(req *kmsg.OffsetCommitRequest) kmsg.Response {
 	if code := b.groupReady(b.ctx, req.Group); code != 0 {
 		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
 		for _, t := range req.Topics {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -47,7 +48,7 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 			}
 			name := *t.Topic
 			names = append(names, name)
-			if _, ok := md.Topics[name]; !ok && autoCreate && validTopicName(name) == nil {
+			if _, ok := md.Topics[name]; !ok && autoCreate && validTopicName(name) == nil && !justDeleted(md, name) {
 				if err := b.createTopic(b.ctx, quorum.TopicSpec{
 					Name:              name,
 					Partitions:        b.cfg.DefaultPartitions,
@@ -70,6 +71,18 @@ func (b *Broker) handleMetadata(req *kmsg.MetadataRequest) kmsg.Response {
 		resp.Topics = append(resp.Topics, b.metadataTopic(md, name))
 	}
 	return resp
+}
+
+// deletedTopicAutoCreateDelay is how long after a topic's deletion a Metadata request does not
+// auto-create it again. Kafka's auto-creation is asynchronous: the request that triggers it is answered
+// without the topic, so a client that deletes a topic and reads its metadata at once (kafka-go's
+// TestConn/test_delete_topics) sees it gone; Sluice creates before answering, and would bring it back.
+// CreateTopics may recreate the name at once.
+const deletedTopicAutoCreateDelay = 5 * time.Second
+
+func justDeleted(md *quorum.Metadata, name string) bool {
+	at, ok := md.Deleted[name]
+	return ok && time.Since(time.UnixMilli(at)) < deletedTopicAutoCreateDelay
 }
 
 func metadataBrokers(md *quorum.Metadata) []kmsg.MetadataResponseBroker {
@@ -157,15 +170,34 @@ func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Re
 // createTopic creates a topic through the controller and waits until this node's partitions of it run
 // and have leaders, so a client that creates then produces does not bounce off LEADER_NOT_AVAILABLE.
 func (b *Broker) createTopic(ctx context.Context, spec quorum.TopicSpec) error {
-	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
 	defer cancel()
-	if _, err := b.ctl.CreateTopic(ctx, spec); err != nil {
+	if err := b.proposeTopic(ctx, spec); err != nil {
 		return err
 	}
 	return b.waitTopicReady(ctx, spec.Name)
+}
+
+// proposeTopic admits the topic's partitions to the disk and creates it through the controller,
+// without waiting for its partitions.
+func (b *Broker) proposeTopic(ctx context.Context, spec quorum.TopicSpec) error {
+	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
+		return err
+	}
+	_, err := b.ctl.CreateTopic(ctx, spec)
+	return err
+}
+
+// waitCreated waits, within ctx, for a topic's partitions as createTopic does. For CreateTopics and
+// CreatePartitions, which Kafka answers once the controller has committed the change: a wait cut short by
+// the request's timeout is not an error (clients retry LEADER_NOT_AVAILABLE), other errors are.
+func (b *Broker) waitCreated(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
+	defer cancel()
+	if err := b.waitTopicReady(ctx, name); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }
 
 // localReplicas estimates how many of partitions x rf replicas land on this broker (the controller

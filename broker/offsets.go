@@ -9,7 +9,10 @@ import (
 )
 
 func init() {
-	register(kmsg.ListOffsets, 1, 6, serveRequest((*Broker).handleListOffsets)) // v7 adds the max-timestamp lookup (-3), v8+ tiered storage
+	// From v0: Kafka 4.0 dropped it (KIP-896), but sarama's default for old Version settings and tools
+	// built on it (Burrow) still send it, and its shape is small. v7 adds the max-timestamp lookup (-3),
+	// v8+ tiered storage.
+	register(kmsg.ListOffsets, 0, 6, serveRequest((*Broker).handleListOffsets))
 	register(kmsg.OffsetForLeaderEpoch, 0, 4, serveRequest((*Broker).handleOffsetForLeaderEpoch))
 }
 
@@ -32,11 +35,24 @@ func (b *Broker) handleListOffsets(req *kmsg.ListOffsetsRequest) kmsg.Response {
 			sp.Partition = p.Partition
 			sp.Timestamp, sp.Offset = -1, -1
 			b.listOffset(t.Topic, p, req.IsolationLevel, &sp)
+			if req.Version == 0 {
+				sp.OldStyleOffsets = oldStyleOffsets(sp, p.MaxNumOffsets)
+			}
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
 	}
 	return resp
+}
+
+// oldStyleOffsets is ListOffsets v0's answer: a list of offsets (Kafka's were segment starts before the
+// timestamp, newest first, the high watermark first for latest). Sluice answers the one offset later
+// versions answer, which is what clients read: the first element.
+func oldStyleOffsets(sp kmsg.ListOffsetsResponseTopicPartition, maxNum int32) []int64 {
+	if sp.ErrorCode != 0 || sp.Offset < 0 || maxNum <= 0 {
+		return []int64{}
+	}
+	return []int64{sp.Offset}
 }
 
 func (b *Broker) listOffset(topic string, p kmsg.ListOffsetsRequestTopicPartition, isolation int8, sp *kmsg.ListOffsetsResponseTopicPartition) {

@@ -2,12 +2,14 @@ package broker
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
@@ -69,7 +71,7 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 				sp.ErrorCode = code
 				continue
 			}
-			part, err := b.validateProduce(req, rt.Topic, rp.Partition, rp.Records)
+			part, records, err := b.validateProduce(req, rt.Topic, rp.Partition, rp.Records)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				sp.ErrorMessage = errorMessage(err)
@@ -77,8 +79,8 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 				continue
 			}
 			pending.Add(1)
-			topic, records := rt.Topic, rp.Records
-			part.ProduceAsync(rp.Records, timeout, func(res replica.ProduceResult, err error) {
+			topic := rt.Topic
+			part.ProduceAsync(records, timeout, func(res replica.ProduceResult, err error) {
 				if err != nil {
 					sp.ErrorCode = errorCode(err)
 					metrics.PartitionError(produceKey, sp.ErrorCode)
@@ -132,50 +134,81 @@ var (
 	errNoSequence      = kerr.InvalidRecord
 )
 
-// validateProduce finds the partition and checks one batch as Kafka does, without decoding records.
-func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partition int32, records []byte) (*replica.Partition, error) {
+// validateProduce finds the partition and checks one batch as Kafka does, without decoding records. It
+// returns the batch to store: the client's bytes, or (when the topic's compression.type names another
+// codec than the producer's) the batch recompressed.
+func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partition int32, records []byte) (*replica.Partition, []byte, error) {
 	part, ok := b.replicas.Partition(topic, partition)
 	if !ok {
-		return nil, b.missingPartitionError(topic, partition)
+		return nil, nil, b.missingPartitionError(topic, partition)
 	}
 	if len(records) == 0 {
-		return nil, errNoRecords
+		return nil, nil, errNoRecords
 	}
 	if int64(len(records)) > int64(part.MaxMessageBytes()) {
-		return nil, kerr.MessageTooLarge
+		return nil, nil, kerr.MessageTooLarge
 	}
 	h, err := segment.ParseHeader(records)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if h.Size() < len(records) {
 		// Produce v3+ carries exactly one batch per partition.
-		return nil, errMultipleBatches
+		return nil, nil, errMultipleBatches
 	}
 	if h, err = segment.Validate(records); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch {
 	case h.RecordCount <= 0:
-		return nil, errNoRecords
+		return nil, nil, errNoRecords
 	case h.IsControl():
-		return nil, errControlBatch
+		return nil, nil, errControlBatch
 	case h.ProducerID >= 0 && h.BaseSequence < 0:
-		return nil, errNoSequence
+		return nil, nil, errNoSequence
 	case h.IsTransactional() && h.ProducerID < 0:
-		return nil, errNoSequence
+		return nil, nil, errNoSequence
 	case h.IsTransactional():
 		if err := b.verifyTxnProduce(req.TransactionID, topic, partition, h.ProducerID, h.ProducerEpoch); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+	}
+	if codec := part.Compression(); codec != replica.CompressionProducer && codec != h.Compression() {
+		if records, err = recompress(records, codec); err != nil {
+			return nil, nil, err
+		}
+		if int64(len(records)) > int64(part.MaxMessageBytes()) {
+			return nil, nil, kerr.MessageTooLarge
 		}
 	}
 	if req.Acks == -1 && !b.agent.EnoughInSync(part) {
-		return nil, kerr.NotEnoughReplicas
+		return nil, nil, kerr.NotEnoughReplicas
 	}
 	if err := b.cfg.Disk.admitWrite(len(records)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return part, nil
+	return part, records, nil
+}
+
+// recompressScratch holds decompressed records between recompressions (one per batch in flight).
+var recompressScratch = sync.Pool{New: func() any { return new([]byte) }}
+
+// recompress returns the batch with its records compressed with codec: Kafka's compression.type on a
+// topic, for producers an operator does not control. It runs on the connection's event loop like the
+// rest of produce validation (the order of a connection's batches into Raft must hold); it is opt-in
+// per topic and costs per batch what the codec costs (results/2026-12-07-2core-vm-suites/). The new
+// batch is one allocation per batch; nothing is allocated per record.
+func recompress(records []byte, codec int8) ([]byte, error) {
+	scratch := recompressScratch.Get().(*[]byte)
+	out, err := batch.Recompress(make([]byte, 0, len(records)), records, codec, scratch)
+	if cap(*scratch) > 8<<20 {
+		*scratch = nil // do not pin a huge batch's buffer in the pool
+	}
+	recompressScratch.Put(scratch)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", segment.ErrCorrupt, err)
+	}
+	return out, nil
 }
 
 // missingPartitionError tells an unknown topic or partition from one this broker does not host.

@@ -1,18 +1,11 @@
 package broker
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"sync"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/snappy/xerial"
-	"github.com/klauspost/compress/zstd"
-	"github.com/pierrec/lz4/v4"
 	"github.com/twmb/franz-go/pkg/kbin"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -58,56 +51,14 @@ func firstRecordAtOrAfter(batch []byte, ts int64) (offset, timestamp int64, foun
 	return 0, 0, false, nil
 }
 
-var zstdDecoder = sync.OnceValue(func() *zstd.Decoder {
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxDecompressed))
-	if err != nil {
-		panic(err) // only on invalid options
-	}
-	return d
-})
-
-// maxDecompressed bounds what one batch may expand to, so a compression bomb cannot exhaust memory.
-const maxDecompressed = 256 << 20
-
-var errTooLarge = errors.New("decompressed batch larger than 256 MiB")
-
 // decompress returns a batch's record bytes for Kafka's codec ids.
 func decompress(codec int8, src []byte) ([]byte, error) {
-	var rd io.Reader
-	switch codec {
-	case 0:
+	if codec == batch.CodecNone {
 		return src, nil
-	case 1:
-		zr, err := gzip.NewReader(bytes.NewReader(src))
-		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %v", segment.ErrCorrupt, err)
-		}
-		defer zr.Close()
-		rd = zr
-	case 2:
-		// Raw snappy (franz-go, librdkafka) or xerial framing (the Java client): xerial handles both.
-		out, err := xerial.Decode(src)
-		if err != nil {
-			return nil, fmt.Errorf("%w: snappy: %v", segment.ErrCorrupt, err)
-		}
-		return out, nil
-	case 3:
-		rd = lz4.NewReader(bytes.NewReader(src))
-	case 4:
-		out, err := zstdDecoder().DecodeAll(src, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %v", segment.ErrCorrupt, err)
-		}
-		return out, nil
-	default:
-		return nil, fmt.Errorf("%w: unknown compression codec %d", segment.ErrCorrupt, codec)
 	}
-	out, err := io.ReadAll(io.LimitReader(rd, maxDecompressed+1))
+	out, err := batch.Decompress(nil, codec, src)
 	if err != nil {
-		return nil, fmt.Errorf("%w: codec %d: %v", segment.ErrCorrupt, codec, err)
-	}
-	if len(out) > maxDecompressed {
-		return nil, errTooLarge
+		return nil, fmt.Errorf("%w: %v", segment.ErrCorrupt, err)
 	}
 	return out, nil
 }

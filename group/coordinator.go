@@ -27,7 +27,7 @@ type Store interface {
 
 // Config tunes the coordinator; zero values take Kafka's defaults.
 type Config struct {
-	MinSessionTimeout time.Duration // group.min.session.timeout.ms (Kafka 6 s; default here 1 s)
+	MinSessionTimeout time.Duration // group.min.session.timeout.ms (Kafka's default, 6 s)
 	MaxSessionTimeout time.Duration // group.max.session.timeout.ms (30 min)
 	// OffsetsRetention is offsets.retention.minutes: offsets of a group that has been empty this long
 	// expire (7 days).
@@ -113,7 +113,7 @@ type Coordinator struct {
 // New starts a coordinator; Close stops its timer goroutine.
 func New(cfg Config, store Store) *Coordinator {
 	if cfg.MinSessionTimeout <= 0 {
-		cfg.MinSessionTimeout = time.Second
+		cfg.MinSessionTimeout = 6 * time.Second
 	}
 	if cfg.MaxSessionTimeout <= 0 {
 		cfg.MaxSessionTimeout = 30 * time.Minute

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -93,7 +94,13 @@ type Metadata struct {
 	NextProducerID int64  // the first id of the next producer-id block
 
 	Security *Security `json:",omitempty"` // SCRAM users and ACLs (security.go); nil: none
+	// Deleted holds topics deleted in the last DeletedTopicMemory: name -> deletion time (Unix ms,
+	// the proposer's clock). Brokers hold off auto-creating such a name for a while.
+	Deleted map[string]int64 `json:",omitempty"`
 }
+
+// DeletedTopicMemory is how long Metadata.Deleted remembers a deleted topic.
+const DeletedTopicMemory = time.Minute
 
 // TopicSpec is a CreateTopic request. The broker resolves Kafka's defaults (-1) and validates
 // names; the controller rejects what it cannot place.
@@ -103,6 +110,10 @@ type TopicSpec struct {
 	ReplicationFactor int16
 	Configs           map[string]string
 	Internal          bool
+	// Assignment, when set, places partition i on the brokers Assignment[i] (the first is the
+	// preferred leader), as Kafka's manual replica assignment; Partitions and ReplicationFactor then
+	// follow from it.
+	Assignment [][]int32 `json:",omitempty"`
 }
 
 // ParseVoters parses Kafka's controller.quorum.voters shape, "1@127.0.0.1:9093,2@host:9093",
@@ -324,6 +335,9 @@ func (c *Controller) CreateTopic(ctx context.Context, spec TopicSpec) (*TopicMet
 	if spec.Name == "" {
 		return nil, fmt.Errorf("%w: empty topic name", ErrInvalidRequest)
 	}
+	if len(spec.Assignment) > 0 {
+		spec.Partitions, spec.ReplicationFactor = int32(len(spec.Assignment)), int16(len(spec.Assignment[0]))
+	}
 	if spec.Partitions < 1 || spec.Partitions > MaxPartitionsPerTopic {
 		return nil, ErrInvalidPartitions
 	}
@@ -350,19 +364,20 @@ func (c *Controller) CreateTopic(ctx context.Context, spec TopicSpec) (*TopicMet
 // DeleteTopic deletes a topic; its shard ids are never reused. Brokers watching Changed stop the
 // partitions' shards and remove their data.
 func (c *Controller) DeleteTopic(ctx context.Context, name string) error {
-	_, retried, err := c.propose(ctx, command{Op: opDeleteTopic, Name: name})
+	_, retried, err := c.propose(ctx, command{Op: opDeleteTopic, Name: name, TimeMs: time.Now().UnixMilli()})
 	if retried && errors.Is(err, ErrUnknownTopic) {
 		return nil // an earlier attempt deleted it
 	}
 	return err
 }
 
-// CreatePartitions grows a topic to totalCount partitions (it never shrinks).
-func (c *Controller) CreatePartitions(ctx context.Context, name string, totalCount int32) error {
+// CreatePartitions grows a topic to totalCount partitions (it never shrinks). assignment, when not
+// nil, places the new partitions (one replica list each, in order).
+func (c *Controller) CreatePartitions(ctx context.Context, name string, totalCount int32, assignment [][]int32) error {
 	if totalCount < 1 || totalCount > MaxPartitionsPerTopic {
 		return ErrInvalidPartitions
 	}
-	_, retried, err := c.propose(ctx, command{Op: opCreatePartitions, Name: name, Count: totalCount})
+	_, retried, err := c.propose(ctx, command{Op: opCreatePartitions, Name: name, Count: totalCount, Assignment: assignment})
 	if retried && errors.Is(err, ErrInvalidPartitions) {
 		if tm := c.Metadata().Topics[name]; tm != nil && len(tm.Partitions) == int(totalCount) {
 			return nil // an earlier attempt grew it
@@ -487,6 +502,8 @@ type command struct {
 	Replicas  []int32           `json:"replicas,omitempty"`
 	Removed   []int32           `json:"removed,omitempty"`
 	Sec       *securityCommand  `json:"sec,omitempty"` // security.go
+	// Assignment: the new partitions' replicas of create_partitions (manual assignment).
+	Assignment [][]int32 `json:"assignment,omitempty"`
 }
 
 // Result codes in sm.Result.Value; data (a created topic, a first producer id) goes in Data.
@@ -593,14 +610,26 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 			return nil, sm.Result{Value: resultInvalidPartitions}
 		}
 		brokers := sortedBrokerIDs(md.Brokers)
-		if spec.ReplicationFactor < 1 || int(spec.ReplicationFactor) > len(brokers) {
+		if len(spec.Assignment) > 0 {
+			if res, ok := checkAssignment(md, spec.Assignment, len(spec.Assignment[0])); !ok {
+				return nil, res
+			}
+		} else if spec.ReplicationFactor < 1 || int(spec.ReplicationFactor) > len(brokers) {
 			return nil, sm.Result{Value: resultInvalidReplicationFactor}
 		}
 		next := *md
 		tm := &TopicMeta{Name: spec.Name, ID: cmd.TopicID, Internal: spec.Internal, Configs: copyConfigs(spec.Configs, nil, nil)}
-		tm.Partitions = next.assign(tm.Partitions, brokers, spec.Partitions, int(spec.ReplicationFactor))
+		if len(spec.Assignment) > 0 {
+			tm.Partitions = next.place(tm.Partitions, spec.Assignment)
+		} else {
+			tm.Partitions = next.assign(tm.Partitions, brokers, spec.Partitions, int(spec.ReplicationFactor))
+		}
 		next.Topics = copyTopics(md.Topics, 1)
 		next.Topics[tm.Name] = tm
+		if _, ok := md.Deleted[tm.Name]; ok {
+			next.Deleted = maps.Clone(md.Deleted)
+			delete(next.Deleted, tm.Name)
+		}
 		data, _ := json.Marshal(tm)
 		return &next, sm.Result{Data: data}
 
@@ -611,6 +640,12 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 		next := *md
 		next.Topics = copyTopics(md.Topics, 0)
 		delete(next.Topics, cmd.Name)
+		next.Deleted = map[string]int64{cmd.Name: cmd.TimeMs}
+		for name, at := range md.Deleted {
+			if at > cmd.TimeMs-DeletedTopicMemory.Milliseconds() && name != cmd.Name {
+				next.Deleted[name] = at
+			}
+		}
 		return &next, sm.Result{}
 
 	case opCreatePartitions:
@@ -626,14 +661,26 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 			rf = len(old.Partitions[0].Replicas)
 		}
 		brokers := sortedBrokerIDs(md.Brokers)
-		if rf > len(brokers) {
+		if cmd.Assignment != nil {
+			if len(cmd.Assignment) != int(cmd.Count)-len(old.Partitions) {
+				return nil, sm.Result{Value: resultInvalidReplicas, Data: fmt.Appendf(nil,
+					"%d replica lists for %d new partitions", len(cmd.Assignment), int(cmd.Count)-len(old.Partitions))}
+			}
+			if res, ok := checkAssignment(md, cmd.Assignment, rf); !ok {
+				return nil, res
+			}
+		} else if rf > len(brokers) {
 			return nil, sm.Result{Value: resultInvalidReplicationFactor}
 		}
 		next := *md
 		tm := *old
 		parts := make([]PartitionMeta, len(old.Partitions), cmd.Count)
 		copy(parts, old.Partitions)
-		tm.Partitions = next.assign(parts, brokers, cmd.Count-int32(len(old.Partitions)), rf)
+		if cmd.Assignment != nil {
+			tm.Partitions = next.place(parts, cmd.Assignment)
+		} else {
+			tm.Partitions = next.assign(parts, brokers, cmd.Count-int32(len(old.Partitions)), rf)
+		}
 		next.Topics = copyTopics(md.Topics, 0)
 		next.Topics[tm.Name] = &tm
 		return &next, sm.Result{}
@@ -719,6 +766,45 @@ func (md *Metadata) assign(parts []PartitionMeta, brokers []int32, count int32, 
 		md.NextShardID++
 	}
 	return parts
+}
+
+// place appends partitions on the given replica lists (a manual assignment), each taking the next
+// shard id.
+func (md *Metadata) place(parts []PartitionMeta, assignment [][]int32) []PartitionMeta {
+	for _, replicas := range assignment {
+		parts = append(parts, PartitionMeta{Partition: int32(len(parts)), ShardID: md.NextShardID, Replicas: append([]int32(nil), replicas...)})
+		md.NextShardID++
+	}
+	return parts
+}
+
+// checkAssignment is CheckAssignment as a state machine result.
+func checkAssignment(md *Metadata, assignment [][]int32, rf int) (sm.Result, bool) {
+	if why := md.CheckAssignment(assignment, rf); why != "" {
+		return sm.Result{Value: resultInvalidReplicas, Data: []byte(why)}, false
+	}
+	return sm.Result{}, true
+}
+
+// CheckAssignment validates a manual replica assignment as Kafka does: every partition has rf
+// replicas (the same count for all), on registered brokers, none twice. It returns why not, or "".
+func (md *Metadata) CheckAssignment(assignment [][]int32, rf int) string {
+	for i, replicas := range assignment {
+		if len(replicas) == 0 || len(replicas) != rf {
+			return fmt.Sprintf("partition %d lists %d replicas; every partition needs the same count, %d", i, len(replicas), rf)
+		}
+		for j, id := range replicas {
+			if _, ok := md.Brokers[id]; !ok {
+				return fmt.Sprintf("partition %d: broker %d is not registered", i, id)
+			}
+			for _, other := range replicas[:j] {
+				if other == id {
+					return fmt.Sprintf("partition %d lists broker %d twice", i, id)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func sortedBrokerIDs(m map[int32]BrokerInfo) []int32 {

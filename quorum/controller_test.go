@@ -97,13 +97,13 @@ func TestControllerSingleNode(t *testing.T) {
 		t.Fatal("empty name accepted")
 	}
 
-	if err := c.CreatePartitions(ctx, "orders", 5); err != nil {
+	if err := c.CreatePartitions(ctx, "orders", 5, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CreatePartitions(ctx, "orders", 4); !errors.Is(err, ErrInvalidPartitions) {
+	if err := c.CreatePartitions(ctx, "orders", 4, nil); !errors.Is(err, ErrInvalidPartitions) {
 		t.Fatalf("shrink: %v", err)
 	}
-	if err := c.CreatePartitions(ctx, "nope", 4); !errors.Is(err, ErrUnknownTopic) {
+	if err := c.CreatePartitions(ctx, "nope", 4, nil); !errors.Is(err, ErrUnknownTopic) {
 		t.Fatalf("grow unknown: %v", err)
 	}
 	if err := c.AlterTopicConfig(ctx, "orders", map[string]string{"cleanup.policy": "compact"}, []string{"retention.ms"}); err != nil {
@@ -295,5 +295,33 @@ func waitAgree(t *testing.T, ctx context.Context, ctrls map[uint64]*Controller) 
 			!reflect.DeepEqual(md.Brokers, ref.Brokers) || md.NextProducerID != ref.NextProducerID {
 			t.Fatalf("node %d disagrees:\n%+v\n%+v", id, md, ref)
 		}
+	}
+}
+
+// TestControllerManualAssignment: CreateTopic and CreatePartitions with replica lists place partitions as
+// given and refuse what Kafka refuses (unknown brokers, a broker twice, uneven replica counts).
+func TestControllerManualAssignment(t *testing.T) {
+	addr := freeAddr(t)
+	h, c := startSingleController(t, t.TempDir(), addr)
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.RegisterBroker(ctx, BrokerInfo{NodeID: 1, Host: "127.0.0.1", Port: 9092, RaftAddr: addr}); err != nil {
+		t.Fatal(err)
+	}
+	// Manual replica assignments: placed as given, validated as Kafka does.
+	if tm, err := c.CreateTopic(ctx, TopicSpec{Name: "placed", Assignment: [][]int32{{1}, {1}}}); err != nil || len(tm.Partitions) != 2 || tm.Partitions[1].Replicas[0] != 1 {
+		t.Fatalf("manual assignment: %+v %v", tm, err)
+	}
+	for _, a := range [][][]int32{{{2}}, {{1, 1}}, {{1}, {}}} {
+		if _, err := c.CreateTopic(ctx, TopicSpec{Name: "misplaced", Assignment: a}); !errors.Is(err, ErrInvalidReplicas) {
+			t.Fatalf("assignment %v: %v, want ErrInvalidReplicas", a, err)
+		}
+	}
+	if err := c.CreatePartitions(ctx, "placed", 3, [][]int32{{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreatePartitions(ctx, "placed", 5, [][]int32{{1}}); !errors.Is(err, ErrInvalidReplicas) {
+		t.Fatalf("one replica list for two new partitions: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -57,7 +58,12 @@ const (
 	ConfigMessageTimestampType = "message.timestamp.type"
 	ConfigCleanupPolicy        = "cleanup.policy"
 	ConfigMinInSyncReplicas    = "min.insync.replicas"
+	ConfigCompressionType      = "compression.type"
 )
+
+// CompressionProducer is TopicConfig.Compression for compression.type=producer: batches are stored
+// as the producer compressed them (the default, and the zero-copy path).
+const CompressionProducer int8 = -1
 
 // TopicConfig is a topic's effective settings: Kafka topic configs over the
 // broker defaults.
@@ -71,6 +77,10 @@ type TopicConfig struct {
 	// MinInSyncReplicas is min.insync.replicas: an acks=all produce fails
 	// with NOT_ENOUGH_REPLICAS while fewer replicas are in sync.
 	MinInSyncReplicas int
+	// Compression is compression.type: the codec (batch.Codec*) every batch is stored with,
+	// recompressed on the broker when the producer used another; CompressionProducer keeps the
+	// producer's.
+	Compression int8
 }
 
 // TopicOptions turns Kafka topic configs over defaults into segment options,
@@ -85,7 +95,7 @@ func TopicOptions(defaults segment.Options, configs map[string]string) (segment.
 // ParseTopicConfig is TopicOptions with the settings that are not segment
 // options; maxMessageBytes is the broker default for max.message.bytes.
 func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs map[string]string) (TopicConfig, error) {
-	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes, MinInSyncReplicas: 1}
+	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes, MinInSyncReplicas: 1, Compression: CompressionProducer}
 	deleteRetention := true
 	for name, v := range configs {
 		switch name {
@@ -144,6 +154,16 @@ func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs m
 			default:
 				return tc, fmt.Errorf("invalid %s %q: must be CreateTime or LogAppendTime", name, v)
 			}
+		case ConfigCompressionType:
+			if v == "producer" {
+				tc.Compression = CompressionProducer
+				break
+			}
+			codec, ok := batch.CodecByName[v]
+			if !ok {
+				return tc, fmt.Errorf("invalid %s %q: must be producer, uncompressed, gzip, snappy, lz4 or zstd", name, v)
+			}
+			tc.Compression = codec
 		case ConfigCleanupPolicy:
 			deleteRetention, tc.Compact = false, false
 			for _, p := range strings.Split(v, ",") {

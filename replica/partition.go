@@ -245,6 +245,9 @@ func (p *Partition) MinInSyncReplicas() int { return p.options().MinInSyncReplic
 // MaxMessageBytes is the topic's max.message.bytes, else the broker default.
 func (p *Partition) MaxMessageBytes() int32 { return p.options().MaxMessageBytes }
 
+// Compression is the topic's compression.type as a codec, or CompressionProducer.
+func (p *Partition) Compression() int8 { return p.options().Compression }
+
 // Leader reports whether this node leads the partition's Raft group, the
 // leader's broker id (-1 if unknown) and the Raft term as the leader epoch.
 func (p *Partition) Leader() (isLeader bool, leaderID int32, epoch int32) {

@@ -108,8 +108,8 @@ func (m *coopMember) leave() { close(m.stop); <-m.done }
 // without committing its last poll, so its session expires). Every record is processed, and a record
 // is processed twice only when the member that first processed it never committed past it.
 func TestGroupCooperativeSticky(t *testing.T) {
-	b := startBroker(t)
-	const topic, groupID, total = "coop", "coop-g", 30000 // total: about how many records flow
+	b := startBroker(t, "--group-min-session-timeout", "1s") // the crashing static member's 2 s session
+	const topic, groupID, total = "coop", "coop-g", 30000    // total: about how many records flow
 	b.createTopic(topic, 6, nil)
 	l := &coopLedger{first: map[[2]int64]string{}, perMember: map[string]int{}}
 

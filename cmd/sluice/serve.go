@@ -66,7 +66,9 @@ type serveConfig struct {
 	raftTick         time.Duration
 	minFreeBytes     int64
 
-	sec securityFlags // security.go
+	sec             securityFlags // security.go
+	groupMinSession time.Duration
+	groupMaxSession time.Duration
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -89,6 +91,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
 	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
 	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
+	fs.DurationVar(&cfg.groupMinSession, "group-min-session-timeout", 6*time.Second, "smallest consumer session timeout a group member may ask for; below it JoinGroup gets INVALID_SESSION_TIMEOUT (group.min.session.timeout.ms)")
+	fs.DurationVar(&cfg.groupMaxSession, "group-max-session-timeout", 30*time.Minute, "largest consumer session timeout a group member may ask for (group.max.session.timeout.ms)")
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
@@ -206,6 +210,9 @@ func serve(args []string) error {
 	host, port, err := advertisedHostPort(cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.groupMinSession <= 0 || cfg.groupMaxSession < cfg.groupMinSession {
+		return fmt.Errorf("group session timeouts: need 0 < --group-min-session-timeout (%v) <= --group-max-session-timeout (%v)", cfg.groupMinSession, cfg.groupMaxSession)
 	}
 	if cfg.voters == "" {
 		cfg.voters = fmt.Sprintf("%d@%s", cfg.nodeID, cfg.raftAddr)
@@ -326,6 +333,8 @@ func serve(args []string) error {
 		MaxMessageBytes:          int32(cfg.maxMessageBytes),
 		OffsetsRetention:         cfg.offsetsRetention,
 		TransactionMaxTimeout:    cfg.txnMaxTimeout,
+		GroupMinSessionTimeout:   cfg.groupMinSession,
+		GroupMaxSessionTimeout:   cfg.groupMaxSession,
 		Disk:                     disk,
 		LogDir:                   filepath.Join(cfg.dataDir, "logs"),
 		FetchSessionSlots:        cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
