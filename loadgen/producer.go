@@ -73,6 +73,8 @@ type producer struct {
 	maxLag     atomic.Int64 // ns
 	blocked    atomic.Int64 // ns spent waiting for a free record (the in-flight bound)
 	errs       errorCounts
+	// idle reports whether nothing is in flight any more (every record back in the pool).
+	idle func() bool
 }
 
 // newProducer preallocates the record pool: each record owns a value buffer of the
@@ -95,6 +97,10 @@ func newProducer(id uint32, w *Workload, topic string, rate float64, keys [][]by
 		lagRec:    NewRecorder(),
 	}
 	p.promise = p.onAck
+	p.idle = func() bool { return len(p.free) == p.poolSize }
+	if send == nil { // the native client keeps its own batches
+		return p
+	}
 	for range pool {
 		buf := make([]byte, largest)
 		fillPayload(buf, w.Payload, p.rng)
@@ -310,7 +316,10 @@ type errorCounts struct {
 	m  map[string]int64
 }
 
-func (e *errorCounts) add(err error) {
+func (e *errorCounts) add(err error) { e.addN(err, 1) }
+
+// addN counts n records failed with err.
+func (e *errorCounts) addN(err error, n int64) {
 	var name string
 	var ke *kerr.Error
 	switch {
@@ -327,7 +336,7 @@ func (e *errorCounts) add(err error) {
 	if e.m == nil {
 		e.m = make(map[string]int64)
 	}
-	e.m[name]++
+	e.m[name] += n
 	e.mu.Unlock()
 }
 

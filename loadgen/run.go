@@ -95,7 +95,9 @@ type runner struct {
 	consumers []*consumer
 	consWG    sync.WaitGroup
 	producers []*producer
-	clients   []*kgo.Client // the producers'
+	runs      []func(ctx context.Context, startNs, stopNs int64)
+	clients   []producerClient // the producers'
+	consCtx   context.CancelFunc
 
 	pubSet, e2eSet, lagSet *LatencySet
 	pubLog, e2eLog         *hlog
@@ -124,6 +126,22 @@ func (r *runner) startConsumers(ctx context.Context) error {
 		g := newGroupCheck(r.topics, int(w.Partitions), w.Producers)
 		r.groups = append(r.groups, g)
 		for ci := range w.Consumers {
+			if w.Client == "native" {
+				// Native consumers split the partitions themselves, group or not.
+				assign := map[string][]int32{}
+				for t, ps := range directAssignment(r.topics, w.Partitions, w.Consumers, ci) {
+					for p := range ps {
+						assign[t] = append(assign[t], p)
+					}
+					g.assigned.Add(int64(len(ps)))
+				}
+				c := &consumer{group: g, e2e: NewRecorder(), runStart: r.runStart.UnixNano()}
+				c.native = newNativeConsumer(c, w, assign)
+				c.setMeasureFrom(math.MaxInt64)
+				r.consumers = append(r.consumers, c)
+				r.e2eSet.Add(c.e2e)
+				continue
+			}
 			opts := consumerOpts(w)
 			if direct {
 				assign := directAssignment(r.topics, w.Partitions, w.Consumers, ci)
@@ -145,8 +163,10 @@ func (r *runner) startConsumers(ctx context.Context) error {
 		}
 	}
 	// Consumers join their groups only once they poll.
+	consCtx, cancel := context.WithCancel(ctx)
+	r.consCtx = cancel
 	for _, c := range r.consumers {
-		r.consWG.Go(func() { c.run(ctx) })
+		r.consWG.Go(func() { c.run(consCtx) })
 	}
 	if err := waitReady(ctx, r.groups, int64(len(r.topics))*int64(w.Partitions), r.opt.ReadyTimeout); err != nil {
 		if ctx.Err() != nil {
@@ -164,16 +184,30 @@ func (r *runner) newProducers() error {
 	seed := uint64(time.Now().UnixNano())
 	for i := range w.Producers {
 		topic := r.topics[i%len(r.topics)]
+		if w.Client == "native" {
+			p := newProducer(uint32(i), w, topic, rate, keys, nil, seed)
+			np, err := newNativeProducer(p, w, topic)
+			if err != nil {
+				return fmt.Errorf("native producer: %w", err)
+			}
+			r.clients = append(r.clients, np)
+			r.producers = append(r.producers, p)
+			r.runs = append(r.runs, np.run)
+			r.pubSet.Add(p.pub)
+			r.lagSet.Add(p.lagRec)
+			continue
+		}
 		cl, err := kgo.NewClient(producerOpts(w, topic)...)
 		if err != nil {
 			return err
 		}
-		r.clients = append(r.clients, cl)
+		r.clients = append(r.clients, kgoProducer{cl})
 		send := func(rec *kgo.Record, promise func(*kgo.Record, error)) {
 			cl.Produce(context.Background(), rec, promise)
 		}
 		p := newProducer(uint32(i), w, topic, rate, keys, send, seed)
 		r.producers = append(r.producers, p)
+		r.runs = append(r.runs, p.run)
 		r.pubSet.Add(p.pub)
 		r.lagSet.Add(p.lagRec)
 	}
@@ -220,14 +254,14 @@ func (r *runner) measure(ctx context.Context) error {
 	flushCtx, flushCancel := context.WithDeadline(ctx, r.hardEnd)
 	defer flushCancel()
 	var prodWG sync.WaitGroup
-	for _, p := range r.producers {
-		prodWG.Go(func() { p.run(sendCtx, r.start.UnixNano(), r.stop.UnixNano()) })
+	for _, run := range r.runs {
+		prodWG.Go(func() { run(sendCtx, r.start.UnixNano(), r.stop.UnixNano()) })
 	}
 	prodDone := make(chan struct{})
 	go func() {
 		prodWG.Wait()
 		for _, cl := range r.clients {
-			_ = cl.Flush(flushCtx)
+			cl.flush(flushCtx)
 		}
 		close(prodDone)
 	}()
@@ -307,27 +341,33 @@ func (r *runner) caughtUp(acked int64) bool {
 
 // closeClients closes every client (again, harmlessly, after finish).
 func (r *runner) closeClients() {
+	if r.consCtx != nil {
+		r.consCtx()
+	}
 	for _, c := range r.consumers {
-		c.client.Close()
+		c.close()
 	}
 	for _, cl := range r.clients {
-		cl.Close()
+		cl.close()
 	}
 }
 
 // finish stops the clients, takes the last interval and computes the figures.
 func (r *runner) finish() {
+	if r.consCtx != nil {
+		r.consCtx()
+	}
 	for _, c := range r.consumers {
-		c.client.Close()
+		c.close()
 	}
 	r.consWG.Wait()
 	// Closing a producer fails the records still unacknowledged (counted as errors); their
 	// promises run on kgo's goroutine, so wait until every pool is whole again.
 	for _, cl := range r.clients {
-		cl.Close()
+		cl.close()
 	}
 	for _, p := range r.producers {
-		for deadline := time.Now().Add(5 * time.Second); len(p.free) < p.poolSize && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(5 * time.Second); !p.idle() && time.Now().Before(deadline); {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -469,6 +509,17 @@ func waitReady(ctx context.Context, groups []*groupCheck, partitions int64, time
 		}
 	}
 }
+
+// producerClient is a producer's client: kgo's or the native one.
+type producerClient interface {
+	flush(ctx context.Context) // until everything sent is acknowledged or failed, or ctx ends
+	close()                    // fails what is still unacknowledged
+}
+
+type kgoProducer struct{ cl *kgo.Client }
+
+func (k kgoProducer) flush(ctx context.Context) { _ = k.cl.Flush(ctx) }
+func (k kgoProducer) close()                    { k.cl.Close() }
 
 func runID() string {
 	var b [4]byte
