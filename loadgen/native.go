@@ -27,7 +27,7 @@ import (
 const (
 	dialTimeout      = 10 * time.Second
 	requestTimeoutMs = 30000
-	maxAttempts      = 20
+	maxAttempts      = 1000 // with 100 ms between rounds; the drain deadline ends retries first
 )
 
 // nativeProducer is one producer client of the native mode.
