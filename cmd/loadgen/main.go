@@ -27,6 +27,7 @@ usage:
                                              p99 end-to-end latency stays under -p99-max
   loadgen compare [-out DIR] RESULT_DIR...   side-by-side table and latency-percentile chart (SVG, PNG)
   loadgen intervals [-mark MS] RESULT_DIR... per-second p50/p99/p99.9/max from the interval logs, stalls marked
+  loadgen agent   [-listen ADDR]             serve a share of distributed runs (loadgen run -agents a:port,b:port)
   loadgen sink    [-listen ADDR]             a fake broker acknowledging produce without storing: loadgen's own ceiling
   loadgen version
 
@@ -73,6 +74,8 @@ func main() {
 		err = cmdIntervals(os.Args[2:])
 	case "sink":
 		err = cmdSink(ctx, os.Args[2:])
+	case "agent":
+		err = cmdAgent(ctx, os.Args[2:])
 	case "version":
 		fmt.Println("loadgen", loadgen.Version)
 	case "help", "-h", "-help", "--help":
@@ -151,7 +154,10 @@ func defaultOut(kind, name string) string {
 }
 
 func cmdRun(ctx context.Context, args []string) error {
-	c, err := parseWorkload("run", args, nil)
+	var agents string
+	c, err := parseWorkload("run", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&agents, "agents", "", "host:port of loadgen agents, comma separated: split the producers and consumers across them and merge their histograms")
+	})
 	if err != nil {
 		return err
 	}
@@ -173,7 +179,13 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	res, err := loadgen.Run(ctx, c.workload, loadgen.Options{Progress: progress, Label: c.label})
+	opt := loadgen.Options{Progress: progress, Label: c.label}
+	var res *loadgen.Result
+	if agents != "" {
+		res, err = loadgen.RunAgents(ctx, c.workload, strings.Split(agents, ","), opt)
+	} else {
+		res, err = loadgen.Run(ctx, c.workload, opt)
+	}
 	if err != nil {
 		return err
 	}
