@@ -80,8 +80,17 @@ type producer struct {
 // newProducer preallocates the record pool: each record owns a value buffer of the
 // largest size, filled once with the payload.
 func newProducer(id uint32, w *Workload, topic string, rate float64, keys [][]byte, send sendFunc, seed uint64) *producer {
+	return newProducerPool(id, w, topic, rate, keys, send, seed, true)
+}
+
+// newProducerPool is newProducer, without the record pool unless withPool (the native client
+// keeps its own batches).
+func newProducerPool(id uint32, w *Workload, topic string, rate float64, keys [][]byte, send sendFunc, seed uint64, withPool bool) *producer {
 	largest := w.RecordSize.Largest()
 	pool := min(w.MaxBufferedRecords, max(1, maxPoolBytes/largest))
+	if !withPool {
+		pool = 0
+	}
 	p := &producer{
 		id:        id,
 		topic:     topic,
@@ -98,9 +107,6 @@ func newProducer(id uint32, w *Workload, topic string, rate float64, keys [][]by
 	}
 	p.promise = p.onAck
 	p.idle = func() bool { return len(p.free) == p.poolSize }
-	if send == nil { // the native client keeps its own batches
-		return p
-	}
 	for range pool {
 		buf := make([]byte, largest)
 		fillPayload(buf, w.Payload, p.rng)

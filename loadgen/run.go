@@ -231,7 +231,7 @@ func (r *runner) newProducers() error {
 	for i := lo; i < hi; i++ {
 		topic := r.topics[i%len(r.topics)]
 		if w.Client == "native" {
-			p := newProducer(uint32(i), w, topic, rate, keys, nil, seed)
+			p := newProducerPool(uint32(i), w, topic, rate, keys, nil, seed, false)
 			np, err := newNativeProducer(p, w, topic)
 			if err != nil {
 				return fmt.Errorf("native producer: %w", err)

@@ -25,7 +25,8 @@ usage:
   loadgen run     [flags] [-workload FILE]   run one workload, print a summary, write a result directory
   loadgen sweep   [flags] [-workload FILE]   raise the rate step by step; report the highest rate whose
                                              p99 end-to-end latency stays under -p99-max
-  loadgen compare [-out DIR] RESULT_DIR...   side-by-side table and latency-percentile chart (SVG, PNG)
+  loadgen compare [-out DIR] [-html] DIR...  side-by-side table and charts (SVG, PNG; -html: report.html too)
+  loadgen report  [-out FILE] DIR...         one self-contained HTML report: settings, summary, every chart, machines
   loadgen intervals [-mark MS] RESULT_DIR... per-second p50/p99/p99.9/max from the interval logs, stalls marked
   loadgen agent   [-listen ADDR]             serve a share of distributed runs (loadgen run -agents a:port,b:port)
   loadgen sink    [-listen ADDR]             a fake broker acknowledging produce without storing: loadgen's own ceiling
@@ -72,6 +73,8 @@ func main() {
 		err = cmdCompare(os.Args[2:])
 	case "intervals":
 		err = cmdIntervals(os.Args[2:])
+	case "report":
+		err = cmdReport(os.Args[2:])
 	case "sink":
 		err = cmdSink(ctx, os.Args[2:])
 	case "agent":
