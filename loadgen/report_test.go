@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bytes"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // svgTexts parses one SVG document and returns its text elements' contents.
@@ -125,5 +127,37 @@ func TestReportScreenshot(t *testing.T) {
 	}
 	if st, err := os.Stat(png); err != nil || st.Size() < 20000 {
 		t.Fatalf("screenshot missing or blank: %v %v", st, err)
+	}
+}
+
+// A sweep's report holds the latency-against-throughput curve: one point per step, p50 below p99
+// below p99.9, and the bound.
+func TestReportSweepCurve(t *testing.T) {
+	s := &SweepData{Sweep: SweepResult{Workload: Defaults(), P99MaxMs: 20, MaxSustainable: 4000}}
+	for i, rate := range []float64{1000, 2000, 4000, 8000} {
+		r := sampleResult()
+		r.Label = fmt.Sprintf("%.0f rec/s", rate)
+		r.Workload.Rate = rate
+		r.Produce.RecordsPerSec = rate * 0.99
+		r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.P999 = 1000*float64(i+1), 5000*float64(i+1), 9000*float64(i+1)
+		s.Steps = append(s.Steps, RunDataOf(r))
+		s.Sweep.Steps = append(s.Sweep.Steps, Judge(r, 20*time.Millisecond))
+	}
+	var out bytes.Buffer
+	if err := WriteReport(&out, "sweep", nil, []*SweepData{s}); err != nil {
+		t.Fatal(err)
+	}
+	svgs := inlineSVGs.FindAllString(out.String(), -1)
+	if len(svgs) != 1 {
+		t.Fatalf("%d charts in a sweep report, want the curve", len(svgs))
+	}
+	texts := strings.Join(svgTexts(t, svgs[0]), "|")
+	for _, want := range []string{"latency at each offered load", "achieved throughput", "p50", "p99", "p99.9", "p99 bound", "4k"} {
+		if !strings.Contains(texts, want) {
+			t.Errorf("sweep curve lacks %q: %s", want, texts)
+		}
+	}
+	if !strings.Contains(out.String(), "maximum sustainable throughput: 4000 rec/s") {
+		t.Errorf("sweep verdict missing")
 	}
 }
