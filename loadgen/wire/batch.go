@@ -51,26 +51,22 @@ type Batch struct {
 	wire  []byte // what goes out: buf or out
 	slots []slot
 	valid int // slots[:valid] describe buf
+	end   int // Len, kept apart from slots (hot: read per record)
 }
 
 // NewBatch returns an empty batch with room for about capBytes and maxRecords records.
 func NewBatch(capBytes, maxRecords int) *Batch {
-	return &Batch{buf: make([]byte, HeaderSize, HeaderSize+capBytes), slots: make([]slot, 0, maxRecords), Intended: make([]int64, 0, maxRecords)}
+	return &Batch{buf: make([]byte, HeaderSize, HeaderSize+capBytes), slots: make([]slot, 0, maxRecords), Intended: make([]int64, 0, maxRecords), end: HeaderSize}
 }
 
 // Reset empties the batch for reuse, keeping its encoded records.
 func (b *Batch) Reset() {
-	b.N, b.Bytes, b.Attempts, b.wire = 0, 0, 0, nil
+	b.N, b.Bytes, b.Attempts, b.wire, b.end = 0, 0, 0, nil, HeaderSize
 	b.Intended = b.Intended[:0]
 }
 
 // Len is the batch's encoded size so far (uncompressed).
-func (b *Batch) Len() int {
-	if b.N == 0 {
-		return HeaderSize
-	}
-	return b.slots[b.N-1].end
-}
+func (b *Batch) Len() int { return b.end }
 
 // RecordOverhead bounds what a record adds beyond its key and value (length, attributes,
 // timestamp and offset deltas, key and value lengths, header count).
@@ -82,10 +78,7 @@ const RecordOverhead = 5 + 1 + 1 + 5 + 5 + 5 + 1
 // the payload it was encoded with.
 func (b *Batch) Append(size int, keyIdx int32, key, payload []byte, intended int64, producer uint32, seq uint64) {
 	i := b.N
-	start := HeaderSize
-	if i > 0 {
-		start = b.slots[i-1].end
-	}
+	start := b.end
 	if i >= b.valid || b.slots[i].size != size || b.slots[i].key != keyIdx {
 		b.buf = b.encode(b.buf[:start], i, size, key, payload)
 		s := slot{end: len(b.buf), stamp: len(b.buf) - 1 - size, size: size, key: keyIdx}
@@ -96,7 +89,9 @@ func (b *Batch) Append(size int, keyIdx int32, key, payload []byte, intended int
 		}
 		b.valid = i + 1
 	}
-	v := b.buf[b.slots[i].stamp:]
+	sl := &b.slots[i]
+	b.end = sl.end
+	v := b.buf[sl.stamp:]
 	binary.BigEndian.PutUint64(v[0:8], uint64(intended))
 	binary.BigEndian.PutUint32(v[8:12], producer)
 	binary.BigEndian.PutUint64(v[12:20], seq)
