@@ -52,47 +52,25 @@ func CompareTable(out io.Writer, runs []*Result) {
 	}
 }
 
-// WriteCharts draws the end-to-end and publish latency-percentile charts of runs into dir
-// as SVG and PNG, and returns the files written.
-func WriteCharts(dir, title string, runs []*Result) ([]string, error) {
+// WriteCharts draws every chart of runs (see BuildCharts) into dir as SVG and PNG, and returns
+// the files written.
+func WriteCharts(dir, title string, runs []*RunData, sweeps []*SweepData) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	charts, err := BuildCharts(title, runs, sweeps)
+	if err != nil {
+		return nil, err
+	}
 	var files []string
-	for _, kind := range []struct {
-		name, title string
-		pick        func(*Result) *Latency
-	}{
-		{E2EChart, "end-to-end latency by percentile", func(r *Result) *Latency { return &r.EndToEnd }},
-		{PublishChart, "publish latency by percentile", func(r *Result) *Latency { return &r.Publish }},
-	} {
-		c := Chart{Title: kind.title}
-		if title != "" {
-			c.Title = title + ": " + kind.title
-		}
-		for _, r := range runs {
-			if l := kind.pick(r); l.Count > 0 {
-				c.Series = append(c.Series, Series{Label: r.Label, Points: l.Curve})
-			}
-		}
-		if len(c.Series) == 0 {
-			continue
-		}
+	for _, c := range charts {
 		for _, ext := range []string{"svg", "png"} {
-			path := filepath.Join(dir, kind.name+"."+ext)
-			f, err := os.Create(path)
+			b, err := c.render(ext)
 			if err != nil {
-				return files, err
+				return files, fmt.Errorf("%s: %w", c.Name, err)
 			}
-			if ext == "svg" {
-				err = c.WriteSVG(f)
-			} else {
-				err = c.WritePNG(f)
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
+			path := filepath.Join(dir, c.Name+"."+ext)
+			if err := os.WriteFile(path, b, 0o644); err != nil {
 				return files, err
 			}
 			files = append(files, path)

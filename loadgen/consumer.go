@@ -51,7 +51,8 @@ func newGroupCheck(topics []string, partitions, producers int) *groupCheck {
 // consumer polls one client of a group and records end-to-end latency: the delivery time
 // (one clock read per poll) minus the intended send time stamped in the value.
 type consumer struct {
-	client *kgo.Client
+	client *kgo.Client     // kgo mode
+	native *nativeConsumer // native mode
 	group  *groupCheck
 	e2e    *Recorder
 	errs   errorCounts
@@ -63,7 +64,18 @@ type consumer struct {
 
 func (c *consumer) setMeasureFrom(ns int64) { c.measureFrom.Store(ns) }
 
+// close stops the consumer's client (a native consumer stops with its context).
+func (c *consumer) close() {
+	if c.client != nil {
+		c.client.Close()
+	}
+}
+
 func (c *consumer) run(ctx context.Context) {
+	if c.native != nil {
+		c.native.run(ctx)
+		return
+	}
 	for {
 		fetches := c.client.PollFetches(ctx)
 		if fetches.IsClientClosed() || ctx.Err() != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -161,9 +162,16 @@ func TestCompareTableAndCharts(t *testing.T) {
 		t.Errorf("table:\n%s", out.String())
 	}
 	dir := t.TempDir()
-	files, err := WriteCharts(dir, "test", []*Result{a, b})
-	if err != nil || len(files) != 4 {
-		t.Fatalf("charts %v: %v", files, err)
+	files, err := WriteCharts(dir, "test", []*RunData{RunDataOf(a), RunDataOf(b)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{E2EChart, PublishChart, "e2e-p99-over-time"} {
+		for _, ext := range []string{".svg", ".png"} {
+			if !slices.Contains(files, filepath.Join(dir, name+ext)) {
+				t.Errorf("%s%s not written: %v", name, ext, files)
+			}
+		}
 	}
 	f, err := os.Open(filepath.Join(dir, E2EChart+".png"))
 	if err != nil {
@@ -192,7 +200,9 @@ func TestCompareTableAndCharts(t *testing.T) {
 		t.Errorf("series colours found on the PNG: %v", found)
 	}
 	svg, _ := os.ReadFile(filepath.Join(dir, E2EChart+".svg"))
-	if strings.Count(string(svg), "<polyline") != 2 || !strings.Contains(string(svg), "99.9%") {
-		t.Errorf("svg lacks the two lines or the percentile axis")
+	for _, want := range []string{"99.9%", "sample", "slower", "percentile"} {
+		if !strings.Contains(string(svg), want) {
+			t.Errorf("svg lacks %q", want)
+		}
 	}
 }

@@ -73,13 +73,24 @@ type producer struct {
 	maxLag     atomic.Int64 // ns
 	blocked    atomic.Int64 // ns spent waiting for a free record (the in-flight bound)
 	errs       errorCounts
+	// idle reports whether nothing is in flight any more (every record back in the pool).
+	idle func() bool
 }
 
 // newProducer preallocates the record pool: each record owns a value buffer of the
 // largest size, filled once with the payload.
 func newProducer(id uint32, w *Workload, topic string, rate float64, keys [][]byte, send sendFunc, seed uint64) *producer {
+	return newProducerPool(id, w, topic, rate, keys, send, seed, true)
+}
+
+// newProducerPool is newProducer, without the record pool unless withPool (the native client
+// keeps its own batches).
+func newProducerPool(id uint32, w *Workload, topic string, rate float64, keys [][]byte, send sendFunc, seed uint64, withPool bool) *producer {
 	largest := w.RecordSize.Largest()
 	pool := min(w.MaxBufferedRecords, max(1, maxPoolBytes/largest))
+	if !withPool {
+		pool = 0
+	}
 	p := &producer{
 		id:        id,
 		topic:     topic,
@@ -95,6 +106,7 @@ func newProducer(id uint32, w *Workload, topic string, rate float64, keys [][]by
 		lagRec:    NewRecorder(),
 	}
 	p.promise = p.onAck
+	p.idle = func() bool { return len(p.free) == p.poolSize }
 	for range pool {
 		buf := make([]byte, largest)
 		fillPayload(buf, w.Payload, p.rng)
@@ -310,7 +322,10 @@ type errorCounts struct {
 	m  map[string]int64
 }
 
-func (e *errorCounts) add(err error) {
+func (e *errorCounts) add(err error) { e.addN(err, 1) }
+
+// addN counts n records failed with err.
+func (e *errorCounts) addN(err error, n int64) {
 	var name string
 	var ke *kerr.Error
 	switch {
@@ -327,7 +342,7 @@ func (e *errorCounts) add(err error) {
 	if e.m == nil {
 		e.m = make(map[string]int64)
 	}
-	e.m[name]++
+	e.m[name] += n
 	e.mu.Unlock()
 }
 

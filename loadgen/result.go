@@ -49,6 +49,10 @@ type Result struct {
 	ConsumerLag   int64            `json:"consumer_lag"` // acknowledged records no group had consumed at the end, summed over groups
 	Check         Check            `json:"check"`
 	Warnings      []string         `json:"warnings,omitempty"`
+	// Timeline holds the counters once a second (throughput, lag and errors over time).
+	Timeline []Sample `json:"timeline,omitempty"`
+	// Agents are the machines of a distributed run (loadgen run -agents), each with its share.
+	Agents []AgentInfo `json:"agents,omitempty"`
 
 	// Histograms of the measured window; written as HdrHistogram logs, not in the JSON.
 	PublishHist *hdrhistogram.Histogram `json:"-"`

@@ -22,6 +22,37 @@ type Options struct {
 	Label    string    // the name compare uses; default: the workload name
 	// ReadyTimeout bounds the wait for consumer groups to be assigned every partition.
 	ReadyTimeout time.Duration
+
+	// An agent's part of a distributed run (see agent.go); zero values: the whole workload, now.
+	Share       *Share
+	StartAt     time.Time    // when the producers' schedule starts (the same on every agent)
+	GroupPrefix string       // consumer group names' prefix (the same on every agent)
+	OnSample    func(Sample) // called with the counters after every tick
+	// Done, closed, ends the run's drain: an agent's coordinator closes it once every agent's
+	// consumers caught up (an agent alone cannot tell). Only with Share.
+	Done <-chan struct{}
+}
+
+// Share is the part of a workload one agent runs: producers [ProducerLo, ProducerHi) of the
+// workload's Producers, and consumers [ConsumerLo, ConsumerHi) of each group's Consumers.
+type Share struct {
+	ProducerLo int `json:"producer_lo"`
+	ProducerHi int `json:"producer_hi"`
+	ConsumerLo int `json:"consumer_lo"`
+	ConsumerHi int `json:"consumer_hi"`
+}
+
+// Sample is the run's counters at one tick: cumulative records and bytes acknowledged and
+// consumed (over all groups), records failed, and the consumer lag (acknowledged x groups - consumed).
+type Sample struct {
+	At            float64 `json:"t"` // seconds since the producers started
+	Produced      int64   `json:"produced"`
+	ProducedBytes int64   `json:"produced_bytes"`
+	Consumed      int64   `json:"consumed"`
+	ConsumedBytes int64   `json:"consumed_bytes"`
+	Failed        int64   `json:"failed"`
+	Lag           int64   `json:"lag"`
+	ProducersDone bool    `json:"producers_done,omitempty"` // every local producer finished and flushed
 }
 
 // Run runs the workload once against its brokers and returns what it measured.
@@ -95,7 +126,9 @@ type runner struct {
 	consumers []*consumer
 	consWG    sync.WaitGroup
 	producers []*producer
-	clients   []*kgo.Client // the producers'
+	runs      []func(ctx context.Context, startNs, stopNs int64)
+	clients   []producerClient // the producers'
+	consCtx   context.CancelFunc
 
 	pubSet, e2eSet, lagSet *LatencySet
 	pubLog, e2eLog         *hlog
@@ -107,6 +140,7 @@ type runner struct {
 	m0, m1                                            [4]int64 // counters at measureFrom and stop (see snap)
 	t0, t1                                            time.Time
 	cpu0                                              float64
+	flushed                                           bool // the producers finished and flushed (measure's goroutine)
 }
 
 func (r *runner) startConsumers(ctx context.Context) error {
@@ -120,10 +154,33 @@ func (r *runner) startConsumers(ctx context.Context) error {
 	if direct {
 		nGroups = 1
 	}
+	if r.opt.GroupPrefix != "" {
+		groupPrefix = r.opt.GroupPrefix
+	}
+	lo, hi := 0, w.Consumers
+	if sh := r.opt.Share; sh != nil {
+		lo, hi = sh.ConsumerLo, sh.ConsumerHi
+	}
 	for gi := range nGroups {
 		g := newGroupCheck(r.topics, int(w.Partitions), w.Producers)
 		r.groups = append(r.groups, g)
-		for ci := range w.Consumers {
+		for ci := lo; ci < hi; ci++ {
+			if w.Client == "native" {
+				// Native consumers split the partitions themselves, group or not.
+				assign := map[string][]int32{}
+				for t, ps := range directAssignment(r.topics, w.Partitions, w.Consumers, ci) {
+					for p := range ps {
+						assign[t] = append(assign[t], p)
+					}
+					g.assigned.Add(int64(len(ps)))
+				}
+				c := &consumer{group: g, e2e: NewRecorder(), runStart: r.runStart.UnixNano()}
+				c.native = newNativeConsumer(c, w, assign)
+				c.setMeasureFrom(math.MaxInt64)
+				r.consumers = append(r.consumers, c)
+				r.e2eSet.Add(c.e2e)
+				continue
+			}
 			opts := consumerOpts(w)
 			if direct {
 				assign := directAssignment(r.topics, w.Partitions, w.Consumers, ci)
@@ -145,8 +202,13 @@ func (r *runner) startConsumers(ctx context.Context) error {
 		}
 	}
 	// Consumers join their groups only once they poll.
+	consCtx, cancel := context.WithCancel(ctx)
+	r.consCtx = cancel
 	for _, c := range r.consumers {
-		r.consWG.Go(func() { c.run(ctx) })
+		r.consWG.Go(func() { c.run(consCtx) })
+	}
+	if r.opt.Share != nil {
+		return nil // an agent's consumers hold only part of each group's partitions; the start time leaves room to join
 	}
 	if err := waitReady(ctx, r.groups, int64(len(r.topics))*int64(w.Partitions), r.opt.ReadyTimeout); err != nil {
 		if ctx.Err() != nil {
@@ -162,18 +224,36 @@ func (r *runner) newProducers() error {
 	keys := makeKeys(w.Keys)
 	rate := w.Rate / float64(w.Producers)
 	seed := uint64(time.Now().UnixNano())
-	for i := range w.Producers {
+	lo, hi := 0, w.Producers
+	if sh := r.opt.Share; sh != nil {
+		lo, hi = sh.ProducerLo, sh.ProducerHi
+	}
+	for i := lo; i < hi; i++ {
 		topic := r.topics[i%len(r.topics)]
+		if w.Client == "native" {
+			p := newProducerPool(uint32(i), w, topic, rate, keys, nil, seed, false)
+			np, err := newNativeProducer(p, w, topic)
+			if err != nil {
+				return fmt.Errorf("native producer: %w", err)
+			}
+			r.clients = append(r.clients, np)
+			r.producers = append(r.producers, p)
+			r.runs = append(r.runs, np.run)
+			r.pubSet.Add(p.pub)
+			r.lagSet.Add(p.lagRec)
+			continue
+		}
 		cl, err := kgo.NewClient(producerOpts(w, topic)...)
 		if err != nil {
 			return err
 		}
-		r.clients = append(r.clients, cl)
+		r.clients = append(r.clients, kgoProducer{cl})
 		send := func(rec *kgo.Record, promise func(*kgo.Record, error)) {
 			cl.Produce(context.Background(), rec, promise)
 		}
 		p := newProducer(uint32(i), w, topic, rate, keys, send, seed)
 		r.producers = append(r.producers, p)
+		r.runs = append(r.runs, p.run)
 		r.pubSet.Add(p.pub)
 		r.lagSet.Add(p.lagRec)
 	}
@@ -197,6 +277,12 @@ func (r *runner) snap() (c [4]int64) {
 // finish until hardEnd, ticking the histograms and the progress line once a second.
 func (r *runner) measure(ctx context.Context) error {
 	r.start = time.Now()
+	if !r.opt.StartAt.IsZero() {
+		if !sleep(ctx, time.Until(r.opt.StartAt)) {
+			return ctx.Err()
+		}
+		r.start = r.opt.StartAt
+	}
 	r.measureFrom = r.start.Add(r.w.Warmup.D())
 	r.stop = r.measureFrom.Add(r.w.Duration.D())
 	r.hardEnd = r.stop.Add(r.w.DrainTimeout.D())
@@ -220,14 +306,14 @@ func (r *runner) measure(ctx context.Context) error {
 	flushCtx, flushCancel := context.WithDeadline(ctx, r.hardEnd)
 	defer flushCancel()
 	var prodWG sync.WaitGroup
-	for _, p := range r.producers {
-		prodWG.Go(func() { p.run(sendCtx, r.start.UnixNano(), r.stop.UnixNano()) })
+	for _, run := range r.runs {
+		prodWG.Go(func() { run(sendCtx, r.start.UnixNano(), r.stop.UnixNano()) })
 	}
 	prodDone := make(chan struct{})
 	go func() {
 		prodWG.Wait()
 		for _, cl := range r.clients {
-			_ = cl.Flush(flushCtx)
+			cl.flush(flushCtx)
 		}
 		close(prodDone)
 	}()
@@ -261,9 +347,15 @@ func (r *runner) measure(ctx context.Context) error {
 		var now time.Time
 		final := false
 		select {
+		case <-r.opt.Done:
+			if r.opt.Share == nil {
+				break
+			}
+			now, final = time.Now(), true
 		case now = <-tick.C:
 		case <-prodDone:
 			prodDone = nil
+			r.flushed = true
 			now = time.Now()
 		case now = <-endTimer.C:
 			final = true
@@ -272,14 +364,31 @@ func (r *runner) measure(ctx context.Context) error {
 		}
 		c, prev := r.snap(), r.last
 		r.tick(now)
+		r.sample(now, c)
 		if r.opt.Progress != nil {
 			lag := c[0]*int64(len(r.groups)) - c[2]
 			progressLine(r.opt.Progress, now.Sub(r.start), now.Sub(prev), c, lastCounts, r.pubSet.Total, r.e2eSet.Total, lag)
 		}
 		lastCounts = c
-		if final || prodDone == nil && r.caughtUp(c[0]) {
+		if final || prodDone == nil && r.opt.Share == nil && r.caughtUp(c[0]) {
 			return nil
 		}
+	}
+}
+
+// sample records the counters in the timeline and hands them to OnSample.
+func (r *runner) sample(now time.Time, c [4]int64) {
+	var failed int64
+	for _, p := range r.producers {
+		failed += p.failed.Load()
+	}
+	s := Sample{At: now.Sub(r.start).Seconds(), Produced: c[0], ProducedBytes: c[1], Consumed: c[2], ConsumedBytes: c[3], Failed: failed, ProducersDone: r.flushed}
+	if len(r.groups) > 0 {
+		s.Lag = c[0]*int64(len(r.groups)) - c[2]
+	}
+	r.res.Timeline = append(r.res.Timeline, s)
+	if r.opt.OnSample != nil {
+		r.opt.OnSample(s)
 	}
 }
 
@@ -307,27 +416,33 @@ func (r *runner) caughtUp(acked int64) bool {
 
 // closeClients closes every client (again, harmlessly, after finish).
 func (r *runner) closeClients() {
+	if r.consCtx != nil {
+		r.consCtx()
+	}
 	for _, c := range r.consumers {
-		c.client.Close()
+		c.close()
 	}
 	for _, cl := range r.clients {
-		cl.Close()
+		cl.close()
 	}
 }
 
 // finish stops the clients, takes the last interval and computes the figures.
 func (r *runner) finish() {
+	if r.consCtx != nil {
+		r.consCtx()
+	}
 	for _, c := range r.consumers {
-		c.client.Close()
+		c.close()
 	}
 	r.consWG.Wait()
 	// Closing a producer fails the records still unacknowledged (counted as errors); their
 	// promises run on kgo's goroutine, so wait until every pool is whole again.
 	for _, cl := range r.clients {
-		cl.Close()
+		cl.close()
 	}
 	for _, p := range r.producers {
-		for deadline := time.Now().Add(5 * time.Second); len(p.free) < p.poolSize && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(5 * time.Second); !p.idle() && time.Now().Before(deadline); {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -339,6 +454,7 @@ func (r *runner) finish() {
 	// Values recorded after the last tick (the consumers' final polls, unsent records).
 	r.tick(end)
 	final := r.snap()
+	r.sample(end, final)
 	if r.t1.IsZero() { // the run ended before stop
 		r.m1, r.t1 = final, end
 	}
@@ -392,11 +508,14 @@ func (r *runner) figures(final [4]int64, unsent int64) {
 		MaxLagMs:        float64(maxLag) / 1e6,
 		BlockedSeconds:  float64(blocked) / 1e9,
 		Unsent:          unsent,
-		InFlightBound:   r.producers[0].poolSize,
+		InFlightBound:   w.MaxBufferedRecords,
 		ProducerThreads: len(r.producers),
 		ConsumerThreads: len(r.consumers),
 		GOMAXPROCS:      runtime.GOMAXPROCS(0),
 		CPUSeconds:      cpuSeconds() - r.cpu0,
+	}
+	if len(r.producers) > 0 {
+		res.Schedule.InFlightBound = r.producers[0].poolSize
 	}
 	if r.lagSet.Total.TotalCount() > 0 {
 		res.Schedule.LagP99Ms = float64(r.lagSet.Total.ValueAtQuantile(99)) / 1e6
@@ -469,6 +588,17 @@ func waitReady(ctx context.Context, groups []*groupCheck, partitions int64, time
 		}
 	}
 }
+
+// producerClient is a producer's client: kgo's or the native one.
+type producerClient interface {
+	flush(ctx context.Context) // until everything sent is acknowledged or failed, or ctx ends
+	close()                    // fails what is still unacknowledged
+}
+
+type kgoProducer struct{ cl *kgo.Client }
+
+func (k kgoProducer) flush(ctx context.Context) { _ = k.cl.Flush(ctx) }
+func (k kgoProducer) close()                    { k.cl.Close() }
 
 func runID() string {
 	var b [4]byte

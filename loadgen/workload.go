@@ -25,6 +25,9 @@ const StampSize = 20
 type Workload struct {
 	Name    string   `yaml:"name" json:"name"`
 	Brokers []string `yaml:"brokers" json:"brokers"`
+	// Client is kgo (franz-go: what an application sees) or native (loadgen's own lean producer and
+	// consumer, whose ceiling is far above the broker's; see native.go). Empty reads as kgo.
+	Client string `yaml:"client" json:"client,omitempty"`
 
 	// Topic names the topic (or the prefix "topic-0", "topic-1"... when Topics > 1).
 	// Empty: a fresh name per run, deleted at the end unless KeepTopics.
@@ -69,6 +72,7 @@ type Workload struct {
 func Defaults() Workload {
 	return Workload{
 		Name:                   "default",
+		Client:                 "kgo",
 		Brokers:                []string{"127.0.0.1:9092"},
 		Topics:                 1,
 		Partitions:             8,
@@ -125,6 +129,16 @@ func (w *Workload) Validate() error {
 	}
 	if _, err := w.Security.opts(); err != nil {
 		bad("security: %v", err)
+	}
+	switch w.Client {
+	case "":
+		w.Client = "kgo"
+	case "kgo", "native":
+	default:
+		bad("client must be kgo or native, not %q", w.Client)
+	}
+	if w.Client == "native" && (w.Security.TLS || w.Security.TLSCA != "" || w.Security.SASLMechanism != "") {
+		bad("the native client speaks plaintext without SASL: use -client kgo with TLS or SASL")
 	}
 	if w.Topics < 1 {
 		bad("topics must be >= 1")
@@ -204,6 +218,7 @@ func (w *Workload) BindFlags(fs *flag.FlagSet) {
 		w.Brokers = strings.Split(s, ",")
 		return nil
 	})
+	fs.StringVar(&w.Client, "client", w.Client, "kgo (franz-go, what applications see) | native (loadgen's own lean client, for the broker's limit)")
 	fs.StringVar(&w.Topic, "topic", w.Topic, "topic name or prefix; empty = a fresh topic per run, deleted at the end")
 	fs.IntVar(&w.Topics, "topics", w.Topics, "number of topics")
 	fs.Func("partitions", fmt.Sprintf("partitions per topic (default %d)", w.Partitions), func(s string) error {

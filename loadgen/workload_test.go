@@ -75,6 +75,8 @@ func TestParseWorkloadSizesAndErrors(t *testing.T) {
 		"partitions: 0",                    // no partitions
 		"linger: soon",                     // not a duration
 		"consumers: 9\nconsumer_groups: 0", // direct consumers need a partition each
+		"client: native\ntls: true",        // the native client has no TLS
+		"client: fast",                     // unknown client
 	} {
 		w := Defaults()
 		if err := ParseWorkload([]byte(bad), &w); err == nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -24,9 +25,16 @@ usage:
   loadgen run     [flags] [-workload FILE]   run one workload, print a summary, write a result directory
   loadgen sweep   [flags] [-workload FILE]   raise the rate step by step; report the highest rate whose
                                              p99 end-to-end latency stays under -p99-max
-  loadgen compare [-out DIR] RESULT_DIR...   side-by-side table and latency-percentile chart (SVG, PNG)
+  loadgen compare [-out DIR] [-html] DIR...  side-by-side table and charts (SVG, PNG; -html: report.html too)
+  loadgen report  [-out FILE] DIR...         one self-contained HTML report: settings, summary, every chart, machines
   loadgen intervals [-mark MS] RESULT_DIR... per-second p50/p99/p99.9/max from the interval logs, stalls marked
+  loadgen agent   [-listen ADDR]             serve a share of distributed runs (loadgen run -agents a:port,b:port)
+  loadgen sink    [-listen ADDR]             a fake broker acknowledging produce without storing: loadgen's own ceiling
   loadgen version
+
+-client kgo (the default) drives records through franz-go, what an application sees; -client native
+uses loadgen's own lean producer and consumer (pre-encoded batches, pipelined requests) whose ceiling
+is far above any broker's, so a max-rate figure is the broker's limit rather than the client's.
 
 Fixed rate (-rate N) is open loop: each record has an intended send time and latency counts from
 it, so a stalled broker cannot hide its stall. -rate 0 is closed loop at max rate, bounded by
@@ -65,6 +73,12 @@ func main() {
 		err = cmdCompare(os.Args[2:])
 	case "intervals":
 		err = cmdIntervals(os.Args[2:])
+	case "report":
+		err = cmdReport(os.Args[2:])
+	case "sink":
+		err = cmdSink(ctx, os.Args[2:])
+	case "agent":
+		err = cmdAgent(ctx, os.Args[2:])
 	case "version":
 		fmt.Println("loadgen", loadgen.Version)
 	case "help", "-h", "-help", "--help":
@@ -88,6 +102,7 @@ type common struct {
 	out      string
 	label    string
 	quiet    bool
+	cpuprof  string
 }
 
 // parseWorkload reads -workload first (if given anywhere), then lets every other flag override it.
@@ -105,6 +120,7 @@ func parseWorkload(name string, args []string, extra func(fs *flag.FlagSet)) (*c
 	fs.StringVar(&c.out, "out", "", "result directory (default results/local/<time>-<name>)")
 	fs.StringVar(&c.label, "label", "", "name of this run in comparisons (default: workload name)")
 	fs.BoolVar(&c.quiet, "quiet", false, "no live progress line")
+	fs.StringVar(&c.cpuprof, "cpuprofile", "", "write loadgen's own CPU profile to this file")
 	if extra != nil {
 		extra(fs)
 	}
@@ -141,7 +157,10 @@ func defaultOut(kind, name string) string {
 }
 
 func cmdRun(ctx context.Context, args []string) error {
-	c, err := parseWorkload("run", args, nil)
+	var agents string
+	c, err := parseWorkload("run", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&agents, "agents", "", "host:port of loadgen agents, comma separated: split the producers and consumers across them and merge their histograms")
+	})
 	if err != nil {
 		return err
 	}
@@ -152,7 +171,24 @@ func cmdRun(ctx context.Context, args []string) error {
 	if c.quiet {
 		progress = nil
 	}
-	res, err := loadgen.Run(ctx, c.workload, loadgen.Options{Progress: progress, Label: c.label})
+	if c.cpuprof != "" {
+		f, err := os.Create(c.cpuprof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	opt := loadgen.Options{Progress: progress, Label: c.label}
+	var res *loadgen.Result
+	if agents != "" {
+		res, err = loadgen.RunAgents(ctx, c.workload, strings.Split(agents, ","), opt)
+	} else {
+		res, err = loadgen.Run(ctx, c.workload, opt)
+	}
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func cmdSweep(ctx context.Context, args []string) error {
 	if !c.quiet {
 		opt.Progress = os.Stderr
 	}
-	var runs []*loadgen.Result
+	var runs []*loadgen.RunData
 	opt.Step = func(i int, r *loadgen.Result, s loadgen.SweepStep) {
 		dir := filepath.Join(c.out, fmt.Sprintf("step-%02d-%.0f", i, s.Rate))
 		if err := r.Write(dir); err != nil {
@@ -41,7 +41,7 @@ func cmdSweep(ctx context.Context, args []string) error {
 			verdict = "not sustainable: " + s.Reason
 		}
 		fmt.Printf("step %d: %.0f rec/s -> achieved %.0f, p99 %.2f ms: %s\n", i, s.Rate, s.Achieved, s.P99Ms, verdict)
-		runs = append(runs, r)
+		runs = append(runs, loadgen.RunDataOf(r))
 	}
 	res, err := loadgen.Sweep(ctx, c.workload, opt)
 	if res != nil {
@@ -50,8 +50,12 @@ func cmdSweep(ctx context.Context, args []string) error {
 		if werr := os.WriteFile(filepath.Join(c.out, "sweep.json"), append(b, '\n'), 0o644); werr != nil && err == nil {
 			err = werr
 		}
-		if _, cerr := loadgen.WriteCharts(c.out, c.workload.Name+" sweep", runs); cerr != nil && err == nil {
+		sd := &loadgen.SweepData{Dir: c.out, Sweep: *res, Steps: runs}
+		if _, cerr := loadgen.WriteCharts(c.out, c.workload.Name+" sweep", runs, []*loadgen.SweepData{sd}); cerr != nil && err == nil {
 			err = cerr
+		}
+		if rerr := writeReport(filepath.Join(c.out, "report.html"), c.workload.Name+" sweep", nil, []*loadgen.SweepData{sd}); rerr != nil && err == nil {
+			err = rerr
 		}
 		fmt.Println("result:", c.out)
 	}
