@@ -388,7 +388,9 @@ func (np *nativeProducer) append(intended, now int64) {
 		np.open[part] = b
 		np.openSince[part] = now
 		np.openParts = append(np.openParts, part)
-		np.lingerNext = min(np.lingerNext, now+np.linger)
+		if np.linger > 0 { // linger 0 seals when the connection can take the batch (below), not by time
+			np.lingerNext = min(np.lingerNext, now+np.linger)
+		}
 	}
 	// A position's payload window is fixed, so a reused record keeps its bytes.
 	off := (b.N * 4099) % np.window
@@ -465,7 +467,8 @@ func (np *nativeProducer) sealAll() {
 
 func (np *nativeProducer) sealExpired(now int64) {
 	next := int64(1<<63 - 1)
-	for _, part := range slices.Clone(np.openParts) {
+	for i := len(np.openParts) - 1; i >= 0; i-- { // backwards: seal removes element i
+		part := np.openParts[i]
 		if since := np.openSince[part]; now >= since+np.linger {
 			np.seal(part)
 		} else {
@@ -476,7 +479,8 @@ func (np *nativeProducer) sealExpired(now int64) {
 }
 
 func (np *nativeProducer) sealIdle() {
-	for _, part := range slices.Clone(np.openParts) {
+	for i := len(np.openParts) - 1; i >= 0; i-- { // backwards: seal removes element i
+		part := np.openParts[i]
 		if pc := np.connFor(part); pc != nil && pc.idle() {
 			np.seal(part)
 		}
