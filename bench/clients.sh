@@ -12,7 +12,7 @@
 # Settings (environment variables, all optional):
 #   OUT       result directory (default results/<UTC date>-<cores>core-vm-loadgen)
 #   DURATION  measured time per run (default 15s); WARMUP (default 3s); DRAIN (default 15s)
-#   SIZES     which of "100B 1KiB 1MB" (default all)
+#   SIZES     which of "100B 1KiB 1MB" (default all; "" = only the ceiling)
 #   BROKERS   default "kfake sluice"; CLIENTS default "kgo native"
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +24,7 @@ OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-vm-loadgen}
 DURATION=${DURATION:-15s}
 WARMUP=${WARMUP:-3s}
 DRAIN=${DRAIN:-15s}
-SIZES=${SIZES:-"100B 1KiB 1MB"}
+SIZES=${SIZES-"100B 1KiB 1MB"}
 BROKERS=${BROKERS:-"kfake sluice"}
 CLIENTS=${CLIENTS:-"kgo native"}
 
@@ -136,6 +136,7 @@ for size in $SIZES; do
 done
 
 # One table over everything.
+[ -n "$SIZES" ] || exit 0
 python3 - "$OUT" $SIZES >"$OUT/table.md" <<'PY'
 import json, os, sys
 out, sizes = sys.argv[1], sys.argv[2:]

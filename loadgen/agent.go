@@ -385,7 +385,7 @@ func RunAgents(ctx context.Context, w Workload, agents []string, opt Options) (*
 			return nil, fmt.Errorf("agent %s failed (producers %d..%d, consumers %d..%d of each group lost): %w", clients[i].addr, sh.ProducerLo, sh.ProducerHi-1, sh.ConsumerLo, sh.ConsumerHi-1, err)
 		}
 	}
-	res, err := mergeReplies(w, label, broker, replies, groups)
+	res, err := mergeReplies(w, label, broker, agents, replies, groups)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +400,7 @@ func RunAgents(ctx context.Context, w Workload, agents []string, opt Options) (*
 }
 
 // mergeReplies adds up the agents' counts and merges their histograms interval by interval.
-func mergeReplies(w Workload, label string, broker Broker, replies []AgentReply, groups int64) (*Result, error) {
+func mergeReplies(w Workload, label string, broker Broker, addrs []string, replies []AgentReply, groups int64) (*Result, error) {
 	first := replies[0].Result
 	res := &Result{Loadgen: Version, Label: label, Workload: w, Broker: broker, Machine: first.Machine, Start: first.Start,
 		MeasuredSeconds: first.MeasuredSeconds, ProduceErrors: map[string]int64{}, ConsumeErrors: map[string]int64{}}
@@ -408,7 +408,7 @@ func mergeReplies(w Workload, label string, broker Broker, replies []AgentReply,
 	res.Schedule.ProducerThreads, res.Schedule.ConsumerThreads, res.Schedule.CPUSeconds = 0, 0, 0
 	res.Schedule.MaxLagMs, res.Schedule.BlockedSeconds, res.Schedule.Unsent, res.Schedule.LagP99Ms = 0, 0, 0, 0
 	res.Schedule.LoadgenLimited = false
-	for _, rp := range replies {
+	for i, rp := range replies {
 		r := rp.Result
 		res.Produce = addThroughput(res.Produce, r.Produce)
 		res.Consume = addThroughput(res.Consume, r.Consume)
@@ -433,12 +433,16 @@ func mergeReplies(w Workload, label string, broker Broker, replies []AgentReply,
 		res.Schedule.LoadgenLimited = res.Schedule.LoadgenLimited || s.LoadgenLimited
 		for _, wn := range r.Warnings {
 			if !strings.HasPrefix(wn, "consumers did not read every") { // judged again below, over all agents
-				res.Warnings = append(res.Warnings, r.Machine.Hostname+": "+wn)
+				res.Warnings = append(res.Warnings, "agent "+addrs[i]+": "+wn)
 			}
 		}
 		res.Timeline = addTimeline(res.Timeline, r.Timeline)
 	}
+	res.Schedule.TargetRate = w.Rate
 	res.Schedule.TargetAchieved = w.Rate <= 0 || res.Produce.RecordsPerSec >= 0.95*w.Rate
+	if !res.Schedule.TargetAchieved {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("target rate %.0f rec/s not reached: %.0f rec/s acknowledged over all agents", w.Rate, res.Produce.RecordsPerSec))
+	}
 	if groups > 0 {
 		res.ConsumerLag = res.Produce.Records*groups - res.Consume.Records
 		res.Check.Complete = res.ConsumerLag == 0

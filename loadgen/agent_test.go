@@ -57,6 +57,9 @@ func TestRunAgentsThreeOnLoopback(t *testing.T) {
 	if want := int64(1500 * 2); res.Publish.Count != want || res.EndToEnd.Count != want {
 		t.Errorf("merged publish %d e2e %d values, want %d each", res.Publish.Count, res.EndToEnd.Count, want)
 	}
+	if res.Schedule.TargetRate != w.Rate {
+		t.Errorf("merged target rate %v, want the workload's %v", res.Schedule.TargetRate, w.Rate)
+	}
 	if len(res.Agents) != 3 || res.Schedule.ProducerThreads != 3 || res.Schedule.ConsumerThreads != 3 {
 		t.Errorf("agents %+v, producers %d consumers %d", res.Agents, res.Schedule.ProducerThreads, res.Schedule.ConsumerThreads)
 	}

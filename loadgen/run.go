@@ -503,8 +503,12 @@ func (r *runner) figures(final [4]int64, unsent int64) {
 		}
 	}
 
+	target := w.Rate
+	if sh := r.opt.Share; sh != nil && w.Producers > 0 {
+		target = w.Rate * float64(sh.ProducerHi-sh.ProducerLo) / float64(w.Producers) // this agent's part
+	}
 	res.Schedule = Schedule{
-		TargetRate:      w.Rate,
+		TargetRate:      target,
 		MaxLagMs:        float64(maxLag) / 1e6,
 		BlockedSeconds:  float64(blocked) / 1e9,
 		Unsent:          unsent,

@@ -145,3 +145,52 @@ func TestLoadgenNativeIdempotentSurvivesRestart(t *testing.T) {
 	}
 	t.Logf("%d records across the restart; consumer errors while it was down: %v", res.Produce.Records, res.ConsumeErrors)
 }
+
+// On a three-broker cluster the native producer follows a partition's leadership when its leader is
+// killed: NOT_LEADER answers and the broken connection send its batches back through a metadata
+// refresh to the new leader, with their sequences; the consumers see every record once, in order.
+func TestLoadgenNativeFollowsLeaderAcrossFailover(t *testing.T) {
+	c := startCluster(t, 3)
+	const topic = "native-failover"
+	minISR := "2"
+	c.createTopic(topic, 2, 3, map[string]*string{"min.insync.replicas": &minISR})
+	c.waitBalanced(topic)
+	w := loadgen.Defaults()
+	w.Name = "native-failover"
+	w.Client = "native"
+	for _, b := range c.brokers {
+		w.Brokers = append(w.Brokers, b.Addr)
+	}
+	w.Topic, w.KeepTopics = topic, true
+	w.Partitions, w.ReplicationFactor = 2, 3
+	w.Rate = 1000
+	w.ConsumerGroups, w.Consumers = 0, 1
+	w.Warmup = loadgen.Duration(500 * time.Millisecond)
+	w.Duration = loadgen.Duration(7 * time.Second)
+	w.DrainTimeout = loadgen.Duration(60 * time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(2 * time.Second)
+		leader := c.leaderOf(topic, 0)
+		t.Logf("killing broker %d, leader of partition 0", leader)
+		c.node(leader).kill9()
+		time.Sleep(2 * time.Second)
+		c.node(leader).start()
+	}()
+	res, err := loadgen.Run(context.Background(), w, loadgen.Options{})
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ProduceErrors) != 0 {
+		t.Errorf("produce errors: %v", res.ProduceErrors)
+	}
+	if res.Check.OutOfOrder != 0 || res.Check.OffsetGaps != 0 || !res.Check.Complete {
+		t.Errorf("across the failover the consumers saw %+v (lag %d)", res.Check, res.ConsumerLag)
+	}
+	if got := res.Produce.Records + res.Schedule.Unsent; got != 7500 {
+		t.Errorf("produced %d and left %d unsent, schedule holds 7500", res.Produce.Records, res.Schedule.Unsent)
+	}
+	t.Logf("%d records across the failover; consumer errors meanwhile: %v", res.Produce.Records, res.ConsumeErrors)
+}
