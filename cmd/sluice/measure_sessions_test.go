@@ -42,8 +42,12 @@ func TestMeasureFetchSessions(t *testing.T) {
 	// finds the topic there; then wait for every partition's leader.
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer ccancel()
-	if resp, err := b.admin().CreateTopic(cctx, int32(partitions), 1, nil, topic); err != nil || resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-		t.Fatalf("create %s: %v %v", topic, err, resp.Err)
+	resp, err := b.admin().CreateTopic(cctx, int32(partitions), 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		t.Fatalf("create %s: %v", topic, err)
 	}
 	for {
 		actx, acancel := context.WithTimeout(cctx, 10*time.Second)
