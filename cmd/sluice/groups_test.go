@@ -134,3 +134,12 @@ func TestClusterStatusCLI(t *testing.T) {
 		t.Fatalf("table: %v\n%s", err, out.String())
 	}
 }
+
+// TestKafkaUUID: topic ids print as Kafka prints them, base64url without padding.
+func TestKafkaUUID(t *testing.T) {
+	id := [16]byte{0xfb, 0xff, 0xbf, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0xfe}
+	got := kafkaUUID(id)
+	if got != "-_-_AAECAwQFBgcICQoL_g" {
+		t.Fatalf("kafkaUUID = %q", got)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -128,7 +129,7 @@ func describeTopic(ctx context.Context, adm *kadm.Client, name string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "topic %s (id %x)\n", name, t.ID)
+	fmt.Fprintf(w, "topic %s (id %s)\n", name, kafkaUUID(t.ID))
 	fmt.Fprintln(w, "PARTITION\tLEADER\tEPOCH\tREPLICAS\tEND OFFSET")
 	for _, p := range t.Partitions.Sorted() {
 		end, _ := ends.Lookup(name, p.Partition)
@@ -149,3 +150,6 @@ func describeTopic(ctx context.Context, adm *kadm.Client, name string) error {
 	}
 	return nil
 }
+
+// kafkaUUID prints a topic id as Kafka does (Uuid.toString): base64url without padding, 22 characters.
+func kafkaUUID(id [16]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
