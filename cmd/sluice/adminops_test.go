@@ -222,7 +222,7 @@ func TestDeleteRecords(t *testing.T) {
 		req := kmsg.NewPtrFetchRequest()
 		req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = 10, 1<<20, -1
 		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = topic
+		rt.Topic, rt.TopicID = topic, topicID(t, b, topic)
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.FetchOffset, rp.PartitionMaxBytes = 2, 1<<20
 		rt.Partitions = append(rt.Partitions, rp)

@@ -171,7 +171,7 @@ func TestBadInput(t *testing.T) {
 		req := kmsg.NewPtrFetchRequest()
 		req.MaxWaitMillis, req.MaxBytes = 10, 1<<20
 		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = topic
+		rt.Topic, rt.TopicID = topic, topicID(t, b, topic) // Fetch v13+ names topics by id
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.FetchOffset, rp.PartitionMaxBytes = 1_000_000, 1<<20
 		rt.Partitions = append(rt.Partitions, rp)
