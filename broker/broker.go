@@ -75,6 +75,7 @@ type Broker struct {
 	txns   txnState   // the transaction coordinator (broker/txn.go)
 
 	sessions *fetchSessions // fetch sessions (broker/fetchsession.go)
+	topicIDs topicIDs       // topic id → name, per metadata version (broker/topicids.go)
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's

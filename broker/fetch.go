@@ -57,7 +57,7 @@ type fetchTopic struct {
 func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 	md := b.ctl.Metadata()
 	if req.Version >= 13 {
-		nameTopicIDs(md, req)
+		b.nameTopicIDs(md, req)
 	}
 	var sf sessionFetch
 	if req.Version >= 7 {
@@ -152,15 +152,14 @@ func requestedTopics(req *kmsg.FetchRequest, sess *fetchSession) []fetchTopic {
 	return topics
 }
 
-// nameTopicIDs fills in the topic names of a Fetch v13+ request, which names topics by id. An
-// unknown id gets a name no topic can have, unique to it, so that it keeps its own place in a
-// session and is answered UNKNOWN_TOPIC_ID.
-func nameTopicIDs(md *quorum.Metadata, req *kmsg.FetchRequest) {
+// nameTopicIDs fills in the topic names of a Fetch v13+ request, which names topics by id (an
+// unknown id: unknownTopicName, answered UNKNOWN_TOPIC_ID).
+func (b *Broker) nameTopicIDs(md *quorum.Metadata, req *kmsg.FetchRequest) {
 	name := func(id [16]byte) string {
-		if n, ok := topicNameByID(md, id); ok {
+		if n, ok := b.topicIDs.name(md, id); ok {
 			return n
 		}
-		return "\x00unknown topic id " + string(id[:])
+		return unknownTopicName(id)
 	}
 	for i := range req.Topics {
 		req.Topics[i].Topic = name(req.Topics[i].TopicID)

@@ -268,7 +268,7 @@ func TestFetchSessionCacheEviction(t *testing.T) {
 
 // TestFetchByTopicID fetches by topic id (Fetch v13+, KIP-516): the topic's id reads its records; a
 // random id, and the old id of a topic deleted and created again under the same name, get
-// UNKNOWN_TOPIC_ID.
+// UNKNOWN_TOPIC_ID; so does a Produce v13 by a random id.
 func TestFetchByTopicID(t *testing.T) {
 	b := startBroker(t)
 	const topic = "by-id"
@@ -298,6 +298,23 @@ func TestFetchByTopicID(t *testing.T) {
 	if code, _ := fetch([16]byte{9, 9, 9}); code != kerr.UnknownTopicID.Code {
 		t.Fatalf("unknown id: error %d, want UNKNOWN_TOPIC_ID", code)
 	}
+	// Produce v13 by an unknown id.
+	preq := kmsg.NewPtrProduceRequest()
+	preq.Acks, preq.TimeoutMillis = -1, 5000
+	prt := kmsg.NewProduceRequestTopic()
+	prt.TopicID = [16]byte{9, 9, 9}
+	prp := kmsg.NewProduceRequestTopicPartition()
+	prp.Records = kafkatest.Batch([]byte("y"))
+	prt.Partitions = append(prt.Partitions, prp)
+	preq.Topics = append(preq.Topics, prt)
+	presp, err := preq.RequestWith(ctx, cl.Broker(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if presp.Version < 13 || presp.Topics[0].Partitions[0].ErrorCode != kerr.UnknownTopicID.Code {
+		t.Fatalf("Produce v%d by an unknown id: error %d, want UNKNOWN_TOPIC_ID", presp.Version, presp.Topics[0].Partitions[0].ErrorCode)
+	}
+
 	if _, err := b.admin().DeleteTopic(ctx, topic); err != nil {
 		t.Fatal(err)
 	}
