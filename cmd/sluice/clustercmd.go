@@ -8,7 +8,10 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // clusterStatus is what `sluice cluster status` reports.
@@ -110,4 +113,91 @@ func clusterCmd(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "offline: %s\n", p)
 	}
 	return nil
+}
+
+// electRow is one partition of `sluice partitions elect`.
+type electRow struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Result    string `json:"result"` // "elected", or the Kafka error
+}
+
+// partitionsCmd is the `sluice partitions` admin command: `elect` moves leadership back to the
+// preferred replicas (every partition, or --topic and --partition).
+func partitionsCmd(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("partitions", flag.ContinueOnError)
+	var af adminFlags
+	af.register(fs)
+	topic := fs.String("topic", "", "elect: only this topic")
+	partition := fs.Int("partition", -1, "elect: only this partition of --topic")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: sluice partitions [flags] elect   preferred leader election (kafka-leader-election.sh --election-type PREFERRED)")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() != 1 || fs.Arg(0) != "elect" {
+		fs.Usage()
+		return errors.New("want: elect")
+	}
+	if *partition >= 0 && *topic == "" {
+		return errors.New("--partition needs --topic")
+	}
+	adm, ctx, done, err := af.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	var set kadm.TopicsSet // nil: every partition
+	if *topic != "" {
+		set = kadm.TopicsSet{}
+		if *partition >= 0 {
+			set.Add(*topic, int32(*partition))
+		} else {
+			td, err := adm.ListTopics(ctx, *topic)
+			if err != nil {
+				return err
+			}
+			d, ok := td[*topic]
+			if !ok || d.Err != nil {
+				return fmt.Errorf("topic %s: %v", *topic, d.Err)
+			}
+			for _, p := range d.Partitions.Numbers() {
+				set.Add(*topic, p)
+			}
+		}
+	}
+	res, err := adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, set)
+	if err != nil {
+		return err
+	}
+	rows := []electRow{}
+	for t, ps := range res {
+		for p, r := range ps {
+			row := electRow{Topic: t, Partition: p, Result: "elected"}
+			if r.Err != nil {
+				row.Result = r.Err.Error()
+			}
+			rows = append(rows, row)
+		}
+	}
+	slices.SortFunc(rows, func(a, b electRow) int {
+		if a.Topic != b.Topic {
+			return strings.Compare(a.Topic, b.Topic)
+		}
+		return int(a.Partition - b.Partition)
+	})
+	if af.asJSON {
+		return writeJSON(out, rows)
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TOPIC\tPARTITION\tRESULT")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%d\t%s\n", r.Topic, r.Partition, r.Result)
+	}
+	return w.Flush()
 }

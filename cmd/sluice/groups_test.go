@@ -111,7 +111,8 @@ func TestGroupsCLI(t *testing.T) {
 	}
 }
 
-// TestClusterStatusCLI runs `sluice cluster status` on a broker: brokers, controller, partitions.
+// TestClusterStatusCLI runs `sluice cluster status` on a broker (brokers, controller, partitions) and
+// `sluice partitions elect`.
 func TestClusterStatusCLI(t *testing.T) {
 	b := startBroker(t)
 	b.createTopic("status", 3, nil)
@@ -132,6 +133,24 @@ func TestClusterStatusCLI(t *testing.T) {
 	out.Reset()
 	if err := clusterCmd([]string{"--bootstrap", b.Addr, "status"}, &out); err != nil || !strings.Contains(out.String(), "0 under-replicated") {
 		t.Fatalf("table: %v\n%s", err, out.String())
+	}
+
+	// `sluice partitions elect`: one broker leads every partition it prefers already.
+	out.Reset()
+	if err := partitionsCmd([]string{"elect", "--bootstrap", b.Addr, "--topic", "status", "--json"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var rows []electRow
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(rows) != 3 {
+		t.Fatalf("elect: %+v, want the topic's 3 partitions", rows)
+	}
+	for _, r := range rows {
+		if !strings.Contains(r.Result, "ELECTION_NOT_NEEDED") {
+			t.Fatalf("elect %s/%d: %s, want ELECTION_NOT_NEEDED", r.Topic, r.Partition, r.Result)
+		}
 	}
 }
 

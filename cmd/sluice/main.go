@@ -14,6 +14,7 @@ Usage:
   sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME, against a running broker
   sluice groups [flags] COMMAND  list | describe GROUP | lag GROUP | reset-offsets GROUP | delete GROUP
   sluice cluster [flags] status  brokers, controller, under-replicated and offline partitions
+  sluice partitions [flags] elect  move leadership back to the preferred replicas
 
 Run "sluice COMMAND -h" for the flags.
 `
@@ -33,6 +34,8 @@ func main() {
 		err = groups(os.Args[2:], os.Stdout)
 	case "cluster":
 		err = clusterCmd(os.Args[2:], os.Stdout)
+	case "partitions":
+		err = partitionsCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
