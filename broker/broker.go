@@ -126,7 +126,7 @@ type requestHeader struct {
 	key, version  int16
 	correlationID int32
 	clientID      string
-	arrived       time.Time // for the request latency metric
+	arrived       metrics.Mono // for the request latency metric
 }
 
 // call is one request in flight: its header, decoded body and the netio request to answer.
@@ -141,7 +141,7 @@ type call struct {
 // else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
 func (b *Broker) HandleRequest(nr *netio.Request) {
 	hdr, req, err := decodeRequest(nr.Frame)
-	hdr.arrived = time.Now()
+	hdr.arrived = metrics.Now()
 	metrics.BytesIn(len(nr.Frame) + 4)
 	switch {
 	case errors.Is(err, errApiVersionTooNew):

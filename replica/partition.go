@@ -532,7 +532,7 @@ func (p *Partition) proposeCall(batch []byte, cmd raftlog.Command, admitted bool
 	c := produceCalls.Get().(*produceCall)
 	c.p, c.done, c.admitted, c.term = p, done, admitted, cmd.Epoch
 	c.appendTime, c.logAppendTime = cmd.AppendTime, cmd.Flags&flagLogAppendTime != 0
-	c.proposed = time.Now()
+	c.proposed = metrics.Now()
 	// The command buffer is reused: quorum (dragonboat) copies the command
 	// before ProposeAsync returns.
 	buf := cmdBufs.Get().(*[]byte)
@@ -697,7 +697,7 @@ type produceCall struct {
 	logAppendTime bool
 	admitted      bool  // an idempotent batch admitted in term (admission.go)
 	term          int32 // the term it was proposed in
-	proposed      time.Time
+	proposed      metrics.Mono
 	complete      func(sm.Result, error)
 }
 
@@ -728,7 +728,7 @@ func (c *produceCall) finish(r sm.Result, err error) {
 		done(ProduceResult{}, proposeError(err))
 		return
 	}
-	metrics.RaftCommitSeconds.Observe(time.Since(proposed).Seconds())
+	metrics.RaftCommitSeconds.Observe(proposed.Seconds())
 	base, dup, err := decodeResult(r.Value)
 	if err != nil {
 		done(ProduceResult{}, err)
