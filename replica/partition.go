@@ -775,13 +775,15 @@ func (p *Partition) enforceRetention(now time.Time) (int, error) {
 	if log == nil {
 		return 0, nil
 	}
+	// DeleteRecords moved the log start offset: whole segments below it go too.
+	deleted := min(p.startFloor.Load(), p.hw.Load())
 	if store := p.host.RaftLog(); store != nil {
 		// Never below what Raft may still read back (uncompacted entries), nor the high watermark.
 		rl, err := store.Partition(p.shardID, p.host.NodeID())
 		if err != nil {
 			return 0, err
 		}
-		if target := min(log.RetentionTarget(now), p.hw.Load()); target > rl.RetentionFloor() {
+		if target := min(max(log.RetentionTarget(now), deleted), p.hw.Load()); target > rl.RetentionFloor() {
 			// Raft still holds entries whose batches are due: compact it to what is applied.
 			if err := p.host.CompactLog(p.shardID, compactTimeout); err != nil {
 				return 0, fmt.Errorf("replica: compact the raft log of %s-%d for retention: %w", p.topic, p.partition, err)
@@ -791,9 +793,20 @@ func (p *Partition) enforceRetention(now time.Time) (int, error) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
-		return log.EnforceRetentionBelow(now, min(rl.RetentionFloor(), p.hw.Load()))
+		floor := min(rl.RetentionFloor(), p.hw.Load())
+		n, err := log.EnforceRetentionBelow(now, floor)
+		if err != nil {
+			return n, err
+		}
+		m, err := log.DeleteBefore(deleted, floor)
+		return n + m, err
 	}
-	return log.EnforceRetention(now)
+	n, err := log.EnforceRetention(now)
+	if err != nil {
+		return n, err
+	}
+	m, err := log.DeleteBefore(deleted, p.hw.Load())
+	return n + m, err
 }
 
 // compactTimeout bounds the Raft log compaction retention asks for.
