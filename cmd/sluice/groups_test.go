@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestGroupsCLI runs `sluice groups` against a broker: list, describe with lag (table and JSON),
@@ -160,5 +161,44 @@ func TestKafkaUUID(t *testing.T) {
 	got := kafkaUUID(id)
 	if got != "-_-_AAECAwQFBgcICQoL_g" {
 		t.Fatalf("kafkaUUID = %q", got)
+	}
+}
+
+// TestTopicsAlterConfig runs `sluice topics alter-config`: a config set, then reset to the default.
+func TestTopicsAlterConfig(t *testing.T) {
+	b := startBroker(t)
+	const topic = "alter-me"
+	b.createTopic(topic, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	retention := func() (string, bool) {
+		t.Helper()
+		rcs, err := b.admin().DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := rcs.On(topic, nil)
+		if err != nil || rc.Err != nil {
+			t.Fatalf("%v %v", err, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key == "retention.ms" {
+				return c.MaybeValue(), c.Source == kmsg.ConfigSourceDynamicTopicConfig
+			}
+		}
+		t.Fatal("retention.ms not described")
+		return "", false
+	}
+	if err := topics([]string{"--bootstrap", b.Addr, "alter-config", topic, "--config", "retention.ms=1234567"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, explicit := retention(); v != "1234567" || !explicit {
+		t.Fatalf("after alter-config: retention.ms %s (explicit %v)", v, explicit)
+	}
+	if err := topics([]string{"--bootstrap", b.Addr, "alter-config", topic, "--delete-config", "retention.ms"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, explicit := retention(); v == "1234567" || explicit {
+		t.Fatalf("after --delete-config: retention.ms %s (explicit %v)", v, explicit)
 	}
 }

@@ -11,7 +11,7 @@ const usage = `sluice: a Kafka-compatible event streaming broker
 
 Usage:
   sluice serve  [flags]          run the broker (defaults: :9092, ./data, one node)
-  sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME, against a running broker
+  sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME | alter-config NAME, against a running broker
   sluice groups [flags] COMMAND  list | describe GROUP | lag GROUP | reset-offsets GROUP | delete GROUP
   sluice cluster [flags] status  brokers, controller, under-replicated and offline partitions
   sluice partitions [flags] elect  move leadership back to the preferred replicas
