@@ -81,6 +81,7 @@ type Broker struct {
 	txns        txnState    // the transaction coordinator (broker/txn.go)
 
 	sessions *fetchSessions  // fetch sessions (broker/fetchsession.go)
+	topicIDs topicIDs        // topic id → name, per metadata version (broker/topicids.go)
 	sec      *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
 }
 
@@ -133,7 +134,7 @@ type requestHeader struct {
 	key, version  int16
 	correlationID int32
 	clientID      string
-	arrived       time.Time // for the request latency metric
+	arrived       metrics.Mono // for the request latency metric
 }
 
 // call is one request in flight: its header, decoded body and the netio request to answer.
@@ -153,7 +154,7 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 		return
 	}
 	hdr, req, err := decodeRequest(nr.Frame)
-	hdr.arrived = time.Now()
+	hdr.arrived = metrics.Now()
 	metrics.BytesIn(len(nr.Frame) + 4)
 	switch {
 	case errors.Is(err, errApiVersionTooNew):

@@ -17,7 +17,8 @@ func init() {
 // handleDeleteRecords moves each partition's log start offset up to the offset asked (-1: the high
 // watermark). The new start is a floor in the cluster metadata, replicated by the controller group
 // and so kept across restarts and leader changes; Fetch, ListOffsets and OffsetForTimestamp honour
-// it at once. The segments below it are removed by retention as usual (not at once, as Kafka does).
+// it at once. The segments wholly below it are deleted by the next retention pass
+// (--retention-check-interval; Kafka deletes them at once).
 func (b *Broker) handleDeleteRecords(req *kmsg.DeleteRecordsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond

@@ -11,15 +11,17 @@ import (
 
 	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/netio"
+	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
 )
 
 func init() {
-	// Fetch from v4: record batch v2 only; up to 12: v13 replaces topic names with topic IDs; the
-	// range must include 10 (kafka-go picks Fetch only from {2, 5, 10}). The handler answers itself,
-	// after a long poll when there is nothing to send.
-	register(kmsg.Fetch, 4, 12, func(b *Broker, c *call) kmsg.Response {
+	// Fetch from v4: record batch v2 only; v13+ name topics by id (KIP-516); up to 17 (Kafka 4.0's;
+	// the fields v15-v17 add are a follower's, unused here). The range must include 10 (kafka-go picks
+	// Fetch only from {2, 5, 10}). The handler answers itself, after a long poll when there is nothing
+	// to send.
+	register(kmsg.Fetch, 4, 17, func(b *Broker, c *call) kmsg.Response {
 		b.handleFetch(c, c.req.(*kmsg.FetchRequest))
 		return nil
 	})
@@ -45,6 +47,7 @@ type fetchPartition struct {
 
 type fetchTopic struct {
 	name  string
+	id    [16]byte // Fetch v13+: the id the client named the topic by
 	parts []fetchPartition
 }
 
@@ -52,6 +55,10 @@ type fetchTopic struct {
 // When fewer than MinBytes are available it parks on the partitions' append signals until enough data
 // arrives or MaxWaitMillis passes.
 func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
+	md := b.ctl.Metadata()
+	if req.Version >= 13 {
+		b.nameTopicIDs(md, req)
+	}
 	var sf sessionFetch
 	if req.Version >= 7 {
 		sf = b.sessions.resolve(req, time.Now())
@@ -70,6 +77,14 @@ func (b *Broker) handleFetch(c *call, req *kmsg.FetchRequest) {
 		ft := &topics[i]
 		for j := range ft.parts {
 			fp := &ft.parts[j]
+			if req.Version >= 13 {
+				if t, ok := md.Topics[ft.name]; !ok || t.ID != ft.id {
+					// An id never known, or of a topic deleted (and maybe recreated) since.
+					fp.errCode = kerr.UnknownTopicID.Code
+					fp.highWatermark, fp.lso, fp.ls = -1, -1, -1
+					continue
+				}
+			}
 			if !b.authorize(c, resTopic, aclRead, ft.name) {
 				fp.errCode, fp.highWatermark, fp.lso, fp.ls = kerr.TopicAuthorizationFailed.Code, -1, -1, -1
 			} else if part, ok := b.replicas.Partition(ft.name, fp.partition); ok {
@@ -122,7 +137,7 @@ func requestedTopics(req *kmsg.FetchRequest, sess *fetchSession) []fetchTopic {
 	for i := range req.Topics {
 		rt := &req.Topics[i]
 		ft := &topics[i]
-		ft.name = rt.Topic
+		ft.name, ft.id = rt.Topic, rt.TopicID
 		ft.parts = make([]fetchPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
@@ -137,6 +152,23 @@ func requestedTopics(req *kmsg.FetchRequest, sess *fetchSession) []fetchTopic {
 		}
 	}
 	return topics
+}
+
+// nameTopicIDs fills in the topic names of a Fetch v13+ request, which names topics by id (an
+// unknown id: unknownTopicName, answered UNKNOWN_TOPIC_ID).
+func (b *Broker) nameTopicIDs(md *quorum.Metadata, req *kmsg.FetchRequest) {
+	name := func(id [16]byte) string {
+		if n, ok := b.topicIDs.name(md, id); ok {
+			return n
+		}
+		return unknownTopicName(id)
+	}
+	for i := range req.Topics {
+		req.Topics[i].Topic = name(req.Topics[i].TopicID)
+	}
+	for i := range req.ForgottenTopics {
+		req.ForgottenTopics[i].Topic = name(req.ForgottenTopics[i].TopicID)
+	}
 }
 
 // fetchHeader is the response's top-level error and session id.
@@ -302,7 +334,7 @@ func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, fh fetchHeader, t
 
 // encodeFetchResponse encodes the FetchResponse by hand so the record bytes can stay in the segment
 // files: the response is a list of netio parts, byte runs of our encoding (all in buf, which it returns)
-// interleaved with file ranges. The layout is FetchResponse v4..v12 exactly as kmsg encodes it, which the
+// interleaved with file ranges. The layout is FetchResponse v4..v17 exactly as kmsg encodes it, which the
 // tests check by decoding it with kmsg.
 func encodeFetchResponse(buf []byte, correlationID int32, v int16, fh fetchHeader, topics []fetchTopic) ([]netio.Part, []byte) {
 	flexible := v >= 12
@@ -320,9 +352,12 @@ func encodeFetchResponse(buf []byte, correlationID int32, v int16, fh fetchHeade
 	buf = appendArrayLen(buf, len(topics), flexible)
 	for i := range topics {
 		ft := &topics[i]
-		if flexible {
+		switch {
+		case v >= 13:
+			buf = append(buf, ft.id[:]...)
+		case flexible:
 			buf = kbin.AppendCompactString(buf, ft.name)
-		} else {
+		default:
 			buf = kbin.AppendString(buf, ft.name)
 		}
 		buf = appendArrayLen(buf, len(ft.parts), flexible)

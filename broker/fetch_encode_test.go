@@ -59,12 +59,12 @@ func TestEncodeFetchResponse(t *testing.T) {
 			t.Fatalf("read from offset 2: %d bytes, want the last four batches (%d bytes)", len(got), len(want)*4/5)
 		}
 		topics := []fetchTopic{
-			{name: "t1", parts: []fetchPartition{
+			{name: "t1", id: [16]byte{1, 2, 3}, parts: []fetchPartition{
 				{partition: 0, highWatermark: 10, lso: 8, ls: 0, data: rr,
 					aborted: []replica.AbortedTxn{{ProducerID: 5, FirstOffset: 2, LastOffset: 6}, {ProducerID: 9, FirstOffset: 3, LastOffset: 7}}},
 				{partition: 1, errCode: 3, highWatermark: -1, lso: -1, ls: -1},
 			}},
-			{name: "t2", parts: []fetchPartition{{partition: 4, highWatermark: 0, lso: 0, ls: 0}}},
+			{name: "t2", id: [16]byte{4, 5, 6}, parts: []fetchPartition{{partition: 4, highWatermark: 0, lso: 0, ls: 0}}},
 		}
 		parts, _ := encodeFetchResponse(nil, 77, v, fetchHeader{sessionID: 1234}, topics)
 		wire := materialize(t, parts)
@@ -86,8 +86,13 @@ func TestEncodeFetchResponse(t *testing.T) {
 		if v >= 7 && resp.SessionID != 1234 {
 			t.Fatalf("v%d: session id %d, want 1234", v, resp.SessionID)
 		}
-		if len(resp.Topics) != 2 || resp.Topics[0].Topic != "t1" || resp.Topics[1].Topic != "t2" {
+		switch {
+		case len(resp.Topics) != 2:
 			t.Fatalf("v%d: topics %+v", v, resp.Topics)
+		case v < 13 && (resp.Topics[0].Topic != "t1" || resp.Topics[1].Topic != "t2"):
+			t.Fatalf("v%d: topic names %q, %q", v, resp.Topics[0].Topic, resp.Topics[1].Topic)
+		case v >= 13 && (resp.Topics[0].TopicID != [16]byte{1, 2, 3} || resp.Topics[1].TopicID != [16]byte{4, 5, 6}):
+			t.Fatalf("v%d: topic ids %x, %x", v, resp.Topics[0].TopicID, resp.Topics[1].TopicID)
 		}
 		p0 := resp.Topics[0].Partitions[0]
 		if p0.HighWatermark != 10 || p0.LastStableOffset != 8 || p0.ErrorCode != 0 {

@@ -37,6 +37,7 @@ const fetchSessionStaleAfter = 2 * time.Minute
 // sessionPart is one partition of a session: the client's fetch position and what was last sent.
 type sessionPart struct {
 	topic       string
+	id          [16]byte // the topic id the client named it by (Fetch v13+)
 	partition   int32
 	offset      int64
 	maxBytes    int32
@@ -124,7 +125,7 @@ func (c *fetchSessions) resolve(req *kmsg.FetchRequest, now time.Time) sessionFe
 			k := sessionKey{rt.Topic, rp.Partition}
 			sp := s.index[k]
 			if sp == nil {
-				sp = &sessionPart{topic: rt.Topic, partition: rp.Partition, hw: -2, lso: -2, ls: -2}
+				sp = &sessionPart{topic: rt.Topic, id: rt.TopicID, partition: rp.Partition, hw: -2, lso: -2, ls: -2}
 				s.index[k] = sp
 				s.parts = append(s.parts, sp)
 			}
@@ -163,7 +164,7 @@ func (c *fetchSessions) open(req *kmsg.FetchRequest, now time.Time) *fetchSessio
 		rt := &req.Topics[i]
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
-			sp := &sessionPart{topic: rt.Topic, partition: rp.Partition, offset: rp.FetchOffset,
+			sp := &sessionPart{topic: rt.Topic, id: rt.TopicID, partition: rp.Partition, offset: rp.FetchOffset,
 				maxBytes: rp.PartitionMaxBytes, leaderEpoch: -1, hw: -2, lso: -2, ls: -2}
 			if req.Version >= 9 {
 				sp.leaderEpoch = rp.CurrentLeaderEpoch
@@ -236,7 +237,7 @@ func (s *fetchSession) fetchTopics() []fetchTopic {
 	var topics []fetchTopic
 	for _, sp := range s.parts {
 		if n := len(topics); n == 0 || topics[n-1].name != sp.topic {
-			topics = append(topics, fetchTopic{name: sp.topic})
+			topics = append(topics, fetchTopic{name: sp.topic, id: sp.id})
 		}
 		ft := &topics[len(topics)-1]
 		ft.parts = append(ft.parts, fetchPartition{partition: sp.partition, offset: sp.offset, maxBytes: sp.maxBytes,

@@ -19,10 +19,9 @@ func init() {
 	// Produce is served from v3 (record batch v2 only) but advertised from v0, as Kafka 4.0 does
 	// (KAFKA-18659): librdkafka turns gzip, snappy and lz4 off without a word unless the broker lists
 	// Produce v0 (its codec check asks for Produce within [0, 0]); v0-2 are answered
-	// UNSUPPORTED_VERSION (handleProduce). Up to 12: v13 replaces topic names with topic IDs; the
-	// range must include 7 (kafka-go). Served on the event loop by HandleRequest (proposals keep the
-	// connection's order).
-	register(kmsg.Produce, 0, 12, nil)
+	// UNSUPPORTED_VERSION (handleProduce). v13 names topics by id (KIP-516). The range must include
+	// 7 (kafka-go). Served on the event loop by HandleRequest (proposals keep the connection's order).
+	register(kmsg.Produce, 0, 13, nil)
 }
 
 // defaultProduceTimeout bounds a produce whose request gives no usable timeout.
@@ -60,18 +59,27 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 		rt := &req.Topics[i]
 		st := &resp.Topics[i]
 		*st = kmsg.NewProduceResponseTopic()
-		st.Topic = rt.Topic
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		topic, known := rt.Topic, true
+		if req.Version >= 13 { // topics named by id (KIP-516)
+			topic, known = b.topicIDs.name(b.ctl.Metadata(), rt.TopicID)
+		}
 		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
 			sp := &st.Partitions[j]
 			*sp = kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
-			if code := b.authorizeProduce(c, req, rt.Topic); code != 0 {
-				sp.ErrorCode = code
-				continue
+			var part *replica.Partition
+			var records []byte
+			err := error(kerr.UnknownTopicID)
+			if known {
+				if code := b.authorizeProduce(c, req, topic); code != 0 {
+					sp.ErrorCode = code
+					continue
+				}
+				part, records, err = b.validateProduce(req, topic, rp.Partition, rp.Records)
 			}
-			part, records, err := b.validateProduce(req, rt.Topic, rp.Partition, rp.Records)
 			if err != nil {
 				sp.ErrorCode = errorCode(err)
 				sp.ErrorMessage = errorMessage(err)
@@ -79,7 +87,6 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 				continue
 			}
 			pending.Add(1)
-			topic := rt.Topic
 			part.ProduceAsync(records, timeout, func(res replica.ProduceResult, err error) {
 				if err != nil {
 					sp.ErrorCode = errorCode(err)

@@ -519,7 +519,7 @@ func (p *Partition) proposeCall(batch []byte, cmd raftlog.Command, admitted bool
 	c := produceCalls.Get().(*produceCall)
 	c.p, c.done, c.admitted, c.term = p, done, admitted, cmd.Epoch
 	c.appendTime, c.logAppendTime = cmd.AppendTime, cmd.Flags&flagLogAppendTime != 0
-	c.proposed = time.Now()
+	c.proposed = metrics.Now()
 	// The command buffer is reused: quorum (dragonboat) copies the command
 	// before ProposeAsync returns.
 	buf := cmdBufs.Get().(*[]byte)
@@ -684,7 +684,7 @@ type produceCall struct {
 	logAppendTime bool
 	admitted      bool  // an idempotent batch admitted in term (admission.go)
 	term          int32 // the term it was proposed in
-	proposed      time.Time
+	proposed      metrics.Mono
 	complete      func(sm.Result, error)
 }
 
@@ -715,7 +715,7 @@ func (c *produceCall) finish(r sm.Result, err error) {
 		done(ProduceResult{}, proposeError(err))
 		return
 	}
-	metrics.RaftCommitSeconds.Observe(time.Since(proposed).Seconds())
+	metrics.RaftCommitSeconds.Observe(proposed.Seconds())
 	base, dup, err := decodeResult(r.Value)
 	if err != nil {
 		done(ProduceResult{}, err)
@@ -745,13 +745,15 @@ func (p *Partition) enforceRetention(now time.Time) (int, error) {
 	if log == nil {
 		return 0, nil
 	}
+	// DeleteRecords moved the log start offset: whole segments below it go too.
+	deleted := min(p.startFloor.Load(), p.hw.Load())
 	if store := p.host.RaftLog(); store != nil {
 		// Never below what Raft may still read back (uncompacted entries), nor the high watermark.
 		rl, err := store.Partition(p.shardID, p.host.NodeID())
 		if err != nil {
 			return 0, err
 		}
-		if target := min(log.RetentionTarget(now), p.hw.Load()); target > rl.RetentionFloor() {
+		if target := min(max(log.RetentionTarget(now), deleted), p.hw.Load()); target > rl.RetentionFloor() {
 			// Raft still holds entries whose batches are due: compact it to what is applied.
 			if err := p.host.CompactLog(p.shardID, compactTimeout); err != nil {
 				return 0, fmt.Errorf("replica: compact the raft log of %s-%d for retention: %w", p.topic, p.partition, err)
@@ -761,9 +763,20 @@ func (p *Partition) enforceRetention(now time.Time) (int, error) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
-		return log.EnforceRetentionBelow(now, min(rl.RetentionFloor(), p.hw.Load()))
+		floor := min(rl.RetentionFloor(), p.hw.Load())
+		n, err := log.EnforceRetentionBelow(now, floor)
+		if err != nil {
+			return n, err
+		}
+		m, err := log.DeleteBefore(deleted, floor)
+		return n + m, err
 	}
-	return log.EnforceRetention(now)
+	n, err := log.EnforceRetention(now)
+	if err != nil {
+		return n, err
+	}
+	m, err := log.DeleteBefore(deleted, p.hw.Load())
+	return n + m, err
 }
 
 // compactTimeout bounds the Raft log compaction retention asks for.

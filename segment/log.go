@@ -779,7 +779,26 @@ func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
 	if err := l.usable(); err != nil {
 		return 0, err
 	}
-	n := l.retainable(now, floor)
+	return l.dropOldest(l.retainable(now, floor))
+}
+
+// DeleteBefore deletes the oldest segments that hold only offsets below start (a log start offset
+// moved by DeleteRecords), never the active segment nor one holding an offset at or above floor.
+func (l *Log) DeleteBefore(start, floor int64) (int, error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if err := l.usable(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < len(l.segs)-1 && l.segs[n].next <= min(start, floor) {
+		n++
+	}
+	return l.dropOldest(n)
+}
+
+// dropOldest deletes the n oldest segments. Caller holds writeMu.
+func (l *Log) dropOldest(n int) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -222,7 +223,7 @@ func TestDeleteRecords(t *testing.T) {
 		req := kmsg.NewPtrFetchRequest()
 		req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = 10, 1<<20, -1
 		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = topic
+		rt.Topic, rt.TopicID = topic, topicID(t, b, topic)
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.FetchOffset, rp.PartitionMaxBytes = 2, 1<<20
 		rt.Partitions = append(rt.Partitions, rp)
@@ -252,4 +253,57 @@ func TestDeleteRecords(t *testing.T) {
 	b.stop()
 	b.start()
 	check("after a restart")
+}
+
+// TestDeleteRecordsFreesSegments: the segments wholly below a DeleteRecords start offset are removed
+// by the next retention pass, so the partition's size (DescribeLogDirs) shrinks.
+func TestDeleteRecordsFreesSegments(t *testing.T) {
+	b := startBroker(t, "--segment-bytes", "16384", "--retention-check-interval", "200ms")
+	const topic = "delete-frees"
+	b.createTopic(topic, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := b.client(kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	value := []byte(strings.Repeat("x", 1000))
+	for range 100 {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: value}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := func() int64 {
+		t.Helper()
+		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer dcancel()
+		dirs, err := b.admin().DescribeBrokerLogDirs(dctx, 1, kadm.TopicsSet{topic: {0: {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, ok := dirs.LookupPartition(topic, 0)
+		if !ok {
+			t.Fatal("partition not described")
+		}
+		return p.Size
+	}
+	before := size()
+	os := kadm.Offsets{}
+	os.Add(kadm.Offset{Topic: topic, Partition: 0, At: 90})
+	resp, err := b.admin().DeleteRecords(ctx, os)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := resp.Lookup(topic, 0); r.Err != nil || r.LowWatermark != 90 {
+		t.Fatalf("DeleteRecords: %+v", r)
+	}
+	for {
+		after := size()
+		if after*3 < before {
+			t.Logf("partition size %d bytes before DeleteRecords, %d after", before, after)
+			return
+		}
+		if ctx.Err() != nil {
+			files, _ := filepath.Glob(filepath.Join(b.DataDir, "logs", topic+"-0", "*"))
+			t.Fatalf("partition size %d before, still %d: the segments below the start offset stay; files %v", before, after, files)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -110,8 +110,9 @@ func TestBadInput(t *testing.T) {
 		if code := rawProduce(ctx, t, cl, topic, 7, kafkatest.Batch([]byte("x"))); code != kerr.UnknownTopicOrPartition.Code {
 			t.Fatalf("partition 7 of a 1-partition topic: error %d, want UNKNOWN_TOPIC_OR_PARTITION", code)
 		}
-		if code := rawProduce(ctx, t, cl, "no-such-topic", 0, kafkatest.Batch([]byte("x"))); code != kerr.UnknownTopicOrPartition.Code {
-			t.Fatalf("unknown topic: error %d, want UNKNOWN_TOPIC_OR_PARTITION", code)
+		// Produce v13 names topics by id: an unknown topic has none, and gets UNKNOWN_TOPIC_ID.
+		if code := rawProduce(ctx, t, cl, "no-such-topic", 0, kafkatest.Batch([]byte("x"))); code != kerr.UnknownTopicOrPartition.Code && code != kerr.UnknownTopicID.Code {
+			t.Fatalf("unknown topic: error %d, want UNKNOWN_TOPIC_OR_PARTITION or UNKNOWN_TOPIC_ID", code)
 		}
 	})
 	t.Run("idempotent sequences", func(t *testing.T) {
@@ -171,7 +172,7 @@ func TestBadInput(t *testing.T) {
 		req := kmsg.NewPtrFetchRequest()
 		req.MaxWaitMillis, req.MaxBytes = 10, 1<<20
 		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = topic
+		rt.Topic, rt.TopicID = topic, topicID(t, b, topic) // Fetch v13+ names topics by id
 		rp := kmsg.NewFetchRequestTopicPartition()
 		rp.FetchOffset, rp.PartitionMaxBytes = 1_000_000, 1<<20
 		rt.Partitions = append(rt.Partitions, rp)

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // smallFilesystem makes an ext4 file system of size bytes in a file, loop-mounts it and returns the
@@ -100,16 +101,20 @@ func fillDisk(t *testing.T, path, dir string, leave int64) {
 // error code and offset.
 func diskfullProduce(t *testing.T, cl *kgo.Client, topic string, value []byte) (int16, int64) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	id, err := testcluster.TopicID(ctx, cl, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks, req.TimeoutMillis = -1, 10000
 	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = topic
+	rt.Topic, rt.TopicID = topic, id // Produce v13+ names topics by id
 	rp := kmsg.NewProduceRequestTopicPartition()
 	rp.Records = kafkatest.Batch(value)
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		t.Fatalf("produce: %v", err)

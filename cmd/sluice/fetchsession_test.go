@@ -84,6 +84,23 @@ type sessionClient struct {
 	t     *testing.T
 	cl    *kgo.Client
 	topic string
+	id    [16]byte // the topic's id: Fetch v13+ names topics by id
+}
+
+// topicID is a topic's id as the broker's metadata gives it (Fetch v13+ names topics by it).
+func topicID(t testing.TB, b *testBroker, topic string) [16]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	td, err := b.admin().ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := td[topic]
+	if !ok || d.Err != nil {
+		t.Fatalf("topic %s: %v", topic, d.Err)
+	}
+	return d.ID
 }
 
 // fetch sends a Fetch v12 with the session fields and the partitions given (partition → offset), and
@@ -95,7 +112,7 @@ func (s *sessionClient) fetch(id, epoch int32, parts map[int32]int64, forget []i
 	req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 100, 1, 1<<20
 	if len(parts) > 0 {
 		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = s.topic
+		rt.Topic, rt.TopicID = s.topic, s.id
 		for _, p := range slices.Sorted(maps.Keys(parts)) {
 			rp := kmsg.NewFetchRequestTopicPartition()
 			rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, rp.CurrentLeaderEpoch = p, parts[p], 1<<20, -1
@@ -105,7 +122,7 @@ func (s *sessionClient) fetch(id, epoch int32, parts map[int32]int64, forget []i
 	}
 	if len(forget) > 0 {
 		ft := kmsg.NewFetchRequestForgottenTopic()
-		ft.Topic, ft.Partitions = s.topic, forget
+		ft.Topic, ft.TopicID, ft.Partitions = s.topic, s.id, forget
 		req.ForgottenTopics = append(req.ForgottenTopics, ft)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -116,8 +133,8 @@ func (s *sessionClient) fetch(id, epoch int32, parts map[int32]int64, forget []i
 	}
 	byPart := map[int32]kmsg.FetchResponseTopicPartition{}
 	for _, rt := range resp.Topics {
-		if rt.Topic != s.topic {
-			s.t.Fatalf("response names topic %q", rt.Topic)
+		if rt.Topic != s.topic && rt.TopicID != s.id {
+			s.t.Fatalf("response names topic %q, id %x", rt.Topic, rt.TopicID)
 		}
 		for _, rp := range rt.Partitions {
 			if _, dup := byPart[rp.Partition]; dup {
@@ -137,7 +154,7 @@ func TestFetchSessionsIncremental(t *testing.T) {
 	const topic = "incremental"
 	b.createTopic(topic, 3, nil)
 	cl := b.client()
-	s := &sessionClient{t: t, cl: cl, topic: topic}
+	s := &sessionClient{t: t, cl: cl, topic: topic, id: topicID(t, b, topic)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	produce := func(p int32) {
@@ -218,7 +235,7 @@ func TestFetchSessionCacheEviction(t *testing.T) {
 	b := startBroker(t, "--fetch-session-cache-slots", "2")
 	const topic = "evict"
 	b.createTopic(topic, 3, nil)
-	s := &sessionClient{t: t, cl: b.client(), topic: topic}
+	s := &sessionClient{t: t, cl: b.client(), topic: topic, id: topicID(t, b, topic)}
 
 	resp, _ := s.fetch(0, 0, map[int32]int64{0: 0, 1: 0}, nil) // the consumer: two partitions
 	consumer := resp.SessionID
@@ -246,5 +263,66 @@ func TestFetchSessionCacheEviction(t *testing.T) {
 	}
 	if resp, _ := s.fetch(consumer, epoch, nil, nil); resp.ErrorCode != 0 {
 		t.Fatalf("the consumer's session: error %d", resp.ErrorCode)
+	}
+}
+
+// TestFetchByTopicID fetches by topic id (Fetch v13+, KIP-516): the topic's id reads its records; a
+// random id, and the old id of a topic deleted and created again under the same name, get
+// UNKNOWN_TOPIC_ID; so does a Produce v13 by a random id.
+func TestFetchByTopicID(t *testing.T) {
+	b := startBroker(t)
+	const topic = "by-id"
+	b.createTopic(topic, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := b.client()
+	if code := rawProduce(ctx, t, cl, topic, 0, kafkatest.Batch([]byte("x"))); code != 0 {
+		t.Fatalf("produce: error %d", code)
+	}
+	old := topicID(t, b, topic)
+	fetch := func(id [16]byte) (int16, int) {
+		t.Helper()
+		s := &sessionClient{t: t, cl: cl, topic: topic, id: id}
+		resp, parts := s.fetch(0, -1, map[int32]int64{0: 0}, nil)
+		if resp.Version < 13 {
+			t.Fatalf("Fetch v%d: the broker does not serve topic ids", resp.Version)
+		}
+		if len(resp.Topics) != 1 || resp.Topics[0].TopicID != id {
+			t.Fatalf("response topics %+v, want the id asked", resp.Topics)
+		}
+		return parts[0].ErrorCode, len(parts[0].RecordBatches)
+	}
+	if code, n := fetch(old); code != 0 || n == 0 {
+		t.Fatalf("fetch by id: error %d, %d bytes", code, n)
+	}
+	if code, _ := fetch([16]byte{9, 9, 9}); code != kerr.UnknownTopicID.Code {
+		t.Fatalf("unknown id: error %d, want UNKNOWN_TOPIC_ID", code)
+	}
+	// Produce v13 by an unknown id.
+	preq := kmsg.NewPtrProduceRequest()
+	preq.Acks, preq.TimeoutMillis = -1, 5000
+	prt := kmsg.NewProduceRequestTopic()
+	prt.TopicID = [16]byte{9, 9, 9}
+	prp := kmsg.NewProduceRequestTopicPartition()
+	prp.Records = kafkatest.Batch([]byte("y"))
+	prt.Partitions = append(prt.Partitions, prp)
+	preq.Topics = append(preq.Topics, prt)
+	presp, err := preq.RequestWith(ctx, cl.Broker(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if presp.Version < 13 || presp.Topics[0].Partitions[0].ErrorCode != kerr.UnknownTopicID.Code {
+		t.Fatalf("Produce v%d by an unknown id: error %d, want UNKNOWN_TOPIC_ID", presp.Version, presp.Topics[0].Partitions[0].ErrorCode)
+	}
+
+	if _, err := b.admin().DeleteTopic(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	b.createTopic(topic, 1, nil)
+	if code, _ := fetch(old); code != kerr.UnknownTopicID.Code {
+		t.Fatalf("stale id after recreation: error %d, want UNKNOWN_TOPIC_ID", code)
+	}
+	if code, _ := fetch(topicID(t, b, topic)); code != 0 {
+		t.Fatalf("new id: error %d", code)
 	}
 }

@@ -11,9 +11,12 @@ const usage = `sluice: a Kafka-compatible event streaming broker
 
 Usage:
   sluice serve  [flags]          run the broker (defaults: :9092, ./data, one node)
-  sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME, against a running broker
+  sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME | alter-config NAME, against a running broker
+  sluice groups [flags] COMMAND  list | describe GROUP | lag GROUP | reset-offsets GROUP | delete GROUP
+  sluice cluster [flags] status  brokers, controller, under-replicated and offline partitions
+  sluice partitions [flags] elect  move leadership back to the preferred replicas
 
-Run "sluice serve -h" or "sluice topics -h" for the flags.
+Run "sluice COMMAND -h" for the flags.
 `
 
 func main() {
@@ -27,6 +30,12 @@ func main() {
 		err = serve(os.Args[2:])
 	case "topics":
 		err = topics(os.Args[2:])
+	case "groups":
+		err = groups(os.Args[2:], os.Stdout)
+	case "cluster":
+		err = clusterCmd(os.Args[2:], os.Stdout)
+	case "partitions":
+		err = partitionsCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

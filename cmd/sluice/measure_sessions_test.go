@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
 // TestMeasureFetchSessions measures what fetch sessions save (results/2026-12-04-fetch-sessions.md):
@@ -34,7 +38,29 @@ func TestMeasureFetchSessions(t *testing.T) {
 	maddr := freePort(t)
 	b := startBroker(t, "--raft-log", "segment", "--metrics-addr", maddr)
 	const topic = "measure"
-	b.createTopic(topic, int32(partitions), nil)
+	// A thousand partitions take longer than a request timeout to create: a retried creation
+	// finds the topic there; then wait for every partition's leader.
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer ccancel()
+	resp, err := b.admin().CreateTopic(cctx, int32(partitions), 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		t.Fatalf("create %s: %v", topic, err)
+	}
+	for {
+		actx, acancel := context.WithTimeout(cctx, 10*time.Second)
+		err := testcluster.AllPartitionsLed(actx, b.admin())
+		acancel()
+		if err == nil {
+			break
+		}
+		if cctx.Err() != nil {
+			t.Fatalf("partitions not led: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

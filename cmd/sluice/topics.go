@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
+
+// listFlag collects a repeated flag's values.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // configFlags collects repeated --config name=value flags.
 type configFlags map[string]*string
@@ -35,12 +42,14 @@ func topics(args []string) error {
 	partitions := fs.Int("partitions", -1, "create: partition count (-1 = broker default)")
 	rf := fs.Int("replication-factor", -1, "create: replication factor (-1 = broker default)")
 	configs := configFlags{}
-	fs.Var(configs, "config", "create: topic config name=value (repeatable)")
+	fs.Var(configs, "config", "create, alter-config: topic config name=value (repeatable)")
+	var removes listFlag
+	fs.Var(&removes, "delete-config", "alter-config: topic config to reset to the broker default (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice topics [flags] list | create NAME | delete NAME | describe NAME")
+		fmt.Fprintln(fs.Output(), "usage: sluice topics [flags] list | create NAME | delete NAME | describe NAME | alter-config NAME")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -107,6 +116,31 @@ func topics(args []string) error {
 			return err
 		}
 		return describeTopic(ctx, adm, name)
+	case "alter-config":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		var alter []kadm.AlterConfig
+		for k, v := range configs {
+			alter = append(alter, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: v})
+		}
+		for _, k := range removes {
+			alter = append(alter, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
+		}
+		if len(alter) == 0 {
+			return errors.New("alter-config needs --config name=value or --delete-config name")
+		}
+		resp, err := adm.AlterTopicConfigs(ctx, alter, name)
+		if err != nil {
+			return err
+		}
+		for _, r := range resp {
+			if r.Err != nil {
+				return fmt.Errorf("%s: %v %s", r.Name, r.Err, r.ErrMessage)
+			}
+		}
+		fmt.Printf("altered %s: %d configs\n", name, len(alter))
 	default:
 		fs.Usage()
 		return fmt.Errorf("unknown command %q", cmd)
@@ -128,7 +162,7 @@ func describeTopic(ctx context.Context, adm *kadm.Client, name string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "topic %s (id %x)\n", name, t.ID)
+	fmt.Fprintf(w, "topic %s (id %s)\n", name, kafkaUUID(t.ID))
 	fmt.Fprintln(w, "PARTITION\tLEADER\tEPOCH\tREPLICAS\tEND OFFSET")
 	for _, p := range t.Partitions.Sorted() {
 		end, _ := ends.Lookup(name, p.Partition)
@@ -149,3 +183,6 @@ func describeTopic(ctx context.Context, adm *kadm.Client, name string) error {
 	}
 	return nil
 }
+
+// kafkaUUID prints a topic id as Kafka does (Uuid.toString): base64url without padding, 22 characters.
+func kafkaUUID(id [16]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }

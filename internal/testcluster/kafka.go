@@ -74,10 +74,14 @@ func FindCoordinator(ctx context.Context, r kmsg.Requestor, typ int8, key string
 // Produce sends one hand-built batch in a ProduceRequest (acks=all) to r (a
 // kgo.Client, or one broker: its Broker(id)), and returns the partition's error code and the base offset it assigned.
 func Produce(ctx context.Context, r kmsg.Requestor, topic string, partition int32, batch []byte) (code int16, baseOffset int64, err error) {
+	id, err := TopicID(ctx, r, topic)
+	if err != nil {
+		return 0, 0, err
+	}
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks, req.TimeoutMillis = -1, 5000
 	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic = topic
+	rt.Topic, rt.TopicID = topic, id // Produce v13+ names topics by id
 	rp := kmsg.NewProduceRequestTopicPartition()
 	rp.Partition, rp.Records = partition, batch
 	rt.Partitions = append(rt.Partitions, rp)
@@ -88,4 +92,23 @@ func Produce(ctx context.Context, r kmsg.Requestor, topic string, partition int3
 	}
 	p := resp.Topics[0].Partitions[0]
 	return p.ErrorCode, p.BaseOffset, nil
+}
+
+// TopicID asks r for a topic's id (Metadata v10+), which Produce v13+ and Fetch v13+ name topics by.
+// An unknown topic has the zero id (requests by it are answered UNKNOWN_TOPIC_ID).
+func TopicID(ctx context.Context, r kmsg.Requestor, topic string) ([16]byte, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, r)
+	if err != nil {
+		return [16]byte{}, err
+	}
+	for _, t := range resp.Topics {
+		if t.Topic != nil && *t.Topic == topic && t.ErrorCode == 0 {
+			return t.TopicID, nil
+		}
+	}
+	return [16]byte{}, nil
 }
