@@ -50,6 +50,8 @@ type Config struct {
 	// GroupMinSessionTimeout and GroupMaxSessionTimeout are group.min/max.session.timeout.ms: a
 	// JoinGroup outside the range gets INVALID_SESSION_TIMEOUT (0 = Kafka's 6 s and 30 min).
 	GroupMinSessionTimeout, GroupMaxSessionTimeout time.Duration
+	// GroupInitialRebalanceDelay is group.initial.rebalance.delay.ms (0 = none).
+	GroupInitialRebalanceDelay time.Duration
 	// Disk refuses produce and new partitions when the data directory's disk runs low (nil: no checks).
 	Disk *DiskGuard
 	// LogDir is the directory of the partitions' logs (log.dirs, DescribeLogDirs).

@@ -54,7 +54,8 @@ type groupState struct {
 func (b *Broker) coordinator() *group.Coordinator {
 	b.groups.once.Do(func() {
 		b.groups.coord = group.New(group.Config{OffsetsRetention: b.cfg.OffsetsRetention,
-			MinSessionTimeout: b.cfg.GroupMinSessionTimeout, MaxSessionTimeout: b.cfg.GroupMaxSessionTimeout}, offsetsStore{b})
+			MinSessionTimeout: b.cfg.GroupMinSessionTimeout, MaxSessionTimeout: b.cfg.GroupMaxSessionTimeout,
+			InitialRebalanceDelay: b.cfg.GroupInitialRebalanceDelay}, offsetsStore{b})
 		b.closeOnShutdown(b.groups.coord.Close)
 	})
 	return b.groups.coord

@@ -34,6 +34,10 @@ type Config struct {
 	OffsetsRetention time.Duration
 	// Tick is how often session and rebalance deadlines are checked (100 ms).
 	Tick time.Duration
+	// InitialRebalanceDelay is group.initial.rebalance.delay.ms: the first rebalance of an empty group
+	// waits this long (again after each new member, up to the rebalance timeout) for more members, so
+	// consumers started together share the first generation. 0 = none (the broker passes Kafka's 3 s).
+	InitialRebalanceDelay time.Duration
 }
 
 // Offset is one committed position.
@@ -93,6 +97,7 @@ type group struct {
 	static       map[string]string    // instance id -> member id
 	pending      map[string]time.Time // member ids handed out with MEMBER_ID_REQUIRED, until they join
 	deadline     time.Time            // rebalance deadline while preparing
+	holdUntil    time.Time            // the first rebalance of an empty group completes no earlier
 	emptySince   time.Time
 	offsets      map[string]map[int32]Offset
 }
@@ -186,6 +191,9 @@ func (c *Coordinator) timers() {
 				switch {
 				case g.state == statePreparing && now.After(g.deadline):
 					c.completeJoin(g, now)
+				case g.state == statePreparing && !g.holdUntil.IsZero() && now.After(g.holdUntil):
+					g.holdUntil = time.Time{}
+					c.checkJoined(g, now)
 				case g.state == stateCompleting && now.After(g.deadline):
 					// The leader never sent its assignment, or followers never synced: drop those
 					// that did not sync and start over.

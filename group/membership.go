@@ -122,9 +122,17 @@ func (c *Coordinator) JoinGroup(ctx context.Context, req *kmsg.JoinGroupRequest,
 	}
 	ch := make(chan *kmsg.JoinGroupResponse, 1)
 	m.join, m.joinVersion = ch, req.Version
+	_, known := g.members[m.id]
 	g.members[m.id] = m
-	if g.state != statePreparing {
+	switch {
+	case g.state == stateEmpty && c.cfg.InitialRebalanceDelay > 0:
 		c.prepareRebalance(g, now)
+		g.holdUntil = minTime(now.Add(c.cfg.InitialRebalanceDelay), g.deadline)
+	case g.state != statePreparing:
+		c.prepareRebalance(g, now)
+	case !g.holdUntil.IsZero() && !known:
+		// Another member of a group still forming: wait for more, within the rebalance timeout.
+		g.holdUntil = minTime(now.Add(c.cfg.InitialRebalanceDelay), g.deadline)
 	}
 	c.checkJoined(g, now)
 	c.mu.Unlock()
@@ -254,9 +262,17 @@ func (c *Coordinator) prepareRebalance(g *group, now time.Time) {
 	g.deadline = now.Add(longest)
 }
 
-// checkJoined completes the join phase once every member has rejoined.
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// checkJoined completes the join phase once every member has rejoined (and a forming group's initial
+// delay has passed).
 func (c *Coordinator) checkJoined(g *group, now time.Time) {
-	if g.state != statePreparing {
+	if g.state != statePreparing || !g.holdUntil.IsZero() && now.Before(g.holdUntil) {
 		return
 	}
 	for _, m := range g.members {
@@ -269,6 +285,7 @@ func (c *Coordinator) checkJoined(g *group, now time.Time) {
 
 // completeJoin drops members that did not rejoin, starts the next generation and answers the joins.
 func (c *Coordinator) completeJoin(g *group, now time.Time) {
+	g.holdUntil = time.Time{}
 	for id, m := range g.members {
 		if m.join == nil {
 			c.dropMember(g, id)

@@ -440,3 +440,44 @@ func TestDeletedTopicNotAutoCreated(t *testing.T) {
 		t.Fatalf("recreated topic: %d partitions, %v", len(parts), err)
 	}
 }
+
+// TestGroupInitialRebalanceDelay: the first rebalance of an empty group waits group.initial.rebalance.delay.ms
+// for more members (Kafka's 3 s default), so consumers started together share the first generation
+// (librdkafka's 0089_max_poll_interval counts on it in full mode).
+func TestGroupInitialRebalanceDelay(t *testing.T) {
+	b := startBroker(t, "--group-initial-rebalance-delay", "2s")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := b.admin().DescribeGroups(ctx, "forming"); err != nil { // the coordinator loads
+		t.Fatal(err)
+	}
+	join := func(rc *rawConn) {
+		jr := kmsg.NewPtrJoinGroupRequest()
+		jr.Version = 2 // no MEMBER_ID_REQUIRED round trip
+		jr.Group, jr.ProtocolType = "forming", "consumer"
+		jr.SessionTimeoutMillis, jr.RebalanceTimeoutMillis = 10000, 10000
+		p := kmsg.NewJoinGroupRequestProtocol()
+		p.Name, p.Metadata = "range", []byte{0}
+		jr.Protocols = append(jr.Protocols, p)
+		rc.send(jr)
+	}
+	first, second := dialRaw(t, b.Addr), dialRaw(t, b.Addr)
+	start := time.Now()
+	join(first)
+	time.Sleep(500 * time.Millisecond)
+	join(second)
+	for i, rc := range []*rawConn{first, second} {
+		resp := kmsg.NewPtrJoinGroupResponse()
+		resp.Version = 2
+		rc.recv(resp)
+		if resp.ErrorCode != 0 || resp.Generation != 1 {
+			t.Fatalf("member %d: code %d, generation %d; want both in generation 1", i, resp.ErrorCode, resp.Generation)
+		}
+		if resp.LeaderID == resp.MemberID && len(resp.Members) != 2 {
+			t.Fatalf("the leader sees %d members, want 2", len(resp.Members))
+		}
+	}
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Fatalf("the first generation formed after %v, before the 2 s initial delay", waited)
+	}
+}

@@ -94,7 +94,8 @@ func newTestBroker(t testing.TB, id int32, addr, raftAddr string, extra ...strin
 
 // setExtra sets the broker's flags for its next start: the harness's, then extra.
 func (b *testBroker) setExtra(extra ...string) {
-	b.Args = append([]string{"--segment-bytes", "8388608", "--log-level", "warn"}, extra...)
+	// No initial rebalance delay (Kafka's 3 s) unless a test asks: groups in tests form at once.
+	b.Args = append([]string{"--segment-bytes", "8388608", "--log-level", "warn", "--group-initial-rebalance-delay", "0"}, extra...)
 }
 
 func (b *testBroker) start() {

@@ -69,6 +69,7 @@ type serveConfig struct {
 	sec             securityFlags // security.go
 	groupMinSession time.Duration
 	groupMaxSession time.Duration
+	groupInitDelay  time.Duration
 }
 
 func serveFlags(cfg *serveConfig) *flag.FlagSet {
@@ -93,6 +94,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
 	fs.DurationVar(&cfg.groupMinSession, "group-min-session-timeout", 6*time.Second, "smallest consumer session timeout a group member may ask for; below it JoinGroup gets INVALID_SESSION_TIMEOUT (group.min.session.timeout.ms)")
 	fs.DurationVar(&cfg.groupMaxSession, "group-max-session-timeout", 30*time.Minute, "largest consumer session timeout a group member may ask for (group.max.session.timeout.ms)")
+	fs.DurationVar(&cfg.groupInitDelay, "group-initial-rebalance-delay", 3*time.Second, "the first rebalance of an empty consumer group waits this long for more members (group.initial.rebalance.delay.ms); 0 = none")
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
@@ -323,24 +325,25 @@ func serve(args []string) error {
 	go disk.Run(diskCtx)
 
 	br := broker.New(broker.Config{
-		NodeID:                   int32(cfg.nodeID),
-		Host:                     host,
-		Port:                     port,
-		Rack:                     cfg.rack,
-		DefaultPartitions:        int32(cfg.partitions),
-		DefaultReplicationFactor: int16(cfg.replication),
-		AutoCreateTopics:         cfg.autoCreate,
-		MaxMessageBytes:          int32(cfg.maxMessageBytes),
-		OffsetsRetention:         cfg.offsetsRetention,
-		TransactionMaxTimeout:    cfg.txnMaxTimeout,
-		GroupMinSessionTimeout:   cfg.groupMinSession,
-		GroupMaxSessionTimeout:   cfg.groupMaxSession,
-		Disk:                     disk,
-		LogDir:                   filepath.Join(cfg.dataDir, "logs"),
-		FetchSessionSlots:        cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
-		Security:                 security.broker,
-		Log:                      logOpts,
-		Logger:                   logger,
+		NodeID:                     int32(cfg.nodeID),
+		Host:                       host,
+		Port:                       port,
+		Rack:                       cfg.rack,
+		DefaultPartitions:          int32(cfg.partitions),
+		DefaultReplicationFactor:   int16(cfg.replication),
+		AutoCreateTopics:           cfg.autoCreate,
+		MaxMessageBytes:            int32(cfg.maxMessageBytes),
+		OffsetsRetention:           cfg.offsetsRetention,
+		TransactionMaxTimeout:      cfg.txnMaxTimeout,
+		GroupMinSessionTimeout:     cfg.groupMinSession,
+		GroupMaxSessionTimeout:     cfg.groupMaxSession,
+		GroupInitialRebalanceDelay: cfg.groupInitDelay,
+		Disk:                       disk,
+		LogDir:                     filepath.Join(cfg.dataDir, "logs"),
+		FetchSessionSlots:          cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
+		Security:                   security.broker,
+		Log:                        logOpts,
+		Logger:                     logger,
 	}, ctl, mgr, agent)
 	srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
 	if err != nil {
