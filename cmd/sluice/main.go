@@ -1,5 +1,5 @@
-// Command sluice is the Sluice broker: `sluice serve` runs it; `sluice topics` manages topics on a
-// running broker.
+// Command sluice is the Sluice broker: `sluice serve` runs it; the other subcommands (topics, groups,
+// cluster, partitions, produce, consume) work against a running broker.
 package main
 
 import (
@@ -15,6 +15,8 @@ Usage:
   sluice groups [flags] COMMAND  list | describe GROUP | lag GROUP | reset-offsets GROUP | delete GROUP
   sluice cluster [flags] status  brokers, controller, under-replicated and offline partitions
   sluice partitions [flags] elect  move leadership back to the preferred replicas
+  sluice produce [flags] TOPIC   one record per line of standard input (-key-separator, -H name=value)
+  sluice consume [flags] TOPIC   print records (-offset beginning|end|N, -n COUNT, -e: stop at the end)
 
 Run "sluice COMMAND -h" for the flags.
 `
@@ -36,6 +38,10 @@ func main() {
 		err = clusterCmd(os.Args[2:], os.Stdout)
 	case "partitions":
 		err = partitionsCmd(os.Args[2:], os.Stdout)
+	case "produce":
+		err = produceCmd(os.Args[2:], os.Stdin, os.Stdout)
+	case "consume":
+		err = consumeCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
