@@ -128,10 +128,12 @@ func partitionsCmd(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("partitions", flag.ContinueOnError)
 	var af adminFlags
 	af.register(fs)
-	topic := fs.String("topic", "", "elect: only this topic")
-	partition := fs.Int("partition", -1, "elect: only this partition of --topic")
+	topic := fs.String("topic", "", "elect: only this topic; reassign: the topic")
+	partition := fs.Int("partition", -1, "elect: only this partition of --topic; reassign: the partition")
+	replicas := fs.String("replicas", "", "reassign: the new replicas, broker ids in preference order (1,2,3)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice partitions [flags] elect   preferred leader election (kafka-leader-election.sh --election-type PREFERRED)")
+		fmt.Fprintln(fs.Output(), "usage: sluice partitions [flags] elect      preferred leader election (kafka-leader-election.sh --election-type PREFERRED)")
+		fmt.Fprintln(fs.Output(), "       sluice partitions [flags] reassign   move a partition's replicas (kafka-reassign-partitions.sh --execute)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
@@ -140,12 +142,15 @@ func partitionsCmd(args []string, out io.Writer) error {
 		}
 		return err
 	}
-	if fs.NArg() != 1 || fs.Arg(0) != "elect" {
+	if fs.NArg() != 1 || fs.Arg(0) != "elect" && fs.Arg(0) != "reassign" {
 		fs.Usage()
-		return errors.New("want: elect")
+		return errors.New("want: elect or reassign")
 	}
 	if *partition >= 0 && *topic == "" {
 		return errors.New("--partition needs --topic")
+	}
+	if fs.Arg(0) == "reassign" {
+		return reassign(af, *topic, *partition, *replicas, out)
 	}
 	adm, ctx, done, err := af.connect()
 	if err != nil {
@@ -200,4 +205,56 @@ func partitionsCmd(args []string, out io.Writer) error {
 		fmt.Fprintf(w, "%s\t%d\t%s\n", r.Topic, r.Partition, r.Result)
 	}
 	return w.Flush()
+}
+
+// reassignRow is the outcome of `sluice partitions reassign`.
+type reassignRow struct {
+	Topic     string  `json:"topic"`
+	Partition int32   `json:"partition"`
+	Replicas  []int32 `json:"replicas"`
+	Result    string  `json:"result"`
+}
+
+// reassign asks the cluster to move one partition's replicas (AlterPartitionAssignments); the move
+// runs in the background (new replicas catch up, then leave the old ones): `sluice topics describe`
+// shows it done.
+func reassign(af adminFlags, topic string, partition int, replicaList string, out io.Writer) error {
+	if topic == "" || partition < 0 || replicaList == "" {
+		return errors.New("reassign needs --topic, --partition and --replicas")
+	}
+	var replicas []int32
+	for _, f := range strings.Split(replicaList, ",") {
+		id, err := strconv.ParseInt(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return fmt.Errorf("--replicas %q: want broker ids like 1,2,3", replicaList)
+		}
+		replicas = append(replicas, int32(id))
+	}
+	adm, ctx, done, err := af.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	var req kadm.AlterPartitionAssignmentsReq
+	req.Assign(topic, int32(partition), replicas)
+	res, err := adm.AlterPartitionAssignments(ctx, req)
+	if err != nil {
+		return err
+	}
+	row := reassignRow{Topic: topic, Partition: int32(partition), Replicas: replicas, Result: "started"}
+	var failed error
+	res.Each(func(r kadm.AlterPartitionAssignmentsResponse) {
+		if r.Err != nil {
+			failed = fmt.Errorf("%v %s", r.Err, r.ErrMessage)
+			row.Result = failed.Error()
+		}
+	})
+	if af.asJSON {
+		if err := writeJSON(out, row); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "%s/%d -> %v: %s\n", row.Topic, row.Partition, row.Replicas, row.Result)
+	}
+	return failed
 }

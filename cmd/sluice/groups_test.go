@@ -153,6 +153,25 @@ func TestClusterStatusCLI(t *testing.T) {
 			t.Fatalf("elect %s/%d: %s, want ELECTION_NOT_NEEDED", r.Topic, r.Partition, r.Result)
 		}
 	}
+
+	// `sluice partitions reassign`: a broker that does not exist is refused with Kafka's error; a move
+	// onto the replicas the partition has is accepted; missing flags are refused before any request.
+	out.Reset()
+	err := partitionsCmd([]string{"reassign", "--bootstrap", b.Addr, "--topic", "status", "--partition", "1", "--replicas", "9"}, &out)
+	if err == nil || !strings.Contains(out.String(), "INVALID_REPLICA_ASSIGNMENT") {
+		t.Fatalf("reassign to broker 9: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := partitionsCmd([]string{"reassign", "--bootstrap", b.Addr, "--topic", "status", "--partition", "1", "--replicas", fmt.Sprint(st.Brokers[0].NodeID), "--json"}, &out); err != nil {
+		t.Fatalf("reassign onto its own replica: %v\n%s", err, out.String())
+	}
+	var rr reassignRow
+	if err := json.Unmarshal(out.Bytes(), &rr); err != nil || rr.Result != "started" || rr.Partition != 1 {
+		t.Fatalf("reassign: %+v %v\n%s", rr, err, out.String())
+	}
+	if err := partitionsCmd([]string{"reassign", "--bootstrap", b.Addr, "--topic", "status"}, &out); err == nil {
+		t.Fatal("reassign without --partition and --replicas was accepted")
+	}
 }
 
 // TestKafkaUUID: topic ids print as Kafka prints them, base64url without padding.

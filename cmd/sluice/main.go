@@ -14,7 +14,7 @@ Usage:
   sluice topics [flags] COMMAND  list | create NAME | delete NAME | describe NAME | alter-config NAME, against a running broker
   sluice groups [flags] COMMAND  list | describe GROUP | lag GROUP | reset-offsets GROUP | delete GROUP
   sluice cluster [flags] status  brokers, controller, under-replicated and offline partitions
-  sluice partitions [flags] elect  move leadership back to the preferred replicas
+  sluice partitions [flags] elect | reassign  preferred leaders back; move a partition's replicas
   sluice produce [flags] TOPIC   one record per line of standard input (-key-separator, -H name=value)
   sluice consume [flags] TOPIC   print records (-offset beginning|end|N, -n COUNT, -e: stop at the end)
 

@@ -219,18 +219,11 @@ func printRecord(out io.Writer, r *kgo.Record, asJSON bool) error {
 
 // parseWithTopic parses flags that may come before or after the one positional argument, the topic.
 func parseWithTopic(fs *flag.FlagSet, args []string) (string, error) {
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
 		return "", err
 	}
-	topic := fs.Arg(0)
-	if topic == "" {
-		return "", errors.New("a topic is required")
+	if fs.NArg() != 1 {
+		return "", fmt.Errorf("want one topic, got %v", fs.Args())
 	}
-	if err := fs.Parse(fs.Args()[1:]); err != nil {
-		return "", err
-	}
-	if fs.NArg() > 0 {
-		return "", fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	return topic, nil
+	return fs.Arg(0), nil
 }
