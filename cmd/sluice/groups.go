@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,40 +9,9 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-// adminFlags are the flags every admin subcommand shares.
-type adminFlags struct {
-	bootstrap string
-	asJSON    bool
-	timeout   time.Duration
-}
-
-func (a *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.bootstrap, "bootstrap", "localhost:9092", "broker addresses, host:port,...")
-	fs.BoolVar(&a.asJSON, "json", false, "print JSON instead of a table")
-	fs.DurationVar(&a.timeout, "timeout", 30*time.Second, "how long to wait for the cluster")
-}
-
-// connect returns a kadm client and a context bounded by --timeout; call the returned func when done.
-func (a *adminFlags) connect() (*kadm.Client, context.Context, func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(a.bootstrap, ",")...))
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-	return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
-}
-
-func writeJSON(out io.Writer, v any) error {
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
 
 // groupRow is one group of `groups list`.
 type groupRow struct {

@@ -17,6 +17,10 @@ Usage:
   sluice partitions [flags] elect | reassign  preferred leaders back; move a partition's replicas
   sluice produce [flags] TOPIC   one record per line of standard input (-key-separator, -H name=value)
   sluice consume [flags] TOPIC   print records (-offset beginning|end|N, -n COUNT, -e: stop at the end)
+  sluice users [flags] COMMAND   list | set USER | delete USER: SCRAM credentials
+
+The commands that talk to a broker take --bootstrap, --tls, --tls-ca, --sasl-mechanism, --sasl-user and
+--sasl-password-file.
 
 Run "sluice COMMAND -h" for the flags.
 `
@@ -42,6 +46,8 @@ func main() {
 		err = produceCmd(os.Args[2:], os.Stdin, os.Stdout)
 	case "consume":
 		err = consumeCmd(os.Args[2:], os.Stdout)
+	case "users":
+		err = usersCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

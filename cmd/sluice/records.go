@@ -43,12 +43,11 @@ func produceCmd(args []string, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(strings.Split(a.bootstrap, ",")...), kgo.DefaultProduceTopic(topic),
-		kgo.ProducerLinger(5 * time.Millisecond), kgo.AllowAutoTopicCreation()}
+	opts := []kgo.Opt{kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5 * time.Millisecond), kgo.AllowAutoTopicCreation()}
 	if *partition >= 0 {
 		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	}
-	cl, err := kgo.NewClient(opts...)
+	cl, err := a.client(opts...)
 	if err != nil {
 		return err
 	}
@@ -131,13 +130,12 @@ func consumeCmd(args []string, out io.Writer) error {
 		}
 		start = kgo.NewOffset().At(n)
 	}
-	seeds := strings.Split(a.bootstrap, ",")
 	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 	defer cancel()
 	// The end of each partition, for -e.
 	var ends map[int32]int64
 	if *exitAtEnd {
-		admCl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+		admCl, err := a.client()
 		if err != nil {
 			return err
 		}
@@ -156,7 +154,7 @@ func consumeCmd(args []string, out io.Writer) error {
 			}
 		})
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(start))
+	cl, err := a.client(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(start))
 	if err != nil {
 		return err
 	}
