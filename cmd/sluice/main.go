@@ -18,6 +18,7 @@ Usage:
   sluice produce [flags] TOPIC   one record per line of standard input (-key-separator, -H name=value)
   sluice consume [flags] TOPIC   print records (-offset beginning|end|N, -n COUNT, -e: stop at the end)
   sluice users [flags] COMMAND   list | set USER | delete USER: SCRAM credentials
+  sluice acls [flags] COMMAND    list | create | delete (--allow/--deny User:NAME, --operation, --topic/--group/--cluster/--transactional-id)
 
 The commands that talk to a broker take --bootstrap, --tls, --tls-ca, --sasl-mechanism, --sasl-user and
 --sasl-password-file.
@@ -48,6 +49,8 @@ func main() {
 		err = consumeCmd(os.Args[2:], os.Stdout)
 	case "users":
 		err = usersCmd(os.Args[2:], os.Stdout)
+	case "acls":
+		err = aclsCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// aclRow is one ACL as `sluice acls` prints it (kafka-acls.sh's fields).
+type aclRow struct {
+	Principal  string `json:"principal"`
+	Host       string `json:"host"`
+	Permission string `json:"permission"`
+	Operation  string `json:"operation"`
+	Resource   string `json:"resource"`
+	Name       string `json:"name"`
+	Pattern    string `json:"pattern"`
+}
+
+// aclsCmd is `sluice acls list | create | delete` (DescribeAcls, CreateAcls, DeleteAcls;
+// kafka-acls.sh --list/--add/--remove).
+func aclsCmd(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("acls", flag.ContinueOnError)
+	var af adminFlags
+	af.register(fs)
+	var allow, deny, topicNames, groupNames, txnIDs, hosts listFlag
+	fs.Var(&allow, "allow", "principal allowed, User:NAME (repeatable)")
+	fs.Var(&deny, "deny", "principal denied, User:NAME (repeatable)")
+	fs.Var(&topicNames, "topic", "topic name or prefix (repeatable)")
+	fs.Var(&groupNames, "group", "consumer group name or prefix (repeatable)")
+	fs.Var(&txnIDs, "transactional-id", "transactional id or prefix (repeatable)")
+	fs.Var(&hosts, "host", "host the principal connects from (repeatable; default *)")
+	cluster := fs.Bool("cluster", false, "the cluster resource")
+	ops := fs.String("operation", "", "operations, comma separated: read, write, create, delete, alter, describe, cluster-action, describe-configs, alter-configs, idempotent-write, all (list, delete: empty matches any)")
+	pattern := fs.String("pattern", "", "literal or prefixed (create: literal; list, delete: any)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: sluice acls [flags] list | create | delete")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	cmd := fs.Arg(0)
+	if fs.NArg() != 1 || !slices.Contains([]string{"list", "create", "delete"}, cmd) {
+		fs.Usage()
+		return errors.New("want list, create or delete")
+	}
+	b := kadm.NewACLs()
+	filter := cmd != "create"
+	if filter {
+		b.MaybeAllow(allow...).MaybeDeny(deny...)
+		if len(allow) == 0 && len(deny) == 0 {
+			b.Allow().Deny() // any principal, either permission
+		}
+		b.AllowHosts(hosts...).DenyHosts(hosts...) // none given: any host
+		if len(topicNames)+len(groupNames)+len(txnIDs) == 0 && !*cluster {
+			b.AnyResource()
+		}
+		if len(topicNames) > 0 {
+			b.Topics(topicNames...)
+		}
+		if len(groupNames) > 0 {
+			b.Groups(groupNames...)
+		}
+		if len(txnIDs) > 0 {
+			b.TransactionalIDs(txnIDs...)
+		}
+	} else {
+		b.Allow(allow...).Deny(deny...).Topics(topicNames...).Groups(groupNames...).TransactionalIDs(txnIDs...)
+		if len(hosts) > 0 {
+			b.AllowHosts(hosts...).DenyHosts(hosts...)
+		}
+	}
+	if *cluster {
+		b.Clusters()
+	}
+	switch {
+	case *ops != "":
+		var parsed []kadm.ACLOperation
+		for _, o := range strings.Split(*ops, ",") {
+			op, err := kmsg.ParseACLOperation(strings.TrimSpace(o))
+			if err != nil {
+				return fmt.Errorf("--operation %q: %v", o, err)
+			}
+			parsed = append(parsed, op)
+		}
+		b.Operations(parsed...)
+	case filter:
+		b.Operations(kadm.OpAny)
+	default:
+		return errors.New("create needs --operation")
+	}
+	switch *pattern {
+	case "":
+		if filter {
+			b.ResourcePatternType(kadm.ACLPatternAny)
+		} else {
+			b.ResourcePatternType(kadm.ACLPatternLiteral)
+		}
+	case "literal":
+		b.ResourcePatternType(kadm.ACLPatternLiteral)
+	case "prefixed":
+		b.ResourcePatternType(kadm.ACLPatternPrefixed)
+	default:
+		return fmt.Errorf("--pattern %q: want literal or prefixed", *pattern)
+	}
+	adm, ctx, done, err := af.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	var rows []aclRow
+	add := func(principal, host string, typ kmsg.ACLResourceType, name string, pat kadm.ACLPattern, op kadm.ACLOperation, perm kmsg.ACLPermissionType) {
+		rows = append(rows, aclRow{Principal: principal, Host: host, Permission: perm.String(), Operation: op.String(),
+			Resource: typ.String(), Name: name, Pattern: pat.String()})
+	}
+	switch cmd {
+	case "list":
+		res, err := adm.DescribeACLs(ctx, b)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				return fmt.Errorf("%v %s", r.Err, r.ErrMessage)
+			}
+			for _, d := range r.Described {
+				add(d.Principal, d.Host, d.Type, d.Name, d.Pattern, d.Operation, d.Permission)
+			}
+		}
+	case "create":
+		res, err := adm.CreateACLs(ctx, b)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				return fmt.Errorf("%v %s", r.Err, r.ErrMessage)
+			}
+			add(r.Principal, r.Host, r.Type, r.Name, r.Pattern, r.Operation, r.Permission)
+		}
+	case "delete":
+		res, err := adm.DeleteACLs(ctx, b)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				return fmt.Errorf("%v %s", r.Err, r.ErrMessage)
+			}
+			for _, d := range r.Deleted {
+				add(d.Principal, d.Host, d.Type, d.Name, d.Pattern, d.Operation, d.Permission)
+			}
+		}
+	}
+	rows = slices.CompactFunc(sortedACLs(rows), func(a, b aclRow) bool { return a == b })
+	if af.asJSON {
+		if rows == nil {
+			rows = []aclRow{}
+		}
+		return writeJSON(out, rows)
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PRINCIPAL\tHOST\tPERMISSION\tOPERATION\tRESOURCE\tNAME\tPATTERN")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Principal, r.Host, r.Permission, r.Operation, r.Resource, r.Name, r.Pattern)
+	}
+	return w.Flush()
+}
+
+func sortedACLs(rows []aclRow) []aclRow {
+	slices.SortFunc(rows, func(a, b aclRow) int {
+		return strings.Compare(fmt.Sprint(a), fmt.Sprint(b))
+	})
+	return rows
+}
