@@ -126,13 +126,15 @@ func init() {
 // handleSaslHandshake picks the connection's mechanism.
 func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
+	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+		resp.ErrorCode = kerr.IllegalSaslState.Code // SASL is not enabled on this listener, as Kafka answers
+		return resp
+	}
 	resp.SupportedMechanisms = slices.Clone(b.sec.Mechanisms)
 	st := b.connState(c.nr.Conn)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch {
-	case len(b.sec.Mechanisms) == 0:
-		resp.ErrorCode = kerr.IllegalSaslState.Code // SASL is not enabled on this listener
 	case st.authenticated || st.mechanism != "":
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 	case !slices.Contains(b.sec.Mechanisms, req.Mechanism):
@@ -153,6 +155,11 @@ func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) km
 // SASL_AUTHENTICATION_FAILED, then the connection closes.
 func (b *Broker) handleSaslAuthenticate(c *call, req *kmsg.SASLAuthenticateRequest) {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+		resp.ErrorCode = kerr.IllegalSaslState.Code
+		b.respond(c.nr, c.hdr, resp)
+		return
+	}
 	st := b.connState(c.nr.Conn)
 	st.mu.Lock()
 	out, done, user, err := b.saslStep(st, req.SASLAuthBytes)

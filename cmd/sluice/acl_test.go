@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // createACLs creates ACLs as admin and fails the test on any error.
@@ -199,5 +200,27 @@ func TestACLs(t *testing.T) {
 		if _, ok := users[u]; !ok {
 			t.Fatalf("user %s missing after restart: %v", u, users)
 		}
+	}
+}
+
+// TestSecurityOff: without security flags a SaslHandshake is answered ILLEGAL_SASL_STATE (as Kafka on
+// a PLAINTEXT listener) and the connection keeps working; the ACL APIs answer SECURITY_DISABLED.
+func TestSecurityOff(t *testing.T) {
+	b := startBroker(t)
+	cl := b.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Mechanism = "PLAIN"
+	resp, err := hs.RequestWith(ctx, cl)
+	if err != nil || resp.ErrorCode != kerr.IllegalSaslState.Code {
+		t.Fatalf("SaslHandshake without SASL: %v %+v, want ILLEGAL_SASL_STATE", err, resp)
+	}
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl); err != nil {
+		t.Fatalf("metadata after the handshake: %v", err)
+	}
+	d, err := kmsg.NewPtrDescribeACLsRequest().RequestWith(ctx, cl)
+	if err != nil || d.ErrorCode != kerr.SecurityDisabled.Code {
+		t.Fatalf("DescribeAcls without an authorizer: %v %+v, want SECURITY_DISABLED", err, d)
 	}
 }

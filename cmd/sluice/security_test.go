@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -383,4 +384,38 @@ func rawExchange(conn net.Conn, corr int32, req kmsg.Request, resp kmsg.Response
 	}
 	resp.SetVersion(req.GetVersion())
 	return resp.ReadFrom(body)
+}
+
+// TestSecurityFlagErrors: bad security settings fail at start with what to fix.
+func TestSecurityFlagErrors(t *testing.T) {
+	pki := newTestPKI(t)
+	cert, key, _ := pki.issue("broker")
+	_, otherKey, _ := newTestPKI(t).issue("other")
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
+	open := filepath.Join(t.TempDir(), "open.pw")
+	os.WriteFile(open, []byte("pw\n"), 0o644)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name string
+		f    securityFlags
+		want string
+	}{
+		{"unknown mechanism", securityFlags{saslMechanisms: "SCRAM-SHA-1"}, "unknown mechanism"},
+		{"bad authorizer", securityFlags{authorizer: "opa"}, "--authorizer"},
+		{"garbage certificate", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: garbage, tlsKey: key}, "--tls-cert"},
+		{"key of another certificate", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: cert, tlsKey: otherKey}, "private key does not match"},
+		{"no key", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: cert}, "needs --tls-cert and --tls-key"},
+		{"bad client CA", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: cert, tlsKey: key, tlsClientCA: garbage}, "no PEM certificate"},
+		{"cert without listener", securityFlags{tlsCert: cert}, "need --tls-listen"},
+		{"password file readable by others", securityFlags{bootstrapUser: "admin:" + open}, "chmod 600"},
+		{"bootstrap user without file", securityFlags{bootstrapUser: "admin"}, "NAME:PASSWORD_FILE"},
+		{"super user without type", securityFlags{superUsers: "alice"}, "User:NAME"},
+		{"raft TLS incomplete", securityFlags{raftTLSCert: cert}, "--raft-tls-key"},
+	} {
+		_, err := tc.f.resolve(logger)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
+		}
+	}
 }
