@@ -25,6 +25,7 @@ type securityFlags struct {
 	tlsListen, tlsCert, tlsKey, tlsClientCA   string
 	saslMechanisms, superUsers, bootstrapUser string
 	authorizer                                string
+	reauthMax                                 time.Duration
 	raftTLSCert, raftTLSKey, raftTLSCA        string
 }
 
@@ -38,6 +39,7 @@ func addSecurityFlags(fs *flag.FlagSet, s *securityFlags) {
 	fs.StringVar(&s.bootstrapUser, "sasl-bootstrap-user", "", "NAME:PASSWORD_FILE: create SCRAM-SHA-256 and -512 credentials for NAME at start when it has none; "+
 		"the broker also authenticates to other brokers as NAME (inter-broker requests)")
 	fs.StringVar(&s.authorizer, "authorizer", "none", "none (every request allowed) or acl (ACLs enforced; no matching ACL denies)")
+	fs.DurationVar(&s.reauthMax, "connections-max-reauth", 0, "SASL sessions last this long, then clients re-authenticate on their connection or it closes (connections.max.reauth.ms, KIP-368); 0 = forever")
 	fs.StringVar(&s.raftTLSCert, "raft-tls-cert", "", "PEM certificate for Raft traffic between brokers (mutual TLS; needs --raft-tls-key and --raft-tls-ca)")
 	fs.StringVar(&s.raftTLSKey, "raft-tls-key", "", "PEM private key for Raft mutual TLS")
 	fs.StringVar(&s.raftTLSCA, "raft-tls-ca", "", "PEM CA that signs every broker's Raft certificate")
@@ -71,6 +73,10 @@ func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
 		bc.Mechanisms = append(bc.Mechanisms, m)
 		used = true
 	}
+	if s.reauthMax < 0 {
+		return nil, errors.New("--connections-max-reauth must not be negative")
+	}
+	bc.ReauthMax = s.reauthMax
 	for _, u := range splitList(s.superUsers) {
 		if typ, name, ok := strings.Cut(u, ":"); !ok || typ == "" || name == "" {
 			return nil, fmt.Errorf("--super-users: %q: want User:NAME", u)

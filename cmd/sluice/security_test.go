@@ -419,3 +419,102 @@ func TestSecurityFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// rawScramLogin runs SaslHandshake v1 and SCRAM-SHA-512 SaslAuthenticate v1 on conn and returns the
+// last response.
+func rawScramLogin(t *testing.T, conn net.Conn, corr *int32, user, pass string) *kmsg.SASLAuthenticateResponse {
+	t.Helper()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "SCRAM-SHA-512"
+	hsResp := kmsg.NewPtrSASLHandshakeResponse()
+	*corr++
+	if err := rawExchange(conn, *corr, hs, hsResp); err != nil || hsResp.ErrorCode != 0 {
+		t.Fatalf("handshake: %v, error %d", err, hsResp.ErrorCode)
+	}
+	sess, msg, err := scram512(user, pass).Authenticate(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		req := kmsg.NewPtrSASLAuthenticateRequest()
+		req.Version, req.SASLAuthBytes = 1, msg
+		resp := kmsg.NewPtrSASLAuthenticateResponse()
+		*corr++
+		if err := rawExchange(conn, *corr, req, resp); err != nil {
+			t.Fatalf("authenticate: %v", err)
+		}
+		if resp.ErrorCode != 0 {
+			return resp
+		}
+		done, next, err := sess.Challenge(resp.SASLAuthBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return resp
+		}
+		msg = next
+	}
+}
+
+// TestSASLReauthentication (KIP-368, --connections-max-reauth): the session lifetime is announced; a
+// client that re-authenticates keeps its connection (franz-go does so on its own); a session that
+// expires closes the connection at its next request; re-authenticating as another user fails.
+func TestSASLReauthentication(t *testing.T) {
+	b := startSecureBroker(t, "--connections-max-reauth", "2s")
+	b.createTopic("reauth", 1, nil)
+	addUser(t, b.admin(), "alice", "alice-pw")
+	addUser(t, b.admin(), "bob", "bob-pw")
+
+	// franz-go re-authenticates before each session ends: a steady producer never fails.
+	cl := bareClient(t, b.Addr, kgo.SASL(scram512("alice", "alice-pw")))
+	for i := 0; i < 25; i++ {
+		if err := produceOne(cl, "reauth", "x"); err != nil {
+			t.Fatalf("produce %d across session lifetimes: %v", i, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	dial := func() net.Conn {
+		conn, err := net.DialTimeout("tcp", b.Addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		return conn
+	}
+	metadata := func(conn net.Conn, corr int32) error {
+		return rawExchange(conn, corr, kmsg.NewPtrMetadataRequest(), kmsg.NewPtrMetadataResponse())
+	}
+
+	// Expiry: no re-authentication, the next request after 2 s closes the connection.
+	var corr int32
+	conn := dial()
+	if resp := rawScramLogin(t, conn, &corr, "alice", "alice-pw"); resp.ErrorCode != 0 || resp.SessionLifetimeMillis != 2000 {
+		t.Fatalf("login: error %d, session lifetime %d ms, want 2000", resp.ErrorCode, resp.SessionLifetimeMillis)
+	}
+	if err := metadata(conn, 100); err != nil {
+		t.Fatalf("metadata within the session: %v", err)
+	}
+	time.Sleep(2200 * time.Millisecond)
+	if err := metadata(conn, 101); err == nil {
+		t.Fatal("metadata after the session expired was answered")
+	}
+
+	// Re-authentication keeps the connection; as another user it fails.
+	corr = 0
+	conn = dial()
+	rawScramLogin(t, conn, &corr, "alice", "alice-pw")
+	time.Sleep(1500 * time.Millisecond)
+	if resp := rawScramLogin(t, conn, &corr, "alice", "alice-pw"); resp.ErrorCode != 0 {
+		t.Fatalf("re-authentication: error %d", resp.ErrorCode)
+	}
+	time.Sleep(1000 * time.Millisecond) // past the first session's end, within the second
+	if err := metadata(conn, 100); err != nil {
+		t.Fatalf("metadata after re-authenticating: %v", err)
+	}
+	if resp := rawScramLogin(t, conn, &corr, "bob", "bob-pw"); resp.ErrorCode != kerr.SaslAuthenticationFailed.Code {
+		t.Fatalf("re-authentication as bob: error %d, want SASL_AUTHENTICATION_FAILED", resp.ErrorCode)
+	}
+}
