@@ -12,6 +12,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -127,12 +129,76 @@ func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
 	return out, nil
 }
 
-// serverTLS loads the TLS listener's certificate and, for mutual TLS, the client CA.
+// serverTLS is the TLS listener's configuration: its certificate and, for mutual TLS, the client
+// CA, reloaded from their files when they change (certReloader).
 func (s securityFlags) serverTLS(logger *slog.Logger) (*tls.Config, error) {
 	if s.tlsCert == "" || s.tlsKey == "" {
 		return nil, errors.New("--tls-listen needs --tls-cert and --tls-key")
 	}
 	warnReadable(logger, s.tlsKey, "--tls-key")
+	r := &certReloader{flags: s, log: logger}
+	conf, err := s.loadServerTLS()
+	if err != nil {
+		return nil, err
+	}
+	r.cur.Store(conf)
+	r.stamp = r.stat()
+	r.checked = time.Now()
+	return &tls.Config{GetConfigForClient: r.config, MinVersion: tls.VersionTLS12}, nil
+}
+
+// certReloader serves the TLS configuration of the files as they are now: a handshake at most once a
+// second stats them, and a change (a renewed certificate, a new CA bundle) is loaded for the
+// connections that follow. A file that does not load (half written, a key that does not match) keeps
+// the previous configuration, with a warning, until it does.
+type certReloader struct {
+	flags securityFlags
+	log   *slog.Logger
+	cur   atomic.Pointer[tls.Config]
+
+	mu      sync.Mutex
+	checked time.Time
+	stamp   string
+}
+
+// certCheckInterval is how often a handshake looks at the files.
+const certCheckInterval = time.Second
+
+func (r *certReloader) config(*tls.ClientHelloInfo) (*tls.Config, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) >= certCheckInterval {
+		r.checked = time.Now()
+		if stamp := r.stat(); stamp != r.stamp {
+			conf, err := r.flags.loadServerTLS()
+			if err != nil {
+				r.log.Warn("TLS files changed but do not load; serving the previous certificate", "err", err)
+			} else {
+				r.cur.Store(conf)
+				r.stamp = stamp
+				r.log.Info("TLS certificate reloaded", "cert", r.flags.tlsCert)
+			}
+		}
+	}
+	return r.cur.Load(), nil
+}
+
+// stat summarises the files' sizes and modification times.
+func (r *certReloader) stat() string {
+	var b strings.Builder
+	for _, f := range []string{r.flags.tlsCert, r.flags.tlsKey, r.flags.tlsClientCA} {
+		if f == "" {
+			continue
+		}
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
+
+// loadServerTLS reads the certificate, key and client CA files.
+func (s securityFlags) loadServerTLS() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(s.tlsCert, s.tlsKey)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate (--tls-cert %s, --tls-key %s): %v", s.tlsCert, s.tlsKey, err)

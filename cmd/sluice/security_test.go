@@ -518,3 +518,57 @@ func TestSASLReauthentication(t *testing.T) {
 		t.Fatalf("re-authentication as bob: error %d, want SASL_AUTHENTICATION_FAILED", resp.ErrorCode)
 	}
 }
+
+// TestTLSCertificateReload: replacing the certificate files (a renewal) changes what new TLS
+// connections are served, without a restart; a half-written pair keeps the previous certificate.
+func TestTLSCertificateReload(t *testing.T) {
+	pki := newTestPKI(t)
+	certSrc, keySrc, _ := pki.issue("first")
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker.key")
+	copyFile := func(from, to string) {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(certSrc, cert)
+	copyFile(keySrc, key)
+	tlsAddr := freePort(t)
+	b := newTestBroker(t, 0, freePort(t), freePort(t), "--tls-listen", tlsAddr, "--tls-cert", cert, "--tls-key", key)
+	b.start()
+	served := func() string {
+		conn, err := tls.Dial("tcp", tlsAddr, pki.clientTLS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "first" {
+		t.Fatalf("served %q, want first", cn)
+	}
+	// Half written: a new certificate with the old key. Not loaded.
+	certSrc2, keySrc2, _ := pki.issue("second")
+	copyFile(certSrc2, cert)
+	time.Sleep(1100 * time.Millisecond)
+	if cn := served(); cn != "first" {
+		t.Fatalf("served %q from a mismatched pair, want first", cn)
+	}
+	copyFile(keySrc2, key)
+	deadline := time.Now().Add(5 * time.Second)
+	for served() != "second" {
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate was not served")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The broker still serves clients over TLS.
+	cl := bareClient(t, tlsAddr, kgo.DialTLSConfig(pki.clientTLS()))
+	if err := pingErr(cl); err != nil {
+		t.Fatal(err)
+	}
+}
