@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type SecurityConfig struct {
 	// client must re-authenticate on its connection (SaslHandshake, SaslAuthenticate again) or the
 	// connection is closed at its next request. 0: sessions never expire.
 	ReauthMax time.Duration
+	// InterBrokerTLS is how this broker reaches a broker that listens with TLS only (the Raft
+	// certificate as client certificate, the Raft CA as roots); nil: no TLS between brokers.
+	InterBrokerTLS *tls.Config
 }
 
 // ValidMechanism reports whether the broker serves this SASL mechanism.
@@ -366,4 +370,12 @@ func ClientMechanism(mech, user, password string) sasl.Mechanism {
 		return scram.Auth{User: user, Pass: password}.AsSha256Mechanism()
 	}
 	return plain.Auth{User: user, Pass: password}.AsMechanism()
+}
+
+// interBrokerTLS is the client TLS configuration for brokers that listen with TLS only.
+func (b *Broker) interBrokerTLS() *tls.Config {
+	if b.sec == nil {
+		return nil
+	}
+	return b.sec.InterBrokerTLS
 }

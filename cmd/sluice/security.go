@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicebroker/sluice/broker"
+	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 )
 
@@ -57,7 +58,11 @@ type securitySetup struct {
 }
 
 // resolve checks the flags and reads the files they name.
-func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
+func (s securityFlags) resolve(logger *slog.Logger, listen string) (*securitySetup, error) {
+	tlsOnly := listen == ""
+	if tlsOnly && s.tlsListen == "" {
+		return nil, errors.New("--listen is empty and there is no --tls-listen: nothing to serve")
+	}
 	out := &securitySetup{raft: quorum.RaftTLS{CAFile: s.raftTLSCA, CertFile: s.raftTLSCert, KeyFile: s.raftTLSKey}}
 	if err := out.raft.Check(); err != nil {
 		return nil, err
@@ -122,6 +127,17 @@ func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
 		out.tls, out.tlsPort, used = conf, int32(p), true
 	} else if s.tlsCert != "" || s.tlsKey != "" || s.tlsClientCA != "" {
 		return nil, errors.New("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
+	}
+	if tlsOnly {
+		// Brokers reach each other's TLS listeners as clients with the Raft certificate.
+		if !out.raft.Enabled() {
+			return nil, errors.New("a TLS-only broker (--listen '') needs --raft-tls-cert, --raft-tls-key and --raft-tls-ca: brokers reach each other's TLS listeners with them")
+		}
+		conf, err := s.interBrokerTLS()
+		if err != nil {
+			return nil, err
+		}
+		bc.InterBrokerTLS = conf
 	}
 	if used {
 		out.broker = &bc
@@ -291,8 +307,62 @@ func ensureBootstrapUser(ctl *quorum.Controller, setup *securitySetup, logger *s
 
 // kgoSecurity is how this broker's own Kafka client (joining a cluster) authenticates.
 func (s *securitySetup) kgoSecurity() []kgo.Opt {
-	if s == nil || s.broker == nil || s.broker.InterBrokerUser == "" {
+	if s == nil || s.broker == nil {
 		return nil
 	}
-	return []kgo.Opt{kgo.SASL(broker.ClientMechanism(broker.InterBrokerMechanism(s.broker.Mechanisms), s.user, s.pass))}
+	var opts []kgo.Opt
+	if s.broker.InterBrokerTLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(s.broker.InterBrokerTLS.Clone()))
+	}
+	if s.broker.InterBrokerUser != "" {
+		opts = append(opts, kgo.SASL(broker.ClientMechanism(broker.InterBrokerMechanism(s.broker.Mechanisms), s.user, s.pass)))
+	}
+	return opts
+}
+
+// startListeners serves the plaintext listener (unless --listen is empty: TLS only) and the TLS
+// listener, and returns what closes them.
+func startListeners(cfg serveConfig, security *securitySetup, br *broker.Broker, logger *slog.Logger) (func(), error) {
+	var servers []*netio.Server
+	closeAll := func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	if cfg.listen != "" {
+		srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %v", cfg.listen, err)
+		}
+		servers = append(servers, srv)
+		logger.Info("sluice listening", "listen", srv.Addr().String(), "netio", string(srv.Backend()))
+	}
+	if security.tls != nil {
+		srv, err := netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, Logger: logger})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listening on %s (TLS): %v", cfg.sec.tlsListen, err)
+		}
+		servers = append(servers, srv)
+		logger.Info("sluice listening with TLS", "listen", srv.Addr().String(), "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(srv.Backend()))
+	}
+	return closeAll, nil
+}
+
+// interBrokerTLS is the client side of mutual TLS between brokers (the Raft certificate and CA), used
+// to reach brokers that listen with TLS only.
+func (t securityFlags) interBrokerTLS() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.raftTLSCert, t.raftTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("raft TLS certificate: %v", err)
+	}
+	pem, err := os.ReadFile(t.raftTLSCA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--raft-tls-ca %s: no PEM certificate in it", t.raftTLSCA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

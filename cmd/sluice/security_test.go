@@ -413,7 +413,7 @@ func TestSecurityFlagErrors(t *testing.T) {
 		{"super user without type", securityFlags{superUsers: "alice"}, "User:NAME"},
 		{"raft TLS incomplete", securityFlags{raftTLSCert: cert}, "--raft-tls-key"},
 	} {
-		_, err := tc.f.resolve(logger)
+		_, err := tc.f.resolve(logger, ":9092")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
 		}
