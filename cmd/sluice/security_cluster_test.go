@@ -36,11 +36,12 @@ func TestClusterSecurity(t *testing.T) {
 		nodes[i] = b.Node
 	}
 	c.voters = testcluster.Voters(nodes)
+	secArgs := []string{"--controller-voters", c.voters, "--leader-rebalance-interval", "2s", "--replica-lag-max", "3s",
+		"--raft-tls-cert", raftCert, "--raft-tls-key", raftKey, "--raft-tls-ca", pki.CAFile,
+		"--sasl-mechanisms", "SCRAM-SHA-512", "--sasl-bootstrap-user", adminUser + ":" + pw, "--authorizer", "acl",
+		"--log-level", "info"}
 	for _, b := range c.brokers {
-		b.Args = append(b.Args, "--controller-voters", c.voters, "--leader-rebalance-interval", "2s", "--replica-lag-max", "3s",
-			"--raft-tls-cert", raftCert, "--raft-tls-key", raftKey, "--raft-tls-ca", pki.CAFile,
-			"--sasl-mechanisms", "SCRAM-SHA-512", "--sasl-bootstrap-user", adminUser+":"+pw, "--authorizer", "acl",
-			"--log-level", "info")
+		b.Args = append(b.Args, secArgs...)
 	}
 	for _, b := range c.brokers {
 		b.launch()
@@ -126,6 +127,14 @@ func TestClusterSecurity(t *testing.T) {
 	}
 	check("after every broker restarted")
 	txn("txn after every broker restarted")
+
+	// A fourth broker joins through the others (BrokerRegistration as the bootstrap user, Raft over TLS).
+	b4 := newTestBroker(t, 4, freePort(t), freePort(t))
+	b4.clientOpts = []kgo.Opt{kgo.SASL(scram512(adminUser, adminPass))}
+	b4.Args = append(b4.Args, append(secArgs, "--bootstrap-servers", c.brokers[0].Addr+","+c.brokers[1].Addr)...)
+	c.brokers = append(c.brokers, b4)
+	b4.start()
+	check("after a fourth broker joined")
 }
 
 // TestClusterTLSOnly: three brokers without a plaintext listener (--listen ”), mutual TLS for clients
