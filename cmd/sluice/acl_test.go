@@ -114,6 +114,23 @@ func TestACLs(t *testing.T) {
 	if names := listed.Names(); !slices.Equal(names, []string{"orders.eu", "writeonly"}) {
 		t.Fatalf("alice sees topics %v, want [orders.eu writeonly]", names)
 	}
+	// Nor by topic ID (Metadata v10+): refused, the name not revealed.
+	secretMD, err := adm.Metadata(ctx, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := kmsg.NewPtrMetadataRequest()
+	byID.Version = 12
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.TopicID = secretMD.Topics["secret"].ID
+	byID.Topics = append(byID.Topics, rt)
+	idResp, err := byID.RequestWith(ctx, alice())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idResp.Topics) != 1 || idResp.Topics[0].ErrorCode != kerr.TopicAuthorizationFailed.Code || idResp.Topics[0].Topic != nil {
+		t.Fatalf("alice looking secret up by ID: %+v, want TOPIC_AUTHORIZATION_FAILED without a name", idResp.Topics)
+	}
 	bobTopics, err := kadm.NewClient(bob()).ListTopics(ctx)
 	if err != nil {
 		t.Fatal(err)
