@@ -75,7 +75,7 @@ type connState struct {
 	authz authzCache
 }
 
-// sec returns the connection's state, made at its first request. HandleRequest calls for one
+// connState returns the connection's state, made at its first request. HandleRequest calls for one
 // connection never run concurrently, so the first one may create it without a race.
 func (b *Broker) connState(nc *netio.Conn) *connState {
 	if v, ok := nc.Value().(*connState); ok {
