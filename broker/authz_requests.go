@@ -361,19 +361,34 @@ func (b *Broker) authorizeMetadata(c *call, req *kmsg.MetadataRequest, post *[]f
 	}
 	md := b.ctl.Metadata()
 	canCreate := b.authorize(c, resCluster, aclCreate, clusterResource)
+	autoCreate := b.cfg.AutoCreateTopics && (req.Version < 4 || req.AllowAutoTopicCreation) // as handleMetadata
+	named := map[string]bool{}
 	var refused []string
 	req.Topics = slices.DeleteFunc(req.Topics, func(t kmsg.MetadataRequestTopic) bool {
 		if t.Topic == nil {
 			return false
 		}
 		name := *t.Topic
+		named[name] = true
 		_, exists := md.Topics[name]
 		ok := b.authorize(c, resTopic, aclDescribe, name) &&
-			(exists || !req.AllowAutoTopicCreation || !b.cfg.AutoCreateTopics || canCreate || b.authorize(c, resTopic, aclCreate, name))
+			(exists || !autoCreate || canCreate || b.authorize(c, resTopic, aclCreate, name))
 		if !ok {
 			refused = append(refused, name)
 		}
 		return !ok
+	})
+	*post = append(*post, func(r kmsg.Response) {
+		// Topics looked up by ID (v10+) are checked on the way out; their names stay hidden.
+		mr := r.(*kmsg.MetadataResponse)
+		for i := range mr.Topics {
+			t := &mr.Topics[i]
+			if t.Topic != nil && t.ErrorCode == 0 && !named[*t.Topic] && !b.authorize(c, resTopic, aclDescribe, *t.Topic) {
+				id := t.TopicID
+				*t = kmsg.NewMetadataResponseTopic()
+				t.TopicID, t.ErrorCode = id, kerr.TopicAuthorizationFailed.Code
+			}
+		}
 	})
 	if len(refused) > 0 {
 		*post = append(*post, func(r kmsg.Response) {

@@ -2,12 +2,14 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -85,7 +87,7 @@ func (m txnMarkers) WriteMarkers(ctx context.Context, txnID string, pid int64, e
 	}
 	wg.Wait()
 	if len(remote) > 0 {
-		var sender MarkerSender = &KafkaMarkerSender{Leader: b.leaderAddr, Auth: b.interBrokerAuth}
+		var sender MarkerSender = &KafkaMarkerSender{Leader: b.leaderAddr, Auth: b.interBrokerAuth, TLS: b.interBrokerTLS()}
 		if s := b.txns.sender.Load(); s != nil {
 			sender = *s
 		}
@@ -124,6 +126,9 @@ func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
 	if !ok || leader < 0 {
 		return "", false
 	}
+	if bi.TLSPort > 0 && bi.TLSPort == bi.Port {
+		return "tls://" + net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.Port))), true // TLS only
+	}
 	return net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.Port))), true
 }
 
@@ -133,6 +138,8 @@ func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
 type KafkaMarkerSender struct {
 	// Leader returns the Kafka address (host:port) of the partition's current leader.
 	Leader func(topic string, partition int32) (addr string, ok bool)
+	// TLS is the client configuration for leaders whose address is "tls://host:port" (TLS only).
+	TLS *tls.Config
 	// Auth, when set, authenticates each new connection first (SASL: security.go).
 	Auth func(ctx context.Context, roundTrip func(kmsg.Request, kmsg.Response) error) error
 
@@ -188,9 +195,24 @@ func (s *KafkaMarkerSender) SendMarkers(ctx context.Context, m Marker, parts []t
 // roundTrip sends one request on a new connection and decodes its response.
 func (s *KafkaMarkerSender) roundTrip(ctx context.Context, addr string, req kmsg.Request, resp kmsg.Response) error {
 	var d net.Dialer
+	addr, useTLS := strings.CutPrefix(addr, "tls://")
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
+	}
+	if useTLS {
+		if s.TLS == nil {
+			conn.Close()
+			return fmt.Errorf("%s listens with TLS only and this broker has no inter-broker TLS (--raft-tls-*)", addr)
+		}
+		conf := s.TLS.Clone()
+		conf.ServerName, _, _ = net.SplitHostPort(addr)
+		tc := tls.Client(conn, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return fmt.Errorf("TLS to %s: %w", addr, err)
+		}
+		conn = tc
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {

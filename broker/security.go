@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -38,6 +40,13 @@ type SecurityConfig struct {
 	// InterBroker is how this broker authenticates to the others (WriteTxnMarkers): a SCRAM-SHA-512
 	// user, normally the bootstrap user. Empty: inter-broker requests do not authenticate.
 	InterBrokerUser, InterBrokerPassword string
+	// ReauthMax is connections.max.reauth.ms (KIP-368): a SASL session lasts this long, then the
+	// client must re-authenticate on its connection (SaslHandshake, SaslAuthenticate again) or the
+	// connection is closed at its next request. 0: sessions never expire.
+	ReauthMax time.Duration
+	// InterBrokerTLS is how this broker reaches a broker that listens with TLS only (the Raft
+	// certificate as client certificate, the Raft CA as roots); nil: no TLS between brokers.
+	InterBrokerTLS *tls.Config
 }
 
 // ValidMechanism reports whether the broker serves this SASL mechanism.
@@ -55,6 +64,8 @@ type connState struct {
 	host          string // the client's address, for ACL host matching
 	authenticated bool   // SASL done (or not required)
 	failed        bool   // SASL failed: the connection closes
+	reauth        bool   // a re-authentication (KIP-368) is under way
+	expires       time.Time
 	mechanism     string // chosen by SaslHandshake
 	scram         *scramServer
 	// rawTokens: SaslHandshake v0 chose the mechanism, so the exchange continues in raw SASL tokens
@@ -64,7 +75,7 @@ type connState struct {
 	authz authzCache
 }
 
-// sec returns the connection's state, made at its first request. HandleRequest calls for one
+// connState returns the connection's state, made at its first request. HandleRequest calls for one
 // connection never run concurrently, so the first one may create it without a race.
 func (b *Broker) connState(nc *netio.Conn) *connState {
 	if v, ok := nc.Value().(*connState); ok {
@@ -89,10 +100,16 @@ func (b *Broker) admitConn(c *call) bool {
 	st.mu.Lock()
 	ok, failed := st.authenticated, st.failed
 	handshook := st.mechanism != ""
+	expired := !st.expires.IsZero() && time.Now().After(st.expires)
 	st.mu.Unlock()
+	saslAPI := c.hdr.key == apiVersionsKey || c.hdr.key == int16(kmsg.SASLHandshake) || c.hdr.key == int16(kmsg.SASLAuthenticate)
 	switch {
 	case failed:
 		c.nr.CloseConn("request after a failed SASL authentication")
+		return false
+	case ok && expired && !saslAPI:
+		// KIP-368: the session ended without re-authentication.
+		c.nr.CloseConn("SASL session expired (connections.max.reauth.ms)")
 		return false
 	case ok:
 		return true
@@ -116,7 +133,7 @@ func init() {
 	register(kmsg.SASLHandshake, 0, 1, func(b *Broker, c *call) kmsg.Response {
 		return b.handleSaslHandshake(c, c.req.(*kmsg.SASLHandshakeRequest))
 	})
-	// v1 adds the session lifetime (KIP-368; 0 here: no re-authentication needed), v2 is flexible.
+	// v1 adds the session lifetime (KIP-368: ReauthMax, 0 when sessions never expire), v2 is flexible.
 	register(kmsg.SASLAuthenticate, 0, 2, func(b *Broker, c *call) kmsg.Response {
 		b.handleSaslAuthenticate(c, c.req.(*kmsg.SASLAuthenticateRequest))
 		return nil
@@ -126,13 +143,22 @@ func init() {
 // handleSaslHandshake picks the connection's mechanism.
 func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
+	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+		resp.ErrorCode = kerr.IllegalSaslState.Code // SASL is not enabled on this listener, as Kafka answers
+		return resp
+	}
 	resp.SupportedMechanisms = slices.Clone(b.sec.Mechanisms)
 	st := b.connState(c.nr.Conn)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch {
-	case len(b.sec.Mechanisms) == 0:
-		resp.ErrorCode = kerr.IllegalSaslState.Code // SASL is not enabled on this listener
+	case st.authenticated && req.Version >= 1 && !st.reauth:
+		// KIP-368 re-authentication: the same mechanism, and (checked at the end) the same principal.
+		if req.Mechanism != st.mechanism {
+			resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
+			break
+		}
+		st.reauth, st.scram = true, nil
 	case st.authenticated || st.mechanism != "":
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 	case !slices.Contains(b.sec.Mechanisms, req.Mechanism):
@@ -153,6 +179,11 @@ func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) km
 // SASL_AUTHENTICATION_FAILED, then the connection closes.
 func (b *Broker) handleSaslAuthenticate(c *call, req *kmsg.SASLAuthenticateRequest) {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+		resp.ErrorCode = kerr.IllegalSaslState.Code
+		b.respond(c.nr, c.hdr, resp)
+		return
+	}
 	st := b.connState(c.nr.Conn)
 	st.mu.Lock()
 	out, done, user, err := b.saslStep(st, req.SASLAuthBytes)
@@ -165,10 +196,21 @@ func (b *Broker) handleSaslAuthenticate(c *call, req *kmsg.SASLAuthenticateReque
 			msg += " " + st.mechanism
 		}
 		resp.ErrorMessage = &msg
+	case done && st.reauth && st.principal != "User:"+user:
+		st.failed = true
+		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
+		resp.ErrorMessage = kmsg.StringPtr("Cannot change principals during re-authentication")
+		err = errors.New("re-authentication as another principal")
 	case done:
-		st.authenticated = true
+		st.authenticated, st.reauth = true, false
 		st.principal = "User:" + user
 		st.scram = nil
+		if b.sec.ReauthMax > 0 {
+			st.expires = time.Now().Add(b.sec.ReauthMax)
+			if req.Version >= 1 {
+				resp.SessionLifetimeMillis = b.sec.ReauthMax.Milliseconds()
+			}
+		}
 	}
 	mech := st.mechanism
 	st.mu.Unlock()
@@ -184,7 +226,7 @@ func (b *Broker) handleSaslAuthenticate(c *call, req *kmsg.SASLAuthenticateReque
 
 // saslStep advances the connection's SASL exchange. Called with st.mu held.
 func (b *Broker) saslStep(st *connState, msg []byte) (out []byte, done bool, user string, err error) {
-	if st.authenticated {
+	if st.authenticated && !st.reauth {
 		return nil, false, "", errors.New("already authenticated")
 	}
 	sec := func() *quorum.Security { return b.ctl.Metadata().SecurityOf() }
@@ -328,4 +370,12 @@ func ClientMechanism(mech, user, password string) sasl.Mechanism {
 		return scram.Auth{User: user, Pass: password}.AsSha256Mechanism()
 	}
 	return plain.Auth{User: user, Pass: password}.AsMechanism()
+}
+
+// interBrokerTLS is the client TLS configuration for brokers that listen with TLS only.
+func (b *Broker) interBrokerTLS() *tls.Config {
+	if b.sec == nil {
+		return nil
+	}
+	return b.sec.InterBrokerTLS
 }

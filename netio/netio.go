@@ -219,6 +219,9 @@ func (s *Server) Addr() net.Addr { return s.addr }
 // Backend returns the backend that runs.
 func (s *Server) Backend() Backend { return s.backend }
 
+// TLS says whether the server serves TLS.
+func (s *Server) TLS() bool { return s.core.opts.TLS != nil }
+
 // Close stops accepting, closes every connection (ConnClosed runs for each) and waits for the
 // backend's goroutines to end. Responses answered later only run their OnDone.
 func (s *Server) Close() error { return s.impl.close() }

@@ -151,7 +151,7 @@ func (s *Security) Credential(user, mechanism string) (ScramCredential, bool) {
 
 // SecurityOf returns the metadata's security part (never nil).
 func (md *Metadata) SecurityOf() *Security {
-	if md.Security == nil {
+	if md == nil || md.Security == nil {
 		return emptySecurity
 	}
 	return md.Security

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // createACLs creates ACLs as admin and fails the test on any error.
@@ -113,6 +114,23 @@ func TestACLs(t *testing.T) {
 	if names := listed.Names(); !slices.Equal(names, []string{"orders.eu", "writeonly"}) {
 		t.Fatalf("alice sees topics %v, want [orders.eu writeonly]", names)
 	}
+	// Nor by topic ID (Metadata v10+): refused, the name not revealed.
+	secretMD, err := adm.Metadata(ctx, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := kmsg.NewPtrMetadataRequest()
+	byID.Version = 12
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.TopicID = secretMD.Topics["secret"].ID
+	byID.Topics = append(byID.Topics, rt)
+	idResp, err := byID.RequestWith(ctx, alice())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idResp.Topics) != 1 || idResp.Topics[0].ErrorCode != kerr.TopicAuthorizationFailed.Code || idResp.Topics[0].Topic != nil {
+		t.Fatalf("alice looking secret up by ID: %+v, want TOPIC_AUTHORIZATION_FAILED without a name", idResp.Topics)
+	}
 	bobTopics, err := kadm.NewClient(bob()).ListTopics(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -199,5 +217,27 @@ func TestACLs(t *testing.T) {
 		if _, ok := users[u]; !ok {
 			t.Fatalf("user %s missing after restart: %v", u, users)
 		}
+	}
+}
+
+// TestSecurityOff: without security flags a SaslHandshake is answered ILLEGAL_SASL_STATE (as Kafka on
+// a PLAINTEXT listener) and the connection keeps working; the ACL APIs answer SECURITY_DISABLED.
+func TestSecurityOff(t *testing.T) {
+	b := startBroker(t)
+	cl := b.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Mechanism = "PLAIN"
+	resp, err := hs.RequestWith(ctx, cl)
+	if err != nil || resp.ErrorCode != kerr.IllegalSaslState.Code {
+		t.Fatalf("SaslHandshake without SASL: %v %+v, want ILLEGAL_SASL_STATE", err, resp)
+	}
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl); err != nil {
+		t.Fatalf("metadata after the handshake: %v", err)
+	}
+	d, err := kmsg.NewPtrDescribeACLsRequest().RequestWith(ctx, cl)
+	if err != nil || d.ErrorCode != kerr.SecurityDisabled.Code {
+		t.Fatalf("DescribeAcls without an authorizer: %v %+v, want SECURITY_DISABLED", err, d)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,22 +82,33 @@ func requireBackend(t *testing.T, backend string) {
 	}
 }
 
-// servingBackend returns the backend the broker's start-up line names (the broker must log at info).
+// servingBackend asks the broker which network backend serves its plaintext listener: the backend
+// label of its plaintext connections gauge on /metrics (the broker must run withMetrics).
 func servingBackend(t *testing.T, b *testBroker) string {
 	t.Helper()
-	out, err := os.ReadFile(b.LogPath)
-	if err != nil {
-		t.Fatal(err)
+	i := slices.Index(b.Args, "--metrics-addr")
+	if i < 0 || i+1 >= len(b.Args) {
+		t.Fatal("the broker runs without --metrics-addr")
 	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "sluice serving") {
-			if _, rest, ok := strings.Cut(l, " netio="); ok {
-				return strings.Fields(rest)[0]
-			}
+	addr := b.Args[i+1]
+	fams := scrape(t, "http://"+addr)
+	for _, m := range fams["sluice_connections"].GetMetric() {
+		labels := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			labels[lp.GetName()] = lp.GetValue()
+		}
+		if labels["listener"] == "plaintext" {
+			return labels["backend"]
 		}
 	}
-	t.Fatalf("no start-up line with netio= in the broker log:\n%s", out)
+	t.Fatalf("no plaintext listener in sluice_connections on %s", addr)
 	return ""
+}
+
+// withMetrics adds a metrics endpoint to a broker's arguments (servingBackend reads it).
+func withMetrics(t *testing.T, args ...string) []string {
+	t.Helper()
+	return append(args, "--metrics-addr", freePort(t))
 }
 
 // TestBackendClients runs the real clients (franz-go, sarama, kafka-go, kcat) against one broker per
@@ -106,7 +118,7 @@ func TestBackendClients(t *testing.T) {
 	for _, backend := range testBackends {
 		t.Run(backend, func(t *testing.T) {
 			requireBackend(t, backend)
-			b := startBroker(t, "--netio", backend, "--log-level", "info")
+			b := startBroker(t, withMetrics(t, "--netio", backend, "--log-level", "info")...)
 			if got := servingBackend(t, b); got != backend {
 				t.Fatalf("broker serves with %s, want %s", got, backend)
 			}
@@ -265,14 +277,14 @@ func TestNetioAutoFallback(t *testing.T) {
 	if err := netio.UringAvailable(); err != nil {
 		t.Skipf("io_uring unavailable here already: %v", err)
 	}
-	b := startBroker(t, "--netio", "auto", "--log-level", "info")
+	b := startBroker(t, withMetrics(t, "--netio", "auto", "--log-level", "info")...)
 	if got := servingBackend(t, b); got != "uring" {
 		t.Fatalf("auto serves with %s where io_uring runs, want uring", got)
 	}
 	b.stop()
 
 	t.Setenv(denyIOUringEnv, "1") // inherited by the broker process
-	b = startBroker(t, "--netio", "auto", "--log-level", "info")
+	b = startBroker(t, withMetrics(t, "--netio", "auto", "--log-level", "info")...)
 	if got := servingBackend(t, b); got != "gnet" {
 		t.Fatalf("auto serves with %s under a filter refusing io_uring, want gnet", got)
 	}

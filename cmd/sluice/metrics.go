@@ -39,12 +39,19 @@ func serveMetrics(addr string, ready *atomic.Bool, logger *slog.Logger) (func(),
 }
 
 // registerServeMetrics adds the running broker's state gauges and its open connections.
-func registerServeMetrics(br *broker.Broker, srv *netio.Server, logger *slog.Logger) {
-	conns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "sluice_connections", Help: "Client connections open, by network backend.",
-		ConstLabels: prometheus.Labels{"backend": string(srv.Backend())},
-	}, func() float64 { return float64(srv.OpenConns()) })
-	for _, c := range []prometheus.Collector{conns} {
+func registerServeMetrics(br *broker.Broker, listeners []*netio.Server, logger *slog.Logger) {
+	var collectors []prometheus.Collector
+	for _, srv := range listeners {
+		listener := "plaintext"
+		if srv.TLS() {
+			listener = "tls"
+		}
+		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sluice_connections", Help: "Client connections open, by listener and network backend.",
+			ConstLabels: prometheus.Labels{"listener": listener, "backend": string(srv.Backend())},
+		}, func() float64 { return float64(srv.OpenConns()) }))
+	}
+	for _, c := range collectors {
 		if err := metrics.Registry.Register(c); err != nil {
 			logger.Warn("registering metrics", "err", err)
 		}

@@ -12,11 +12,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicebroker/sluice/broker"
+	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 )
 
@@ -25,6 +28,7 @@ type securityFlags struct {
 	tlsListen, tlsCert, tlsKey, tlsClientCA   string
 	saslMechanisms, superUsers, bootstrapUser string
 	authorizer                                string
+	reauthMax                                 time.Duration
 	raftTLSCert, raftTLSKey, raftTLSCA        string
 }
 
@@ -38,6 +42,7 @@ func addSecurityFlags(fs *flag.FlagSet, s *securityFlags) {
 	fs.StringVar(&s.bootstrapUser, "sasl-bootstrap-user", "", "NAME:PASSWORD_FILE: create SCRAM-SHA-256 and -512 credentials for NAME at start when it has none; "+
 		"the broker also authenticates to other brokers as NAME (inter-broker requests)")
 	fs.StringVar(&s.authorizer, "authorizer", "none", "none (every request allowed) or acl (ACLs enforced; no matching ACL denies)")
+	fs.DurationVar(&s.reauthMax, "connections-max-reauth", 0, "SASL sessions last this long, then clients re-authenticate on their connection or it closes (connections.max.reauth.ms, KIP-368); 0 = forever")
 	fs.StringVar(&s.raftTLSCert, "raft-tls-cert", "", "PEM certificate for Raft traffic between brokers (mutual TLS; needs --raft-tls-key and --raft-tls-ca)")
 	fs.StringVar(&s.raftTLSKey, "raft-tls-key", "", "PEM private key for Raft mutual TLS")
 	fs.StringVar(&s.raftTLSCA, "raft-tls-ca", "", "PEM CA that signs every broker's Raft certificate")
@@ -53,7 +58,11 @@ type securitySetup struct {
 }
 
 // resolve checks the flags and reads the files they name.
-func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
+func (s securityFlags) resolve(logger *slog.Logger, listen string) (*securitySetup, error) {
+	tlsOnly := listen == ""
+	if tlsOnly && s.tlsListen == "" {
+		return nil, errors.New("--listen is empty and there is no --tls-listen: nothing to serve")
+	}
 	out := &securitySetup{raft: quorum.RaftTLS{CAFile: s.raftTLSCA, CertFile: s.raftTLSCert, KeyFile: s.raftTLSKey}}
 	if err := out.raft.Check(); err != nil {
 		return nil, err
@@ -71,6 +80,10 @@ func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
 		bc.Mechanisms = append(bc.Mechanisms, m)
 		used = true
 	}
+	if s.reauthMax < 0 {
+		return nil, errors.New("--connections-max-reauth must not be negative")
+	}
+	bc.ReauthMax = s.reauthMax
 	for _, u := range splitList(s.superUsers) {
 		if typ, name, ok := strings.Cut(u, ":"); !ok || typ == "" || name == "" {
 			return nil, fmt.Errorf("--super-users: %q: want User:NAME", u)
@@ -115,18 +128,93 @@ func (s securityFlags) resolve(logger *slog.Logger) (*securitySetup, error) {
 	} else if s.tlsCert != "" || s.tlsKey != "" || s.tlsClientCA != "" {
 		return nil, errors.New("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
 	}
+	if tlsOnly {
+		// Brokers reach each other's TLS listeners as clients with the Raft certificate.
+		if !out.raft.Enabled() {
+			return nil, errors.New("a TLS-only broker (--listen '') needs --raft-tls-cert, --raft-tls-key and --raft-tls-ca: brokers reach each other's TLS listeners with them")
+		}
+		conf, err := s.interBrokerTLS()
+		if err != nil {
+			return nil, err
+		}
+		bc.InterBrokerTLS = conf
+	}
 	if used {
 		out.broker = &bc
 	}
 	return out, nil
 }
 
-// serverTLS loads the TLS listener's certificate and, for mutual TLS, the client CA.
+// serverTLS is the TLS listener's configuration: its certificate and, for mutual TLS, the client
+// CA, reloaded from their files when they change (certReloader).
 func (s securityFlags) serverTLS(logger *slog.Logger) (*tls.Config, error) {
 	if s.tlsCert == "" || s.tlsKey == "" {
 		return nil, errors.New("--tls-listen needs --tls-cert and --tls-key")
 	}
 	warnReadable(logger, s.tlsKey, "--tls-key")
+	r := &certReloader{flags: s, log: logger}
+	conf, err := s.loadServerTLS()
+	if err != nil {
+		return nil, err
+	}
+	r.cur.Store(conf)
+	r.stamp = r.stat()
+	r.checked = time.Now()
+	return &tls.Config{GetConfigForClient: r.config, MinVersion: tls.VersionTLS12}, nil
+}
+
+// certReloader serves the TLS configuration of the files as they are now: a handshake at most once a
+// second stats them, and a change (a renewed certificate, a new CA bundle) is loaded for the
+// connections that follow. A file that does not load (half written, a key that does not match) keeps
+// the previous configuration, with a warning, until it does.
+type certReloader struct {
+	flags securityFlags
+	log   *slog.Logger
+	cur   atomic.Pointer[tls.Config]
+
+	mu      sync.Mutex
+	checked time.Time
+	stamp   string
+}
+
+// certCheckInterval is how often a handshake looks at the files.
+const certCheckInterval = time.Second
+
+func (r *certReloader) config(*tls.ClientHelloInfo) (*tls.Config, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) >= certCheckInterval {
+		r.checked = time.Now()
+		if stamp := r.stat(); stamp != r.stamp {
+			conf, err := r.flags.loadServerTLS()
+			if err != nil {
+				r.log.Warn("TLS files changed but do not load; serving the previous certificate", "err", err)
+			} else {
+				r.cur.Store(conf)
+				r.stamp = stamp
+				r.log.Info("TLS certificate reloaded", "cert", r.flags.tlsCert)
+			}
+		}
+	}
+	return r.cur.Load(), nil
+}
+
+// stat summarises the files' sizes and modification times.
+func (r *certReloader) stat() string {
+	var b strings.Builder
+	for _, f := range []string{r.flags.tlsCert, r.flags.tlsKey, r.flags.tlsClientCA} {
+		if f == "" {
+			continue
+		}
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
+
+// loadServerTLS reads the certificate, key and client CA files.
+func (s securityFlags) loadServerTLS() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(s.tlsCert, s.tlsKey)
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate (--tls-cert %s, --tls-key %s): %v", s.tlsCert, s.tlsKey, err)
@@ -219,8 +307,62 @@ func ensureBootstrapUser(ctl *quorum.Controller, setup *securitySetup, logger *s
 
 // kgoSecurity is how this broker's own Kafka client (joining a cluster) authenticates.
 func (s *securitySetup) kgoSecurity() []kgo.Opt {
-	if s == nil || s.broker == nil || s.broker.InterBrokerUser == "" {
+	if s == nil || s.broker == nil {
 		return nil
 	}
-	return []kgo.Opt{kgo.SASL(broker.ClientMechanism(broker.InterBrokerMechanism(s.broker.Mechanisms), s.user, s.pass))}
+	var opts []kgo.Opt
+	if s.broker.InterBrokerTLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(s.broker.InterBrokerTLS.Clone()))
+	}
+	if s.broker.InterBrokerUser != "" {
+		opts = append(opts, kgo.SASL(broker.ClientMechanism(broker.InterBrokerMechanism(s.broker.Mechanisms), s.user, s.pass)))
+	}
+	return opts
+}
+
+// startListeners serves the plaintext listener (unless --listen is empty: TLS only) and the TLS
+// listener, and returns what closes them.
+func startListeners(cfg serveConfig, security *securitySetup, br *broker.Broker, logger *slog.Logger) ([]*netio.Server, func(), error) {
+	var servers []*netio.Server
+	closeAll := func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	if cfg.listen != "" {
+		srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
+		if err != nil {
+			return nil, nil, fmt.Errorf("listening on %s: %v", cfg.listen, err)
+		}
+		servers = append(servers, srv)
+		logger.Info("sluice listening", "listen", srv.Addr().String(), "netio", string(srv.Backend()))
+	}
+	if security.tls != nil {
+		srv, err := netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, Logger: logger})
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("listening on %s (TLS): %v", cfg.sec.tlsListen, err)
+		}
+		servers = append(servers, srv)
+		logger.Info("sluice listening with TLS", "listen", srv.Addr().String(), "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(srv.Backend()))
+	}
+	return servers, closeAll, nil
+}
+
+// interBrokerTLS is the client side of mutual TLS between brokers (the Raft certificate and CA), used
+// to reach brokers that listen with TLS only.
+func (t securityFlags) interBrokerTLS() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.raftTLSCert, t.raftTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("raft TLS certificate: %v", err)
+	}
+	pem, err := os.ReadFile(t.raftTLSCA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--raft-tls-ca %s: no PEM certificate in it", t.raftTLSCA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

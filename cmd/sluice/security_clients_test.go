@@ -160,13 +160,25 @@ func (s *saramaSCRAM) Step(challenge string) (string, error) {
 
 func (s *saramaSCRAM) Done() bool { return s.done }
 
-// TestSaramaAndKafkaGoSASLSSL: sarama and kafka-go produce and consume over TLS with SCRAM-SHA-512.
+// TestSaramaAndKafkaGoSASLSSL: sarama and kafka-go produce and consume over TLS with SCRAM-SHA-512,
+// then the same under mutual TLS with client certificates.
 func TestSaramaAndKafkaGoSASLSSL(t *testing.T) {
-	b := startSecureBroker(t)
+	t.Run("tls", func(t *testing.T) {
+		b := startSecureBroker(t)
+		saramaKafkaGoSASLSSL(t, b, b.pki.clientTLS())
+	})
+	t.Run("mutual-tls", func(t *testing.T) {
+		pki := newTestPKI(t)
+		b := startSecureBrokerPKI(t, pki, "--tls-client-ca", pki.CAFile)
+		_, _, cert := pki.issue("client")
+		saramaKafkaGoSASLSSL(t, b, pki.clientTLS(cert))
+	})
+}
+
+func saramaKafkaGoSASLSSL(t *testing.T, b *secureBroker, tlsConf *tls.Config) {
 	b.createTopic("sarama-tls", 1, nil)
 	b.createTopic("kafkago-tls", 1, nil)
 	addUser(t, b.admin(), "alice", "alice-pw")
-	tlsConf := b.pki.clientTLS()
 
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_6_0_0
@@ -226,7 +238,7 @@ func TestSaramaAndKafkaGoSASLSSL(t *testing.T) {
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: []string{b.TLSAddr}, Topic: "kafkago-tls", Partition: 0,
-		Dialer: &kafka.Dialer{Timeout: 10 * time.Second, TLS: &tls.Config{RootCAs: tlsConf.RootCAs, ServerName: tlsConf.ServerName}, SASLMechanism: mech},
+		Dialer: &kafka.Dialer{Timeout: 10 * time.Second, TLS: tlsConf.Clone(), SASLMechanism: mech},
 	})
 	defer r.Close()
 	for i := range 10 {

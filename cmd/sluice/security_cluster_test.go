@@ -36,11 +36,12 @@ func TestClusterSecurity(t *testing.T) {
 		nodes[i] = b.Node
 	}
 	c.voters = testcluster.Voters(nodes)
+	secArgs := []string{"--controller-voters", c.voters, "--leader-rebalance-interval", "2s", "--replica-lag-max", "3s",
+		"--raft-tls-cert", raftCert, "--raft-tls-key", raftKey, "--raft-tls-ca", pki.CAFile,
+		"--sasl-mechanisms", "SCRAM-SHA-512", "--sasl-bootstrap-user", adminUser + ":" + pw, "--authorizer", "acl",
+		"--log-level", "info"}
 	for _, b := range c.brokers {
-		b.Args = append(b.Args, "--controller-voters", c.voters, "--leader-rebalance-interval", "2s", "--replica-lag-max", "3s",
-			"--raft-tls-cert", raftCert, "--raft-tls-key", raftKey, "--raft-tls-ca", pki.CAFile,
-			"--sasl-mechanisms", "SCRAM-SHA-512", "--sasl-bootstrap-user", adminUser+":"+pw, "--authorizer", "acl",
-			"--log-level", "info")
+		b.Args = append(b.Args, secArgs...)
 	}
 	for _, b := range c.brokers {
 		b.launch()
@@ -126,4 +127,81 @@ func TestClusterSecurity(t *testing.T) {
 	}
 	check("after every broker restarted")
 	txn("txn after every broker restarted")
+
+	// A fourth broker joins through the others (BrokerRegistration as the bootstrap user, Raft over TLS).
+	b4 := newTestBroker(t, 4, freePort(t), freePort(t))
+	b4.clientOpts = []kgo.Opt{kgo.SASL(scram512(adminUser, adminPass))}
+	b4.Args = append(b4.Args, append(secArgs, "--bootstrap-servers", c.brokers[0].Addr+","+c.brokers[1].Addr)...)
+	c.brokers = append(c.brokers, b4)
+	b4.start()
+	check("after a fourth broker joined")
+}
+
+// TestClusterTLSOnly: three brokers without a plaintext listener (--listen ”), mutual TLS for clients
+// and Raft, ACLs by certificate. Brokers reach each other's TLS listeners with the Raft certificate
+// (User:CN=raft, a super user): a transaction whose partitions other brokers lead commits and
+// becomes visible to read_committed; a client certificate without ACLs is refused.
+func TestClusterTLSOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three broker processes")
+	}
+	pki := newTestPKI(t)
+	raftCert, raftKey, _ := pki.issue("raft")
+	cert, key, _ := pki.issue("broker")
+	_, _, adminCert := pki.issue("admin")
+	_, _, aliceCert := pki.issue("alice")
+	c := &testCluster{t: t}
+	nodes := make([]*testcluster.Node, 3)
+	for i := range 3 {
+		b := newTestBroker(t, int32(i+1), freePort(t), freePort(t))
+		b.clientOpts = []kgo.Opt{kgo.DialTLSConfig(pki.clientTLS(adminCert))}
+		c.brokers = append(c.brokers, b)
+		nodes[i] = b.Node
+	}
+	c.voters = testcluster.Voters(nodes)
+	for _, b := range c.brokers {
+		b.Args = append(b.Args, "--controller-voters", c.voters, "--leader-rebalance-interval", "2s",
+			"--listen", "", "--tls-listen", b.Addr, "--tls-cert", cert, "--tls-key", key, "--tls-client-ca", pki.CAFile,
+			"--raft-tls-cert", raftCert, "--raft-tls-key", raftKey, "--raft-tls-ca", pki.CAFile,
+			"--authorizer", "acl", "--super-users", "User:CN=raft,User:CN=admin")
+	}
+	for _, b := range c.brokers {
+		b.launch()
+	}
+	for _, b := range c.brokers {
+		b.waitReady()
+	}
+	admin := kadm.NewClient(c.client(kgo.DialTLSConfig(pki.clientTLS(adminCert))))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := admin.CreateTopic(ctx, 3, 3, nil, "tlsonly"); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.client(kgo.DialTLSConfig(pki.clientTLS(adminCert)), kgo.TransactionalID("tlsonly-tx"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "tlsonly", Value: []byte("committed")}).FirstErr(); err != nil {
+			t.Fatalf("transactional produce: %v", err)
+		}
+	}
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	cons := c.client(kgo.DialTLSConfig(pki.clientTLS(adminCert)), kgo.ConsumeTopics("tlsonly"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	for seen := 0; seen < 6; {
+		fs := cons.PollFetches(pctx)
+		if pctx.Err() != nil {
+			t.Fatalf("%d of 6 committed records visible: markers between TLS-only brokers missing", seen)
+		}
+		seen += fs.NumRecords()
+	}
+	alice := c.client(kgo.DialTLSConfig(pki.clientTLS(aliceCert)), kgo.RetryTimeout(2*time.Second))
+	if err := produceOne(alice, "tlsonly", "x"); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("alice without ACLs: %v, want TOPIC_AUTHORIZATION_FAILED", err)
+	}
 }

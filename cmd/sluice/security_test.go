@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -383,4 +384,191 @@ func rawExchange(conn net.Conn, corr int32, req kmsg.Request, resp kmsg.Response
 	}
 	resp.SetVersion(req.GetVersion())
 	return resp.ReadFrom(body)
+}
+
+// TestSecurityFlagErrors: bad security settings fail at start with what to fix.
+func TestSecurityFlagErrors(t *testing.T) {
+	pki := newTestPKI(t)
+	cert, key, _ := pki.issue("broker")
+	_, otherKey, _ := newTestPKI(t).issue("other")
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
+	open := filepath.Join(t.TempDir(), "open.pw")
+	os.WriteFile(open, []byte("pw\n"), 0o644)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name string
+		f    securityFlags
+		want string
+	}{
+		{"unknown mechanism", securityFlags{saslMechanisms: "SCRAM-SHA-1"}, "unknown mechanism"},
+		{"bad authorizer", securityFlags{authorizer: "opa"}, "--authorizer"},
+		{"garbage certificate", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: garbage, tlsKey: key}, "--tls-cert"},
+		{"key of another certificate", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: cert, tlsKey: otherKey}, "private key does not match"},
+		{"no key", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: cert}, "needs --tls-cert and --tls-key"},
+		{"bad client CA", securityFlags{tlsListen: "127.0.0.1:1", tlsCert: cert, tlsKey: key, tlsClientCA: garbage}, "no PEM certificate"},
+		{"cert without listener", securityFlags{tlsCert: cert}, "need --tls-listen"},
+		{"password file readable by others", securityFlags{bootstrapUser: "admin:" + open}, "chmod 600"},
+		{"bootstrap user without file", securityFlags{bootstrapUser: "admin"}, "NAME:PASSWORD_FILE"},
+		{"super user without type", securityFlags{superUsers: "alice"}, "User:NAME"},
+		{"raft TLS incomplete", securityFlags{raftTLSCert: cert}, "--raft-tls-key"},
+	} {
+		_, err := tc.f.resolve(logger, ":9092")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// rawScramLogin runs SaslHandshake v1 and SCRAM-SHA-512 SaslAuthenticate v1 on conn and returns the
+// last response.
+func rawScramLogin(t *testing.T, conn net.Conn, corr *int32, user, pass string) *kmsg.SASLAuthenticateResponse {
+	t.Helper()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "SCRAM-SHA-512"
+	hsResp := kmsg.NewPtrSASLHandshakeResponse()
+	*corr++
+	if err := rawExchange(conn, *corr, hs, hsResp); err != nil || hsResp.ErrorCode != 0 {
+		t.Fatalf("handshake: %v, error %d", err, hsResp.ErrorCode)
+	}
+	sess, msg, err := scram512(user, pass).Authenticate(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		req := kmsg.NewPtrSASLAuthenticateRequest()
+		req.Version, req.SASLAuthBytes = 1, msg
+		resp := kmsg.NewPtrSASLAuthenticateResponse()
+		*corr++
+		if err := rawExchange(conn, *corr, req, resp); err != nil {
+			t.Fatalf("authenticate: %v", err)
+		}
+		if resp.ErrorCode != 0 {
+			return resp
+		}
+		done, next, err := sess.Challenge(resp.SASLAuthBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return resp
+		}
+		msg = next
+	}
+}
+
+// TestSASLReauthentication (KIP-368, --connections-max-reauth): the session lifetime is announced; a
+// client that re-authenticates keeps its connection (franz-go does so on its own); a session that
+// expires closes the connection at its next request; re-authenticating as another user fails.
+func TestSASLReauthentication(t *testing.T) {
+	b := startSecureBroker(t, "--connections-max-reauth", "2s")
+	b.createTopic("reauth", 1, nil)
+	addUser(t, b.admin(), "alice", "alice-pw")
+	addUser(t, b.admin(), "bob", "bob-pw")
+
+	// franz-go re-authenticates before each session ends: a steady producer never fails.
+	cl := bareClient(t, b.Addr, kgo.SASL(scram512("alice", "alice-pw")))
+	for i := 0; i < 25; i++ {
+		if err := produceOne(cl, "reauth", "x"); err != nil {
+			t.Fatalf("produce %d across session lifetimes: %v", i, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	dial := func() net.Conn {
+		conn, err := net.DialTimeout("tcp", b.Addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		return conn
+	}
+	metadata := func(conn net.Conn, corr int32) error {
+		return rawExchange(conn, corr, kmsg.NewPtrMetadataRequest(), kmsg.NewPtrMetadataResponse())
+	}
+
+	// Expiry: no re-authentication, the next request after 2 s closes the connection.
+	var corr int32
+	conn := dial()
+	if resp := rawScramLogin(t, conn, &corr, "alice", "alice-pw"); resp.ErrorCode != 0 || resp.SessionLifetimeMillis != 2000 {
+		t.Fatalf("login: error %d, session lifetime %d ms, want 2000", resp.ErrorCode, resp.SessionLifetimeMillis)
+	}
+	if err := metadata(conn, 100); err != nil {
+		t.Fatalf("metadata within the session: %v", err)
+	}
+	time.Sleep(2200 * time.Millisecond)
+	if err := metadata(conn, 101); err == nil {
+		t.Fatal("metadata after the session expired was answered")
+	}
+
+	// Re-authentication keeps the connection; as another user it fails.
+	corr = 0
+	conn = dial()
+	rawScramLogin(t, conn, &corr, "alice", "alice-pw")
+	time.Sleep(1500 * time.Millisecond)
+	if resp := rawScramLogin(t, conn, &corr, "alice", "alice-pw"); resp.ErrorCode != 0 {
+		t.Fatalf("re-authentication: error %d", resp.ErrorCode)
+	}
+	time.Sleep(1000 * time.Millisecond) // past the first session's end, within the second
+	if err := metadata(conn, 100); err != nil {
+		t.Fatalf("metadata after re-authenticating: %v", err)
+	}
+	if resp := rawScramLogin(t, conn, &corr, "bob", "bob-pw"); resp.ErrorCode != kerr.SaslAuthenticationFailed.Code {
+		t.Fatalf("re-authentication as bob: error %d, want SASL_AUTHENTICATION_FAILED", resp.ErrorCode)
+	}
+}
+
+// TestTLSCertificateReload: replacing the certificate files (a renewal) changes what new TLS
+// connections are served, without a restart; a half-written pair keeps the previous certificate.
+func TestTLSCertificateReload(t *testing.T) {
+	pki := newTestPKI(t)
+	certSrc, keySrc, _ := pki.issue("first")
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker.key")
+	copyFile := func(from, to string) {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(certSrc, cert)
+	copyFile(keySrc, key)
+	tlsAddr := freePort(t)
+	b := newTestBroker(t, 0, freePort(t), freePort(t), "--tls-listen", tlsAddr, "--tls-cert", cert, "--tls-key", key)
+	b.start()
+	served := func() string {
+		conn, err := tls.Dial("tcp", tlsAddr, pki.clientTLS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "first" {
+		t.Fatalf("served %q, want first", cn)
+	}
+	// Half written: a new certificate with the old key. Not loaded.
+	certSrc2, keySrc2, _ := pki.issue("second")
+	copyFile(certSrc2, cert)
+	time.Sleep(1100 * time.Millisecond)
+	if cn := served(); cn != "first" {
+		t.Fatalf("served %q from a mismatched pair, want first", cn)
+	}
+	copyFile(keySrc2, key)
+	deadline := time.Now().Add(5 * time.Second)
+	for served() != "second" {
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate was not served")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// The broker still serves clients over TLS.
+	cl := bareClient(t, tlsAddr, kgo.DialTLSConfig(pki.clientTLS()))
+	if err := pingErr(cl); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -26,7 +26,6 @@ import (
 
 	"github.com/sluicebroker/sluice/broker"
 	"github.com/sluicebroker/sluice/cluster"
-	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
@@ -177,6 +176,9 @@ func advertisedHostPort(cfg serveConfig) (string, int32, error) {
 	if addr == "" {
 		addr = cfg.listen
 	}
+	if addr == "" {
+		addr = cfg.sec.tlsListen // TLS only (security.go)
+	}
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", 0, fmt.Errorf("advertised address %q: %v", addr, err)
@@ -229,7 +231,7 @@ func serve(args []string) error {
 		RetentionBytes: cfg.retentionBytes,
 		RetentionAge:   cfg.retention,
 	}
-	security, err := cfg.sec.resolve(logger)
+	security, err := cfg.sec.resolve(logger, cfg.listen)
 	if err != nil {
 		return err
 	}
@@ -345,37 +347,23 @@ func serve(args []string) error {
 		Log:                        logOpts,
 		Logger:                     logger,
 	}, ctl, mgr, agent)
-	srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
+	listeners, closeListeners, err := startListeners(cfg, security, br, logger) // security.go: plaintext and TLS
 	if err != nil {
 		br.Close()
 		agent.Close()
-		return fmt.Errorf("listening on %s: %v", cfg.listen, err)
+		return err
 	}
-	var tlsSrv *netio.Server
-	if security.tls != nil {
-		tlsSrv, err = netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, Logger: logger})
-		if err != nil {
-			srv.Close()
-			br.Close()
-			agent.Close()
-			return fmt.Errorf("listening on %s (TLS): %v", cfg.sec.tlsListen, err)
-		}
-		logger.Info("sluice serving TLS", "listen", tlsSrv.Addr().String(), "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(tlsSrv.Backend()))
-	}
-	registerServeMetrics(br, srv, logger)
+	registerServeMetrics(br, listeners, logger)
 	ready.Store(true)
-	logger.Info("sluice serving", "listen", srv.Addr().String(), "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
-		"netio", string(srv.Backend()), "data", cfg.dataDir, "node", cfg.nodeID, "storage_min_free_bytes", disk.MinFree())
+	logger.Info("sluice serving", "advertised", net.JoinHostPort(host, strconv.Itoa(int(port))),
+		"data", cfg.dataDir, "node", cfg.nodeID, "storage_min_free_bytes", disk.MinFree())
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	logger.Info("shutting down", "signal", s.String())
 	ready.Store(false)
-	srv.Close()
-	if tlsSrv != nil {
-		tlsSrv.Close()
-	}
+	closeListeners()
 	br.Close()
 	agent.Close()
 	return nil
