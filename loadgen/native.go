@@ -32,7 +32,8 @@ const (
 
 // nativeProducer is one producer client of the native mode.
 type nativeProducer struct {
-	*producer  // schedule, counters, recorders
+	*producer                // schedule, counters, recorders
+	dialTurn   atomic.Uint32 // anyConn's starting broker, turning
 	w          *Workload
 	nparts     int32
 	acks       int16
@@ -134,9 +135,13 @@ func (np *nativeProducer) anyConn() (*wire.Conn, error) {
 	for _, a := range np.brokers {
 		addrs = append(addrs, a)
 	}
+	// Each call starts at the next broker, as clients pick one at random: a broker that has just
+	// restarted may not know the topic yet, and the retries must not ask only it.
+	start := int(np.dialTurn.Add(1))
 	np.mu.Unlock()
 	var lastErr error
-	for _, a := range addrs {
+	for i := range addrs {
+		a := addrs[(start+i)%len(addrs)]
 		c, err := wire.Dial(a, dialTimeout)
 		if err == nil {
 			return c, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -19,10 +20,11 @@ import (
 // headers, and hands the response to a checker goroutine, so fetching and checking overlap. The
 // checker reads only each record's offset and the value's stamp.
 type nativeConsumer struct {
-	c       *consumer
-	w       *Workload
-	assign  map[string][]int32
-	offsets map[string][]int64 // next offset per assigned partition, by topic and partition
+	dialTurn atomic.Uint32 // leaders' starting broker, turning
+	c        *consumer
+	w        *Workload
+	assign   map[string][]int32
+	offsets  map[string][]int64 // next offset per assigned partition, by topic and partition
 }
 
 func newNativeConsumer(c *consumer, w *Workload, assign map[string][]int32) *nativeConsumer {
@@ -73,8 +75,9 @@ func (nc *nativeConsumer) run(ctx context.Context) {
 func (nc *nativeConsumer) leaders() (map[int32]map[string][]int32, map[int32]string, error) {
 	var conn *wire.Conn
 	var err error
-	for _, a := range nc.w.Brokers {
-		if conn, err = wire.Dial(a, dialTimeout); err == nil {
+	start := int(nc.dialTurn.Add(1)) // a different first broker each time (nativeProducer.anyConn)
+	for i := range nc.w.Brokers {
+		if conn, err = wire.Dial(nc.w.Brokers[(start+i)%len(nc.w.Brokers)], dialTimeout); err == nil {
 			break
 		}
 	}
