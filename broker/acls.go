@@ -303,8 +303,10 @@ func (b *Broker) handleAlterUserScram(c *call, req *kmsg.AlterUserSCRAMCredentia
 			fail(u.Name, kerr.UnsupportedSaslMechanism.Code, "Unknown SCRAM mechanism")
 		case u.Iterations < ScramMinIterations || u.Iterations > ScramMaxIterations:
 			fail(u.Name, kerr.UnacceptableCredential.Code, fmt.Sprintf("Iterations must be between %d and %d", ScramMinIterations, ScramMaxIterations))
-		case len(u.Salt) == 0 || len(u.SaltedPassword) != scramHash(mech)().Size():
-			fail(u.Name, kerr.UnacceptableCredential.Code, "Salt and salted password must match the mechanism")
+		case len(u.Salt) == 0 || len(u.SaltedPassword) == 0:
+			// Kafka takes any non-empty salted password (HMAC keys may have any length); one that is not
+			// the mechanism's PBKDF2 output simply never matches a login.
+			fail(u.Name, kerr.UnacceptableCredential.Code, "Salt and salted password must not be empty")
 		case pairs[[2]string{u.Name, mech}] > 1:
 			fail(u.Name, kerr.DuplicateResource.Code, "A user credential cannot be altered twice in the same request")
 		}
