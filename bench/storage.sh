@@ -16,6 +16,8 @@
 #   DURATION     measured time per run (default 20s); WARMUP (default 3s)
 #   ROUNDS       interleaved rounds (default 3)
 #   CONSUMERS    consumers (default 1; 0 = produce only)
+#   CLIENT       loadgen client: kgo (default, franz-go) or native (loadgen's lean client: at 100 B
+#                franz-go is the limit, not the broker)
 #   OUT          result directory (default results/<UTC date>-<cores>core-storage)
 set -euo pipefail
 
@@ -31,6 +33,7 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
 CONSUMERS=${CONSUMERS:-1}
+CLIENT=${CLIENT:-kgo}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-storage}
 
 BIN=$(mktemp -d /tmp/sluice-storage.XXXXXX)
@@ -108,7 +111,7 @@ run() {
 	"$BIN/loadgen" run -brokers "${seeds%,}" -name "storage-$size" -label "$broker" -record-size "$size" \
 		-partitions "$PARTITIONS" -replication-factor "$rf" -acks all -idempotent -producers 1 \
 		-max-buffered-records 20000 -consumers "$CONSUMERS" -duration "$DURATION" -warmup "$WARMUP" \
-		-drain-timeout 20s -quiet -out "$dir/loadgen" >"$dir/loadgen.log" 2>&1 || log "loadgen failed: $dir/loadgen.log"
+		-drain-timeout 20s -client "$CLIENT" -quiet -out "$dir/loadgen" >"$dir/loadgen.log" 2>&1 || log "loadgen failed: $dir/loadgen.log"
 	sync
 	local cpu1=0 wb1=0
 	for p in "${pids[@]}"; do
