@@ -10,7 +10,8 @@
 # Settings (environment variables, all optional):
 #   BROKERS      runs per round, in this order (default "sluice:108831f sluice:tree kfake");
 #                sluice:REV:N runs N brokers built from git revision REV ("tree": the working
-#                tree) on loopback with replication factor N
+#                tree) on loopback with replication factor N; sluice:REV:N:VAR=V,VAR=V also sets
+#                environment variables for those brokers (e.g. sluice:tree:1:GOGC=400)
 #   SIZES        record sizes (default "1024 100")
 #   PARTITIONS   partitions (default 8)
 #   DURATION     measured time per run (default 20s); WARMUP (default 3s)
@@ -66,9 +67,11 @@ printf 'round\tbroker\tsize\tproduce_rec_s\tproduce_mb_s\tconsume_mb_s\tbroker_c
 # run ROUND BROKER SIZE: one fresh broker (or three), one loadgen run.
 run() {
 	local round=$1 broker=$2 size=$3
-	local name rev rf
-	IFS=: read -r name rev rf <<<"$broker"
+	local name rev rf envs
+	IFS=: read -r name rev rf envs <<<"$broker"
 	rf=${rf:-1}
+	local brokerenv=()
+	[ -n "$envs" ] && IFS=, read -r -a brokerenv <<<"$envs"
 	local dir="$BIN/run-$round-${broker//:/-}-$size"
 	mkdir -p "$dir"
 	local ports=() pids=()
@@ -85,7 +88,7 @@ run() {
 			voters+="${voters:+,}$i@127.0.0.1:${rafts[$((i - 1))]}"
 		done
 		for ((i = 1; i <= n; i++)); do
-			"$(sluice_binary "$BIN" "$rev")" serve --node-id "$i" --listen "127.0.0.1:${ports[$((i - 1))]}" \
+			env "${brokerenv[@]}" "$(sluice_binary "$BIN" "$rev")" serve --node-id "$i" --listen "127.0.0.1:${ports[$((i - 1))]}" \
 				--raft-addr "127.0.0.1:${rafts[$((i - 1))]}" --controller-voters "$voters" \
 				--data-dir "$dir/data-$i" --replication-factor "$rf" \
 				--log-level warn >"$dir/broker-$i.log" 2>&1 &
