@@ -38,6 +38,7 @@ type Partition struct {
 	dir       string
 	host      *quorum.Host
 	logger    *slog.Logger
+	started   time.Time // when the Manager started this replica (set before it is published)
 
 	config atomic.Pointer[TopicConfig]
 	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
@@ -84,6 +85,10 @@ func (p *Partition) Index() int32 { return p.partition }
 
 // ShardID is the partition's Raft group.
 func (p *Partition) ShardID() uint64 { return p.shardID }
+
+// Started is when this broker started its replica (its Raft group running here; it may still be
+// catching up).
+func (p *Partition) Started() time.Time { return p.started }
 
 func (p *Partition) options() *TopicConfig { return p.config.Load() }
 
