@@ -206,11 +206,7 @@ func (c *agentClient) post(ctx context.Context, path string, body any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
-	}
-	return nil
+	return statusError(resp)
 }
 
 func (c *agentClient) get(ctx context.Context, path string, out any) error {
@@ -223,9 +219,8 @@ func (c *agentClient) get(ctx context.Context, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	if err := statusError(resp); err != nil {
+		return err
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
@@ -542,4 +537,13 @@ func mergeLogs(start time.Time, tag string, replies []AgentReply, pick func(Agen
 		total.Merge(m)
 	}
 	return log.bytes(), total, 0, nil
+}
+
+// statusError is the agent's answer as an error when it is not a 2xx (with the start of its body).
+func statusError(resp *http.Response) error {
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
+	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 }

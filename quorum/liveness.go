@@ -2,6 +2,7 @@ package quorum
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -191,7 +192,7 @@ func applyLeaders(md *Metadata, reports []LeaderReport) *Metadata {
 		}
 		if next == nil {
 			n := *md
-			n.Topics = copyTopics(md.Topics, 0)
+			n.Topics = maps.Clone(md.Topics)
 			next = &n
 		}
 		tm := next.Topics[w.topic]

@@ -2,8 +2,11 @@ package quorum
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
 // The cluster metadata the controller group replicates: brokers, topics and their partitions'
@@ -150,10 +153,26 @@ func (md *Metadata) CheckAssignment(assignment [][]int32, rf int) string {
 	return ""
 }
 
+// partitionOf finds partition p of topic; when there is none, ok is false and res says which part
+// is unknown.
+func (md *Metadata) partitionOf(topic string, p int32) (t *TopicMeta, res sm.Result, ok bool) {
+	t, ok = md.Topics[topic]
+	if !ok {
+		return nil, sm.Result{Value: resultUnknownTopic}, false
+	}
+	if p < 0 || int(p) >= len(t.Partitions) {
+		return nil, sm.Result{Value: resultUnknownPartition}, false
+	}
+	return t, sm.Result{}, true
+}
+
 // withTopic returns md with topic tm (new or replacing the one of that name), copy on write.
 func withTopic(md *Metadata, tm *TopicMeta) *Metadata {
 	next := *md
-	next.Topics = copyTopics(md.Topics, 1)
+	next.Topics = maps.Clone(md.Topics)
+	if next.Topics == nil {
+		next.Topics = map[string]*TopicMeta{}
+	}
 	next.Topics[tm.Name] = tm
 	return &next
 }
@@ -175,22 +194,10 @@ func sortedBrokerIDs(m map[int32]BrokerInfo) []int32 {
 	return ids
 }
 
-func copyTopics(m map[string]*TopicMeta, extra int) map[string]*TopicMeta {
-	out := make(map[string]*TopicMeta, len(m)+extra)
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
 func copyConfigs(old, set map[string]string, remove []string) map[string]string {
 	out := make(map[string]string, len(old)+len(set))
-	for k, v := range old {
-		out[k] = v
-	}
-	for k, v := range set {
-		out[k] = v
-	}
+	maps.Copy(out, old)
+	maps.Copy(out, set)
 	for _, k := range remove {
 		delete(out, k)
 	}

@@ -36,12 +36,9 @@ func (cmd *reassignCmd) validate() error {
 }
 
 func (cmd *reassignCmd) apply(md *Metadata) (*Metadata, sm.Result) {
-	t, ok := md.Topics[cmd.Name]
+	t, res, ok := md.partitionOf(cmd.Name, cmd.Partition)
 	if !ok {
-		return nil, sm.Result{Value: resultUnknownTopic}
-	}
-	if cmd.Partition < 0 || int(cmd.Partition) >= len(t.Partitions) {
-		return nil, sm.Result{Value: resultUnknownPartition}
+		return nil, res
 	}
 	pm := t.Partitions[cmd.Partition]
 	if cmd.Target == nil {

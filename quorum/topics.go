@@ -133,7 +133,7 @@ func (cmd *deleteTopicCmd) apply(md *Metadata) (*Metadata, sm.Result) {
 		return nil, sm.Result{Value: resultUnknownTopic}
 	}
 	next := *md
-	next.Topics = copyTopics(md.Topics, 0)
+	next.Topics = maps.Clone(md.Topics)
 	delete(next.Topics, cmd.Name)
 	next.Deleted = map[string]int64{cmd.Name: cmd.TimeMs}
 	for name, at := range md.Deleted {
@@ -251,12 +251,9 @@ type deleteRecordsCmd struct {
 func (*deleteRecordsCmd) op() string { return "delete_records" }
 
 func (cmd *deleteRecordsCmd) apply(md *Metadata) (*Metadata, sm.Result) {
-	old, ok := md.Topics[cmd.Name]
+	old, res, ok := md.partitionOf(cmd.Name, cmd.Partition)
 	if !ok {
-		return nil, sm.Result{Value: resultUnknownTopic}
-	}
-	if cmd.Partition < 0 || int(cmd.Partition) >= len(old.Partitions) {
-		return nil, sm.Result{Value: resultUnknownPartition}
+		return nil, res
 	}
 	pm := old.Partitions[cmd.Partition]
 	if pm.LogStartOffset >= cmd.Offset {
