@@ -197,20 +197,16 @@ func (c *agentClient) post(ctx context.Context, path string, body any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(path), rd)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return statusError(resp)
+	return c.do(ctx, http.MethodPost, path, rd, nil)
 }
 
 func (c *agentClient) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path), nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// do sends one request to the agent and decodes its JSON answer into out (nil: none expected).
+func (c *agentClient) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
 	if err != nil {
 		return err
 	}
@@ -219,8 +215,12 @@ func (c *agentClient) get(ctx context.Context, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := statusError(resp); err != nil {
-		return err
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	if out == nil {
+		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
@@ -537,13 +537,4 @@ func mergeLogs(start time.Time, tag string, replies []AgentReply, pick func(Agen
 		total.Merge(m)
 	}
 	return log.bytes(), total, 0, nil
-}
-
-// statusError is the agent's answer as an error when it is not a 2xx (with the start of its body).
-func statusError(resp *http.Response) error {
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
-	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 }
