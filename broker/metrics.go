@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/metrics"
 )
 
@@ -111,15 +112,15 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 func itoa(i int32) string { return strconv.Itoa(int(i)) }
 
 // batchRecordCount reads a validated record batch v2 header's record count.
-func batchRecordCount(batch []byte) int32 {
-	return int32(binary.BigEndian.Uint32(batch[57:61]))
+func batchRecordCount(rb []byte) int32 {
+	return int32(binary.BigEndian.Uint32(rb[batch.PosRecordCount:]))
 }
 
 // countProduced counts one acknowledged batch in its topic's counters.
-func countProduced(topic string, batch []byte) {
+func countProduced(topic string, rb []byte) {
 	t := metrics.ForTopic(topic)
-	t.BytesIn.Add(float64(len(batch)))
-	t.RecordsIn.Add(float64(batchRecordCount(batch)))
+	t.BytesIn.Add(float64(len(rb)))
+	t.RecordsIn.Add(float64(batchRecordCount(rb)))
 }
 
 // countFetched counts what a fetch response sends, per partition with data, and its errors.

@@ -306,8 +306,10 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	return r, nil
 }
 
-// OffsetForTimestamp finds the first batch whose max timestamp is >= ts
-// (ListOffsets by time) and returns its base offset and max timestamp.
+// OffsetForTimestamp answers ListOffsets by timestamp at record granularity, as Kafka does: the
+// first committed record whose timestamp is >= ts, not below the log start offset. The time index
+// finds its batch, and only that batch is read (and decompressed) to find the record. found is
+// false when no committed record reaches ts.
 func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64, found bool, err error) {
 	log := p.log.Load()
 	if log == nil {
@@ -319,19 +321,26 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64,
 	}
 	// Below a DeleteRecords floor: the answer starts at the floor (its batch may start before it).
 	off = max(off, p.startFloor.Load())
-	timestamp = ts
-	if r, err := log.Read(off, 0); err == nil {
-		if len(r.Ranges) > 0 {
-			var hb [segment.HeaderSize]byte
-			if _, err := r.Ranges[0].File.ReadAt(hb[:], r.Ranges[0].Pos); err == nil {
-				if h, err := segment.ParseHeader(hb[:]); err == nil {
-					timestamp = h.MaxTimestamp
-				}
-			}
-		}
-		r.Release()
+	r, err := log.Read(off, 1) // at least, and here exactly, the one batch
+	if err != nil {
+		return -1, -1, false, KafkaError(err)
 	}
-	return off, timestamp, true, nil
+	b, err := r.AppendTo(nil)
+	r.Release()
+	if err != nil {
+		return -1, -1, false, KafkaError(err)
+	}
+	h, err := segment.ParseHeader(b)
+	if err != nil {
+		return -1, -1, false, KafkaError(err)
+	}
+	recOff, recTs, ok, err := firstRecordAtOrAfter(b[:min(h.Size(), len(b))], ts)
+	if err != nil || !ok {
+		// The batch's max timestamp reaches ts, so a record must; if the records disagree, the batch
+		// is the honest answer.
+		return off, h.MaxTimestamp, true, nil
+	}
+	return max(recOff, p.LogStartOffset()), recTs, true, nil
 }
 
 // Produce replicates one validated batch and returns once it is committed and
