@@ -278,6 +278,26 @@ func (p *Partition) ReadCommitted(offset int64, maxBytes int) (*segment.ReadResu
 	return p.read(offset, maxBytes, true)
 }
 
+// ReadOffsetError is why a consumer cannot read from offset now, or nil: kerr.OffsetOutOfRange below
+// logStart (the LogStartOffset the caller read) or above the high watermark, except above it while a
+// restart still replays the log up to offset: kerr.NotLeaderForPartition, retriable (the records are
+// there, the high watermark is not yet).
+func (p *Partition) ReadOffsetError(offset, logStart int64) error {
+	return p.readOffsetError(offset, logStart, p.hw.Load())
+}
+
+func (p *Partition) readOffsetError(offset, logStart, hw int64) error {
+	switch {
+	case offset < logStart:
+		return kerr.OffsetOutOfRange
+	case offset > hw && offset <= p.replayTo.Load():
+		return kerr.NotLeaderForPartition
+	case offset > hw:
+		return kerr.OffsetOutOfRange
+	}
+	return nil
+}
+
 func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.ReadResult, error) {
 	log := p.log.Load()
 	if log == nil {
@@ -288,14 +308,9 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	if !committed {
 		end = hw
 	}
-	if offset < p.startFloor.Load() {
-		return nil, kerr.OffsetOutOfRange // deleted by DeleteRecords
-	}
-	if offset > hw {
-		if offset <= p.replayTo.Load() {
-			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
-		}
-		return nil, kerr.OffsetOutOfRange
+	// Below the DeleteRecords floor here; below the files' own start, the segment answers.
+	if err := p.readOffsetError(offset, p.startFloor.Load(), hw); err != nil {
+		return nil, err
 	}
 	// Bounded by the watermark just read: the state machine appends a whole Raft batch before it
 	// advances the watermark, and a consumer handed batches past it would next fetch above it.
