@@ -346,72 +346,16 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		Replication: cfg.rf, Rate: cfg.rate, Producers: cfg.producers, FaultCounts: map[string]int{}}
 
 	// Consumers first, so they are fetching when faults begin.
-	consCtx, stopCons := context.WithCancel(context.Background())
-	defer stopCons()
-	var consWG sync.WaitGroup
-	offsets := map[int32]kgo.Offset{}
-	lc := &liveConsumer{start: time.Now(), seen: make([]map[int64]uint64, cfg.partitions), next: make([]int64, cfg.partitions), errs: map[string]int{}}
-	for p := range cfg.partitions {
-		offsets[int32(p)] = kgo.NewOffset().AtStart()
-		lc.seen[p] = map[int64]uint64{}
-	}
-	liveLog, err := os.Create(filepath.Join(cfg.dataDir, "live-consumer.log"))
+	cons, err := startConsumers(cfg, c)
+	defer cons.close()
 	if err != nil {
 		return nil, err
 	}
-	defer liveLog.Close()
-	liveCl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.topic: offsets}),
-		kgo.RequestTimeoutOverhead(2*time.Second), kgo.DialTimeout(time.Second),
-		kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond),
-		kgo.WithLogger(kgo.BasicLogger(liveLog, kgo.LogLevelInfo, nil)))
+	lc, gc := cons.live, cons.group
+	clients, closeProducers, err := openProducers(cfg, c)
+	defer closeProducers()
 	if err != nil {
 		return nil, err
-	}
-	defer liveCl.Close()
-	consWG.Add(1)
-	go func() { defer consWG.Done(); lc.run(consCtx, liveCl) }()
-	gc := &groupConsumer{start: lc.start, seen: map[key]struct{}{}, next: map[int32]int64{}}
-	groupLog, err := os.Create(filepath.Join(cfg.dataDir, "group-consumer.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer groupLog.Close()
-	var groupCl *kgo.Client
-	if cfg.group {
-		groupCl, err = kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
-			kgo.ConsumerGroup("chaos-group"), kgo.ConsumeTopics(cfg.topic),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-			kgo.RequestTimeoutOverhead(2*time.Second), kgo.DialTimeout(time.Second),
-			kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond),
-			kgo.AutoCommitInterval(time.Second),
-			kgo.WithLogger(kgo.BasicLogger(groupLog, kgo.LogLevelInfo, nil)))
-		if err != nil {
-			return nil, err
-		}
-		defer groupCl.Close()
-		consWG.Add(1)
-		go func() { defer consWG.Done(); gc.run(consCtx, groupCl) }()
-	}
-
-	var clients []*kgo.Client
-	for i := range cfg.producers {
-		// The producers' own log (info level) shows where an unavailable partition's time goes:
-		// metadata refreshes, retried produce errors, requests to a broker that does not answer.
-		prodLog, err := os.Create(filepath.Join(cfg.dataDir, fmt.Sprintf("producer-%d.log", i)))
-		if err != nil {
-			return nil, err
-		}
-		defer prodLog.Close()
-		cl, err := producerClient(cfg, c, kgo.MaxBufferedRecords(cfg.partitions*maxInflightPerPartition+1000),
-			kgo.WithLogger(kgo.BasicLogger(prodLog, kgo.LogLevelInfo, func() string {
-				return time.Now().UTC().Format("15:04:05.000000 ")
-			})))
-		if err != nil {
-			return nil, err
-		}
-		defer cl.Close()
-		clients = append(clients, cl)
 	}
 	r.start = time.Now()
 	for _, pt := range r.parts {
@@ -423,24 +367,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		prodWG.Add(1)
 		go func() { defer prodWG.Done(); r.produce(i, cl, stopProd) }()
 	}
-	progressDone := make(chan struct{})
-	go func() {
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-progressDone:
-				return
-			case <-t.C:
-				r.mu.Lock()
-				acked := len(r.acks)
-				r.mu.Unlock()
-				log.Printf("progress %4.0fs: attempted %d, acked %d, failed %d, skipped %d, live consumed %d, group consumed %d",
-					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), gc.count.Load())
-			}
-		}
-	}()
-
+	stopProgress := r.logProgress(lc, gc)
 	stopWatch := watchLeaders(admCl, c, cfg.topic, r.start)
 
 	// Faults, one broker at a time, until the deadline.
@@ -466,7 +393,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		}
 	}
 	fcancel()
-	close(progressDone)
+	stopProgress()
 	sum.LeaderChanges, sum.MetadataDisagreements = stopWatch()
 	sum.PerPartition = r.partitionSummaries(stopTime, sum.Faults)
 
@@ -486,27 +413,10 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 
 	// Divergent reads: the live consumer saw something at an offset that the final log does not have.
 	if cfg.group {
-		// Give the group time to reach the end before comparing.
-		gdead := time.Now().Add(60 * time.Second)
-		for time.Now().Before(gdead) {
-			gc.mu.Lock()
-			missing := 0
-			for k := range acks {
-				if _, ok := gc.seen[k]; !ok {
-					missing++
-				}
-			}
-			gc.mu.Unlock()
-			sum.GroupMissing = int64(missing)
-			if missing == 0 {
-				break
-			}
-			time.Sleep(2 * time.Second)
-		}
+		sum.GroupMissing = gc.waitFor(acks, 60*time.Second) // give the group time to reach the end
 	}
 	time.Sleep(time.Second)
-	stopCons()
-	consWG.Wait()
+	cons.stopReading()
 	sum.LiveConsumed, sum.GroupConsumed = lc.count.Load(), gc.count.Load()
 	sum.LiveRereads, sum.LiveJumps, sum.LiveErrors = lc.rereads.Load(), lc.jumps, lc.errs
 	gc.mu.Lock()
@@ -519,6 +429,152 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		return sum, errors.New("records lost, duplicated or reordered")
 	}
 	return sum, nil
+}
+
+// chaosConsumers are the readers that run through the faults: the live consumer (every partition
+// assigned) and, with -group, a consumer group. Their clients log to the data directory.
+type chaosConsumers struct {
+	live    *liveConsumer
+	group   *groupConsumer
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	closers []func() error
+}
+
+func startConsumers(cfg config, c *cluster) (*chaosConsumers, error) {
+	ctx, stop := context.WithCancel(context.Background())
+	cs := &chaosConsumers{stop: stop}
+	lc := &liveConsumer{start: time.Now(), seen: make([]map[int64]uint64, cfg.partitions), next: make([]int64, cfg.partitions), errs: map[string]int{}}
+	cs.live = lc
+	cs.group = &groupConsumer{start: lc.start, seen: map[key]struct{}{}, next: map[int32]int64{}}
+	offsets := map[int32]kgo.Offset{}
+	for p := range cfg.partitions {
+		offsets[int32(p)] = kgo.NewOffset().AtStart()
+		lc.seen[p] = map[int64]uint64{}
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(c.addrs()...),
+		kgo.RequestTimeoutOverhead(2 * time.Second), kgo.DialTimeout(time.Second),
+		kgo.MetadataMinAge(100 * time.Millisecond), kgo.FetchMaxWait(200 * time.Millisecond)}
+	liveCl, err := cs.client(filepath.Join(cfg.dataDir, "live-consumer.log"),
+		append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.topic: offsets}))...)
+	if err != nil {
+		return cs, err
+	}
+	cs.wg.Add(1)
+	go func() { defer cs.wg.Done(); lc.run(ctx, liveCl) }()
+	if !cfg.group {
+		return cs, nil
+	}
+	groupCl, err := cs.client(filepath.Join(cfg.dataDir, "group-consumer.log"), append(opts,
+		kgo.ConsumerGroup("chaos-group"), kgo.ConsumeTopics(cfg.topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitInterval(time.Second))...)
+	if err != nil {
+		return cs, err
+	}
+	cs.wg.Add(1)
+	go func() { defer cs.wg.Done(); cs.group.run(ctx, groupCl) }()
+	return cs, nil
+}
+
+// client opens a consumer client logging (info level) to logPath; close closes both.
+func (cs *chaosConsumers) client(logPath string, opts ...kgo.Opt) (*kgo.Client, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cs.closers = append(cs.closers, lf.Close)
+	cl, err := kgo.NewClient(append(opts, kgo.WithLogger(kgo.BasicLogger(lf, kgo.LogLevelInfo, nil)))...)
+	if err != nil {
+		return nil, err
+	}
+	cs.closers = append(cs.closers, func() error { cl.Close(); return nil })
+	return cl, nil
+}
+
+// stopReading stops the consumers and waits until they have returned.
+func (cs *chaosConsumers) stopReading() {
+	cs.stop()
+	cs.wg.Wait()
+}
+
+func (cs *chaosConsumers) close() {
+	cs.stopReading()
+	for i := len(cs.closers) - 1; i >= 0; i-- {
+		cs.closers[i]()
+	}
+}
+
+// waitFor waits up to d until the group has read every acknowledged record and returns how many
+// it has not.
+func (gc *groupConsumer) waitFor(acks map[key]int64, d time.Duration) (missing int64) {
+	deadline := time.Now().Add(d)
+	for {
+		gc.mu.Lock()
+		missing = 0
+		for k := range acks {
+			if _, ok := gc.seen[k]; !ok {
+				missing++
+			}
+		}
+		gc.mu.Unlock()
+		if missing == 0 || !time.Now().Before(deadline) {
+			return missing
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// openProducers opens the producers' clients. Their own log (info level, in the data directory)
+// shows where an unavailable partition's time goes: metadata refreshes, retried produce errors,
+// requests to a broker that does not answer. closeAll closes the clients and their logs.
+func openProducers(cfg config, c *cluster) (clients []*kgo.Client, closeAll func(), err error) {
+	var logs []*os.File
+	closeAll = func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+		for _, f := range logs {
+			f.Close()
+		}
+	}
+	for i := range cfg.producers {
+		prodLog, err := os.Create(filepath.Join(cfg.dataDir, fmt.Sprintf("producer-%d.log", i)))
+		if err != nil {
+			return clients, closeAll, err
+		}
+		logs = append(logs, prodLog)
+		cl, err := producerClient(cfg, c, kgo.MaxBufferedRecords(cfg.partitions*maxInflightPerPartition+1000),
+			kgo.WithLogger(kgo.BasicLogger(prodLog, kgo.LogLevelInfo, func() string {
+				return time.Now().UTC().Format("15:04:05.000000 ")
+			})))
+		if err != nil {
+			return clients, closeAll, err
+		}
+		clients = append(clients, cl)
+	}
+	return clients, closeAll, nil
+}
+
+// logProgress logs the run's counts every 10 s until the returned stop is called.
+func (r *chaosRun) logProgress(lc *liveConsumer, gc *groupConsumer) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				r.mu.Lock()
+				acked := len(r.acks)
+				r.mu.Unlock()
+				log.Printf("progress %4.0fs: attempted %d, acked %d, failed %d, skipped %d, live consumed %d, group consumed %d",
+					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), gc.count.Load())
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // watchLeaders records the leader/ISR timeline as each broker's Metadata answer shows it, to tell
