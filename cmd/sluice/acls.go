@@ -41,14 +41,7 @@ func aclsCmd(args []string, out io.Writer) error {
 	cluster := fs.Bool("cluster", false, "the cluster resource")
 	ops := fs.String("operation", "", "operations, comma separated: read, write, create, delete, alter, describe, cluster-action, describe-configs, alter-configs, idempotent-write, all (list, delete: empty matches any)")
 	pattern := fs.String("pattern", "", "literal or prefixed (create: literal; list, delete: any)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice acls [flags] list | create | delete")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if ok, err := parseCommand(fs, args, "usage: sluice acls [flags] list | create | delete\n"); !ok {
 		return err
 	}
 	cmd := fs.Arg(0)
