@@ -54,110 +54,168 @@ func (b *Broker) authorizeProduce(c *call, req *kmsg.ProduceRequest, topic strin
 }
 
 // authorizeCall checks c's request before it runs. It returns the whole answer when the request is
-// refused (or nothing of it is left to run), else nil, with post steps to apply to the response.
+// refused (or nothing of it is left to run), else nil, with post steps to apply to the response. The
+// rules are grouped by the resource they are about (topicRules, groupRules, txnRules, clusterRules).
 func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Response {
-	var (
-		codeTopic = kerr.TopicAuthorizationFailed.Code
-		codeGroup = kerr.GroupAuthorizationFailed.Code
-		codeTxn   = kerr.TransactionalIDAuthorizationFailed.Code
-		codeClust = kerr.ClusterAuthorizationFailed.Code
-	)
-	topicCode := func(op int8) func(string) int16 {
-		return func(t string) int16 {
-			if b.authorize(c, resTopic, op, t) {
-				return 0
-			}
-			return codeTopic
-		}
-	}
-	all := func(code int16) func(string) int16 { return func(string) int16 { return code } }
-	group := func(op int8, g string) bool { return b.authorize(c, resGroup, op, g) }
-	txnID := func(op int8, id string) bool { return b.authorize(c, resTxnID, op, id) }
-	cluster := func(op int8) bool { return b.authorize(c, resCluster, op, clusterResource) }
-	deny := func(code int16) kmsg.Response {
-		r := c.req.ResponseKind()
-		setTopLevelError(r, code)
-		return r
-	}
-	// split runs the request without the topics code refuses; answered here when none is left.
-	split := func(code func(string) int16) kmsg.Response {
-		p, emptied := splitTopics(c.req, code)
-		if p == nil {
-			return nil
-		}
-		if emptied {
-			r := c.req.ResponseKind()
-			p(r)
-			return r
-		}
-		*post = append(*post, p)
-		return nil
-	}
-
-	switch req := c.req.(type) {
+	switch c.req.(type) {
 	case *kmsg.ApiVersionsRequest, *kmsg.SASLHandshakeRequest, *kmsg.SASLAuthenticateRequest, *kmsg.DescribeClusterRequest,
 		*kmsg.DescribeACLsRequest, *kmsg.CreateACLsRequest, *kmsg.DeleteACLsRequest,
 		*kmsg.DescribeUserSCRAMCredentialsRequest, *kmsg.AlterUserSCRAMCredentialsRequest,
 		*kmsg.FetchRequest, *kmsg.ProduceRequest:
 		return nil // nothing to check, or the handler checks (acls.go, fetch.go, produce.go)
+	}
+	a := authzCall{b: b, c: c, post: post}
+	for _, rules := range []func(authzCall) (kmsg.Response, bool){authzCall.topicRules, authzCall.groupRules, authzCall.txnRules, authzCall.clusterRules} {
+		if resp, ok := rules(a); ok {
+			return resp
+		}
+	}
+	// An API added without a rule here: only what may alter the cluster may use it.
+	if !a.cluster(aclAlter) {
+		return a.deny(codeClust)
+	}
+	return nil
+}
 
+// Kafka's error codes of a refused request, by the resource refused.
+var (
+	codeTopic = kerr.TopicAuthorizationFailed.Code
+	codeGroup = kerr.GroupAuthorizationFailed.Code
+	codeTxn   = kerr.TransactionalIDAuthorizationFailed.Code
+	codeClust = kerr.ClusterAuthorizationFailed.Code
+)
+
+// authzCall is one request being authorized: the connection whose decisions count, and the steps
+// the rules add to apply to its response.
+type authzCall struct {
+	b    *Broker
+	c    *call
+	post *[]func(kmsg.Response)
+}
+
+// topicCode refuses the topics the principal may not op.
+func (a authzCall) topicCode(op int8) func(string) int16 {
+	return func(t string) int16 {
+		if a.b.authorize(a.c, resTopic, op, t) {
+			return 0
+		}
+		return codeTopic
+	}
+}
+
+// allCode refuses every topic with code.
+func allCode(code int16) func(string) int16 { return func(string) int16 { return code } }
+
+func (a authzCall) group(op int8, g string) bool { return a.b.authorize(a.c, resGroup, op, g) }
+
+func (a authzCall) txnID(op int8, id string) bool { return a.b.authorize(a.c, resTxnID, op, id) }
+
+func (a authzCall) cluster(op int8) bool { return a.b.authorize(a.c, resCluster, op, clusterResource) }
+
+// deny answers the whole request with code.
+func (a authzCall) deny(code int16) kmsg.Response {
+	r := a.c.req.ResponseKind()
+	setTopLevelError(r, code)
+	return r
+}
+
+// after adds a step to apply to the response.
+func (a authzCall) after(p func(kmsg.Response)) { *a.post = append(*a.post, p) }
+
+// split runs the request without the topics code refuses; answered here when none is left.
+func (a authzCall) split(code func(string) int16) kmsg.Response {
+	p, emptied := splitTopics(a.c.req, code)
+	if p == nil {
+		return nil
+	}
+	if emptied {
+		r := a.c.req.ResponseKind()
+		p(r)
+		return r
+	}
+	a.after(p)
+	return nil
+}
+
+func (a authzCall) denyGroup(ok bool) kmsg.Response {
+	if ok {
+		return nil
+	}
+	return a.deny(codeGroup)
+}
+
+// topicRules checks the topic APIs: an operation on each topic named; refused topics are put back
+// with TOPIC_AUTHORIZATION_FAILED. ok is false for a request of another kind.
+func (a authzCall) topicRules() (resp kmsg.Response, ok bool) {
+	switch req := a.c.req.(type) {
 	case *kmsg.MetadataRequest:
-		return b.authorizeMetadata(c, req, post)
-
+		return a.b.authorizeMetadata(a.c, req, a.post), true
 	case *kmsg.ListOffsetsRequest, *kmsg.OffsetForLeaderEpochRequest:
-		return split(topicCode(aclDescribe))
+		return a.split(a.topicCode(aclDescribe)), true
 	case *kmsg.DescribeProducersRequest:
-		return split(topicCode(aclRead))
+		return a.split(a.topicCode(aclRead)), true
 	case *kmsg.CreatePartitionsRequest:
-		return split(topicCode(aclAlter))
+		return a.split(a.topicCode(aclAlter)), true
 	case *kmsg.DeleteTopicsRequest:
-		return split(topicCode(aclDelete))
+		return a.split(a.topicCode(aclDelete)), true
 	case *kmsg.CreateTopicsRequest:
-		if cluster(aclCreate) {
-			return nil
+		if a.cluster(aclCreate) {
+			return nil, true
 		}
-		return split(topicCode(aclCreate))
+		return a.split(a.topicCode(aclCreate)), true
+	case *kmsg.DescribeConfigsRequest:
+		return a.b.authorizeConfigs(a.c, aclDescribeConfigs, a.post), true
+	case *kmsg.AlterConfigsRequest:
+		return a.b.authorizeConfigs(a.c, aclAlterConfigs, a.post), true
+	case *kmsg.IncrementalAlterConfigsRequest:
+		return a.b.authorizeConfigs(a.c, aclAlterConfigs, a.post), true
+	}
+	return nil, false
+}
 
+// groupRules checks the group APIs (offsets, membership, coordinators): the group, then the
+// topics. ok is false for a request of another kind.
+func (a authzCall) groupRules() (resp kmsg.Response, ok bool) {
+	switch req := a.c.req.(type) {
 	case *kmsg.OffsetCommitRequest:
-		if !group(aclRead, req.Group) {
-			return split(all(codeGroup))
+		if !a.group(aclRead, req.Group) {
+			return a.split(allCode(codeGroup)), true
 		}
-		return split(topicCode(aclRead))
+		return a.split(a.topicCode(aclRead)), true
 	case *kmsg.TxnOffsetCommitRequest:
 		switch {
-		case !txnID(aclWrite, req.TransactionalID):
-			return split(all(codeTxn))
-		case !group(aclRead, req.Group):
-			return split(all(codeGroup))
+		case !a.txnID(aclWrite, req.TransactionalID):
+			return a.split(allCode(codeTxn)), true
+		case !a.group(aclRead, req.Group):
+			return a.split(allCode(codeGroup)), true
 		}
-		return split(topicCode(aclRead))
+		return a.split(a.topicCode(aclRead)), true
 	case *kmsg.OffsetDeleteRequest:
-		if !group(aclDelete, req.Group) {
-			return deny(codeGroup)
+		if !a.group(aclDelete, req.Group) {
+			return a.deny(codeGroup), true
 		}
-		return split(topicCode(aclRead))
+		return a.split(a.topicCode(aclRead)), true
 	case *kmsg.OffsetFetchRequest:
-		return b.authorizeOffsetFetch(c, req, post)
-
+		return a.b.authorizeOffsetFetch(a.c, req, a.post), true
 	case *kmsg.FindCoordinatorRequest:
 		check := func(key string) int16 {
 			switch {
-			case req.CoordinatorType == 0 && !group(aclDescribe, key):
+			case req.CoordinatorType == 0 && !a.group(aclDescribe, key):
 				return codeGroup
-			case req.CoordinatorType == 1 && !txnID(aclDescribe, key):
+			case req.CoordinatorType == 1 && !a.txnID(aclDescribe, key):
 				return codeTxn
 			}
 			return 0
 		}
 		if req.Version < 4 {
 			if code := check(req.CoordinatorKey); code != 0 {
-				r := deny(code).(*kmsg.FindCoordinatorResponse)
+				r := a.deny(code).(*kmsg.FindCoordinatorResponse)
 				r.NodeID, r.Port = -1, -1
-				return r
+				return r, true
 			}
-			return nil
+			return nil, true
 		}
-		*post = append(*post, func(r kmsg.Response) {
+		a.after(func(r kmsg.Response) {
 			for i := range r.(*kmsg.FindCoordinatorResponse).Coordinators {
 				co := &r.(*kmsg.FindCoordinatorResponse).Coordinators[i]
 				if code := check(co.Key); code != 0 {
@@ -165,39 +223,39 @@ func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Respon
 				}
 			}
 		})
-		return nil
+		return nil, true
 	case *kmsg.JoinGroupRequest:
-		return b.denyGroup(group(aclRead, req.Group), deny)
+		return a.denyGroup(a.group(aclRead, req.Group)), true
 	case *kmsg.SyncGroupRequest:
-		return b.denyGroup(group(aclRead, req.Group), deny)
+		return a.denyGroup(a.group(aclRead, req.Group)), true
 	case *kmsg.HeartbeatRequest:
-		return b.denyGroup(group(aclRead, req.Group), deny)
+		return a.denyGroup(a.group(aclRead, req.Group)), true
 	case *kmsg.LeaveGroupRequest:
-		return b.denyGroup(group(aclRead, req.Group), deny)
+		return a.denyGroup(a.group(aclRead, req.Group)), true
 	case *kmsg.DescribeGroupsRequest:
-		*post = append(*post, func(r kmsg.Response) {
+		a.after(func(r kmsg.Response) {
 			for i := range r.(*kmsg.DescribeGroupsResponse).Groups {
 				g := &r.(*kmsg.DescribeGroupsResponse).Groups[i]
-				if !group(aclDescribe, g.Group) {
+				if !a.group(aclDescribe, g.Group) {
 					name := g.Group
 					*g = kmsg.NewDescribeGroupsResponseGroup()
 					g.Group, g.ErrorCode = name, codeGroup
 				}
 			}
 		})
-		return nil
+		return nil, true
 	case *kmsg.ListGroupsRequest:
-		if !cluster(aclDescribe) {
-			*post = append(*post, func(r kmsg.Response) {
+		if !a.cluster(aclDescribe) {
+			a.after(func(r kmsg.Response) {
 				lr := r.(*kmsg.ListGroupsResponse)
-				lr.Groups = slices.DeleteFunc(lr.Groups, func(g kmsg.ListGroupsResponseGroup) bool { return !group(aclDescribe, g.Group) })
+				lr.Groups = slices.DeleteFunc(lr.Groups, func(g kmsg.ListGroupsResponseGroup) bool { return !a.group(aclDescribe, g.Group) })
 			})
 		}
-		return nil
+		return nil, true
 	case *kmsg.DeleteGroupsRequest:
 		var refused []string
 		req.Groups = slices.DeleteFunc(req.Groups, func(g string) bool {
-			if group(aclDelete, g) {
+			if a.group(aclDelete, g) {
 				return false
 			}
 			refused = append(refused, g)
@@ -212,93 +270,92 @@ func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Respon
 			}
 		}
 		if len(req.Groups) == 0 {
-			r := c.req.ResponseKind()
+			r := a.c.req.ResponseKind()
 			add(r)
-			return r
+			return r, true
 		}
-		*post = append(*post, add)
-		return nil
+		a.after(add)
+		return nil, true
+	}
+	return nil, false
+}
 
-	case *kmsg.DescribeConfigsRequest:
-		return b.authorizeConfigs(c, aclDescribeConfigs, post)
-	case *kmsg.AlterConfigsRequest:
-		return b.authorizeConfigs(c, aclAlterConfigs, post)
-	case *kmsg.IncrementalAlterConfigsRequest:
-		return b.authorizeConfigs(c, aclAlterConfigs, post)
-
+// txnRules checks the transaction APIs: the transactional id, then the topics or the cluster. ok is
+// false for a request of another kind.
+func (a authzCall) txnRules() (resp kmsg.Response, ok bool) {
+	switch req := a.c.req.(type) {
 	case *kmsg.InitProducerIDRequest:
 		if req.TransactionalID != nil {
-			if !txnID(aclWrite, *req.TransactionalID) {
-				return deny(codeTxn)
+			if !a.txnID(aclWrite, *req.TransactionalID) {
+				return a.deny(codeTxn), true
 			}
-			return nil
+			return nil, true
 		}
-		if !b.authorizeAnyTopicWrite(c) {
-			return deny(codeClust)
+		if !a.b.authorizeAnyTopicWrite(a.c) {
+			return a.deny(codeClust), true
 		}
-		return nil
+		return nil, true
 	case *kmsg.AddPartitionsToTxnRequest:
 		if req.Version >= 4 {
-			if !cluster(aclClusterAction) {
-				return deny(codeClust)
+			if !a.cluster(aclClusterAction) {
+				return a.deny(codeClust), true
 			}
-			return nil
+			return nil, true
 		}
-		if !txnID(aclWrite, req.TransactionalID) {
-			return split(all(codeTxn))
+		if !a.txnID(aclWrite, req.TransactionalID) {
+			return a.split(allCode(codeTxn)), true
 		}
 		// Kafka adds none of the partitions when one topic is refused: the others are not attempted.
 		refused := false
 		for _, t := range req.Topics {
-			refused = refused || !b.authorize(c, resTopic, aclWrite, t.Topic)
+			refused = refused || !a.b.authorize(a.c, resTopic, aclWrite, t.Topic)
 		}
 		if refused {
-			code := topicCode(aclWrite)
-			return split(func(t string) int16 {
+			code := a.topicCode(aclWrite)
+			return a.split(func(t string) int16 {
 				if cd := code(t); cd != 0 {
 					return cd
 				}
 				return kerr.OperationNotAttempted.Code
-			})
+			}), true
 		}
-		return nil
+		return nil, true
 	case *kmsg.AddOffsetsToTxnRequest:
 		switch {
-		case !txnID(aclWrite, req.TransactionalID):
-			return deny(codeTxn)
-		case !group(aclRead, req.Group):
-			return deny(codeGroup)
+		case !a.txnID(aclWrite, req.TransactionalID):
+			return a.deny(codeTxn), true
+		case !a.group(aclRead, req.Group):
+			return a.deny(codeGroup), true
 		}
-		return nil
+		return nil, true
 	case *kmsg.EndTxnRequest:
-		if !txnID(aclWrite, req.TransactionalID) {
-			return deny(codeTxn)
+		if !a.txnID(aclWrite, req.TransactionalID) {
+			return a.deny(codeTxn), true
 		}
-		return nil
+		return nil, true
 	case *kmsg.DescribeTransactionsRequest:
-		*post = append(*post, func(r kmsg.Response) {
+		a.after(func(r kmsg.Response) {
 			for i := range r.(*kmsg.DescribeTransactionsResponse).TransactionStates {
 				s := &r.(*kmsg.DescribeTransactionsResponse).TransactionStates[i]
-				if !txnID(aclDescribe, s.TransactionalID) {
+				if !a.txnID(aclDescribe, s.TransactionalID) {
 					id := s.TransactionalID
 					*s = kmsg.NewDescribeTransactionsResponseTransactionState()
 					s.TransactionalID, s.ErrorCode = id, codeTxn
 				}
 			}
 		})
-		return nil
+		return nil, true
 	case *kmsg.ListTransactionsRequest:
-		*post = append(*post, func(r kmsg.Response) {
+		a.after(func(r kmsg.Response) {
 			lr := r.(*kmsg.ListTransactionsResponse)
 			lr.TransactionStates = slices.DeleteFunc(lr.TransactionStates, func(s kmsg.ListTransactionsResponseTransactionState) bool {
-				return !txnID(aclDescribe, s.TransactionalID)
+				return !a.txnID(aclDescribe, s.TransactionalID)
 			})
 		})
-		return nil
-
+		return nil, true
 	case *kmsg.WriteTxnMarkersRequest:
-		if cluster(aclClusterAction) {
-			return nil
+		if a.cluster(aclClusterAction) {
+			return nil, true
 		}
 		r := req.ResponseKind().(*kmsg.WriteTxnMarkersResponse)
 		for _, m := range req.Markers {
@@ -316,35 +373,33 @@ func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Respon
 			}
 			r.Markers = append(r.Markers, rm)
 		}
-		return r
-	case *kmsg.BrokerRegistrationRequest:
-		if !cluster(aclClusterAction) {
-			return deny(codeClust)
-		}
-		return nil
-	case *kmsg.AlterPartitionAssignmentsRequest:
-		if !cluster(aclAlter) {
-			return deny(codeClust)
-		}
-		return nil
-	case *kmsg.ListPartitionReassignmentsRequest:
-		if !cluster(aclDescribe) {
-			return deny(codeClust)
-		}
-		return nil
+		return r, true
 	}
-	// An API added without a rule here: only what may alter the cluster may use it.
-	if !cluster(aclAlter) {
-		return deny(codeClust)
-	}
-	return nil
+	return nil, false
 }
 
-func (b *Broker) denyGroup(ok bool, deny func(int16) kmsg.Response) kmsg.Response {
-	if ok {
-		return nil
+// clusterRules checks the cluster APIs: an operation on the cluster. ok is false for a request of
+// another kind.
+func (a authzCall) clusterRules() (resp kmsg.Response, ok bool) {
+	switch a.c.req.(type) {
+	case *kmsg.BrokerRegistrationRequest:
+		if !a.cluster(aclClusterAction) {
+			return a.deny(codeClust), true
+		}
+		return nil, true
+	case *kmsg.AlterPartitionAssignmentsRequest:
+		if !a.cluster(aclAlter) {
+			return a.deny(codeClust), true
+		}
+		return nil, true
+	case *kmsg.ListPartitionReassignmentsRequest:
+		if !a.cluster(aclDescribe) {
+			return a.deny(codeClust), true
+		}
+		return nil, true
+
 	}
-	return deny(kerr.GroupAuthorizationFailed.Code)
+	return nil, false
 }
 
 // authorizeMetadata: listing all topics shows only those the principal may describe; a named topic

@@ -3,6 +3,8 @@ package broker
 import (
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/sluicebroker/sluice/netio"
 	"github.com/sluicebroker/sluice/quorum"
 )
@@ -89,5 +91,18 @@ func TestAuthorizeCachedNoAlloc(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { b.authorize(c, resTopic, aclWrite, topic) }); n != 0 {
 		t.Fatalf("%v allocations per cached check", n)
+	}
+}
+
+// TestAuthorizeCallProduceFetchNoAlloc: with ACLs on, every request passes authorizeCall first;
+// Produce and Fetch (which check per partition in their handlers) must cost no allocation there.
+func TestAuthorizeCallProduceFetchNoAlloc(t *testing.T) {
+	b := &Broker{sec: &SecurityConfig{ACL: true}, ctl: &quorum.Controller{}}
+	for _, req := range []kmsg.Request{kmsg.NewPtrProduceRequest(), kmsg.NewPtrFetchRequest()} {
+		c := &call{nr: &netio.Request{Conn: &netio.Conn{}}, req: req}
+		var post []func(kmsg.Response)
+		if n := testing.AllocsPerRun(1000, func() { b.authorizeCall(c, &post) }); n != 0 {
+			t.Errorf("%s: %v allocations per call", kmsg.NameForKey(req.Key()), n)
+		}
 	}
 }

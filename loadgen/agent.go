@@ -240,16 +240,9 @@ func RunAgents(ctx context.Context, w Workload, agents []string, opt Options) (*
 	if label == "" {
 		label = w.Name
 	}
-	clients := make([]*agentClient, len(agents))
-	for i, a := range agents {
-		clients[i] = &agentClient{addr: a, http: &http.Client{}}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var s Sample
-		err := clients[i].get(pctx, "/progress", &s)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("agent %s unreachable: %w", a, err)
-		}
+	clients, err := dialAgents(ctx, agents)
+	if err != nil {
+		return nil, err
 	}
 
 	// The coordinator owns the topics.
@@ -334,34 +327,16 @@ func RunAgents(ctx context.Context, w Workload, agents []string, opt Options) (*
 			return nil, ctx.Err()
 		case <-tick.C:
 		}
-		var sum Sample
-		allFlushed := true
-		for i, c := range clients {
-			pctx, pc := context.WithTimeout(runCtx, 5*time.Second)
-			var s Sample
-			err := c.get(pctx, "/progress", &s)
-			pc()
-			if err != nil {
-				cancel()
-				cancelAll()
-				sh := shares[i]
-				return nil, fmt.Errorf("agent %s lost mid-run (%v): its producers %d..%d and consumers %d..%d of each group are missing from the run, which is abandoned",
-					c.addr, err, sh.ProducerLo, sh.ProducerHi-1, sh.ConsumerLo, sh.ConsumerHi-1)
-			}
-			sum.Produced += s.Produced
-			sum.ProducedBytes += s.ProducedBytes
-			sum.Consumed += s.Consumed
-			sum.ConsumedBytes += s.ConsumedBytes
-			sum.Failed += s.Failed
-			allFlushed = allFlushed && s.ProducersDone
+		sum, allFlushed, err := pollAgents(runCtx, clients, shares)
+		if err != nil {
+			cancel()
+			cancelAll()
+			return nil, err
 		}
 		sum.Lag = sum.Produced*groups - sum.Consumed
 		now := time.Now()
 		if opt.Progress != nil && now.After(startAt) {
-			secs := now.Sub(lastAt).Seconds()
-			fmt.Fprintf(opt.Progress, "%5.0fs  %d agents  produce %9.0f rec/s %8.2f MB/s  consume %9.0f rec/s %8.2f MB/s  failed %d  lag %d\n",
-				now.Sub(startAt).Seconds(), len(clients), float64(sum.Produced-last.Produced)/secs, float64(sum.ProducedBytes-last.ProducedBytes)/secs/1e6,
-				float64(sum.Consumed-last.Consumed)/secs, float64(sum.ConsumedBytes-last.ConsumedBytes)/secs/1e6, sum.Failed, max(sum.Lag, 0))
+			printAgentsProgress(opt.Progress, now.Sub(startAt), len(clients), sum, last, now.Sub(lastAt).Seconds())
 		}
 		last, lastAt = sum, now
 		if !finished && (allFlushed && now.After(stop) && sum.Lag <= 0 || now.After(hardEnd)) {
@@ -392,6 +367,53 @@ func RunAgents(ctx context.Context, w Workload, agents []string, opt Options) (*
 		res.Warnings = append(res.Warnings, fmt.Sprintf("producers and consumers ran on different agents (%d): end-to-end latency includes the clock skew between their machines; publish latency is measured on the producing agent alone", len(clients)))
 	}
 	return res, nil
+}
+
+// dialAgents checks that every agent answers.
+func dialAgents(ctx context.Context, agents []string) ([]*agentClient, error) {
+	clients := make([]*agentClient, len(agents))
+	for i, a := range agents {
+		clients[i] = &agentClient{addr: a, http: &http.Client{}}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var s Sample
+		err := clients[i].get(pctx, "/progress", &s)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("agent %s unreachable: %w", a, err)
+		}
+	}
+	return clients, nil
+}
+
+// pollAgents adds up the agents' progress; allFlushed reports that every agent's producers are done.
+// An agent that does not answer is lost, and the run with it.
+func pollAgents(ctx context.Context, clients []*agentClient, shares []Share) (sum Sample, allFlushed bool, err error) {
+	allFlushed = true
+	for i, c := range clients {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var s Sample
+		err := c.get(pctx, "/progress", &s)
+		cancel()
+		if err != nil {
+			sh := shares[i]
+			return sum, false, fmt.Errorf("agent %s lost mid-run (%v): its producers %d..%d and consumers %d..%d of each group are missing from the run, which is abandoned",
+				c.addr, err, sh.ProducerLo, sh.ProducerHi-1, sh.ConsumerLo, sh.ConsumerHi-1)
+		}
+		sum.Produced += s.Produced
+		sum.ProducedBytes += s.ProducedBytes
+		sum.Consumed += s.Consumed
+		sum.ConsumedBytes += s.ConsumedBytes
+		sum.Failed += s.Failed
+		allFlushed = allFlushed && s.ProducersDone
+	}
+	return sum, allFlushed, nil
+}
+
+// printAgentsProgress prints one line of a distributed run's rates since the last (secs ago).
+func printAgentsProgress(w io.Writer, elapsed time.Duration, agents int, sum, last Sample, secs float64) {
+	fmt.Fprintf(w, "%5.0fs  %d agents  produce %9.0f rec/s %8.2f MB/s  consume %9.0f rec/s %8.2f MB/s  failed %d  lag %d\n",
+		elapsed.Seconds(), agents, float64(sum.Produced-last.Produced)/secs, float64(sum.ProducedBytes-last.ProducedBytes)/secs/1e6,
+		float64(sum.Consumed-last.Consumed)/secs, float64(sum.ConsumedBytes-last.ConsumedBytes)/secs/1e6, sum.Failed, max(sum.Lag, 0))
 }
 
 // mergeReplies adds up the agents' counts and merges their histograms interval by interval.

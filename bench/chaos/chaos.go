@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,47 +16,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/internal/testcluster"
 )
-
-// key identifies one produced record: producer, partition and that producer's sequence number
-// within the partition (1, 2, 3, ...). Every value starts with it, so the final log can be
-// checked without keeping values around.
-type key struct {
-	prod uint16
-	part int32
-	seq  uint32
-}
-
-func encodeValue(k key, size int) []byte {
-	b := fmt.Appendf(nil, "%d/%d/%d/", k.prod, k.part, k.seq)
-	for len(b) < size {
-		b = append(b, '.')
-	}
-	return b
-}
-
-func decodeValue(v []byte) (key, bool) {
-	f := strings.SplitN(string(v[:min(len(v), 40)]), "/", 4)
-	if len(f) < 4 {
-		return key{}, false
-	}
-	prod, e1 := strconv.ParseUint(f[0], 10, 16)
-	part, e2 := strconv.ParseInt(f[1], 10, 32)
-	seq, e3 := strconv.ParseUint(f[2], 10, 32)
-	if e1 != nil || e2 != nil || e3 != nil {
-		return key{}, false
-	}
-	return key{uint16(prod), int32(part), uint32(seq)}, true
-}
-
-func hashValue(v []byte) uint64 {
-	h := fnv.New64a()
-	h.Write(v)
-	return h.Sum64()
-}
 
 // partTrack measures one partition's availability as seen by the producers: the longest time
 // between two successive acknowledgements while producers kept sending to it.
@@ -92,15 +50,6 @@ type faultEvent struct {
 	LeaderOf    []int32 `json:"leader_of"`
 	HealthyMs   int64   `json:"healthy_after_ms"`
 	HealthyNote string  `json:"healthy_note,omitempty"`
-}
-
-// leaderChange is one change of a partition's leader or ISR as Metadata reported it.
-type leaderChange struct {
-	AtS       float64 `json:"at_s"`
-	View      int32   `json:"view"` // the broker whose Metadata answer this is
-	Partition int32   `json:"partition"`
-	Leader    int32   `json:"leader"`
-	ISR       []int32 `json:"isr"`
 }
 
 type partSummary struct {
@@ -237,100 +186,6 @@ func (r *chaosRun) produce(id int, cl *kgo.Client, stop <-chan struct{}) {
 	}
 }
 
-// liveConsumer reads every partition from the start while faults happen and remembers a hash
-// of what it saw at each offset: a record read once and later gone is a divergent read. It also
-// notes when the client goes back to an offset it already read (an offset reset after an
-// OFFSET_OUT_OF_RANGE, for instance): harmless here, records lost with auto.offset.reset=latest.
-type liveConsumer struct {
-	start   time.Time
-	seen    []map[int64]uint64
-	next    []int64
-	count   atomic.Int64
-	rereads atomic.Int64
-	jumps   []string
-	errs    map[string]int
-}
-
-func (lc *liveConsumer) run(ctx context.Context, cl *kgo.Client) {
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			lc.errs[fmt.Sprintf("partition %d: %v", p, err)]++
-		})
-		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
-			p := ftp.Partition
-			for _, rec := range ftp.Records {
-				if rec.Offset < lc.next[p] {
-					lc.rereads.Add(1)
-				}
-				lc.seen[p][rec.Offset] = hashValue(rec.Value)
-				lc.count.Add(1)
-			}
-			if n := len(ftp.Records); n > 0 {
-				first, last := ftp.Records[0].Offset, ftp.Records[n-1].Offset
-				if first < lc.next[p] || first > lc.next[p] {
-					kind := "back"
-					if first > lc.next[p] {
-						kind = "forward"
-					}
-					if len(lc.jumps) < 100 {
-						lc.jumps = append(lc.jumps, fmt.Sprintf("%.1fs partition %d: jumped %s from offset %d to %d",
-							time.Since(lc.start).Seconds(), p, kind, lc.next[p], first))
-					}
-				}
-				lc.next[p] = last + 1
-			}
-		})
-	}
-}
-
-// groupConsumer reads with a consumer group (auto-commit) and records which values it saw.
-// Re-reads are expected after a rebalance (back to the last commit, at most about a second of
-// records here); it notes how far back each restart went.
-type groupConsumer struct {
-	start   time.Time
-	mu      sync.Mutex
-	seen    map[key]struct{}
-	next    map[int32]int64
-	count   atomic.Int64
-	rereads atomic.Int64
-	jumps   []string
-}
-
-func (gc *groupConsumer) run(ctx context.Context, cl *kgo.Client) {
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		gc.mu.Lock()
-		fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
-			p := ftp.Partition
-			for _, rec := range ftp.Records {
-				if k, ok := decodeValue(rec.Value); ok {
-					gc.seen[k] = struct{}{}
-				}
-				gc.count.Add(1)
-				if next, ok := gc.next[p]; ok && rec.Offset < next {
-					gc.rereads.Add(1)
-				}
-			}
-			if n := len(ftp.Records); n > 0 {
-				first := ftp.Records[0].Offset
-				if next, ok := gc.next[p]; ok && first != next && len(gc.jumps) < 200 {
-					gc.jumps = append(gc.jumps, fmt.Sprintf("%.1fs partition %d: from offset %d to %d (%+d)",
-						time.Since(gc.start).Seconds(), p, next, first, first-next))
-				}
-				gc.next[p] = max(gc.next[p], ftp.Records[n-1].Offset+1)
-			}
-		})
-		gc.mu.Unlock()
-	}
-}
-
 func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*chaosSummary, error) {
 	adm, admCl, err := startAll(ctx, cfg, c)
 	if err != nil {
@@ -346,72 +201,16 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		Replication: cfg.rf, Rate: cfg.rate, Producers: cfg.producers, FaultCounts: map[string]int{}}
 
 	// Consumers first, so they are fetching when faults begin.
-	consCtx, stopCons := context.WithCancel(context.Background())
-	defer stopCons()
-	var consWG sync.WaitGroup
-	offsets := map[int32]kgo.Offset{}
-	lc := &liveConsumer{start: time.Now(), seen: make([]map[int64]uint64, cfg.partitions), next: make([]int64, cfg.partitions), errs: map[string]int{}}
-	for p := range cfg.partitions {
-		offsets[int32(p)] = kgo.NewOffset().AtStart()
-		lc.seen[p] = map[int64]uint64{}
-	}
-	liveLog, err := os.Create(filepath.Join(cfg.dataDir, "live-consumer.log"))
+	cons, err := startConsumers(cfg, c)
+	defer cons.close()
 	if err != nil {
 		return nil, err
 	}
-	defer liveLog.Close()
-	liveCl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.topic: offsets}),
-		kgo.RequestTimeoutOverhead(2*time.Second), kgo.DialTimeout(time.Second),
-		kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond),
-		kgo.WithLogger(kgo.BasicLogger(liveLog, kgo.LogLevelInfo, nil)))
+	lc, gc := cons.live, cons.group
+	clients, closeProducers, err := openProducers(cfg, c)
+	defer closeProducers()
 	if err != nil {
 		return nil, err
-	}
-	defer liveCl.Close()
-	consWG.Add(1)
-	go func() { defer consWG.Done(); lc.run(consCtx, liveCl) }()
-	gc := &groupConsumer{start: lc.start, seen: map[key]struct{}{}, next: map[int32]int64{}}
-	groupLog, err := os.Create(filepath.Join(cfg.dataDir, "group-consumer.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer groupLog.Close()
-	var groupCl *kgo.Client
-	if cfg.group {
-		groupCl, err = kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
-			kgo.ConsumerGroup("chaos-group"), kgo.ConsumeTopics(cfg.topic),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-			kgo.RequestTimeoutOverhead(2*time.Second), kgo.DialTimeout(time.Second),
-			kgo.MetadataMinAge(100*time.Millisecond), kgo.FetchMaxWait(200*time.Millisecond),
-			kgo.AutoCommitInterval(time.Second),
-			kgo.WithLogger(kgo.BasicLogger(groupLog, kgo.LogLevelInfo, nil)))
-		if err != nil {
-			return nil, err
-		}
-		defer groupCl.Close()
-		consWG.Add(1)
-		go func() { defer consWG.Done(); gc.run(consCtx, groupCl) }()
-	}
-
-	var clients []*kgo.Client
-	for i := range cfg.producers {
-		// The producers' own log (info level) shows where an unavailable partition's time goes:
-		// metadata refreshes, retried produce errors, requests to a broker that does not answer.
-		prodLog, err := os.Create(filepath.Join(cfg.dataDir, fmt.Sprintf("producer-%d.log", i)))
-		if err != nil {
-			return nil, err
-		}
-		defer prodLog.Close()
-		cl, err := producerClient(cfg, c, kgo.MaxBufferedRecords(cfg.partitions*maxInflightPerPartition+1000),
-			kgo.WithLogger(kgo.BasicLogger(prodLog, kgo.LogLevelInfo, func() string {
-				return time.Now().UTC().Format("15:04:05.000000 ")
-			})))
-		if err != nil {
-			return nil, err
-		}
-		defer cl.Close()
-		clients = append(clients, cl)
 	}
 	r.start = time.Now()
 	for _, pt := range r.parts {
@@ -423,24 +222,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		prodWG.Add(1)
 		go func() { defer prodWG.Done(); r.produce(i, cl, stopProd) }()
 	}
-	progressDone := make(chan struct{})
-	go func() {
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-progressDone:
-				return
-			case <-t.C:
-				r.mu.Lock()
-				acked := len(r.acks)
-				r.mu.Unlock()
-				log.Printf("progress %4.0fs: attempted %d, acked %d, failed %d, skipped %d, live consumed %d, group consumed %d",
-					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), gc.count.Load())
-			}
-		}
-	}()
-
+	stopProgress := r.logProgress(lc, gc)
 	stopWatch := watchLeaders(admCl, c, cfg.topic, r.start)
 
 	// Faults, one broker at a time, until the deadline.
@@ -466,7 +248,7 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 		}
 	}
 	fcancel()
-	close(progressDone)
+	stopProgress()
 	sum.LeaderChanges, sum.MetadataDisagreements = stopWatch()
 	sum.PerPartition = r.partitionSummaries(stopTime, sum.Faults)
 
@@ -486,27 +268,10 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 
 	// Divergent reads: the live consumer saw something at an offset that the final log does not have.
 	if cfg.group {
-		// Give the group time to reach the end before comparing.
-		gdead := time.Now().Add(60 * time.Second)
-		for time.Now().Before(gdead) {
-			gc.mu.Lock()
-			missing := 0
-			for k := range acks {
-				if _, ok := gc.seen[k]; !ok {
-					missing++
-				}
-			}
-			gc.mu.Unlock()
-			sum.GroupMissing = int64(missing)
-			if missing == 0 {
-				break
-			}
-			time.Sleep(2 * time.Second)
-		}
+		sum.GroupMissing = gc.waitFor(acks, 60*time.Second) // give the group time to reach the end
 	}
 	time.Sleep(time.Second)
-	stopCons()
-	consWG.Wait()
+	cons.stopReading()
 	sum.LiveConsumed, sum.GroupConsumed = lc.count.Load(), gc.count.Load()
 	sum.LiveRereads, sum.LiveJumps, sum.LiveErrors = lc.rereads.Load(), lc.jumps, lc.errs
 	gc.mu.Lock()
@@ -521,51 +286,57 @@ func runChaos(ctx context.Context, cfg config, c *cluster, rng *rand.Rand) (*cha
 	return sum, nil
 }
 
-// watchLeaders records the leader/ISR timeline as each broker's Metadata answer shows it, to tell
-// what an unavailability coincided with and whether brokers disagree, until the returned stop is
-// called; stop returns the changes in time order and the polls in which two brokers named different
-// leaders for a partition.
-func watchLeaders(cl *kgo.Client, c *cluster, topic string, start time.Time) (stop func() ([]leaderChange, int64)) {
-	var changes []leaderChange
-	var disagree int64
+// openProducers opens the producers' clients. Their own log (info level, in the data directory)
+// shows where an unavailable partition's time goes: metadata refreshes, retried produce errors,
+// requests to a broker that does not answer. closeAll closes the clients and their logs.
+func openProducers(cfg config, c *cluster) (clients []*kgo.Client, closeAll func(), err error) {
+	var logs []*os.File
+	closeAll = func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+		for _, f := range logs {
+			f.Close()
+		}
+	}
+	for i := range cfg.producers {
+		prodLog, err := os.Create(filepath.Join(cfg.dataDir, fmt.Sprintf("producer-%d.log", i)))
+		if err != nil {
+			return clients, closeAll, err
+		}
+		logs = append(logs, prodLog)
+		cl, err := producerClient(cfg, c, kgo.MaxBufferedRecords(cfg.partitions*maxInflightPerPartition+1000),
+			kgo.WithLogger(kgo.BasicLogger(prodLog, kgo.LogLevelInfo, func() string {
+				return time.Now().UTC().Format("15:04:05.000000 ")
+			})))
+		if err != nil {
+			return clients, closeAll, err
+		}
+		clients = append(clients, cl)
+	}
+	return clients, closeAll, nil
+}
+
+// logProgress logs the run's counts every 10 s until the returned stop is called.
+func (r *chaosRun) logProgress(lc *liveConsumer, gc *groupConsumer) (stop func()) {
 	done := make(chan struct{})
-	quit := make(chan struct{})
 	go func() {
-		defer close(done)
-		prev := map[[2]int32]string{}
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
 		for {
 			select {
-			case <-quit:
+			case <-done:
 				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			views := brokerViews(cl, c, topic)
-			at := round1(time.Since(start).Seconds())
-			leaders := map[int32]int32{}
-			for view, st := range views {
-				for p, ps := range st {
-					isr := slices.Clone(ps.isr)
-					slices.Sort(isr)
-					if s := fmt.Sprint(ps.leader, isr); s != prev[[2]int32{view, p}] {
-						prev[[2]int32{view, p}] = s
-						changes = append(changes, leaderChange{AtS: at, View: view, Partition: p, Leader: ps.leader, ISR: isr})
-					}
-					if l, ok := leaders[p]; ok && ps.leader >= 0 && l >= 0 && l != ps.leader {
-						disagree++
-					}
-					if ps.leader >= 0 {
-						leaders[p] = ps.leader
-					}
-				}
+			case <-t.C:
+				r.mu.Lock()
+				acked := len(r.acks)
+				r.mu.Unlock()
+				log.Printf("progress %4.0fs: attempted %d, acked %d, failed %d, skipped %d, live consumed %d, group consumed %d",
+					time.Since(r.start).Seconds(), r.attempted.Load(), acked, r.failed.Load(), r.skipped.Load(), lc.count.Load(), gc.count.Load())
 			}
 		}
 	}()
-	return func() ([]leaderChange, int64) {
-		close(quit)
-		<-done
-		sort.SliceStable(changes, func(i, j int) bool { return changes[i].AtS < changes[j].AtS })
-		return changes, disagree
-	}
+	return func() { close(done) }
 }
 
 // heal gets every broker running and resumed, and waits (up to 90 s) for every partition to have a
@@ -604,22 +375,6 @@ func (r *chaosRun) partitionSummaries(stopTime time.Time, faults []faultEvent) [
 		out = append(out, ps)
 	}
 	return out
-}
-
-// divergentReads counts what the live consumer saw at an offset that the final log does not hold
-// (or holds differently), with up to 20 examples.
-func (lc *liveConsumer) divergentReads(sum *chaosSummary, final *finalLog) {
-	for p, m := range lc.seen {
-		for off, h := range m {
-			v, ok := final.hash[p][off]
-			if !ok || v != h {
-				sum.DivergentReads++
-				if len(sum.Examples) < 20 {
-					sum.Examples = append(sum.Examples, fmt.Sprintf("divergent read: partition %d offset %d seen live, final log has it: %v", p, off, ok))
-				}
-			}
-		}
-	}
 }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
@@ -702,141 +457,6 @@ func (r *chaosRun) faultLoop(ctx context.Context, adm *kadm.Client, rng *rand.Ra
 	}
 }
 
-// finalLog is every partition as read back at the end.
-type finalLog struct {
-	keys []map[int64]key
-	hash []map[int64]uint64
-	bad  []string
-}
-
-func readAll(adm *kadm.Client, c *cluster, cfg config) (*finalLog, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var ends map[int32]int64
-	for {
-		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
-		lo, err := adm.ListEndOffsets(lctx, cfg.topic)
-		lcancel()
-		if err == nil && lo.Error() == nil {
-			ends = map[int32]int64{}
-			lo.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
-			if len(ends) == cfg.partitions {
-				break
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("list end offsets: %v", err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	offsets := map[int32]kgo.Offset{}
-	for p := range cfg.partitions {
-		offsets[int32(p)] = kgo.NewOffset().AtStart()
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.topic: offsets}),
-		kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	fl := &finalLog{}
-	next := make([]int64, cfg.partitions)
-	for range cfg.partitions {
-		fl.keys = append(fl.keys, map[int64]key{})
-		fl.hash = append(fl.hash, map[int64]uint64{})
-	}
-	done := func() bool {
-		for p := range cfg.partitions {
-			if next[p] < ends[int32(p)] {
-				return false
-			}
-		}
-		return true
-	}
-	for !done() {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("reading back: stuck at %v, end offsets %v", next, ends)
-		}
-		fs.EachError(func(t string, p int32, err error) { log.Printf("read back %s/%d: %v", t, p, err) })
-		fs.EachRecord(func(rec *kgo.Record) {
-			p := rec.Partition
-			if rec.Offset >= ends[p] {
-				return // produced after the end offsets were listed (cannot happen: producers stopped)
-			}
-			if k, ok := decodeValue(rec.Value); ok {
-				fl.keys[p][rec.Offset] = k
-			} else {
-				fl.bad = append(fl.bad, fmt.Sprintf("partition %d offset %d: %q", p, rec.Offset, rec.Value[:min(len(rec.Value), 40)]))
-			}
-			fl.hash[p][rec.Offset] = hashValue(rec.Value)
-			next[p] = rec.Offset + 1
-		})
-	}
-	return fl, nil
-}
-
-// verify compares the acknowledged records with the final log.
-func verify(sum *chaosSummary, acks map[key]int64, fl *finalLog, cfg config) {
-	example := func(format string, args ...any) {
-		if len(sum.Examples) < 20 {
-			sum.Examples = append(sum.Examples, fmt.Sprintf(format, args...))
-		}
-	}
-	sum.Invalid = int64(len(fl.bad))
-	for _, b := range fl.bad {
-		example("invalid value: %s", b)
-	}
-	where := map[key][]int64{}
-	for p := range cfg.partitions {
-		offs := make([]int64, 0, len(fl.keys[p]))
-		for off := range fl.keys[p] {
-			offs = append(offs, off)
-		}
-		sort.Slice(offs, func(i, j int) bool { return offs[i] < offs[j] })
-		sum.PerPartition[p].LogRecords = int64(len(offs))
-		sum.LogRecords += int64(len(offs))
-		lastSeq := map[uint16]uint32{}
-		for _, off := range offs {
-			k := fl.keys[p][off]
-			where[k] = append(where[k], off)
-			if k.part != int32(p) {
-				sum.Invalid++
-				example("record %v in partition %d at offset %d", k, p, off)
-			}
-			if k.seq < lastSeq[k.prod] {
-				sum.Reordered++
-				example("reordered: partition %d offset %d: producer %d seq %d after seq %d", p, off, k.prod, k.seq, lastSeq[k.prod])
-			}
-			lastSeq[k.prod] = max(lastSeq[k.prod], k.seq)
-		}
-	}
-	for k, offs := range where {
-		if len(offs) > 1 {
-			sum.Duplicated += int64(len(offs) - 1)
-			example("duplicated: producer %d partition %d seq %d at offsets %v", k.prod, k.part, k.seq, offs)
-		}
-		if _, ok := acks[k]; !ok {
-			sum.UnackedPresent++
-		}
-	}
-	for k, off := range acks {
-		got, ok := fl.keys[k.part][off]
-		if ok && got == k {
-			continue
-		}
-		sum.Lost++
-		if offs := where[k]; len(offs) > 0 {
-			sum.LostMoved++
-			example("lost: producer %d partition %d seq %d acknowledged at offset %d, found at %v", k.prod, k.part, k.seq, off, offs)
-		} else {
-			sum.LostMissing++
-			example("lost: producer %d partition %d seq %d acknowledged at offset %d, absent (offset holds %v: %v)", k.prod, k.part, k.seq, off, ok, got)
-		}
-	}
-}
-
 func printChaos(s *chaosSummary) {
 	fmt.Printf("\nchaos run: seed %d, %d brokers, %d partitions rf=%d, %.0f records/s from %d producers, faults for %.0f s\n",
 		s.Seed, s.Brokers, s.Partitions, s.Replication, s.Rate, s.Producers, s.FaultSeconds)
@@ -875,41 +495,6 @@ func printChaos(s *chaosSummary) {
 	} else {
 		fmt.Println("FAIL")
 	}
-}
-
-// brokerViews asks every running broker for the topic's metadata directly (not through the
-// client's choice of broker), each with a short timeout so a paused broker is just missing.
-func brokerViews(cl *kgo.Client, c *cluster, topic string) map[int32]map[int32]partState {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	out := map[int32]map[int32]partState{}
-	for _, b := range c.brokers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			defer cancel()
-			req := kmsg.NewPtrMetadataRequest()
-			rt := kmsg.NewMetadataRequestTopic()
-			rt.Topic = kmsg.StringPtr(topic)
-			req.Topics = append(req.Topics, rt)
-			resp, err := req.RequestWith(ctx, cl.Broker(int(b.ID)))
-			if err != nil {
-				return
-			}
-			st := map[int32]partState{}
-			for _, t := range resp.Topics {
-				for _, p := range t.Partitions {
-					st[p.Partition] = partState{leader: p.Leader, replicas: p.Replicas, isr: p.ISR}
-				}
-			}
-			mu.Lock()
-			out[b.ID] = st
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return out
 }
 
 // ctx60 bounds a broker (re)start: long enough for a loaded machine, short enough to notice a

@@ -28,10 +28,14 @@ type cluster struct {
 func newCluster(bin, dataDir string, n, basePort int, extra []string) *cluster {
 	c := &cluster{}
 	for i := 1; i <= n; i++ {
+		addr, raftAddr := fmt.Sprintf("127.0.0.1:%d", basePort+100*i+92), fmt.Sprintf("127.0.0.1:%d", basePort+100*i+93)
+		if basePort == 0 { // ports free a moment ago, on a machine others share
+			addr, raftAddr = mustFreeAddr(), mustFreeAddr()
+		}
 		c.brokers = append(c.brokers, &broker{
 			ID:       int32(i),
-			Addr:     fmt.Sprintf("127.0.0.1:%d", basePort+100*i+92),
-			RaftAddr: fmt.Sprintf("127.0.0.1:%d", basePort+100*i+93),
+			Addr:     addr,
+			RaftAddr: raftAddr,
 			DataDir:  filepath.Join(dataDir, fmt.Sprint(i)),
 			LogPath:  filepath.Join(dataDir, fmt.Sprintf("broker-%d.log", i)),
 			Command:  testcluster.Binary(bin),
@@ -44,6 +48,14 @@ func newCluster(bin, dataDir string, n, basePort int, extra []string) *cluster {
 		b.Args = append([]string{"--controller-voters", voters}, extra...)
 	}
 	return c
+}
+
+func mustFreeAddr() string {
+	addr, err := testcluster.FreeAddr()
+	if err != nil {
+		panic(err)
+	}
+	return addr
 }
 
 func (c *cluster) addrs() []string {

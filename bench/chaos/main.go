@@ -81,7 +81,7 @@ func main() {
 	flag.IntVar(&cfg.recordSize, "record-size", 100, "chaos: value bytes (at least the id prefix)")
 	flag.Uint64Var(&cfg.seed, "seed", 0, "random seed (0 = from the clock; printed)")
 	flag.StringVar(&cfg.dataDir, "data-dir", "/tmp/chaos-run", "data directory (wiped at start); broker logs go here too")
-	flag.IntVar(&cfg.basePort, "base-port", 33000, "broker i listens on base+100i+92 (Kafka) and base+100i+93 (Raft)")
+	flag.IntVar(&cfg.basePort, "base-port", 33000, "broker i listens on base+100i+92 (Kafka) and base+100i+93 (Raft); 0: free ports")
 	flag.StringVar(&faults, "faults", "kill=2,pause=2,restart=1", "chaos: fault mix, action=weight (kill, pause, restart)")
 	flag.DurationVar(&cfg.gapMin, "gap-min", 2*time.Second, "chaos: least time between the end of one fault and the next")
 	flag.DurationVar(&cfg.gapMax, "gap-max", 6*time.Second, "chaos: most time between faults")

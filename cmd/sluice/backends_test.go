@@ -100,12 +100,6 @@ func servingBackend(t *testing.T, b *testBroker) string {
 	return ""
 }
 
-// withMetrics adds a metrics endpoint to a broker's arguments (servingBackend reads it).
-func withMetrics(t *testing.T, args ...string) []string {
-	t.Helper()
-	return append(args, "--metrics-addr", freePort(t))
-}
-
 // TestBackendClients runs the real clients (franz-go, sarama, kafka-go, kcat) against one broker per
 // network backend: produce and consume through each, pipelined requests, a record larger than the
 // backends' read buffers and fetches served as file ranges.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -186,14 +185,4 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 	healthy(t)
-}
-
-func strPtr(s string) *string { return &s }
-
-// randomBytes does not compress, so a record's size on the wire is its size (franz-go compresses with
-// snappy by default).
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return b
 }

@@ -131,45 +131,6 @@ func pollOne(ctx context.Context, t *testing.T, cl *kgo.Client) *kgo.Record {
 	}
 }
 
-// checkRecords matches consumed records to produced ones by (partition, offset) and compares every field.
-func checkRecords(t *testing.T, sent, got []*kgo.Record) {
-	t.Helper()
-	if len(got) != len(sent) {
-		t.Fatalf("consumed %d records, produced %d", len(got), len(sent))
-	}
-	type pos struct {
-		p int32
-		o int64
-	}
-	byPos := make(map[pos]*kgo.Record, len(got))
-	for _, r := range got {
-		if _, dup := byPos[pos{r.Partition, r.Offset}]; dup {
-			t.Fatalf("record at %d/%d consumed twice", r.Partition, r.Offset)
-		}
-		byPos[pos{r.Partition, r.Offset}] = r
-	}
-	for i, s := range sent {
-		r, ok := byPos[pos{s.Partition, s.Offset}]
-		if !ok {
-			t.Fatalf("record %d (partition %d offset %d) not consumed", i, s.Partition, s.Offset)
-		}
-		if string(r.Key) != string(s.Key) || string(r.Value) != string(s.Value) {
-			t.Fatalf("record %d: got key %q value %q, want %q %q", i, r.Key, r.Value, s.Key, s.Value)
-		}
-		if !r.Timestamp.Equal(s.Timestamp) {
-			t.Fatalf("record %d: timestamp %v, want %v", i, r.Timestamp, s.Timestamp)
-		}
-		if len(r.Headers) != len(s.Headers) {
-			t.Fatalf("record %d: %d headers, want %d", i, len(r.Headers), len(s.Headers))
-		}
-		for j := range s.Headers {
-			if r.Headers[j].Key != s.Headers[j].Key || string(r.Headers[j].Value) != string(s.Headers[j].Value) {
-				t.Fatalf("record %d header %d: got %v, want %v", i, j, r.Headers[j], s.Headers[j])
-			}
-		}
-	}
-}
-
 // TestSarama produces with sarama's idempotent sync producer in every codec and reads each partition
 // back with its partition consumer.
 func TestSarama(t *testing.T) {

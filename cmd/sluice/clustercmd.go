@@ -39,14 +39,7 @@ func clusterCmd(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	var af adminFlags
 	af.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice cluster [flags] status   brokers, controller, partition counts, under-replicated and offline partitions")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if ok, err := parseCommand(fs, args, "usage: sluice cluster [flags] status   brokers, controller, partition counts, under-replicated and offline partitions\n"); !ok {
 		return err
 	}
 	if fs.NArg() != 1 || fs.Arg(0) != "status" {
@@ -131,15 +124,8 @@ func partitionsCmd(args []string, out io.Writer) error {
 	topic := fs.String("topic", "", "elect: only this topic; reassign: the topic")
 	partition := fs.Int("partition", -1, "elect: only this partition of --topic; reassign: the partition")
 	replicas := fs.String("replicas", "", "reassign: the new replicas, broker ids in preference order (1,2,3)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice partitions [flags] elect      preferred leader election (kafka-leader-election.sh --election-type PREFERRED)")
-		fmt.Fprintln(fs.Output(), "       sluice partitions [flags] reassign   move a partition's replicas (kafka-reassign-partitions.sh --execute)")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if ok, err := parseCommand(fs, args, "usage: sluice partitions [flags] elect      preferred leader election (kafka-leader-election.sh --election-type PREFERRED)\n"+
+		"       sluice partitions [flags] reassign   move a partition's replicas (kafka-reassign-partitions.sh --execute)\n"); !ok {
 		return err
 	}
 	if fs.NArg() != 1 || fs.Arg(0) != "elect" && fs.Arg(0) != "reassign" {

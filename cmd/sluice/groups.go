@@ -72,14 +72,7 @@ func groups(args []string, out io.Writer) error {
 	toOffset := fs.Int64("to-offset", -1, "reset-offsets: to this offset (clamped to the partition's range)")
 	shiftBy := fs.Int64("shift-by", 0, "reset-offsets: move each committed offset by this much (clamped)")
 	execute := fs.Bool("execute", false, "reset-offsets: commit the new offsets (default: only print them)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), groupsUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if ok, err := parseCommand(fs, args, groupsUsage); !ok {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -332,6 +325,23 @@ func splitNonEmpty(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseCommand parses a subcommand's flags, which may also follow its words (reorderFlags), with
+// usage as its help. ok is false when there is nothing to run: help was asked (err is nil) or the
+// flags are wrong (err says how).
+func parseCommand(fs *flag.FlagSet, args []string, usage string) (ok bool, err error) {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // reorderFlags moves flags after the positional arguments in front of them, so that

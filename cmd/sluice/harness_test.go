@@ -3,16 +3,23 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -260,4 +267,127 @@ func rawProduceOffset(ctx context.Context, t *testing.T, cl *kgo.Client, topic s
 		t.Fatalf("produce request: %v", err)
 	}
 	return code, base
+}
+
+// withMetrics adds a metrics endpoint to a broker's arguments (servingBackend reads it).
+func withMetrics(t *testing.T, args ...string) []string {
+	t.Helper()
+	return append(args, "--metrics-addr", freePort(t))
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// metricsURL is the base URL of a broker's --metrics-addr endpoint (the broker must run withMetrics).
+func metricsURL(t *testing.T, b *testBroker) string {
+	t.Helper()
+	i := slices.Index(b.Args, "--metrics-addr")
+	if i < 0 || i+1 >= len(b.Args) {
+		t.Fatal("the broker runs without --metrics-addr")
+	}
+	return "http://" + b.Args[i+1]
+}
+
+// scrape reads /metrics and parses the Prometheus text format.
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := httpGet(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	return fams
+}
+
+// metricValue finds the series of a family whose labels include the given ones: a counter's or
+// gauge's value, a histogram's sample count.
+func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func strPtr(s string) *string { return &s }
+
+// randomBytes does not compress, so a record's size on the wire is its size (franz-go compresses with
+// snappy by default).
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// checkRecords matches consumed records to produced ones by (partition, offset) and compares every field.
+func checkRecords(t *testing.T, sent, got []*kgo.Record) {
+	t.Helper()
+	if len(got) != len(sent) {
+		t.Fatalf("consumed %d records, produced %d", len(got), len(sent))
+	}
+	type pos struct {
+		p int32
+		o int64
+	}
+	byPos := make(map[pos]*kgo.Record, len(got))
+	for _, r := range got {
+		if _, dup := byPos[pos{r.Partition, r.Offset}]; dup {
+			t.Fatalf("record at %d/%d consumed twice", r.Partition, r.Offset)
+		}
+		byPos[pos{r.Partition, r.Offset}] = r
+	}
+	for i, s := range sent {
+		r, ok := byPos[pos{s.Partition, s.Offset}]
+		if !ok {
+			t.Fatalf("record %d (partition %d offset %d) not consumed", i, s.Partition, s.Offset)
+		}
+		if string(r.Key) != string(s.Key) || string(r.Value) != string(s.Value) {
+			t.Fatalf("record %d: got key %q value %q, want %q %q", i, r.Key, r.Value, s.Key, s.Value)
+		}
+		if !r.Timestamp.Equal(s.Timestamp) {
+			t.Fatalf("record %d: timestamp %v, want %v", i, r.Timestamp, s.Timestamp)
+		}
+		if len(r.Headers) != len(s.Headers) {
+			t.Fatalf("record %d: %d headers, want %d", i, len(r.Headers), len(s.Headers))
+		}
+		for j := range s.Headers {
+			if r.Headers[j].Key != s.Headers[j].Key || string(r.Headers[j].Value) != string(s.Headers[j].Value) {
+				t.Fatalf("record %d header %d: got %v, want %v", i, j, r.Headers[j], s.Headers[j])
+			}
+		}
+	}
 }

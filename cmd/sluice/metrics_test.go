@@ -3,16 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -93,72 +87,4 @@ func TestMetrics(t *testing.T) {
 	if _, ok := fams["sluice_fsync_duration_seconds"]; !ok {
 		t.Error("sluice_fsync_duration_seconds missing")
 	}
-}
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
-// metricsURL is the base URL of a broker's --metrics-addr endpoint (the broker must run withMetrics).
-func metricsURL(t *testing.T, b *testBroker) string {
-	t.Helper()
-	i := slices.Index(b.Args, "--metrics-addr")
-	if i < 0 || i+1 >= len(b.Args) {
-		t.Fatal("the broker runs without --metrics-addr")
-	}
-	return "http://" + b.Args[i+1]
-}
-
-// scrape reads /metrics and parses the Prometheus text format.
-func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
-	t.Helper()
-	code, body := httpGet(t, base+"/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("/metrics: %d", code)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
-	return fams
-}
-
-// metricValue finds the series of a family whose labels include the given ones: a counter's or
-// gauge's value, a histogram's sample count.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
-	f, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
-	}
-	return 0, false
 }

@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
-	"os"
-	"strings"
+	"net"
 	"testing"
 	"time"
 
@@ -25,7 +25,7 @@ func TestClusterSecurity(t *testing.T) {
 		t.Skip("three broker processes")
 	}
 	pki := newTestPKI(t)
-	raftCert, raftKey, _ := pki.issue("raft")
+	raftCert, raftKey, raftTLS := pki.issue("raft")
 	pw := passwordFile(t, adminPass)
 	c := &testCluster{t: t}
 	nodes := make([]*testcluster.Node, 3)
@@ -50,9 +50,12 @@ func TestClusterSecurity(t *testing.T) {
 		b.waitReady()
 	}
 	for _, b := range c.brokers {
-		if log, _ := os.ReadFile(b.LogPath); strings.Contains(string(log), "mutual TLS disabled") {
-			t.Fatalf("broker %d runs Raft without TLS", b.ID)
+		// Raft answers a TLS handshake with a certificate of our CA, and asks for ours.
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", b.RaftAddr, pki.clientTLS(raftTLS))
+		if err != nil {
+			t.Fatalf("broker %d: Raft does not speak mutual TLS: %v", b.ID, err)
 		}
+		conn.Close()
 	}
 	admin := kadm.NewClient(c.client(kgo.SASL(scram512(adminUser, adminPass))))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -208,22 +208,9 @@ func serve(args []string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 
-	if cfg.nodeID == 0 || cfg.nodeID > 1<<31-1 {
-		return fmt.Errorf("node id %d must be between 1 and 2147483647", cfg.nodeID)
-	}
-	host, port, err := advertisedHostPort(cfg)
+	host, port, voters, err := checkServeConfig(&cfg)
 	if err != nil {
 		return err
-	}
-	if cfg.groupMinSession <= 0 || cfg.groupMaxSession < cfg.groupMinSession {
-		return fmt.Errorf("group session timeouts: need 0 < --group-min-session-timeout (%v) <= --group-max-session-timeout (%v)", cfg.groupMinSession, cfg.groupMaxSession)
-	}
-	if cfg.voters == "" {
-		cfg.voters = fmt.Sprintf("%d@%s", cfg.nodeID, cfg.raftAddr)
-	}
-	voters, err := quorum.ParseVoters(cfg.voters)
-	if err != nil {
-		return fmt.Errorf("controller voters: %v", err)
 	}
 	logOpts := segment.Options{
 		SegmentBytes:   cfg.segmentBytes,
@@ -255,48 +242,15 @@ func serve(args []string) error {
 		}()
 	}
 
-	qh, err := quorum.NewHost(quorum.HostConfig{
-		NodeID:   cfg.nodeID,
-		RaftAddr: cfg.raftAddr,
-		DataDir:  filepath.Join(cfg.dataDir, "raft"),
-		Logger:   logger,
-		Quiesce:  cfg.raftQuiesce,
-		RTT:      cfg.raftTick,
-		TLS:      security.raft,
-	})
-	if errors.Is(err, quorum.ErrOtherLogDB) {
-		return fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
-			"cannot read: consume what it holds with that version (the commit before 2026-12-07 takes --raft-log tan), "+
-			"or move the directory away to start empty", err, cfg.dataDir)
-	}
+	qh, err := startRaft(cfg, security, logger)
 	if err != nil {
-		return fmt.Errorf("starting raft: %v", err)
-	}
-	defer qh.Close()
-	ctl, err := qh.StartController(voters, false)
-	if err != nil {
-		return fmt.Errorf("starting the controller: %v", err)
-	}
-	if ctl.Observer() {
-		// Not a voter: a running broker must add this one to the controller group first.
-		if err := joinCluster(cfg, logger, security.kgoSecurity()...); err != nil {
-			return err
-		}
-	}
-	// After a restart the controller replays its log; wait until this node has caught up, or the
-	// replica manager would start from stale metadata.
-	readyCtx, cancelReady := context.WithTimeout(context.Background(), 60*time.Second)
-	err = ctl.WaitReady(readyCtx)
-	cancelReady()
-	if err != nil {
-		return fmt.Errorf("waiting for the controller: %v", err)
-	}
-	if err := registerBroker(ctl, quorum.BrokerInfo{
-		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort,
-	}); err != nil {
 		return err
 	}
-	if err := ensureBootstrapUser(ctl, security, logger); err != nil {
+	defer qh.Close()
+	ctl, err := startController(cfg, qh, voters, security, quorum.BrokerInfo{
+		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort,
+	}, logger)
+	if err != nil {
 		return err
 	}
 
@@ -326,27 +280,7 @@ func serve(args []string) error {
 	defer stopDisk()
 	go disk.Run(diskCtx)
 
-	br := broker.New(broker.Config{
-		NodeID:                     int32(cfg.nodeID),
-		Host:                       host,
-		Port:                       port,
-		Rack:                       cfg.rack,
-		DefaultPartitions:          int32(cfg.partitions),
-		DefaultReplicationFactor:   int16(cfg.replication),
-		AutoCreateTopics:           cfg.autoCreate,
-		MaxMessageBytes:            int32(cfg.maxMessageBytes),
-		OffsetsRetention:           cfg.offsetsRetention,
-		TransactionMaxTimeout:      cfg.txnMaxTimeout,
-		GroupMinSessionTimeout:     cfg.groupMinSession,
-		GroupMaxSessionTimeout:     cfg.groupMaxSession,
-		GroupInitialRebalanceDelay: cfg.groupInitDelay,
-		Disk:                       disk,
-		LogDir:                     filepath.Join(cfg.dataDir, "logs"),
-		FetchSessionSlots:          cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
-		Security:                   security.broker,
-		Log:                        logOpts,
-		Logger:                     logger,
-	}, ctl, mgr, agent)
+	br := broker.New(brokerConfig(cfg, host, port, disk, security, logOpts, logger), ctl, mgr, agent)
 	listeners, closeListeners, err := startListeners(cfg, security, br, logger) // security.go: plaintext and TLS
 	if err != nil {
 		br.Close()
@@ -367,6 +301,107 @@ func serve(args []string) error {
 	br.Close()
 	agent.Close()
 	return nil
+}
+
+// checkServeConfig checks what parsing cannot and fills the defaults that depend on other flags:
+// the advertised address and the controller voters (this node alone when none are given).
+func checkServeConfig(cfg *serveConfig) (host string, port int32, voters map[uint64]string, err error) {
+	if cfg.nodeID == 0 || cfg.nodeID > 1<<31-1 {
+		return "", 0, nil, fmt.Errorf("node id %d must be between 1 and 2147483647", cfg.nodeID)
+	}
+	host, port, err = advertisedHostPort(*cfg)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	if cfg.groupMinSession <= 0 || cfg.groupMaxSession < cfg.groupMinSession {
+		return "", 0, nil, fmt.Errorf("group session timeouts: need 0 < --group-min-session-timeout (%v) <= --group-max-session-timeout (%v)", cfg.groupMinSession, cfg.groupMaxSession)
+	}
+	if cfg.voters == "" {
+		cfg.voters = fmt.Sprintf("%d@%s", cfg.nodeID, cfg.raftAddr)
+	}
+	voters, err = quorum.ParseVoters(cfg.voters)
+	if err != nil {
+		return "", 0, nil, fmt.Errorf("controller voters: %v", err)
+	}
+	return host, port, voters, nil
+}
+
+// startRaft starts this node's Raft host (every partition's group and the controller's).
+func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*quorum.Host, error) {
+	qh, err := quorum.NewHost(quorum.HostConfig{
+		NodeID:   cfg.nodeID,
+		RaftAddr: cfg.raftAddr,
+		DataDir:  filepath.Join(cfg.dataDir, "raft"),
+		Logger:   logger,
+		Quiesce:  cfg.raftQuiesce,
+		RTT:      cfg.raftTick,
+		TLS:      security.raft,
+	})
+	if errors.Is(err, quorum.ErrOtherLogDB) {
+		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
+			"cannot read: consume what it holds with that version (the commit before 2026-12-07 takes --raft-log tan), "+
+			"or move the directory away to start empty", err, cfg.dataDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("starting raft: %v", err)
+	}
+	return qh, nil
+}
+
+// startController starts this node's replica of the controller group (joining the cluster first when
+// this node is not a voter), waits until it has caught up, and registers this broker as self and the
+// bootstrap user.
+func startController(cfg serveConfig, qh *quorum.Host, voters map[uint64]string, security *securitySetup, self quorum.BrokerInfo, logger *slog.Logger) (*quorum.Controller, error) {
+	ctl, err := qh.StartController(voters, false)
+	if err != nil {
+		return nil, fmt.Errorf("starting the controller: %v", err)
+	}
+	if ctl.Observer() {
+		// Not a voter: a running broker must add this one to the controller group first.
+		if err := joinCluster(cfg, logger, security.kgoSecurity()...); err != nil {
+			return nil, err
+		}
+	}
+	// After a restart the controller replays its log; wait until this node has caught up, or the
+	// replica manager would start from stale metadata.
+	readyCtx, cancelReady := context.WithTimeout(context.Background(), 60*time.Second)
+	err = ctl.WaitReady(readyCtx)
+	cancelReady()
+	if err != nil {
+		return nil, fmt.Errorf("waiting for the controller: %v", err)
+	}
+	if err := registerBroker(ctl, self); err != nil {
+		return nil, err
+	}
+	if err := ensureBootstrapUser(ctl, security, logger); err != nil {
+		return nil, err
+	}
+	return ctl, nil
+}
+
+// brokerConfig is the Kafka API's configuration from the flags.
+func brokerConfig(cfg serveConfig, host string, port int32, disk *broker.DiskGuard, security *securitySetup, logOpts segment.Options, logger *slog.Logger) broker.Config {
+	return broker.Config{
+		NodeID:                     int32(cfg.nodeID),
+		Host:                       host,
+		Port:                       port,
+		Rack:                       cfg.rack,
+		DefaultPartitions:          int32(cfg.partitions),
+		DefaultReplicationFactor:   int16(cfg.replication),
+		AutoCreateTopics:           cfg.autoCreate,
+		MaxMessageBytes:            int32(cfg.maxMessageBytes),
+		OffsetsRetention:           cfg.offsetsRetention,
+		TransactionMaxTimeout:      cfg.txnMaxTimeout,
+		GroupMinSessionTimeout:     cfg.groupMinSession,
+		GroupMaxSessionTimeout:     cfg.groupMaxSession,
+		GroupInitialRebalanceDelay: cfg.groupInitDelay,
+		Disk:                       disk,
+		LogDir:                     filepath.Join(cfg.dataDir, "logs"),
+		FetchSessionSlots:          cmp.Or(max(cfg.fetchSessions, 0), -1), // the flag's 0 is the broker's "none"
+		Security:                   security.broker,
+		Log:                        logOpts,
+		Logger:                     logger,
+	}
 }
 
 // joinCluster asks the running brokers (--bootstrap-servers) to add this broker to the controller

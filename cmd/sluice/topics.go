@@ -45,14 +45,7 @@ func topics(args []string) error {
 	fs.Var(configs, "config", "create, alter-config: topic config name=value (repeatable)")
 	var removes listFlag
 	fs.Var(&removes, "delete-config", "alter-config: topic config to reset to the broker default (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice topics [flags] list | create NAME | delete NAME | describe NAME | alter-config NAME")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if ok, err := parseCommand(fs, args, "usage: sluice topics [flags] list | create NAME | delete NAME | describe NAME | alter-config NAME\n"); !ok {
 		return err
 	}
 	if fs.NArg() == 0 {

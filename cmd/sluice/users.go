@@ -28,14 +28,7 @@ func usersCmd(args []string, out io.Writer) error {
 	passFile := fs.String("password-file", "", "set: file holding the new password (kept off the command line)")
 	mechs := fs.String("mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512", "set, delete: the SCRAM mechanisms")
 	iterations := fs.Int("iterations", 8192, "set: PBKDF2 iterations (at least 4096, as Kafka requires)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sluice users [flags] list | set USER | delete USER")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(reorderFlags(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if ok, err := parseCommand(fs, args, "usage: sluice users [flags] list | set USER | delete USER\n"); !ok {
 		return err
 	}
 	cmd := fs.Arg(0)
