@@ -29,8 +29,10 @@ import (
 
 // SecurityConfig is the broker's SASL and authorization settings.
 type SecurityConfig struct {
-	// Mechanisms, when not empty, makes SASL required on every listener: a connection may send only
-	// ApiVersions, SaslHandshake and SaslAuthenticate until it has authenticated with one of these.
+	// Mechanisms, when not empty, makes SASL required on the SASL_PLAINTEXT and SASL_SSL listeners
+	// (netio.Options.SecurityProtocol), and on listeners that name no protocol: a connection there may
+	// send only ApiVersions, SaslHandshake and SaslAuthenticate until it has authenticated with one of
+	// these. PLAINTEXT and SSL listeners never ask for SASL.
 	Mechanisms []string
 	// SuperUsers are principals ("User:alice") that every ACL check allows.
 	SuperUsers []string
@@ -52,6 +54,27 @@ type SecurityConfig struct {
 // ValidMechanism reports whether the broker serves this SASL mechanism.
 func ValidMechanism(m string) bool {
 	return m == MechPlain || m == MechScramSHA256 || m == MechScramSHA512
+}
+
+// Kafka's security protocols, the listeners' netio.Options.SecurityProtocol.
+const (
+	ProtocolPlaintext     = "PLAINTEXT"
+	ProtocolSSL           = "SSL"
+	ProtocolSASLPlaintext = "SASL_PLAINTEXT"
+	ProtocolSASLSSL       = "SASL_SSL"
+)
+
+// saslRequired reports whether a connection must authenticate with SASL: on a SASL_* listener (or
+// one that names no protocol) when mechanisms are configured.
+func (b *Broker) saslRequired(nc *netio.Conn) bool {
+	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+		return false
+	}
+	switch nc.SecurityProtocol() {
+	case ProtocolPlaintext, ProtocolSSL:
+		return false
+	}
+	return true
 }
 
 // anonymous is the principal of an unauthenticated connection, as in Kafka.
@@ -81,7 +104,7 @@ func (b *Broker) connState(nc *netio.Conn) *connState {
 	if v, ok := nc.Value().(*connState); ok {
 		return v
 	}
-	st := &connState{principal: anonymous, authenticated: len(b.sec.Mechanisms) == 0}
+	st := &connState{principal: anonymous, authenticated: !b.saslRequired(nc)}
 	if a, ok := nc.RemoteAddr.(*net.TCPAddr); ok {
 		st.host = a.IP.String()
 	}
@@ -143,7 +166,7 @@ func init() {
 // handleSaslHandshake picks the connection's mechanism.
 func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
-	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+	if !b.saslRequired(c.nr.Conn) {
 		resp.ErrorCode = kerr.IllegalSaslState.Code // SASL is not enabled on this listener, as Kafka answers
 		return resp
 	}
@@ -179,7 +202,7 @@ func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) km
 // SASL_AUTHENTICATION_FAILED, then the connection closes.
 func (b *Broker) handleSaslAuthenticate(c *call, req *kmsg.SASLAuthenticateRequest) {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
-	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+	if !b.saslRequired(c.nr.Conn) {
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 		b.respond(c.nr, c.hdr, resp)
 		return

@@ -47,7 +47,8 @@ type BrokerInfo struct {
 	Rack     string
 	RaftAddr string
 
-	TLSPort int32 `json:",omitempty"` // the TLS listener's port on Host (0: none)
+	TLSPort  int32 `json:",omitempty"` // the TLS listener's port on Host (0: none)
+	SASLPort int32 `json:",omitempty"` // the SASL_PLAINTEXT listener's port on Host (0: none)
 }
 
 // PartitionMeta is one partition's placement.

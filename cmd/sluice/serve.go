@@ -292,7 +292,7 @@ func serve(args []string) error {
 		return fmt.Errorf("waiting for the controller: %v", err)
 	}
 	if err := registerBroker(ctl, quorum.BrokerInfo{
-		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort,
+		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort, SASLPort: security.saslPort,
 	}); err != nil {
 		return err
 	}
