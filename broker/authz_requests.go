@@ -105,8 +105,9 @@ func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Respon
 	case *kmsg.ApiVersionsRequest, *kmsg.SASLHandshakeRequest, *kmsg.SASLAuthenticateRequest, *kmsg.DescribeClusterRequest,
 		*kmsg.DescribeACLsRequest, *kmsg.CreateACLsRequest, *kmsg.DeleteACLsRequest,
 		*kmsg.DescribeUserSCRAMCredentialsRequest, *kmsg.AlterUserSCRAMCredentialsRequest,
+		*kmsg.DescribeClientQuotasRequest, *kmsg.AlterClientQuotasRequest,
 		*kmsg.FetchRequest, *kmsg.ProduceRequest:
-		return nil // nothing to check, or the handler checks (acls.go, fetch.go, produce.go)
+		return nil // nothing to check, or the handler checks (acls.go, quotas.go, fetch.go, produce.go)
 
 	case *kmsg.MetadataRequest:
 		return b.authorizeMetadata(c, req, post)

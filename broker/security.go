@@ -96,6 +96,9 @@ type connState struct {
 	rawTokens atomic.Bool
 
 	authz authzCache
+
+	quota    connQuota    // resolved client quotas (throttle.go)
+	throttle connThrottle // muted after a throttled response (throttle.go)
 }
 
 // connState returns the connection's state, made at its first request. HandleRequest calls for one

@@ -95,6 +95,7 @@ type Metadata struct {
 	NextProducerID int64  // the first id of the next producer-id block
 
 	Security *Security `json:",omitempty"` // SCRAM users and ACLs (security.go); nil: none
+	Quotas   *Quotas   `json:",omitempty"` // client quotas (quotas.go); nil: none
 	// Deleted holds topics deleted in the last DeletedTopicMemory: name -> deletion time (Unix ms,
 	// the proposer's clock). Brokers hold off auto-creating such a name for a while.
 	Deleted map[string]int64 `json:",omitempty"`
@@ -502,7 +503,8 @@ type command struct {
 	Partition int32             `json:"partition,omitempty"`
 	Replicas  []int32           `json:"replicas,omitempty"`
 	Removed   []int32           `json:"removed,omitempty"`
-	Sec       *securityCommand  `json:"sec,omitempty"` // security.go
+	Sec       *securityCommand  `json:"sec,omitempty"`    // security.go
+	Quotas    []QuotaAlteration `json:"quotas,omitempty"` // quotas.go
 	// Assignment: the new partitions' replicas of create_partitions (manual assignment).
 	Assignment [][]int32 `json:"assignment,omitempty"`
 }
@@ -739,6 +741,9 @@ func (s *controllerSM) apply(cmd *command) (*Metadata, sm.Result) {
 		return applyReassignDone(md, cmd.Shards[0], cmd.Replicas, cmd.Removed), sm.Result{}
 	}
 	if next, res, ok := applySecurity(md, cmd); ok {
+		return next, res
+	}
+	if next, res, ok := applyQuotas(md, cmd); ok {
 		return next, res
 	}
 	return nil, invalid("unknown op " + cmd.Op)

@@ -67,6 +67,8 @@ type serveConfig struct {
 
 	sec             securityFlags // security.go
 	groupMinSession time.Duration
+	quotaWindowNum  int
+	quotaWindowSize time.Duration
 	groupMaxSession time.Duration
 	groupInitDelay  time.Duration
 }
@@ -91,6 +93,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
 	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
 	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
+	fs.IntVar(&cfg.quotaWindowNum, "quota-window-num", broker.DefaultQuotaWindowSamples, "samples in the window client byte-rate quotas are measured over (quota.window.num)")
+	fs.DurationVar(&cfg.quotaWindowSize, "quota-window-size", broker.DefaultQuotaWindowSize, "length of each quota sample (quota.window.size.seconds)")
 	fs.DurationVar(&cfg.groupMinSession, "group-min-session-timeout", 6*time.Second, "smallest consumer session timeout a group member may ask for; below it JoinGroup gets INVALID_SESSION_TIMEOUT (group.min.session.timeout.ms)")
 	fs.DurationVar(&cfg.groupMaxSession, "group-max-session-timeout", 30*time.Minute, "largest consumer session timeout a group member may ask for (group.max.session.timeout.ms)")
 	fs.DurationVar(&cfg.groupInitDelay, "group-initial-rebalance-delay", 3*time.Second, "the first rebalance of an empty consumer group waits this long for more members (group.initial.rebalance.delay.ms); 0 = none")
@@ -215,6 +219,9 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.quotaWindowNum < 2 || cfg.quotaWindowSize < time.Millisecond {
+		return fmt.Errorf("--quota-window-num must be at least 2 and --quota-window-size at least 1ms")
+	}
 	if cfg.groupMinSession <= 0 || cfg.groupMaxSession < cfg.groupMinSession {
 		return fmt.Errorf("group session timeouts: need 0 < --group-min-session-timeout (%v) <= --group-max-session-timeout (%v)", cfg.groupMinSession, cfg.groupMaxSession)
 	}
@@ -338,6 +345,8 @@ func serve(args []string) error {
 		OffsetsRetention:           cfg.offsetsRetention,
 		TransactionMaxTimeout:      cfg.txnMaxTimeout,
 		GroupMinSessionTimeout:     cfg.groupMinSession,
+		QuotaWindowSamples:         cfg.quotaWindowNum,
+		QuotaWindowSize:            cfg.quotaWindowSize,
 		GroupMaxSessionTimeout:     cfg.groupMaxSession,
 		GroupInitialRebalanceDelay: cfg.groupInitDelay,
 		Disk:                       disk,
