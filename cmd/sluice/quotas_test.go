@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"net"
 	"slices"
@@ -334,5 +336,59 @@ func TestQuotaThrottleRaw(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < throttle-300*time.Millisecond {
 		t.Errorf("the next request on the throttled connection was answered after %v, want the %v mute", waited, throttle)
+	}
+}
+
+// `sluice quotas`: set on a user and client-id entity and on the default client-id, list (all, by
+// entity, JSON), delete a key; bad input is refused before anything is sent.
+func TestQuotasCLI(t *testing.T) {
+	b := startBroker(t)
+	base := []string{"--bootstrap", b.Addr, "--timeout", "10s"}
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := quotasCmd(append(slices.Clone(base), args...), &out)
+		return out.String(), err
+	}
+	if out, err := run("set", "--user", "alice", "--client-id", "app", "producer_byte_rate=1048576", "consumer_byte_rate=2097152"); err != nil {
+		t.Fatalf("set: %v\n%s", err, out)
+	}
+	if out, err := run("set", "--client-id-default", "request_percentage=25.5"); err != nil {
+		t.Fatalf("set default: %v\n%s", err, out)
+	}
+	out, err := run("list", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []quotaRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := []quotaRow{
+		{"client-id=<default>", "request_percentage", 25.5},
+		{"client-id=app,user=alice", "consumer_byte_rate", 2097152},
+		{"client-id=app,user=alice", "producer_byte_rate", 1048576},
+	}
+	if !slices.Equal(rows, want) {
+		t.Fatalf("list:\n got %+v\nwant %+v", rows, want)
+	}
+	if out, err := run("list", "--user", "alice"); err != nil || !strings.Contains(out, "producer_byte_rate  1048576") || strings.Contains(out, "<default>") {
+		t.Fatalf("list --user alice: %v\n%s", err, out)
+	}
+	if out, err := run("delete", "--user", "alice", "--client-id", "app", "consumer_byte_rate"); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	if out, _ := run("list"); strings.Contains(out, "consumer_byte_rate") {
+		t.Fatalf("consumer_byte_rate still listed:\n%s", out)
+	}
+	for _, bad := range [][]string{
+		{"set", "producer_byte_rate=1"},                       // no entity
+		{"set", "--user", "a", "producer_byte_rate"},          // no value
+		{"set", "--user", "a", "--user-default", "x=1"},       // two user entities
+		{"set", "--user", "a", "producer_byte_rate=1.5"},      // Kafka: a whole number
+		{"set", "--ip", "nope", "connection_creation_rate=1"}, // not an IP
+	} {
+		if _, err := run(bad...); err == nil {
+			t.Errorf("quotas %q: no error", bad)
+		}
 	}
 }
