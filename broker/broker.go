@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -90,7 +91,8 @@ type Broker struct {
 	topicIDs topicIDs        // topic id → name, per metadata version (broker/topicids.go)
 	sec      *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
 
-	quotaSensors sync.Map // sensorKey → *rateSensor: byte rates under client quotas (throttle.go)
+	quotaSensors sync.Map     // sensorKey → *rateSensor: byte rates under client quotas (throttle.go)
+	sensorSweep  atomic.Int64 // the last sweep of idle sensors, Unix ns
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's

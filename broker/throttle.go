@@ -52,6 +52,7 @@ type rateSensor struct {
 	starts []int64 // each sample's start, Unix ns
 	sums   []float64
 	cur    int
+	last   int64 // the last record, Unix ns: idle sensors expire (sweepSensors)
 }
 
 func newRateSensor(n int, now int64) *rateSensor {
@@ -66,6 +67,7 @@ func newRateSensor(n int, now int64) *rateSensor {
 func (s *rateSensor) record(now int64, v, limit float64, size time.Duration) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.last = now
 	n, sz := int64(len(s.starts)), int64(size)
 	if now-s.starts[s.cur] >= sz {
 		s.cur = (s.cur + 1) % len(s.starts)
@@ -143,8 +145,33 @@ func (b *Broker) sensor(key sensorKey) *rateSensor {
 	if s, ok := b.quotaSensors.Load(key); ok {
 		return s.(*rateSensor)
 	}
+	b.sweepSensors()
 	s, _ := b.quotaSensors.LoadOrStore(key, newRateSensor(b.cfg.QuotaWindowSamples, time.Now().UnixNano()))
 	return s.(*rateSensor)
+}
+
+// sensorIdleExpiry is how long a sensor nobody records into is kept (Kafka expires quota sensors
+// after an hour too): one per client id would otherwise pile up.
+const sensorIdleExpiry = time.Hour
+
+// sweepSensors drops idle sensors, at most once a minute, when a new one is made (rare: a
+// connection resolves its quotas once per client id and quotas version).
+func (b *Broker) sweepSensors() {
+	now := time.Now().UnixNano()
+	last := b.sensorSweep.Load()
+	if now-last < int64(time.Minute) || !b.sensorSweep.CompareAndSwap(last, now) {
+		return
+	}
+	b.quotaSensors.Range(func(k, v any) bool {
+		s := v.(*rateSensor)
+		s.mu.Lock()
+		idle := now - max(s.last, s.starts[0])
+		s.mu.Unlock()
+		if idle > int64(sensorIdleExpiry) {
+			b.quotaSensors.Delete(k)
+		}
+		return true
+	})
 }
 
 // resolveQuota finds the quota of kind for a user and client id in Kafka's order of precedence
