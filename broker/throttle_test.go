@@ -30,7 +30,9 @@ func TestResolveQuotaPrecedence(t *testing.T) {
 	name := func(s string) *string { return &s }
 	entity := func(parts ...quorum.QuotaEntityPart) quorum.QuotaEntity { return quorum.QuotaEntity(parts).Sorted() }
 	user := func(n *string) quorum.QuotaEntityPart { return quorum.QuotaEntityPart{Type: quorum.QuotaUser, Name: n} }
-	client := func(n *string) quorum.QuotaEntityPart { return quorum.QuotaEntityPart{Type: quorum.QuotaClientID, Name: n} }
+	client := func(n *string) quorum.QuotaEntityPart {
+		return quorum.QuotaEntityPart{Type: quorum.QuotaClientID, Name: n}
+	}
 	q := &quorum.Quotas{Entries: map[string]quorum.ClientQuota{}}
 	add := func(v float64, e quorum.QuotaEntity) {
 		q.Entries[e.Key()] = quorum.ClientQuota{Entity: e, Values: map[string]float64{QuotaProducerByteRate: v}}
