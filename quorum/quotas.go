@@ -2,6 +2,7 @@ package quorum
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -99,30 +100,39 @@ type QuotaAlteration struct {
 	Remove []string           `json:",omitempty"`
 }
 
-const opAlterQuotas = "alter_quotas"
-
 // AlterClientQuotas applies the alterations together; the broker has validated them (Kafka's rules:
 // broker/quotas.go). An entity left without values is removed.
 func (c *Controller) AlterClientQuotas(ctx context.Context, alts []QuotaAlteration) error {
 	if len(alts) == 0 {
 		return nil
 	}
-	_, _, err := c.propose(ctx, command{Op: opAlterQuotas, Quotas: alts})
+	_, _, err := c.propose(ctx, &alterQuotasCmd{Quotas: alts})
 	return err
 }
 
-// applyQuotas applies a quota op; ok is false for ops that are not one.
-func applyQuotas(md *Metadata, cmd *command) (next *Metadata, res sm.Result, ok bool) {
-	if cmd.Op != opAlterQuotas {
-		return nil, sm.Result{}, false
+type alterQuotasCmd struct {
+	Quotas []QuotaAlteration `json:"quotas,omitempty"`
+}
+
+func (*alterQuotasCmd) op() string { return "alter_quotas" }
+
+func (cmd *alterQuotasCmd) validate() error {
+	for _, a := range cmd.Quotas {
+		if len(a.Entity) == 0 {
+			return fmt.Errorf("%w: empty quota entity", ErrInvalidRequest)
+		}
 	}
+	return nil
+}
+
+func (cmd *alterQuotasCmd) apply(md *Metadata) (*Metadata, sm.Result) {
 	entries := maps.Clone(md.QuotasOf().Entries)
 	if entries == nil {
 		entries = map[string]ClientQuota{}
 	}
 	for _, a := range cmd.Quotas {
 		if len(a.Entity) == 0 {
-			return nil, invalid("empty quota entity"), true
+			return nil, invalid("empty quota entity")
 		}
 		e := a.Entity.Sorted()
 		k := e.Key()
@@ -142,5 +152,5 @@ func applyQuotas(md *Metadata, cmd *command) (next *Metadata, res sm.Result, ok 
 	}
 	n := *md
 	n.Quotas = &Quotas{Entries: entries}
-	return &n, sm.Result{}, true
+	return &n, sm.Result{}
 }

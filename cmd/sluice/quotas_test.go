@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 )
 
 func strp(s string) *string { return &s }
@@ -309,7 +310,7 @@ func TestQuotaThrottleRaw(t *testing.T) {
 	pt.Partitions = append(pt.Partitions, pp)
 	prod.Topics = append(prod.Topics, pt)
 	presp := kmsg.NewPtrProduceResponse()
-	if err := rawExchange(conn, 1, prod, presp); err != nil {
+	if err := kafkawire.Exchange(conn, "test", 1, prod, presp); err != nil {
 		t.Fatal(err)
 	}
 	if code := presp.Topics[0].Partitions[0].ErrorCode; code != 0 {
@@ -331,7 +332,7 @@ func TestQuotaThrottleRaw(t *testing.T) {
 	start = time.Now()
 	req := kmsg.NewPtrApiVersionsRequest()
 	req.Version = 0
-	if err := rawExchange(conn, 2, req, kmsg.NewPtrApiVersionsResponse()); err != nil {
+	if err := kafkawire.Exchange(conn, "test", 2, req, kmsg.NewPtrApiVersionsResponse()); err != nil {
 		t.Fatal(err)
 	}
 	if waited := time.Since(start); waited < throttle-300*time.Millisecond {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 	"github.com/sluicebroker/sluice/internal/testcluster"
 )
 
@@ -126,7 +127,7 @@ func TestSASLListener(t *testing.T) {
 		req := kmsg.NewPtrSASLHandshakeRequest()
 		req.Version, req.Mechanism = 1, tc.mech
 		resp := kmsg.NewPtrSASLHandshakeResponse()
-		if err := rawExchange(conn, 1, req, resp); err != nil {
+		if err := kafkawire.Exchange(conn, "test", 1, req, resp); err != nil {
 			t.Fatalf("SaslHandshake %s on %s: %v", tc.mech, tc.addr, err)
 		}
 		conn.Close()
