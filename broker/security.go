@@ -39,6 +39,9 @@ type SecurityConfig struct {
 	// ACL: enforce ACLs (--authorizer acl): a request is allowed only when an ACL allows it and none
 	// denies it (Kafka's allow.everyone.if.no.acl.found=false).
 	ACL bool
+	// AllowEveryoneIfNoACL is allow.everyone.if.no.acl.found=true: a resource no ACL applies to (of any
+	// principal or operation) is open to everyone; one with ACLs follows them.
+	AllowEveryoneIfNoACL bool
 	// InterBroker is how this broker authenticates to the others (WriteTxnMarkers): a SCRAM-SHA-512
 	// user, normally the bootstrap user. Empty: inter-broker requests do not authenticate.
 	InterBrokerUser, InterBrokerPassword string

@@ -17,9 +17,8 @@
 #   OUT           output directory (default results/$(date +%F)-suites/kafka-go-$BROKER)
 #   RUN           regexp of top-level tests to run (default: all Test* functions)
 #   TEST_TIMEOUT  seconds per test process (default 300)
-#   SLUICE_FLAGS  extra flags for sluice serve (default: the ACL authorizer, as kafka-go's tests call the
-#                 ACL and SCRAM APIs, with User:ANONYMOUS (9092) and kafka-go's SASL users super users:
-#                 its Kafka runs allow.everyone.if.no.acl.found=true, which Sluice does not have)
+#   SLUICE_FLAGS  extra flags for sluice serve (default: kafka-go's, the ACL authorizer with
+#                 allow.everyone.if.no.acl.found=true, as its tests call the ACL and SCRAM APIs)
 #
 # Output: results.tsv (test, result pass|fail|skip|timeout, seconds), logs/<test>.log, summary.txt,
 # broker.log. A test counts as skip when it skipped itself and failed nothing.
@@ -31,7 +30,7 @@ BROKER=${BROKER:-sluice}
 OUT=${OUT:-results/$(date -u +%F)-suites/kafka-go-$BROKER}
 RUN=${RUN:-'^Test'}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
-SLUICE_FLAGS=${SLUICE_FLAGS-"--authorizer acl --super-users User:ANONYMOUS,User:adminplain,User:adminscram"}
+SLUICE_FLAGS=${SLUICE_FLAGS-"--authorizer acl --allow-everyone-if-no-acl-found"}
 export KAFKA_VERSION=${KAFKA_VERSION:-3.7.0}
 
 for port in 9092 9093; do

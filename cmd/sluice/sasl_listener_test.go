@@ -239,3 +239,34 @@ func TestClusterSASLListener(t *testing.T) {
 		seen += fs.NumRecords()
 	}
 }
+
+// TestAllowEveryoneIfNoACLFound: --allow-everyone-if-no-acl-found (Kafka's
+// allow.everyone.if.no.acl.found=true, kafka-go's test set-up) opens the resources no ACL applies to,
+// to anyone (User:ANONYMOUS here, creating topics and ACLs as well); a topic an ACL names, literally or
+// by prefix, follows its ACLs; a SASL user is allowed by its ACL.
+func TestAllowEveryoneIfNoACLFound(t *testing.T) {
+	saslAddr := freePort(t)
+	b := startBroker(t, "--authorizer", "acl", "--allow-everyone-if-no-acl-found", "--sasl-listen", saslAddr,
+		"--sasl-mechanisms", "SCRAM-SHA-512", "--sasl-bootstrap-user", adminUser+":"+passwordFile(t, adminPass))
+	for _, topic := range []string{"open", "guarded", "guard-2"} {
+		b.createTopic(topic, 1, nil)
+	}
+	anon := bareClient(t, b.Addr, kgo.RetryTimeout(2*time.Second))
+	adm := kadm.NewClient(anon)
+	if err := produceOne(anon, "open", "anyone"); err != nil {
+		t.Fatalf("User:ANONYMOUS to a topic without ACLs: %v", err)
+	}
+	addUser(t, adm, "alice", "alice-pw") // the cluster has no ACL: open too
+	createACLs(t, adm, kadm.NewACLs().Allow("User:alice").Topics("guard").ResourcePatternType(kadm.ACLPatternPrefixed).Operations(kadm.OpWrite))
+	for _, topic := range []string{"guarded", "guard-2"} {
+		if err := produceOne(anon, topic, "anyone"); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+			t.Errorf("User:ANONYMOUS to %s, which a prefixed ACL names: %v, want TOPIC_AUTHORIZATION_FAILED", topic, err)
+		}
+	}
+	if err := produceOne(anon, "open", "still"); err != nil {
+		t.Errorf("User:ANONYMOUS to a topic without ACLs after ACLs elsewhere: %v", err)
+	}
+	if err := produceOne(bareClient(t, saslAddr, kgo.SASL(scram512("alice", "alice-pw"))), "guarded", "alice"); err != nil {
+		t.Errorf("alice, allowed by the prefixed ACL: %v", err)
+	}
+}

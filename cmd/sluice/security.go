@@ -29,6 +29,7 @@ type securityFlags struct {
 	saslListen                                string
 	saslMechanisms, superUsers, bootstrapUser string
 	authorizer                                string
+	allowEveryoneIfNoACL                      bool
 	reauthMax                                 time.Duration
 	raftTLSCert, raftTLSKey, raftTLSCA        string
 }
@@ -46,6 +47,7 @@ func addSecurityFlags(fs *flag.FlagSet, s *securityFlags) {
 	fs.StringVar(&s.bootstrapUser, "sasl-bootstrap-user", "", "NAME:PASSWORD_FILE: create SCRAM-SHA-256 and -512 credentials for NAME at start when it has none; "+
 		"the broker also authenticates to other brokers as NAME (inter-broker requests)")
 	fs.StringVar(&s.authorizer, "authorizer", "none", "none (every request allowed) or acl (ACLs enforced; no matching ACL denies)")
+	fs.BoolVar(&s.allowEveryoneIfNoACL, "allow-everyone-if-no-acl-found", false, "with --authorizer acl: a resource no ACL applies to is open to everyone (allow.everyone.if.no.acl.found=true); default: no matching ACL denies")
 	fs.DurationVar(&s.reauthMax, "connections-max-reauth", 0, "SASL sessions last this long, then clients re-authenticate on their connection or it closes (connections.max.reauth.ms, KIP-368); 0 = forever")
 	fs.StringVar(&s.raftTLSCert, "raft-tls-cert", "", "PEM certificate for Raft traffic between brokers (mutual TLS; needs --raft-tls-key and --raft-tls-ca)")
 	fs.StringVar(&s.raftTLSKey, "raft-tls-key", "", "PEM private key for Raft mutual TLS")
@@ -99,8 +101,12 @@ func (s securityFlags) resolve(logger *slog.Logger, listen string) (*securitySet
 	case "none", "":
 	case "acl":
 		bc.ACL, used = true, true
+		bc.AllowEveryoneIfNoACL = s.allowEveryoneIfNoACL
 	default:
 		return nil, fmt.Errorf("--authorizer: %q: want none or acl", s.authorizer)
+	}
+	if s.allowEveryoneIfNoACL && !bc.ACL {
+		return nil, errors.New("--allow-everyone-if-no-acl-found needs --authorizer acl")
 	}
 	if s.bootstrapUser != "" {
 		name, file, ok := strings.Cut(s.bootstrapUser, ":")
