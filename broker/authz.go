@@ -89,6 +89,9 @@ func (b *Broker) authorize(c *call, rt, op int8, name string) bool {
 		return ok
 	}
 	ok := aclDecide(sec.ACLs, st.principal, st.host, rt, op, name)
+	if !ok && b.sec.AllowEveryoneIfNoACL && !resourceHasACL(sec.ACLs, rt, name) {
+		ok = true // allow.everyone.if.no.acl.found: no ACL names this resource at all
+	}
 	ca.m[k] = ok
 	return ok
 }
@@ -123,6 +126,17 @@ func aclDecide(acls []quorum.ACL, principal, host string, rt, op int8, name stri
 		}
 	}
 	return allow
+}
+
+// resourceHasACL reports whether any ACL, of any principal and operation, applies to the resource
+// (Kafka's allow.everyone.if.no.acl.found looks at these).
+func resourceHasACL(acls []quorum.ACL, rt int8, name string) bool {
+	for i := range acls {
+		if acls[i].ResourceType == rt && patternMatches(&acls[i], name) {
+			return true
+		}
+	}
+	return false
 }
 
 func patternMatches(a *quorum.ACL, name string) bool {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/quorum"
 )
 
 // Which ACL each request needs, as Kafka's KafkaApis checks them, in one place: a request refused
@@ -16,7 +18,7 @@ import (
 // their own cluster operation.
 
 // serveSecure runs a request under security: the authorizer before and after the handler, and the
-// addresses of the TLS listener for clients that came through it.
+// addresses of the TLS or SASL_PLAINTEXT listener for clients that came through one.
 func (b *Broker) serveSecure(c *call, a api) kmsg.Response {
 	var resp kmsg.Response
 	if b.sec.ACL {
@@ -33,8 +35,13 @@ func (b *Broker) serveSecure(c *call, a api) kmsg.Response {
 	} else {
 		resp = a.serve(b, c)
 	}
-	if resp != nil && c.nr.Conn.TLS() {
-		b.tlsAddresses(resp)
+	if resp != nil {
+		switch {
+		case c.nr.Conn.TLS():
+			b.listenerAddresses(resp, func(bi quorum.BrokerInfo) int32 { return bi.TLSPort })
+		case c.nr.Conn.SecurityProtocol() == ProtocolSASLPlaintext:
+			b.listenerAddresses(resp, func(bi quorum.BrokerInfo) int32 { return bi.SASLPort })
+		}
 	}
 	return resp
 }
@@ -61,8 +68,9 @@ func (b *Broker) authorizeCall(c *call, post *[]func(kmsg.Response)) kmsg.Respon
 	case *kmsg.ApiVersionsRequest, *kmsg.SASLHandshakeRequest, *kmsg.SASLAuthenticateRequest, *kmsg.DescribeClusterRequest,
 		*kmsg.DescribeACLsRequest, *kmsg.CreateACLsRequest, *kmsg.DeleteACLsRequest,
 		*kmsg.DescribeUserSCRAMCredentialsRequest, *kmsg.AlterUserSCRAMCredentialsRequest,
+		*kmsg.DescribeClientQuotasRequest, *kmsg.AlterClientQuotasRequest,
 		*kmsg.FetchRequest, *kmsg.ProduceRequest:
-		return nil // nothing to check, or the handler checks (acls.go, fetch.go, produce.go)
+		return nil // nothing to check, or the handler checks (acls.go, quotas.go, fetch.go, produce.go)
 	}
 	a := authzCall{b: b, c: c, post: post}
 	for _, rules := range []func(authzCall) (kmsg.Response, bool){authzCall.topicRules, authzCall.groupRules, authzCall.txnRules, authzCall.clusterRules} {
@@ -696,13 +704,16 @@ func setString(v reflect.Value, s string) {
 	}
 }
 
-// tlsAddresses points a client of the TLS listener at the brokers' TLS listeners (Metadata,
-// FindCoordinator, DescribeCluster name addresses).
-func (b *Broker) tlsAddresses(resp kmsg.Response) {
+// listenerAddresses points a client of a TLS or SASL listener at the same listener of every broker
+// (Metadata, FindCoordinator, DescribeCluster name addresses), as Kafka answers with the addresses
+// of the listener the request came through. A broker without that listener keeps its plaintext port.
+func (b *Broker) listenerAddresses(resp kmsg.Response, listenerPort func(quorum.BrokerInfo) int32) {
 	brokers := b.ctl.Metadata().Brokers
 	port := func(node, p int32) int32 {
-		if bi, ok := brokers[node]; ok && bi.TLSPort > 0 {
-			return bi.TLSPort
+		if bi, ok := brokers[node]; ok {
+			if lp := listenerPort(bi); lp > 0 {
+				return lp
+			}
 		}
 		return p
 	}

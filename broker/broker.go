@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -62,6 +63,10 @@ type Config struct {
 	FetchSessionSlots int
 	// Security turns on SASL and ACLs (security.go); nil: neither.
 	Security *SecurityConfig
+	// QuotaWindowSamples and QuotaWindowSize are quota.window.num and quota.window.size.seconds: the
+	// byte-rate quotas' measurement window (throttle.go; 0: Kafka's 11 samples of 1 s).
+	QuotaWindowSamples int
+	QuotaWindowSize    time.Duration
 
 	Logger *slog.Logger
 }
@@ -86,6 +91,9 @@ type Broker struct {
 	sessions *fetchSessions  // fetch sessions (broker/fetchsession.go)
 	topicIDs topicIDs        // topic id → name, per metadata version (broker/topicids.go)
 	sec      *SecurityConfig // nil: no SASL, no ACLs (security.go, authz.go)
+
+	quotaSensors sync.Map     // sensorKey → *rateSensor: byte rates under client quotas (throttle.go)
+	sensorSweep  atomic.Int64 // the last sweep of idle sensors, Unix ns
 }
 
 // New returns a broker over the controller (cluster metadata), the replica manager (this node's
@@ -105,6 +113,12 @@ func New(cfg Config, ctl *quorum.Controller, replicas *replica.Manager, agent *c
 	}
 	if cfg.TopicReadyTimeout <= 0 {
 		cfg.TopicReadyTimeout = 10 * time.Second
+	}
+	if cfg.QuotaWindowSamples < 2 {
+		cfg.QuotaWindowSamples = DefaultQuotaWindowSamples
+	}
+	if cfg.QuotaWindowSize <= 0 {
+		cfg.QuotaWindowSize = DefaultQuotaWindowSize
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, ctl: ctl, replicas: replicas, agent: agent, log: cfg.Logger, ctx: ctx, cancel: cancel,
@@ -149,10 +163,20 @@ type call struct {
 	turn *commitTurn
 }
 
-// HandleRequest runs on a netio event loop: it decodes the request, answers ApiVersions and starts
-// produce inline (produce must reach Raft in arrival order and does not block), and hands everything
-// else to a goroutine, since fetch may long-poll and admin requests wait for the controller.
+// HandleRequest runs on a netio event loop. A connection muted by a client quota has its requests
+// held until the mute passes (throttle.go); the rest go to handleRequest.
 func (b *Broker) HandleRequest(nr *netio.Request) {
+	if st, ok := nr.Conn.Value().(*connState); ok && st.throttle.active.Load() && b.holdThrottled(st, nr) {
+		return
+	}
+	b.handleRequest(nr)
+}
+
+// handleRequest decodes the request, answers ApiVersions and starts produce inline (produce must
+// reach Raft in arrival order and does not block), and hands everything else to a goroutine, since
+// fetch may long-poll and admin requests wait for the controller. Calls for one connection never
+// overlap: the event loop's, or a release of held requests (throttle.go).
+func (b *Broker) handleRequest(nr *netio.Request) {
 	if b.sec != nil && b.rawSaslToken(nr) {
 		return
 	}
@@ -171,6 +195,9 @@ func (b *Broker) HandleRequest(nr *netio.Request) {
 	c := &call{hdr: hdr, req: req, nr: nr}
 	if b.sec != nil && !b.admitConn(c) {
 		return
+	}
+	if b.sec == nil && nr.Conn.Value() == nil && b.quotasOn() {
+		b.connState(nr.Conn) // made here, in order, for the quotas of requests answered elsewhere
 	}
 	switch req := req.(type) {
 	case *kmsg.ApiVersionsRequest:

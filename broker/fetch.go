@@ -318,6 +318,7 @@ func (b *Broker) respondFetch(c *call, req *kmsg.FetchRequest, fh fetchHeader, t
 	bp := bufPool.Get().(*[]byte)
 	parts, buf := encodeFetchResponse((*bp)[:0], c.hdr.correlationID, req.Version, fh, topics)
 	*bp = buf
+	b.throttleFetch(c, buf, req.Version >= 12) // client quotas (throttle.go)
 	metrics.Request(c.hdr.key, c.hdr.arrived)
 	metrics.BytesOut(int64(binary.BigEndian.Uint32(buf)) + 4)
 	countFetched(topics)

@@ -127,6 +127,10 @@ func (b *Broker) leaderAddr(topic string, partition int32) (string, bool) {
 	if bi.TLSPort > 0 && bi.TLSPort == bi.Port {
 		return "tls://" + net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.Port))), true // TLS only
 	}
+	if bi.SASLPort > 0 && b.sec != nil && b.sec.InterBrokerUser != "" {
+		// The plaintext listener of a broker with a SASL_PLAINTEXT one is PLAINTEXT: authenticate there.
+		return net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.SASLPort))), true
+	}
 	return net.JoinHostPort(bi.Host, strconv.Itoa(int(bi.Port))), true
 }
 

@@ -44,10 +44,12 @@ func (b *Broker) handleProduce(c *call, req *kmsg.ProduceRequest) {
 	}
 	var pending atomic.Int32
 	pending.Store(1) // this function's own hold, released after the last proposal is made
+	size := len(c.nr.Frame) + 4
 	finish := func() {
 		if pending.Add(-1) != 0 {
 			return
 		}
+		resp.ThrottleMillis = b.throttleProduce(c, size) // client quotas (throttle.go)
 		if req.Acks == 0 {
 			c.nr.Skip()
 			return

@@ -29,14 +29,19 @@ import (
 
 // SecurityConfig is the broker's SASL and authorization settings.
 type SecurityConfig struct {
-	// Mechanisms, when not empty, makes SASL required on every listener: a connection may send only
-	// ApiVersions, SaslHandshake and SaslAuthenticate until it has authenticated with one of these.
+	// Mechanisms, when not empty, makes SASL required on the SASL_PLAINTEXT and SASL_SSL listeners
+	// (netio.Options.SecurityProtocol), and on listeners that name no protocol: a connection there may
+	// send only ApiVersions, SaslHandshake and SaslAuthenticate until it has authenticated with one of
+	// these. PLAINTEXT and SSL listeners never ask for SASL.
 	Mechanisms []string
 	// SuperUsers are principals ("User:alice") that every ACL check allows.
 	SuperUsers []string
 	// ACL: enforce ACLs (--authorizer acl): a request is allowed only when an ACL allows it and none
 	// denies it (Kafka's allow.everyone.if.no.acl.found=false).
 	ACL bool
+	// AllowEveryoneIfNoACL is allow.everyone.if.no.acl.found=true: a resource no ACL applies to (of any
+	// principal or operation) is open to everyone; one with ACLs follows them.
+	AllowEveryoneIfNoACL bool
 	// InterBroker is how this broker authenticates to the others (WriteTxnMarkers): a SCRAM-SHA-512
 	// user, normally the bootstrap user. Empty: inter-broker requests do not authenticate.
 	InterBrokerUser, InterBrokerPassword string
@@ -52,6 +57,27 @@ type SecurityConfig struct {
 // ValidMechanism reports whether the broker serves this SASL mechanism.
 func ValidMechanism(m string) bool {
 	return m == MechPlain || m == MechScramSHA256 || m == MechScramSHA512
+}
+
+// Kafka's security protocols, the listeners' netio.Options.SecurityProtocol.
+const (
+	ProtocolPlaintext     = "PLAINTEXT"
+	ProtocolSSL           = "SSL"
+	ProtocolSASLPlaintext = "SASL_PLAINTEXT"
+	ProtocolSASLSSL       = "SASL_SSL"
+)
+
+// saslRequired reports whether a connection must authenticate with SASL: on a SASL_* listener (or
+// one that names no protocol) when mechanisms are configured.
+func (b *Broker) saslRequired(nc *netio.Conn) bool {
+	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+		return false
+	}
+	switch nc.SecurityProtocol() {
+	case ProtocolPlaintext, ProtocolSSL:
+		return false
+	}
+	return true
 }
 
 // anonymous is the principal of an unauthenticated connection, as in Kafka.
@@ -73,6 +99,9 @@ type connState struct {
 	rawTokens atomic.Bool
 
 	authz authzCache
+
+	quota    connQuota    // resolved client quotas (throttle.go)
+	throttle connThrottle // muted after a throttled response (throttle.go)
 }
 
 // connState returns the connection's state, made at its first request. HandleRequest calls for one
@@ -81,7 +110,7 @@ func (b *Broker) connState(nc *netio.Conn) *connState {
 	if v, ok := nc.Value().(*connState); ok {
 		return v
 	}
-	st := &connState{principal: anonymous, authenticated: len(b.sec.Mechanisms) == 0}
+	st := &connState{principal: anonymous, authenticated: !b.saslRequired(nc)}
 	if a, ok := nc.RemoteAddr.(*net.TCPAddr); ok {
 		st.host = a.IP.String()
 	}
@@ -143,7 +172,7 @@ func init() {
 // handleSaslHandshake picks the connection's mechanism.
 func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
-	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+	if !b.saslRequired(c.nr.Conn) {
 		resp.ErrorCode = kerr.IllegalSaslState.Code // SASL is not enabled on this listener, as Kafka answers
 		return resp
 	}
@@ -179,7 +208,7 @@ func (b *Broker) handleSaslHandshake(c *call, req *kmsg.SASLHandshakeRequest) km
 // SASL_AUTHENTICATION_FAILED, then the connection closes.
 func (b *Broker) handleSaslAuthenticate(c *call, req *kmsg.SASLAuthenticateRequest) {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
-	if b.sec == nil || len(b.sec.Mechanisms) == 0 {
+	if !b.saslRequired(c.nr.Conn) {
 		resp.ErrorCode = kerr.IllegalSaslState.Code
 		b.respond(c.nr, c.hdr, resp)
 		return

@@ -20,6 +20,8 @@ func TestProtocolTable(t *testing.T) {
 		// Security (issue 16): SaslHandshake, DescribeAcls, CreateAcls, DeleteAcls, SaslAuthenticate,
 		// DescribeUserScramCredentials, AlterUserScramCredentials.
 		{17, 0, 1}, {29, 0, 3}, {30, 0, 3}, {31, 0, 3}, {36, 0, 2}, {50, 0, 0}, {51, 0, 0},
+		// Client quotas (issue 19): DescribeClientQuotas, AlterClientQuotas.
+		{48, 0, 1}, {49, 0, 1},
 	}
 	slices.SortFunc(want, func(a, b apiRange) int { return int(a.key) - int(b.key) })
 	got := apiVersionsKeys()

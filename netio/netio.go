@@ -71,8 +71,12 @@ type Options struct {
 	MaxInFlight int
 	// TLS, when set, serves TLS on every connection (tls.go). Only the std backend does TLS: with TLS,
 	// Listen runs std whatever Backend says (gnet and io_uring hand raw bytes to their loops).
-	TLS    *tls.Config
-	Logger *slog.Logger
+	TLS *tls.Config
+	// SecurityProtocol names the listener's security protocol as Kafka does (PLAINTEXT, SSL,
+	// SASL_PLAINTEXT, SASL_SSL): netio only hands it to the handler (Conn.SecurityProtocol), which
+	// decides what it means. Empty: not said.
+	SecurityProtocol string
+	Logger           *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -189,6 +193,9 @@ func Listen(addr string, h Handler, opts Options) (*Server, error) {
 	}
 	return &Server{backend: b, addr: bound, impl: impl, core: c}, nil
 }
+
+// SecurityProtocol is Options.SecurityProtocol.
+func (s *Server) SecurityProtocol() string { return s.core.opts.SecurityProtocol }
 
 // OpenConns is the number of client connections open now.
 func (s *Server) OpenConns() int64 { return s.core.open.Load() }

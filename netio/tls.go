@@ -32,6 +32,9 @@ type connSecurity struct {
 // TLS reports whether the connection runs TLS.
 func (c *Conn) TLS() bool { return c.sec.isTLS }
 
+// SecurityProtocol is the listener's Options.SecurityProtocol.
+func (c *Conn) SecurityProtocol() string { return c.core.opts.SecurityProtocol }
+
 // PeerCertificates returns the client's certificate chain, leaf first, when it presented one (mutual
 // TLS); nil otherwise. Set before the first request is handed to the Handler.
 func (c *Conn) PeerCertificates() []*x509.Certificate { return c.sec.peer }

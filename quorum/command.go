@@ -8,7 +8,7 @@ import (
 )
 
 // A controllerCommand is one kind of controller log entry: a type per op, in the file of its concern
-// (cluster.go, topics.go, reassign.go, liveness.go, security.go), registered in commandTypes. Adding
+// (cluster.go, topics.go, reassign.go, liveness.go, security.go, quotas.go), registered in commandTypes. Adding
 // an op is one type and one line there. Anything random (ids) or clock-based is chosen by the
 // proposer, so applying is deterministic on every voter.
 type controllerCommand interface {
@@ -45,6 +45,7 @@ var commandTypes = registerCommands(
 	func() controllerCommand { return new(scramDeleteCmd) },
 	func() controllerCommand { return new(createACLsCmd) },
 	func() controllerCommand { return new(deleteACLsCmd) },
+	func() controllerCommand { return new(alterQuotasCmd) },
 )
 
 func registerCommands(constructors ...func() controllerCommand) map[string]func() controllerCommand {

@@ -25,7 +25,8 @@ type BrokerInfo struct {
 	Rack     string
 	RaftAddr string
 
-	TLSPort int32 `json:",omitempty"` // the TLS listener's port on Host (0: none)
+	TLSPort  int32 `json:",omitempty"` // the TLS listener's port on Host (0: none)
+	SASLPort int32 `json:",omitempty"` // the SASL_PLAINTEXT listener's port on Host (0: none)
 }
 
 // PartitionMeta is one partition's placement.
@@ -72,6 +73,7 @@ type Metadata struct {
 	NextProducerID int64  // the first id of the next producer-id block
 
 	Security *Security `json:",omitempty"` // SCRAM users and ACLs (security.go); nil: none
+	Quotas   *Quotas   `json:",omitempty"` // client quotas (quotas.go); nil: none
 	// Deleted holds topics deleted in the last DeletedTopicMemory: name -> deletion time (Unix ms,
 	// the proposer's clock). Brokers hold off auto-creating such a name for a while.
 	Deleted map[string]int64 `json:",omitempty"`

@@ -105,6 +105,16 @@ func replayLog() []controllerCommand {
 		&deleteTopicCmd{Name: "manual", TimeMs: 1_700_000_070_000}, // "__consumer_offsets" is still remembered, "wide" never existed
 		&createTopicCmd{Spec: &TopicSpec{Name: "__consumer_offsets", Partitions: 1, ReplicationFactor: 3}, TopicID: replayTopicID(7)},
 		&deleteTopicCmd{Name: "manual", TimeMs: 1_700_000_080_000},
+		&registerBrokerCmd{Broker: &BrokerInfo{NodeID: 3, Host: "127.0.0.1", Port: 9094, RaftAddr: "127.0.0.1:7003", SASLPort: 9194}}, // a SASL_PLAINTEXT listener
+		&alterQuotasCmd{Quotas: []QuotaAlteration{
+			{Entity: QuotaEntity{{Type: QuotaUser, Name: name("alice")}, {Type: QuotaClientID, Name: name("app")}}, Set: map[string]float64{"producer_byte_rate": 1024, "consumer_byte_rate": 2048}},
+			{Entity: QuotaEntity{{Type: QuotaClientID}}, Set: map[string]float64{"request_percentage": 12.5}},
+		}},
+		&alterQuotasCmd{Quotas: []QuotaAlteration{
+			{Entity: QuotaEntity{{Type: QuotaClientID, Name: name("app")}, {Type: QuotaUser, Name: name("alice")}}, Remove: []string{"consumer_byte_rate"}},
+			{Entity: QuotaEntity{{Type: QuotaClientID}}, Remove: []string{"request_percentage"}}, // the entity goes
+		}},
+		&alterQuotasCmd{Quotas: []QuotaAlteration{{Set: map[string]float64{"producer_byte_rate": 1}}}}, // no entity: refused
 	}
 }
 

@@ -2,8 +2,11 @@
 # bench/suites/kafka-go.sh: runs segmentio/kafka-go's own test suite (the version in go.mod) against a
 # fresh broker, each test in its own process, and writes per-test results and a summary.
 #
-# kafka-go's tests expect a broker advertised as localhost:9092 (its docker-compose: Kafka 3.7.0,
-# auto-creation on, message.max.bytes 200000000, SASL listeners on 9093), so port 9092 must be free.
+# kafka-go's tests expect a broker advertised as localhost:9092 and a SASL_PLAINTEXT listener on
+# localhost:9093 (its docker-compose: Kafka 3.7.0, auto-creation on, message.max.bytes 200000000,
+# PLAIN and SCRAM users adminplain and adminscram), so ports 9092 and 9093 must be free. Sluice runs
+# the same layout: --sasl-listen 127.0.0.1:9093 and kafka-go's users made with `sluice users set`.
+# kfake has no second listener: its SASL tests fail.
 #
 #   bench/suites/kafka-go.sh                       # against sluice, results in results/<today>-suites/kafka-go-sluice
 #   BROKER=kfake bench/suites/kafka-go.sh          # the same against franz-go's kfake
@@ -14,7 +17,8 @@
 #   OUT           output directory (default results/$(date +%F)-suites/kafka-go-$BROKER)
 #   RUN           regexp of top-level tests to run (default: all Test* functions)
 #   TEST_TIMEOUT  seconds per test process (default 300)
-#   SLUICE_FLAGS  extra flags for sluice serve
+#   SLUICE_FLAGS  extra flags for sluice serve (default: kafka-go's, the ACL authorizer with
+#                 allow.everyone.if.no.acl.found=true, as its tests call the ACL and SCRAM APIs)
 #
 # Output: results.tsv (test, result pass|fail|skip|timeout, seconds), logs/<test>.log, summary.txt,
 # broker.log. A test counts as skip when it skipped itself and failed nothing.
@@ -26,13 +30,15 @@ BROKER=${BROKER:-sluice}
 OUT=${OUT:-results/$(date -u +%F)-suites/kafka-go-$BROKER}
 RUN=${RUN:-'^Test'}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
-SLUICE_FLAGS=${SLUICE_FLAGS:-}
+SLUICE_FLAGS=${SLUICE_FLAGS-"--authorizer acl --allow-everyone-if-no-acl-found"}
 export KAFKA_VERSION=${KAFKA_VERSION:-3.7.0}
 
-if (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
-	echo "kafka-go.sh: something listens on 127.0.0.1:9092 already; kafka-go's tests need that port" >&2
-	exit 1
-fi
+for port in 9092 9093; do
+	if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+		echo "kafka-go.sh: something listens on 127.0.0.1:$port already; kafka-go's tests need that port" >&2
+		exit 1
+	fi
+done
 
 WORK=$(mktemp -d /tmp/kafka-go-suite.XXXXXX)
 BROKER_PID=
@@ -65,6 +71,7 @@ start_broker() {
 		rm -rf "$WORK/data"
 		# shellcheck disable=SC2086
 		"$WORK/broker" serve --listen 127.0.0.1:9092 --advertised-addr localhost:9092 --raft-addr "127.0.0.1:$(free_port)" \
+			--sasl-listen 127.0.0.1:9093 --sasl-mechanisms PLAIN,SCRAM-SHA-256,SCRAM-SHA-512 \
 			--data-dir "$WORK/data" --max-message-bytes 200000000 --log-level warn $SLUICE_FLAGS >>"$OUT/broker.log" 2>&1 &
 		;;
 	kfake) "$WORK/broker" --port 9092 --retention-bytes -1 >>"$OUT/broker.log" 2>&1 & ;;
@@ -74,6 +81,23 @@ start_broker() {
 		echo "broker did not start; see $OUT/broker.log" >&2
 		exit 1
 	}
+	if [[ $BROKER == sluice ]]; then
+		kafka_go_users
+	fi
+}
+
+# kafka_go_users makes the users of kafka-go's docker-compose: adminplain (PLAIN, whose password Sluice
+# checks against its SCRAM credentials) and adminscram, with another password per SCRAM mechanism.
+kafka_go_users() {
+	local user mechs pass
+	while read -r user mechs pass; do
+		printf '%s\n' "$pass" >"$WORK/pw" && chmod 600 "$WORK/pw"
+		"$WORK/broker" users set "$user" --bootstrap localhost:9092 --mechanisms "$mechs" --password-file "$WORK/pw" >/dev/null
+	done <<-EOF
+		adminplain SCRAM-SHA-256,SCRAM-SHA-512 admin-secret
+		adminscram SCRAM-SHA-256 admin-secret-256
+		adminscram SCRAM-SHA-512 admin-secret-512
+	EOF
 }
 start_broker
 
@@ -81,7 +105,11 @@ start_broker
 	echo "kafka-go $version test suite against $BROKER, $(date -u +%FT%TZ)"
 	echo "commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
 	echo "nproc $(nproc), kernel $(uname -r), $(go env GOVERSION), KAFKA_VERSION=$KAFKA_VERSION"
-	echo "broker flags: ${SLUICE_FLAGS:-none beyond --advertised-addr localhost:9092 --max-message-bytes 200000000}"
+	if [[ $BROKER == sluice ]]; then
+		echo "broker flags: --advertised-addr localhost:9092 --max-message-bytes 200000000 --sasl-listen 127.0.0.1:9093 (SASL_PLAINTEXT) ${SLUICE_FLAGS}"
+	else
+		echo "broker flags: --port 9092 --retention-bytes -1"
+	fi
 } >"$OUT/settings.txt"
 
 mapfile -t tests < <("$WORK/kafka-go.test" -test.list "$RUN" | grep '^Test' || true)

@@ -19,6 +19,7 @@ Usage:
   sluice consume [flags] TOPIC   print records (-offset beginning|end|N, -n COUNT, -e: stop at the end)
   sluice users [flags] COMMAND   list | set USER | delete USER: SCRAM credentials
   sluice acls [flags] COMMAND    list | create | delete (--allow/--deny User:NAME, --operation, --topic/--group/--cluster/--transactional-id)
+  sluice quotas [flags] COMMAND  list | set KEY=VALUE... | delete KEY... (--user/--client-id/--ip NAME or --*-default): client quotas
 
 The commands that talk to a broker take --bootstrap, --tls, --tls-ca, --sasl-mechanism, --sasl-user and
 --sasl-password-file.
@@ -51,6 +52,8 @@ func main() {
 		err = usersCmd(os.Args[2:], os.Stdout)
 	case "acls":
 		err = aclsCmd(os.Args[2:], os.Stdout)
+	case "quotas":
+		err = quotasCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

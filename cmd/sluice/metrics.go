@@ -43,8 +43,11 @@ func registerServeMetrics(br *broker.Broker, listeners []*netio.Server, logger *
 	var collectors []prometheus.Collector
 	for _, srv := range listeners {
 		listener := "plaintext"
-		if srv.TLS() {
+		switch {
+		case srv.TLS():
 			listener = "tls"
+		case srv.SecurityProtocol() == broker.ProtocolSASLPlaintext:
+			listener = "sasl_plaintext"
 		}
 		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sluice_connections", Help: "Client connections open, by listener and network backend.",

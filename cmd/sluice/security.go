@@ -26,8 +26,10 @@ import (
 // securityFlags are the TLS, SASL, ACL and Raft TLS settings of `sluice serve`.
 type securityFlags struct {
 	tlsListen, tlsCert, tlsKey, tlsClientCA   string
+	saslListen                                string
 	saslMechanisms, superUsers, bootstrapUser string
 	authorizer                                string
+	allowEveryoneIfNoACL                      bool
 	reauthMax                                 time.Duration
 	raftTLSCert, raftTLSKey, raftTLSCA        string
 }
@@ -37,11 +39,15 @@ func addSecurityFlags(fs *flag.FlagSet, s *securityFlags) {
 	fs.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate chain of the TLS listener")
 	fs.StringVar(&s.tlsKey, "tls-key", "", "PEM private key of the TLS listener (should not be readable by group or others)")
 	fs.StringVar(&s.tlsClientCA, "tls-client-ca", "", "PEM CA bundle: require and verify client certificates on the TLS listener (mutual TLS); the principal is User:<subject>, e.g. User:CN=alice")
-	fs.StringVar(&s.saslMechanisms, "sasl-mechanisms", "", "SASL mechanisms required on every listener, comma separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (empty: no SASL)")
+	fs.StringVar(&s.saslListen, "sasl-listen", "", "SASL_PLAINTEXT Kafka listener address beside --listen (needs --sasl-mechanisms); with it --listen is PLAINTEXT, without SASL, "+
+		"as Kafka's listeners PLAINTEXT://:9092,SASL_PLAINTEXT://:9093")
+	fs.StringVar(&s.saslMechanisms, "sasl-mechanisms", "", "SASL mechanisms, comma separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (empty: no SASL); required on every listener, "+
+		"or with --sasl-listen on it and the TLS listener only")
 	fs.StringVar(&s.superUsers, "super-users", "", "principals that bypass ACLs, User:NAME,... (super.users); the bootstrap user is one too")
 	fs.StringVar(&s.bootstrapUser, "sasl-bootstrap-user", "", "NAME:PASSWORD_FILE: create SCRAM-SHA-256 and -512 credentials for NAME at start when it has none; "+
 		"the broker also authenticates to other brokers as NAME (inter-broker requests)")
 	fs.StringVar(&s.authorizer, "authorizer", "none", "none (every request allowed) or acl (ACLs enforced; no matching ACL denies)")
+	fs.BoolVar(&s.allowEveryoneIfNoACL, "allow-everyone-if-no-acl-found", false, "with --authorizer acl: a resource no ACL applies to is open to everyone (allow.everyone.if.no.acl.found=true); default: no matching ACL denies")
 	fs.DurationVar(&s.reauthMax, "connections-max-reauth", 0, "SASL sessions last this long, then clients re-authenticate on their connection or it closes (connections.max.reauth.ms, KIP-368); 0 = forever")
 	fs.StringVar(&s.raftTLSCert, "raft-tls-cert", "", "PEM certificate for Raft traffic between brokers (mutual TLS; needs --raft-tls-key and --raft-tls-ca)")
 	fs.StringVar(&s.raftTLSKey, "raft-tls-key", "", "PEM private key for Raft mutual TLS")
@@ -52,6 +58,7 @@ func addSecurityFlags(fs *flag.FlagSet, s *securityFlags) {
 type securitySetup struct {
 	tls        *tls.Config // the TLS listener's; nil without --tls-listen
 	tlsPort    int32
+	saslPort   int32                  // the SASL_PLAINTEXT listener's; 0 without --sasl-listen
 	broker     *broker.SecurityConfig // nil: no SASL, no ACLs, no TLS listener
 	user, pass string                 // the bootstrap user
 	raft       quorum.RaftTLS
@@ -94,8 +101,12 @@ func (s securityFlags) resolve(logger *slog.Logger, listen string) (*securitySet
 	case "none", "":
 	case "acl":
 		bc.ACL, used = true, true
+		bc.AllowEveryoneIfNoACL = s.allowEveryoneIfNoACL
 	default:
 		return nil, fmt.Errorf("--authorizer: %q: want none or acl", s.authorizer)
+	}
+	if s.allowEveryoneIfNoACL && !bc.ACL {
+		return nil, errors.New("--allow-everyone-if-no-acl-found needs --authorizer acl")
 	}
 	if s.bootstrapUser != "" {
 		name, file, ok := strings.Cut(s.bootstrapUser, ":")
@@ -111,20 +122,26 @@ func (s securityFlags) resolve(logger *slog.Logger, listen string) (*securitySet
 			bc.InterBrokerUser, bc.InterBrokerPassword = name, pass
 		}
 	}
+	if s.saslListen != "" {
+		if len(bc.Mechanisms) == 0 {
+			return nil, errors.New("--sasl-listen needs --sasl-mechanisms")
+		}
+		p, err := listenPort("--sasl-listen", s.saslListen)
+		if err != nil {
+			return nil, err
+		}
+		out.saslPort = p
+	}
 	if s.tlsListen != "" {
 		conf, err := s.serverTLS(logger)
 		if err != nil {
 			return nil, err
 		}
-		_, port, err := net.SplitHostPort(s.tlsListen)
+		p, err := listenPort("--tls-listen", s.tlsListen)
 		if err != nil {
-			return nil, fmt.Errorf("--tls-listen %q: %v", s.tlsListen, err)
+			return nil, err
 		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || p == 0 {
-			return nil, fmt.Errorf("--tls-listen %q: needs a port", s.tlsListen)
-		}
-		out.tls, out.tlsPort, used = conf, int32(p), true
+		out.tls, out.tlsPort, used = conf, p, true
 	} else if s.tlsCert != "" || s.tlsKey != "" || s.tlsClientCA != "" {
 		return nil, errors.New("--tls-cert, --tls-key and --tls-client-ca need --tls-listen")
 	}
@@ -143,6 +160,34 @@ func (s securityFlags) resolve(logger *slog.Logger, listen string) (*securitySet
 		out.broker = &bc
 	}
 	return out, nil
+}
+
+// listenPort is the port of a listener address, which must name one.
+func listenPort(flagName, addr string) (int32, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: %v", flagName, addr, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return 0, fmt.Errorf("%s %q: needs a port", flagName, addr)
+	}
+	return int32(p), nil
+}
+
+// protocols are the security protocols (Kafka's listener names) of the plaintext and TLS listeners:
+// SASL on both when mechanisms are set, unless a SASL_PLAINTEXT listener of its own leaves --listen
+// PLAINTEXT.
+func (s *securitySetup) protocols() (plain, tls string) {
+	sasl := s.broker != nil && len(s.broker.Mechanisms) > 0
+	plain, tls = broker.ProtocolPlaintext, broker.ProtocolSSL
+	if sasl {
+		tls = broker.ProtocolSASLSSL
+		if s.saslPort == 0 {
+			plain = broker.ProtocolSASLPlaintext
+		}
+	}
+	return plain, tls
 }
 
 // serverTLS is the TLS listener's configuration: its certificate and, for mutual TLS, the client
@@ -320,8 +365,8 @@ func (s *securitySetup) kgoSecurity() []kgo.Opt {
 	return opts
 }
 
-// startListeners serves the plaintext listener (unless --listen is empty: TLS only) and the TLS
-// listener, and returns what closes them.
+// startListeners serves the plaintext listener (unless --listen is empty: TLS only), the TLS
+// listener and the SASL_PLAINTEXT listener, and returns what closes them.
 func startListeners(cfg serveConfig, security *securitySetup, br *broker.Broker, logger *slog.Logger) ([]*netio.Server, func(), error) {
 	var servers []*netio.Server
 	closeAll := func() {
@@ -329,22 +374,32 @@ func startListeners(cfg serveConfig, security *securitySetup, br *broker.Broker,
 			s.Close()
 		}
 	}
+	plainProto, tlsProto := security.protocols()
 	if cfg.listen != "" {
-		srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), Logger: logger})
+		srv, err := netio.Listen(cfg.listen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), SecurityProtocol: plainProto, Logger: logger})
 		if err != nil {
 			return nil, nil, fmt.Errorf("listening on %s: %v", cfg.listen, err)
 		}
 		servers = append(servers, srv)
-		logger.Info("sluice listening", "listen", srv.Addr().String(), "netio", string(srv.Backend()))
+		logger.Info("sluice listening", "listen", srv.Addr().String(), "protocol", plainProto, "netio", string(srv.Backend()))
 	}
 	if security.tls != nil {
-		srv, err := netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, Logger: logger})
+		srv, err := netio.Listen(cfg.sec.tlsListen, br, netio.Options{Backend: netio.BackendStd, TLS: security.tls, SecurityProtocol: tlsProto, Logger: logger})
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("listening on %s (TLS): %v", cfg.sec.tlsListen, err)
 		}
 		servers = append(servers, srv)
-		logger.Info("sluice listening with TLS", "listen", srv.Addr().String(), "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(srv.Backend()))
+		logger.Info("sluice listening with TLS", "listen", srv.Addr().String(), "protocol", tlsProto, "mutual_tls", cfg.sec.tlsClientCA != "", "netio", string(srv.Backend()))
+	}
+	if security.saslPort != 0 {
+		srv, err := netio.Listen(cfg.sec.saslListen, br, netio.Options{Backend: netio.Backend(cfg.netioBackend), SecurityProtocol: broker.ProtocolSASLPlaintext, Logger: logger})
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("listening on %s (SASL_PLAINTEXT): %v", cfg.sec.saslListen, err)
+		}
+		servers = append(servers, srv)
+		logger.Info("sluice listening with SASL", "listen", srv.Addr().String(), "protocol", broker.ProtocolSASLPlaintext, "netio", string(srv.Backend()))
 	}
 	return servers, closeAll, nil
 }

@@ -381,6 +381,9 @@ func TestSecurityFlagErrors(t *testing.T) {
 		{"bootstrap user without file", securityFlags{bootstrapUser: "admin"}, "NAME:PASSWORD_FILE"},
 		{"super user without type", securityFlags{superUsers: "alice"}, "User:NAME"},
 		{"raft TLS incomplete", securityFlags{raftTLSCert: cert}, "--raft-tls-key"},
+		{"allow everyone without the authorizer", securityFlags{allowEveryoneIfNoACL: true}, "needs --authorizer acl"},
+		{"SASL listener without mechanisms", securityFlags{saslListen: "127.0.0.1:9093"}, "--sasl-listen needs --sasl-mechanisms"},
+		{"SASL listener without port", securityFlags{saslListen: "127.0.0.1", saslMechanisms: "PLAIN"}, "--sasl-listen"},
 	} {
 		_, err := tc.f.resolve(logger, ":9092")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -67,6 +67,8 @@ type serveConfig struct {
 
 	sec             securityFlags // security.go
 	groupMinSession time.Duration
+	quotaWindowNum  int
+	quotaWindowSize time.Duration
 	groupMaxSession time.Duration
 	groupInitDelay  time.Duration
 }
@@ -91,6 +93,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.Int64Var(&cfg.retentionBytes, "retention-bytes", -1, "delete oldest segments while a partition holds more (log.retention.bytes); -1 = unlimited")
 	fs.DurationVar(&cfg.retentionCheck, "retention-check-interval", 5*time.Minute, "how often retention runs")
 	fs.DurationVar(&cfg.offsetsRetention, "offsets-retention", 7*24*time.Hour, "committed offsets of a consumer group empty this long expire (offsets.retention.minutes)")
+	fs.IntVar(&cfg.quotaWindowNum, "quota-window-num", broker.DefaultQuotaWindowSamples, "samples in the window client byte-rate quotas are measured over (quota.window.num)")
+	fs.DurationVar(&cfg.quotaWindowSize, "quota-window-size", broker.DefaultQuotaWindowSize, "length of each quota sample (quota.window.size.seconds)")
 	fs.DurationVar(&cfg.groupMinSession, "group-min-session-timeout", 6*time.Second, "smallest consumer session timeout a group member may ask for; below it JoinGroup gets INVALID_SESSION_TIMEOUT (group.min.session.timeout.ms)")
 	fs.DurationVar(&cfg.groupMaxSession, "group-max-session-timeout", 30*time.Minute, "largest consumer session timeout a group member may ask for (group.max.session.timeout.ms)")
 	fs.DurationVar(&cfg.groupInitDelay, "group-initial-rebalance-delay", 3*time.Second, "the first rebalance of an empty consumer group waits this long for more members (group.initial.rebalance.delay.ms); 0 = none")
@@ -248,7 +252,7 @@ func serve(args []string) error {
 	}
 	defer qh.Close()
 	ctl, err := startController(cfg, qh, voters, security, quorum.BrokerInfo{
-		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort,
+		NodeID: int32(cfg.nodeID), Host: host, Port: port, Rack: cfg.rack, RaftAddr: cfg.raftAddr, TLSPort: security.tlsPort, SASLPort: security.saslPort,
 	}, logger)
 	if err != nil {
 		return err
@@ -312,6 +316,9 @@ func checkServeConfig(cfg *serveConfig) (host string, port int32, voters map[uin
 	host, port, err = advertisedHostPort(*cfg)
 	if err != nil {
 		return "", 0, nil, err
+	}
+	if cfg.quotaWindowNum < 2 || cfg.quotaWindowSize < time.Millisecond {
+		return "", 0, nil, fmt.Errorf("--quota-window-num must be at least 2 and --quota-window-size at least 1ms")
 	}
 	if cfg.groupMinSession <= 0 || cfg.groupMaxSession < cfg.groupMinSession {
 		return "", 0, nil, fmt.Errorf("group session timeouts: need 0 < --group-min-session-timeout (%v) <= --group-max-session-timeout (%v)", cfg.groupMinSession, cfg.groupMaxSession)
@@ -393,6 +400,8 @@ func brokerConfig(cfg serveConfig, host string, port int32, disk *broker.DiskGua
 		OffsetsRetention:           cfg.offsetsRetention,
 		TransactionMaxTimeout:      cfg.txnMaxTimeout,
 		GroupMinSessionTimeout:     cfg.groupMinSession,
+		QuotaWindowSamples:         cfg.quotaWindowNum,
+		QuotaWindowSize:            cfg.quotaWindowSize,
 		GroupMaxSessionTimeout:     cfg.groupMaxSession,
 		GroupInitialRebalanceDelay: cfg.groupInitDelay,
 		Disk:                       disk,
