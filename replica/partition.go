@@ -245,6 +245,9 @@ func (p *Partition) MinInSyncReplicas() int { return p.options().MinInSyncReplic
 // MaxMessageBytes is the topic's max.message.bytes, else the broker default.
 func (p *Partition) MaxMessageBytes() int32 { return p.options().MaxMessageBytes }
 
+// Compact reports cleanup.policy containing compact: records need a key, the log cleaner runs.
+func (p *Partition) Compact() bool { return p.options().Compact }
+
 // Compression is the topic's compression.type as a codec, or CompressionProducer.
 func (p *Partition) Compression() int8 { return p.options().Compression }
 
