@@ -81,6 +81,9 @@ type Log struct {
 	shut   bool // closed: readers get ErrClosed
 
 	syncMu sync.Mutex // one Sync at a time, so checkpoint slots alternate cleanly
+
+	cleanMu sync.Mutex   // one Clean at a time
+	clean   cleanerState // the cleaner checkpoint (clean.go): written under cleanMu and writeMu
 }
 
 // Open opens the log in dir, creating dir if missing, and recovers it: every segment is checked
@@ -92,7 +95,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opts: opts}
+	l := &Log{dir: dir, opts: opts, clean: readCleanerState(dir)}
 	ck, err := openCheckpoint(dir)
 	if err != nil {
 		return nil, err
@@ -134,6 +137,7 @@ func (l *Log) recover() error {
 			}
 		}
 	}
+	removeCleanerLeftovers(l.dir, names)
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
 
 	sc := newScanner()
@@ -147,7 +151,7 @@ func (l *Log) recover() error {
 			}
 			break
 		}
-		s, rebuilt, err := recoverSegment(segmentPath(l.dir, base), base, interval, sc)
+		s, rebuilt, err := recoverSegment(segmentPath(l.dir, base), base, interval, l.clean.gapsBelow, sc)
 		if err != nil {
 			return err
 		}
@@ -649,7 +653,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	entries := s.entries
 	if s.thinned {
 		// s becomes active again: it needs its whole index, which its files then get anew.
-		if entries, err = scanEntries(s, int64(l.opts.IndexIntervalBytes)); err != nil {
+		if entries, err = scanEntries(s, int64(l.opts.IndexIntervalBytes), l.clean.gapsBelow); err != nil {
 			return err
 		}
 		s.flushed, s.thinned = 0, false
@@ -744,6 +748,11 @@ func boundaryAt(s *segment, offset int64) (pos, maxTs int64, err error) {
 		h, err := readHeader(s.data, pos, &hb)
 		if err != nil {
 			return 0, 0, err
+		}
+		if h.BaseOffset > off { // a gap the cleaner left
+			if off = h.BaseOffset; off >= offset {
+				continue
+			}
 		}
 		maxTs = max(maxTs, h.MaxTimestamp)
 		pos += int64(h.Size())

@@ -233,8 +233,9 @@ func (l *Log) viewAfter(prev segView) (v segView, pos int64, ok bool) {
 	return v, pos, true
 }
 
-// findBatch returns the position and size of the batch holding offset in v, and the offset after
-// it: from the index point at or before it, header by header.
+// findBatch returns the position and size of the batch holding offset in v (or, when the cleaner
+// removed offset, of the first batch after it), and the offset after it: from the index point at
+// or before it, header by header.
 func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 	var hb [HeaderSize]byte
 	pos, off := indexFor(v.entries, v.s.base, offset)
@@ -243,7 +244,9 @@ func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		if h.BaseOffset != off {
+		// Base offsets only grow; above the expected one is a gap the cleaner left, and a
+		// removed offset is served from the batch after it.
+		if h.BaseOffset < off {
 			return 0, 0, 0, fmt.Errorf("%w: batch at %d of %s has base %d, expected %d", ErrCorrupt, pos, v.s.path, h.BaseOffset, off)
 		}
 		if h.NextOffset() > offset {
@@ -317,7 +320,7 @@ func (l *Log) OffsetForTimestamp(ts int64) (offset int64, found bool, err error)
 			return 0, false, err
 		}
 		if h.MaxTimestamp >= ts {
-			return off, true, nil
+			return max(off, h.BaseOffset), true, nil
 		}
 		pos += int64(h.Size())
 		off = h.NextOffset()
