@@ -20,7 +20,15 @@ type Config struct {
 	MaxMessageBytes        int32         // default max.message.bytes; 1 MiB if zero
 	RetentionCheckInterval time.Duration // how often retention runs; 30s if zero
 	ReplicaLagMax          time.Duration // a follower this far behind leaves the ISR; 10s if zero
-	Logger                 *slog.Logger  // slog.Default() if nil
+
+	// The log cleaner (cleanup.policy=compact): CleanerThreads 0 turns it off (more than one runs
+	// as one: Kafka's log.cleaner.threads, whose default is 1); CleanerIOBytesPerSecond bounds its
+	// reads and writes (0: unbounded, Kafka's default); CleanerBackoff is the pause when no log is
+	// due (Kafka's log.cleaner.backoff.ms; 15s if zero).
+	CleanerThreads          int
+	CleanerIOBytesPerSecond int64
+	CleanerBackoff          time.Duration
+	Logger                  *slog.Logger // slog.Default() if nil
 }
 
 const (
@@ -45,6 +53,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReplicaLagMax <= 0 {
 		c.ReplicaLagMax = defaultReplicaLagMax
+	}
+	if c.CleanerBackoff <= 0 {
+		c.CleanerBackoff = 15 * time.Second
 	}
 }
 

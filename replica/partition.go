@@ -51,6 +51,9 @@ type Partition struct {
 
 	snapshotsInstalled atomic.Int64 // logs received from a leader's snapshot stream
 
+	dirtyRatio atomic.Uint64 // float64 bits: the log cleaner's last look at the dirty ratio (cleaner.go)
+	cleanedTo  atomic.Int64  // the log cleaner's checkpoint after its last cleaning
+
 	inSync   atomic.Bool // as a follower, caught up at the last check (leadership.go)
 	lagCheck atomic.Bool // a check is in flight
 

@@ -250,10 +250,9 @@ func (l *Log) Clean(o CleanOptions) (CleanStats, error) {
 	// The promise that gaps may appear below mapEnd is durable before the first swap.
 	if st.gapsBelow < mapEnd {
 		st.gapsBelow = mapEnd
-		if err := writeCleanerState(l.dir, st); err != nil {
+		if err := l.saveCleanerState(st); err != nil {
 			return stats, err
 		}
-		l.cleanState(st)
 	}
 
 	// Pass 2: rewrite every segment up to the end of the map.
@@ -299,21 +298,28 @@ func (l *Log) Clean(o CleanOptions) (CleanStats, error) {
 	}
 	stats.Read = c.read
 	st.firstDirty = mapEnd
-	if err := writeCleanerState(l.dir, st); err != nil {
+	if err := l.saveCleanerState(st); err != nil {
 		return stats, err
 	}
-	l.cleanState(st)
 	stats.FirstDirty = mapEnd
 	return stats, nil
 }
 
 var errCleanStopped = errors.New("segment: cleaning stopped by a test hook")
 
-// cleanState publishes the cleaner checkpoint to the readers of l.clean (recovery paths under writeMu).
-func (l *Log) cleanState(st cleanerState) {
+// saveCleanerState makes the cleaner checkpoint durable and publishes it (l.clean is read under
+// writeMu). A closed log's directory may already be another's (a snapshot installed): not touched.
+func (l *Log) saveCleanerState(st cleanerState) error {
 	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	if err := writeCleanerState(l.dir, st); err != nil {
+		return err
+	}
 	l.clean = st
-	l.writeMu.Unlock()
+	return nil
 }
 
 // swapCleaned puts the cleaned copy tmp in place of s (see the top of this file for the order).

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -33,5 +37,203 @@ func TestCompactedTopicRefusesNullKeys(t *testing.T) {
 	}
 	if _, err := b.admin().CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": strPtr("compact"), "min.cleanable.dirty.ratio": strPtr("2")}, "bad-ratio"); !errors.Is(err, kerr.InvalidConfig) {
 		t.Fatalf("min.cleanable.dirty.ratio=2: %v, want INVALID_CONFIG", err)
+	}
+}
+
+// compactedTopic is a keyed topic's history as produced: the latest value per key (nil: a tombstone)
+// and the offsets of every record.
+type compactedTopic struct {
+	name    string
+	latest  map[string][]byte
+	offsets map[string][]int64 // key -> offsets of its records, in order
+}
+
+// produceHistory writes rounds of overwrites and tombstones of keys k0..k<keys-1>, then filler records
+// with unique keys so the overwritten ones end up in sealed segments.
+func produceHistory(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, rounds, keys, filler int, fillerPrefix string) *compactedTopic {
+	t.Helper()
+	ct := &compactedTopic{name: topic, latest: map[string][]byte{}, offsets: map[string][]int64{}}
+	var recs []*kgo.Record
+	for r := range rounds {
+		for k := range keys {
+			key := fmt.Sprintf("k%d", k)
+			var v []byte
+			if (r+k)%7 != 3 {
+				v = []byte(fmt.Sprintf("%s-round%d-%s", key, r, strings.Repeat("x", 40)))
+			}
+			recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(key), Value: v})
+		}
+	}
+	for i := range filler {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("%s%d", fillerPrefix, i)), Value: []byte(strings.Repeat("f", 100))})
+	}
+	for i := 0; i < len(recs); i += 50 {
+		res := cl.ProduceSync(ctx, recs[i:min(i+50, len(recs))]...)
+		if err := res.FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			k := string(r.Record.Key)
+			ct.latest[k] = r.Record.Value
+			ct.offsets[k] = append(ct.offsets[k], r.Record.Offset)
+		}
+	}
+	return ct
+}
+
+// readCompacted reads partition 0 from its start to the high watermark with franz-go: the records by
+// key, checking that offsets only go up.
+func readCompacted(ctx context.Context, t *testing.T, b *testBroker, topic string, from int64) []*kgo.Record {
+	t.Helper()
+	ends, err := b.admin().ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup(topic, 0)
+	cl := b.client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}))
+	var out []*kgo.Record
+	last := int64(-1)
+	for last < end.Offset-1 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read up to %d of %d before timing out", last, end.Offset)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch: %v", err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset <= last {
+				t.Fatalf("offset %d after %d", r.Offset, last)
+			}
+			last = r.Offset
+			out = append(out, r)
+		})
+	}
+	return out
+}
+
+// isCompacted reports whether recs hold exactly one record per overwritten key (the latest; a
+// tombstone may be kept or gone) and every filler record, with the offsets they were produced at.
+func (ct *compactedTopic) isCompacted(recs []*kgo.Record, tombstonesGone bool) error {
+	seen := map[string]int{}
+	for _, r := range recs {
+		k := string(r.Key)
+		offs := ct.offsets[k]
+		if len(offs) == 0 {
+			return fmt.Errorf("record of unknown key %q at %d", k, r.Offset)
+		}
+		if r.Offset != offs[len(offs)-1] || !bytes.Equal(r.Value, ct.latest[k]) {
+			return fmt.Errorf("key %s: record at %d, latest was at %d", k, r.Offset, offs[len(offs)-1])
+		}
+		if r.Value == nil && tombstonesGone {
+			return fmt.Errorf("tombstone of %s at %d outlived delete.retention.ms", k, r.Offset)
+		}
+		seen[k]++
+	}
+	for k, v := range ct.latest {
+		if seen[k] == 0 && v != nil {
+			return fmt.Errorf("latest value of %s (offset %d) lost", k, ct.offsets[k][len(ct.offsets[k])-1])
+		}
+	}
+	return nil
+}
+
+// compactedTopicConfigs: small segments that roll by size and age, a cleaner that runs at once.
+func compactedTopicConfigs(deleteRetentionMs string) map[string]*string {
+	return map[string]*string{"cleanup.policy": strPtr("compact"), "segment.bytes": strPtr("4096"), "segment.ms": strPtr("500"),
+		"min.cleanable.dirty.ratio": strPtr("0.01"), "delete.retention.ms": strPtr(deleteRetentionMs)}
+}
+
+// waitCompacted polls until a consumer from the start sees the compacted view.
+func waitCompacted(ctx context.Context, t *testing.T, b *testBroker, ct *compactedTopic, tombstonesGone bool) []*kgo.Record {
+	t.Helper()
+	var err error
+	for ctx.Err() == nil {
+		recs := readCompacted(ctx, t, b, ct.name, 0)
+		if err = ct.isCompacted(recs, tombstonesGone); err == nil {
+			return recs
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("never compacted: %v", err)
+	return nil
+}
+
+// TestLogCompaction: overwrites and tombstones on a keyed topic with small segments; the cleaner
+// leaves a consumer from the start exactly the latest value per key at its original offset, with
+// gaps; a consumer at a removed offset continues at the next record; tombstones go after
+// delete.retention.ms; kafka-go rebuilds the same map; all of it again after a restart.
+func TestLogCompaction(t *testing.T) {
+	b := startBroker(t, "--log-cleaner-backoff", "200ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	b.createTopic("compacted", 1, compactedTopicConfigs("3000"))
+	ct := produceHistory(ctx, t, b.client(), "compacted", 20, 30, 120, "filler")
+	recs := waitCompacted(ctx, t, b, ct, false)
+	if n := ct.offsets["k0"]; len(n) < 2 {
+		t.Fatal("k0 was not overwritten")
+	}
+
+	// A consumer positioned at a removed offset continues at the next record.
+	removed := ct.offsets["k1"][0]
+	if got := readCompacted(ctx, t, b, "compacted", removed); len(got) == 0 || got[0].Offset <= removed {
+		t.Fatalf("fetch at removed offset %d gave %v", removed, got)
+	}
+
+	// kafka-go rebuilds the same map.
+	kgMap := kafkaGoMap(ctx, t, b, "compacted")
+	live := 0
+	for _, r := range recs {
+		if r.Value == nil {
+			continue
+		}
+		live++
+		if v, ok := kgMap[string(r.Key)]; !ok || !bytes.Equal(v, r.Value) {
+			t.Fatalf("kafka-go: key %s = %q, want %q", r.Key, v, r.Value)
+		}
+	}
+	if len(kgMap) != live {
+		t.Fatalf("kafka-go rebuilt %d keys, franz-go %d live ones", len(kgMap), live)
+	}
+
+	// Past delete.retention.ms, more writes make the log dirty again and the tombstones go.
+	time.Sleep(3 * time.Second)
+	more := produceHistory(ctx, t, b.client(), "compacted", 0, 0, 120, "more")
+	for k, v := range more.latest {
+		ct.latest[k], ct.offsets[k] = v, more.offsets[k]
+	}
+	waitCompacted(ctx, t, b, ct, true)
+
+	// A restart finds the compacted segments whole.
+	b.stop()
+	b.start()
+	if err := ct.isCompacted(readCompacted(ctx, t, b, "compacted", 0), true); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+}
+
+// kafkaGoMap reads partition 0 from the start to the high watermark with kafka-go's Reader and
+// returns the map it rebuilds (a tombstone deletes its key).
+func kafkaGoMap(ctx context.Context, t *testing.T, b *testBroker, topic string) map[string][]byte {
+	t.Helper()
+	ends, err := b.admin().ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup(topic, 0)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{b.Addr}, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	out := map[string][]byte{}
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("kafka-go: %v", err)
+		}
+		if m.Value == nil {
+			delete(out, string(m.Key))
+		} else {
+			out[string(m.Key)] = m.Value
+		}
+		if m.Offset >= end.Offset-1 {
+			return out
+		}
 	}
 }
