@@ -83,14 +83,19 @@ func produceHistory(ctx context.Context, t *testing.T, cl *kgo.Client, topic str
 
 // readCompacted reads partition 0 from its start to the high watermark with franz-go: the records by
 // key, checking that offsets only go up.
-func readCompacted(ctx context.Context, t *testing.T, b *testBroker, topic string, from int64) []*kgo.Record {
+func readCompacted(ctx context.Context, t *testing.T, b *testBroker, topic string, from int64, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	ends, err := b.admin().ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	end, _ := ends.Lookup(topic, 0)
-	cl := b.client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}))
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(from)}}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close() // polled in loops: one client per read would pile up connections
 	var out []*kgo.Record
 	last := int64(-1)
 	for last < end.Offset-1 {
@@ -234,6 +239,70 @@ func kafkaGoMap(ctx context.Context, t *testing.T, b *testBroker, topic string) 
 		}
 		if m.Offset >= end.Offset-1 {
 			return out
+		}
+	}
+}
+
+// TestLogCompactionTransactions: the cleaner removes an aborted transaction's records and keeps a
+// committed one's; read_committed sees the same before and after.
+func TestLogCompactionTransactions(t *testing.T) {
+	b := startBroker(t, "--log-cleaner-backoff", "200ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const topic = "compacted-txn"
+	// min.compaction.lag.ms holds the cleaner off while the history is written and read once.
+	configs := compactedTopicConfigs("60000")
+	configs["min.compaction.lag.ms"] = strPtr("5000")
+	b.createTopic(topic, 1, configs)
+	// Uncompressed, so the history spans several segments (segments roll on append, by size or age).
+	tx := b.client(kgo.TransactionalID("compact"), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	keyed := func(prefix string, n int) []*kgo.Record {
+		recs := make([]*kgo.Record, n)
+		for i := range recs {
+			recs[i] = &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("%s%d", prefix, i)), Value: []byte(prefix + strings.Repeat("v", 60))}
+		}
+		return recs
+	}
+	runTxn(ctx, t, tx, true, keyed("committed", 20)...)
+	runTxn(ctx, t, tx, false, keyed("aborted", 20)...)
+	runTxn(ctx, t, tx, true, keyed("again", 20)...)
+	if err := b.client(kgo.ProducerBatchCompression(kgo.NoCompression())).ProduceSync(ctx, keyed("filler", 150)...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	committedBefore := readCompacted(ctx, t, b, topic, 0, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if got := len(readCompacted(ctx, t, b, topic, 0)); got != 210 {
+		t.Fatalf("read_uncommitted before cleaning: %d records, want 210", got)
+	}
+	prefixes := func(recs []*kgo.Record) map[string]int {
+		n := map[string]int{}
+		for _, r := range recs {
+			n[strings.TrimRight(string(r.Key), "0123456789")]++
+		}
+		return n
+	}
+	if got := prefixes(committedBefore); got["committed"] != 20 || got["again"] != 20 || got["aborted"] != 0 || got["filler"] != 150 {
+		t.Fatalf("read_committed before cleaning: %v", got)
+	}
+	for {
+		got := prefixes(readCompacted(ctx, t, b, topic, 0))
+		if got["aborted"] == 0 {
+			if got["committed"] != 20 || got["again"] != 20 || got["filler"] != 150 {
+				t.Fatalf("read_uncommitted after cleaning: %v", got)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("aborted records never removed: %v", got)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	committedAfter := readCompacted(ctx, t, b, topic, 0, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if len(committedAfter) < len(committedBefore) {
+		t.Fatalf("read_committed saw %d records after cleaning, %d before", len(committedAfter), len(committedBefore))
+	}
+	for i, r := range committedBefore {
+		if a := committedAfter[i]; a.Offset != r.Offset || !bytes.Equal(a.Key, r.Key) || !bytes.Equal(a.Value, r.Value) {
+			t.Fatalf("read_committed record %d: %d %s after cleaning, %d %s before", i, a.Offset, a.Key, r.Offset, r.Key)
 		}
 	}
 }
