@@ -29,11 +29,10 @@ import (
 //
 // Kafka's batch rules: a rewritten batch keeps its base offset, last offset delta, timestamps and
 // producer fields (so the records' own deltas stay valid and are copied verbatim), its codec, and gets
-// a new count, length and CRC; a batch left without records disappears, leaving a gap in the offsets.
-// The one exception is a segment's last batch, kept (empty, or the marker as it was) so the segment
-// still ends where the next begins: recovery reads a hole between segments as a crash's torn tail.
-// Producer state lives in the replica's checkpoint, not in the log, so the last batch of each producer
-// need not be kept as Kafka keeps it.
+// a new count, length and CRC; a batch left without records disappears, leaving a gap in the offsets,
+// also at a segment's end (a segment keeps its offset range: the next one's base). No empty batch is
+// kept: Kafka keeps the last batch of each producer empty for its producer state, which lives here in
+// the replica's checkpoint instead, and some clients (kafka-go 0.4) fail on an uncompressed empty batch.
 //
 // The swap of one segment is crash-safe: the cleaned copy is written beside it as NNN.log.cleaned and
 // fsynced; then, holding the writer lock, the index sum is removed (the index files no longer vouched
@@ -258,9 +257,6 @@ func (l *Log) Clean(o CleanOptions) (CleanStats, error) {
 	// Pass 2: rewrite every segment up to the end of the map.
 	for i := 0; i <= last; i++ {
 		s := segs[i]
-		l.mu.RLock()
-		end := s.end
-		l.mu.RUnlock()
 		mtime := time.Time{}
 		if fi, err := s.data.Stat(); err == nil {
 			mtime = fi.ModTime()
@@ -268,7 +264,7 @@ func (l *Log) Clean(o CleanOptions) (CleanStats, error) {
 		cleanedBefore := s.next <= st.firstDirty
 		c.dropDeletes = cleanedBefore && !mtime.IsZero() && !o.Now.Add(-o.DeleteRetention).Before(mtime)
 		tmp := s.path + cleanedSuffix
-		changed, written, err := c.rewrite(s, end, tmp)
+		changed, written, err := c.rewrite(s, tmp)
 		stats.Written += written
 		if err != nil {
 			os.Remove(tmp)
@@ -362,10 +358,11 @@ func (l *Log) swapCleaned(s *segment, tmp string, sc *scanner) error {
 	if err != nil {
 		return l.fail(err)
 	}
-	if ns.next != s.next || ns.end != fileSize(ns.data) {
+	if ns.next > s.next || ns.end != fileSize(ns.data) {
 		ns.release()
 		return l.fail(fmt.Errorf("%w: cleaned %s ends at offset %d position %d, expected offset %d", ErrCorrupt, s.path, ns.next, ns.end, s.next))
 	}
+	ns.next = s.next // its last batches may be gone: its offsets still run to the next segment
 	// The old index files hold the old positions: cut them; the next Sync writes and vouches for the new.
 	if err := ns.truncateIndexFiles(0); err != nil {
 		ns.release()
@@ -471,9 +468,9 @@ func (c *cleaner) records(h *Header, b []byte) ([]byte, error) {
 	return out, nil
 }
 
-// rewrite writes the cleaned copy of s (end bytes) to tmp; changed is false (and tmp is to be
+// rewrite writes the cleaned copy of s to tmp; changed is false (and tmp is to be
 // removed) when every batch stays as it was.
-func (c *cleaner) rewrite(s *segment, end int64, tmp string) (changed bool, written int64, err error) {
+func (c *cleaner) rewrite(s *segment, tmp string) (changed bool, written int64, err error) {
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return false, 0, err
@@ -484,10 +481,8 @@ func (c *cleaner) rewrite(s *segment, end int64, tmp string) (changed bool, writ
 		}
 	}()
 	w := bufio.NewWriterSize(f, 256<<10)
-	pos := int64(0)
 	err = c.scan(s, func(h *Header, b []byte) error {
-		pos += int64(h.Size())
-		out, same, err := c.cleanBatch(h, b, pos == end)
+		out, same, err := c.cleanBatch(h, b)
 		if err != nil {
 			return err
 		}
@@ -513,18 +508,17 @@ func (c *cleaner) rewrite(s *segment, end int64, tmp string) (changed bool, writ
 }
 
 // cleanBatch returns what becomes of one batch: itself (same), a rewritten copy, or nil (dropped).
-// The segment's last batch is never dropped: it keeps the segment's end offset.
-func (c *cleaner) cleanBatch(h *Header, b []byte, last bool) (out []byte, same bool, err error) {
+func (c *cleaner) cleanBatch(h *Header, b []byte) (out []byte, same bool, err error) {
 	switch {
 	case h.IsControl():
 		hadData := c.txnData[h.ProducerID]
 		delete(c.txnData, h.ProducerID)
-		if !hadData && c.dropDeletes && !last {
+		if !hadData && c.dropDeletes {
 			return nil, false, nil
 		}
 		return b, true, nil
 	case c.aborted(h):
-		return c.emptyIfLast(h, b, last), false, nil
+		return nil, false, nil
 	case h.RecordCount == 0:
 		return b, true, nil
 	}
@@ -555,7 +549,7 @@ func (c *cleaner) cleanBatch(h *Header, b []byte, last bool) (out []byte, same b
 	case int(h.RecordCount):
 		return b, true, nil
 	case 0:
-		return c.emptyIfLast(h, b, last), false, nil
+		return nil, false, nil
 	}
 	codec := int8(h.Attributes & batch.AttrCompression)
 	c.out = append(c.out[:0], b[:HeaderSize]...)
@@ -566,21 +560,6 @@ func (c *cleaner) cleanBatch(h *Header, b []byte, last bool) (out []byte, same b
 	binary.BigEndian.PutUint32(c.out[batch.PosLength:], uint32(len(c.out)-batch.LengthPrefix))
 	batch.PutCRC(c.out)
 	return c.out, false, nil
-}
-
-// emptyIfLast is nil, or for a segment's last batch the batch without records (uncompressed, same
-// offsets, timestamps and producer fields).
-func (c *cleaner) emptyIfLast(h *Header, b []byte, last bool) []byte {
-	if !last {
-		return nil
-	}
-	c.out = append(c.out[:0], b[:HeaderSize]...)
-	attrs := binary.BigEndian.Uint16(c.out[batch.PosAttributes:])
-	binary.BigEndian.PutUint16(c.out[batch.PosAttributes:], attrs&^batch.AttrCompression)
-	binary.BigEndian.PutUint32(c.out[batch.PosRecordCount:], 0)
-	binary.BigEndian.PutUint32(c.out[batch.PosLength:], uint32(HeaderSize-batch.LengthPrefix))
-	batch.PutCRC(c.out)
-	return c.out
 }
 
 // walkRecords calls fn for each of the n records in recs with the record's whole encoding (length

@@ -51,6 +51,9 @@ func readRecords(t testing.TB, l *Log) []rec {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(buf) == 0 {
+			break // the rest is a gap the cleaner left
+		}
 		for len(buf) > 0 {
 			h, err := ParseHeader(buf)
 			if err != nil {
@@ -179,7 +182,7 @@ func TestCleanKeepsLatestPerKey(t *testing.T) {
 		t.Fatal("dirty bytes left after cleaning")
 	}
 
-	// A fetch at a removed offset continues at the next record.
+	// A fetch at any removed offset (inside a segment, or in a gap at its end) continues at the next record.
 	for _, r := range before {
 		if r.offset < activeBase && latest[r.key] != r.offset {
 			rr, err := l.Read(r.offset, 1)
@@ -190,7 +193,6 @@ func TestCleanKeepsLatestPerKey(t *testing.T) {
 				t.Fatalf("read at removed offset %d ends at %d", r.offset, rr.NextOffset)
 			}
 			rr.Release()
-			break
 		}
 	}
 	if o, found, err := l.OffsetForTimestamp(0); err != nil || !found || o < l.StartOffset() {

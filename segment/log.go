@@ -143,6 +143,10 @@ func (l *Log) recover() error {
 	sc := newScanner()
 	interval := int64(l.opts.IndexIntervalBytes)
 	for i, base := range bases {
+		if n := len(l.segs); n > 0 && l.segs[n-1].next < base && base <= l.clean.gapsBelow {
+			// The cleaner removed the last batches of the segment before: its offsets run to here.
+			l.segs[n-1].next = base
+		}
 		if n := len(l.segs); n > 0 && l.segs[n-1].next != base {
 			// A hole or an overlap: what follows was never synced (Sync makes a prefix durable),
 			// so drop it rather than serve offsets that are not dense.

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -161,6 +162,17 @@ func (l *Log) ReadBelow(offset int64, maxBytes int, end int64) (*ReadResult, err
 		return nil, err
 	}
 	pos, first, firstNext, err := findBatch(v, offset)
+	for errors.Is(err, errInEndGap) {
+		// Go on from the next segment's start (its base is where this one's offsets end).
+		prev := v
+		prev.s.release()
+		if v, pos, ok = l.viewAfter(prev); !ok || prev.next >= end {
+			return r, nil
+		}
+		if v, err = clipView(v, end); err == nil {
+			pos, first, firstNext, err = findBatch(v, v.s.base)
+		}
+	}
 	if err != nil {
 		v.s.release()
 		r.Release()
@@ -255,8 +267,15 @@ func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 		pos += int64(h.Size())
 		off = h.NextOffset()
 	}
+	if pos == v.end && offset < v.next {
+		return 0, 0, 0, errInEndGap
+	}
 	return 0, 0, 0, fmt.Errorf("%w: offset %d not found in %s", ErrCorrupt, offset, v.s.path)
 }
+
+// errInEndGap: the offset is in a gap the cleaner left at the end of a segment; the records go on in
+// the next segment.
+var errInEndGap = errors.New("segment: offset in a gap at the end of a segment")
 
 // lastBoundary returns the furthest batch boundary in v at or below pos+budget (pos is a
 // boundary, the batch there starting at offset off) and the offset of the batch starting there:
