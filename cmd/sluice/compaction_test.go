@@ -168,7 +168,7 @@ func waitCompacted(ctx context.Context, t *testing.T, b *testBroker, ct *compact
 // gaps; a consumer at a removed offset continues at the next record; tombstones go after
 // delete.retention.ms; kafka-go rebuilds the same map; all of it again after a restart.
 func TestLogCompaction(t *testing.T) {
-	b := startBroker(t, "--log-cleaner-backoff", "200ms")
+	b := startBroker(t, "--log-cleaner-backoff", "200ms", "--metrics-addr", freePort(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	b.createTopic("compacted", 1, compactedTopicConfigs("3000"))
@@ -176,6 +176,17 @@ func TestLogCompaction(t *testing.T) {
 	recs := waitCompacted(ctx, t, b, ct, false)
 	if n := ct.offsets["k0"]; len(n) < 2 {
 		t.Fatal("k0 was not overwritten")
+	}
+
+	// The cleaner's metrics: bytes read and written, the partition's dirty ratio.
+	fams := scrape(t, metricsURL(t, b))
+	for _, dir := range []string{"read", "written"} {
+		if v, ok := metricValue(fams, "sluice_log_cleaner_bytes_total", map[string]string{"direction": dir}); !ok || v <= 0 {
+			t.Errorf("sluice_log_cleaner_bytes_total{direction=%q} = %v (%v), want > 0", dir, v, ok)
+		}
+	}
+	if v, ok := metricValue(fams, "sluice_partition_dirty_ratio", map[string]string{"topic": "compacted", "partition": "0"}); !ok || v < 0 || v > 1 {
+		t.Errorf("sluice_partition_dirty_ratio = %v (%v)", v, ok)
 	}
 
 	// A consumer positioned at a removed offset continues at the next record.
