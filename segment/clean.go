@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,8 +36,10 @@ import (
 // the replica's checkpoint instead, and some clients (kafka-go 0.4) fail on an uncompressed empty batch.
 //
 // The swap of one segment is crash-safe: the cleaned copy is written beside it as NNN.log.cleaned and
-// fsynced; then, holding the writer lock, the index sum is removed (the index files no longer vouched
-// for), the directory fsynced, the copy renamed over NNN.log (atomic) and the directory fsynced again.
+// fsynced; then the index sum is removed (the index files no longer vouched for), the directory
+// fsynced, the copy renamed over NNN.log (atomic) and the directory fsynced again, with retention,
+// truncation and close held off (swapMu) but not appends: the writer lock is taken only to check the
+// segment is still listed and to put the new one in its place.
 // Recovery after kill -9 at any point finds the old or the new file whole, rebuilds the unvouched index
 // from it, and deletes a leftover .cleaned file. Readers holding the old file keep reading it: the
 // segment is reference counted and the renamed-over inode lives until the last reference goes.
@@ -305,64 +308,76 @@ var errCleanStopped = errors.New("segment: cleaning stopped by a test hook")
 
 // saveCleanerState makes the cleaner checkpoint durable and publishes it (l.clean is read under
 // writeMu). A closed log's directory may already be another's (a snapshot installed): not touched.
+// The fsyncs run without writeMu (appends go on); swapMu keeps Close out meanwhile.
 func (l *Log) saveCleanerState(st cleanerState) error {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
-	defer l.writeMu.Unlock()
-	if err := l.usable(); err != nil {
+	err := l.usable()
+	l.writeMu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := writeCleanerState(l.dir, st); err != nil {
 		return err
 	}
+	l.writeMu.Lock()
 	l.clean = st
+	l.writeMu.Unlock()
 	return nil
 }
 
-// swapCleaned puts the cleaned copy tmp in place of s (see the top of this file for the order).
+// swapCleaned puts the cleaned copy tmp in place of s (see the top of this file for the order). It
+// holds swapMu throughout (no retention, truncation or close meanwhile) and writeMu only to check
+// and to change the segment list, so appends are not held up by its fsyncs.
 func (l *Log) swapCleaned(s *segment, tmp string, sc *scanner) error {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
-	defer l.writeMu.Unlock()
-	if err := l.usable(); err != nil {
-		return err
-	}
-	l.mu.RLock()
-	idx := -1
-	for i, x := range l.segs {
-		if x == s {
-			idx = i
+	err := l.usable()
+	if err == nil {
+		l.mu.RLock()
+		listed := slices.Contains(l.segs, s)
+		l.mu.RUnlock()
+		if !listed || s == l.active {
+			err = errGone
+		} else {
+			err = s.dropSum()
 		}
 	}
-	l.mu.RUnlock()
-	if idx < 0 || s == l.active {
+	l.writeMu.Unlock()
+	if errors.Is(err, errGone) {
 		return os.Remove(tmp) // retention deleted it meanwhile
 	}
-	if err := s.dropSum(); err != nil {
+	if err != nil {
 		return err
 	}
 	if swapHook != nil && !swapHook(1) {
 		return errCleanStopped
 	}
 	if err := syncDir(l.dir); err != nil {
-		return l.fail(err)
+		return l.failLocked(err)
 	}
 	if err := os.Rename(tmp, s.path); err != nil {
-		return l.fail(err)
+		return l.failLocked(err)
 	}
 	if swapHook != nil && !swapHook(2) {
 		return errCleanStopped
 	}
 	if err := syncDir(l.dir); err != nil {
-		return l.fail(err)
+		return l.failLocked(err)
 	}
-	ns, _, err := recoverSegment(s.path, s.base, int64(l.opts.IndexIntervalBytes), l.clean.gapsBelow, sc)
+	ns, _, err := recoverSegment(s.path, s.base, int64(l.Options().IndexIntervalBytes), l.gapsBelow(), sc)
 	if err != nil {
-		return l.fail(err)
+		return l.failLocked(err)
 	}
 	if ns.next > s.next || ns.end != fileSize(ns.data) {
 		ns.release()
-		return l.fail(fmt.Errorf("%w: cleaned %s ends at offset %d position %d, expected offset %d", ErrCorrupt, s.path, ns.next, ns.end, s.next))
+		return l.failLocked(fmt.Errorf("%w: cleaned %s ends at offset %d position %d, expected offset %d", ErrCorrupt, s.path, ns.next, ns.end, s.next))
 	}
 	ns.next = s.next // its last batches may be gone: its offsets still run to the next segment
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
 	// The old index files hold the old positions: cut them; the next Sync writes and vouches for the new.
 	if err := ns.truncateIndexFiles(0); err != nil {
 		ns.release()
@@ -370,7 +385,7 @@ func (l *Log) swapCleaned(s *segment, tmp string, sc *scanner) error {
 	}
 	l.markDirty(ns)
 	l.mu.Lock()
-	l.segs[idx] = ns
+	l.segs[slices.Index(l.segs, s)] = ns
 	l.mu.Unlock()
 	s.deleted = true
 	s.closeIndexes()
@@ -380,6 +395,22 @@ func (l *Log) swapCleaned(s *segment, tmp string, sc *scanner) error {
 		return errCleanStopped
 	}
 	return nil
+}
+
+var errGone = errors.New("segment: gone")
+
+// failLocked is fail for a caller not holding writeMu.
+func (l *Log) failLocked(err error) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	return l.fail(err)
+}
+
+// gapsBelow is the cleaner checkpoint's promise (l.clean is guarded by writeMu).
+func (l *Log) gapsBelow() int64 {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	return l.clean.gapsBelow
 }
 
 // swapHook lets tests stop a swap after step 1 (sum removed), 2 (renamed) or 3 (done), as a crash.

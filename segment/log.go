@@ -84,6 +84,10 @@ type Log struct {
 
 	cleanMu sync.Mutex   // one Clean at a time
 	clean   cleanerState // the cleaner checkpoint (clean.go): written under cleanMu and writeMu
+	// swapMu serializes the cleaner's swap of a sealed segment, which fsyncs without writeMu so
+	// appends go on, with the other changes of the segment list but appends: retention, truncation,
+	// close. Taken before writeMu.
+	swapMu sync.Mutex
 }
 
 // Open opens the log in dir, creating dir if missing, and recovers it: every segment is checked
@@ -634,6 +638,8 @@ func (l *Log) Options() Options {
 // NextOffset(); NextOffset() becomes offset. The cut is durable when TruncateTo returns, so a
 // crash cannot bring the dropped batches back. Readers must not be reading the dropped range.
 func (l *Log) TruncateTo(offset int64) error {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
@@ -787,6 +793,8 @@ func (l *Log) EnforceRetention(now time.Time) (int, error) {
 // EnforceRetentionBelow is EnforceRetention that also keeps every segment holding an offset at or
 // above floor: a log that is the Raft log keeps what Raft may still read back.
 func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
@@ -798,6 +806,8 @@ func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
 // DeleteBefore deletes the oldest segments that hold only offsets below start (a log start offset
 // moved by DeleteRecords), never the active segment nor one holding an offset at or above floor.
 func (l *Log) DeleteBefore(start, floor int64) (int, error) {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
@@ -882,6 +892,8 @@ func newestMs(s *segment) int64 {
 // Close syncs the log (data, indexes, pending checkpoint), cuts the active segment's
 // preallocated tail and closes the files (a file still held by a ReadResult closes on Release).
 func (l *Log) Close() error {
+	l.swapMu.Lock() // a cleaner's swap in flight finishes first
+	defer l.swapMu.Unlock()
 	err := l.Sync()
 	if errors.Is(err, ErrClosed) {
 		return err

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -422,4 +424,71 @@ func TestLogCompactionCluster(t *testing.T) {
 	c.node(leader).start()
 	c.waitBalanced(topic)
 	waitCompacted(ctx, t, c.node(leader), ct, false)
+}
+
+// TestMeasureOffsetsReplay measures what compacting __consumer_offsets saves a coordinator that loads
+// it: one group commits the offsets of 100 partitions 300 times (30,000 records, one key per
+// partition), with __consumer_offsets on 256 KiB segments; then the broker restarts and the time until
+// OffsetFetch answers (the coordinator replayed the topic) is taken, with the cleaner on and off. It
+// prints the partitions' bytes (DescribeLogDirs) too. A measurement, not a test: SLUICE_MEASURE=1.
+func TestMeasureOffsetsReplay(t *testing.T) {
+	if os.Getenv("SLUICE_MEASURE") == "" {
+		t.Skip("a measurement: SLUICE_MEASURE=1 runs it")
+	}
+	for _, threads := range []string{"1", "0", "1", "0"} {
+		b := startBroker(t, "--log-cleaner-threads", threads, "--log-cleaner-backoff", "200ms")
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+		adm := b.admin()
+		const group = "replayed"
+		offs := kadm.Offsets{}
+		b.createTopic("replay-src", 100, nil)
+		if _, err := adm.CommitOffsets(ctx, group, offs); err != nil { // creates __consumer_offsets
+			t.Fatal(err)
+		}
+		if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "segment.bytes", Value: strPtr("262144")},
+			{Name: "min.cleanable.dirty.ratio", Value: strPtr("0.1")}}, "__consumer_offsets"); err != nil {
+			t.Fatal(err)
+		}
+		for round := range 300 {
+			offs := kadm.Offsets{}
+			for p := range int32(100) {
+				offs.Add(kadm.Offset{Topic: "replay-src", Partition: p, At: int64(round), LeaderEpoch: -1})
+			}
+			if resp, err := adm.CommitOffsets(ctx, group, offs); err != nil || resp.Error() != nil {
+				t.Fatalf("commit: %v %v", err, resp.Error())
+			}
+		}
+		time.Sleep(5 * time.Second) // the cleaner's turn
+		size := int64(0)
+		dirs, err := adm.DescribeAllLogDirs(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs.Each(func(d kadm.DescribedLogDir) {
+			d.Topics.Each(func(p kadm.DescribedLogDirPartition) {
+				if p.Topic == "__consumer_offsets" {
+					size += p.Size
+				}
+			})
+		})
+		b.stop()
+		start := time.Now()
+		b.start()
+		adm = b.admin()
+		for {
+			resp, err := adm.FetchOffsets(ctx, group)
+			if err == nil && resp.Error() == nil {
+				if o, ok := resp.Lookup("replay-src", 99); ok && o.At == 299 {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("offsets never loaded: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("cleaner threads %s: __consumer_offsets %d bytes; restart to offsets served %v", threads, size, time.Since(start).Round(time.Millisecond))
+		b.stop()
+		cancel()
+	}
 }
