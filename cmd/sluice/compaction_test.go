@@ -435,19 +435,24 @@ func TestMeasureOffsetsReplay(t *testing.T) {
 	if os.Getenv("SLUICE_MEASURE") == "" {
 		t.Skip("a measurement: SLUICE_MEASURE=1 runs it")
 	}
-	for _, threads := range []string{"1", "0", "1", "0"} {
+	threads := []string{"1", "0", "1", "0"}
+	if s := os.Getenv("SLUICE_MEASURE_THREADS"); s != "" {
+		threads = strings.Split(s, ",")
+	}
+	for _, threads := range threads {
 		b := startBroker(t, "--log-cleaner-threads", threads, "--log-cleaner-backoff", "200ms")
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 		adm := b.admin()
 		const group = "replayed"
-		offs := kadm.Offsets{}
 		b.createTopic("replay-src", 100, nil)
+		offs := kadm.Offsets{}
+		offs.Add(kadm.Offset{Topic: "replay-src", Partition: 0, At: 0, LeaderEpoch: -1})
 		if _, err := adm.CommitOffsets(ctx, group, offs); err != nil { // creates __consumer_offsets
 			t.Fatal(err)
 		}
-		if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "segment.bytes", Value: strPtr("262144")},
-			{Name: "min.cleanable.dirty.ratio", Value: strPtr("0.1")}}, "__consumer_offsets"); err != nil {
-			t.Fatal(err)
+		if rs, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "segment.bytes", Value: strPtr("262144")},
+			{Name: "min.cleanable.dirty.ratio", Value: strPtr("0.1")}}, "__consumer_offsets"); err != nil || rs[0].Err != nil {
+			t.Fatalf("alter __consumer_offsets: %v %v", err, rs)
 		}
 		for round := range 300 {
 			offs := kadm.Offsets{}
