@@ -502,25 +502,38 @@ func (c *cleaner) records(h *Header, b []byte) ([]byte, error) {
 // rewrite writes the cleaned copy of s to tmp; changed is false (and tmp is to be
 // removed) when every batch stays as it was.
 func (c *cleaner) rewrite(s *segment, tmp string) (changed bool, written int64, err error) {
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return false, 0, err
-	}
+	// The copy is started at the first batch that changes, with the unchanged bytes before it: a
+	// segment with nothing to drop costs a read, not a write.
+	var f *os.File
+	var w *bufio.Writer
 	defer func() {
-		if e := f.Close(); err == nil {
-			err = e
+		if f != nil {
+			if e := f.Close(); err == nil {
+				err = e
+			}
 		}
 	}()
-	w := bufio.NewWriterSize(f, 256<<10)
+	pos := int64(0)
 	err = c.scan(s, func(h *Header, b []byte) error {
+		start := pos
+		pos += int64(h.Size())
 		out, same, err := c.cleanBatch(h, b)
 		if err != nil {
 			return err
 		}
-		if !same {
-			changed = true
+		if !same && f == nil {
+			if f, err = os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+				return err
+			}
+			w = bufio.NewWriterSize(f, 256<<10)
+			n, err := io.Copy(w, io.NewSectionReader(s.data, 0, start))
+			written += n
+			c.o.Throttle(2 * n) // read and written
+			if err != nil {
+				return err
+			}
 		}
-		if out != nil {
+		if f != nil && out != nil {
 			if _, err := w.Write(out); err != nil {
 				return err
 			}
@@ -529,7 +542,7 @@ func (c *cleaner) rewrite(s *segment, tmp string) (changed bool, written int64, 
 		}
 		return nil
 	})
-	if err != nil || !changed {
+	if err != nil || f == nil {
 		return false, written, err
 	}
 	if err := w.Flush(); err != nil {
