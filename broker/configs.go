@@ -54,14 +54,9 @@ func msString(d time.Duration) string {
 
 // topicConfigs is every topic config DescribeConfigs lists and AlterConfigs accepts.
 var topicConfigs = []topicConfig{
-	{name: "cleanup.policy", configType: configTypeList, def: func(*Broker) string { return "delete" }, check: func(v string) error {
-		for _, p := range strings.Split(v, ",") {
-			if strings.TrimSpace(p) != "delete" {
-				return fmt.Errorf("cleanup.policy %q is not supported (only delete: log compaction is not implemented)", v)
-			}
-		}
-		return nil
-	}},
+	// cleanup.policy: delete, compact or both (replica.ParseTopicConfig validates); compact runs the
+	// log cleaner (replica/cleaner.go) and refuses records without a key.
+	{name: "cleanup.policy", configType: configTypeList, def: func(*Broker) string { return "delete" }},
 	// compression.type: producer keeps each batch as sent (zero copy); a codec makes the broker
 	// recompress batches the producer compressed otherwise (broker/produce.go).
 	{name: "compression.type", configType: configTypeString, def: func(*Broker) string { return "producer" }},
@@ -69,8 +64,8 @@ var topicConfigs = []topicConfig{
 	// batch is fsynced before it is acknowledged), *.replication.throttled.replicas (set by
 	// kafka-reassign-partitions --throttle; Raft catch-up is not throttled), message.downconversion.enable
 	// and preallocate (segments are always preallocated).
-	// Compaction settings: accepted and described without effect, since a compacted cleanup.policy is
-	// refused (Kafka's tools and librdkafka's admin tests set them on delete topics too).
+	// Compaction settings (delete.retention.ms, min/max.compaction.lag.ms, min.cleanable.dirty.ratio)
+	// steer the log cleaner of a compacted topic; on a delete topic they have no effect, as in Kafka.
 	{name: "delete.retention.ms", configType: configTypeLong, def: func(*Broker) string { return "86400000" }, check: checkLong},
 	{name: "file.delete.delay.ms", configType: configTypeLong, def: func(*Broker) string { return "60000" }, check: checkLong},
 	{name: "flush.messages", configType: configTypeLong, def: func(*Broker) string { return "9223372036854775807" }, check: checkLong},

@@ -41,6 +41,9 @@ type partitionReplayer interface {
 	ReplayBatches(buf []byte, inPartition func(key string) bool) (next int64, err error)
 }
 
+// internalSegmentBytes is the internal topics' segment.bytes (Kafka's default for them).
+const internalSegmentBytes = "104857600"
+
 // closeOnShutdown closes a coordinator when the broker closes.
 func (b *Broker) closeOnShutdown(close func()) {
 	go func() {
@@ -56,10 +59,12 @@ func (b *Broker) internalTopicMeta(ctx context.Context, t *internalTopic, create
 		return tm, ok
 	}
 	rf := int16(max(min(len(md.Brokers), 3), 1))
-	// cleanup.policy=compact as in Kafka: until compaction exists, a compacted topic keeps everything,
-	// so time or size retention never deletes a group's last commit or a transaction's state.
+	// cleanup.policy=compact as in Kafka: the log cleaner keeps each group's and transactional id's latest
+	// record (a load replays only those), and time or size retention never deletes one. 100 MiB segments
+	// (Kafka's offsets.topic.segment.bytes and transaction.state.log.segment.bytes) so segments seal and
+	// the cleaner gets to them.
 	err := b.createTopic(ctx, quorum.TopicSpec{Name: t.name, Partitions: t.partitions, ReplicationFactor: rf,
-		Internal: true, Configs: map[string]string{"cleanup.policy": "compact"}})
+		Internal: true, Configs: map[string]string{"cleanup.policy": "compact", "segment.bytes": internalSegmentBytes}})
 	if err != nil && errorCode(err) != kerr.TopicAlreadyExists.Code {
 		b.log.Warn("creating an internal topic failed", "topic", t.name, "err", err)
 	}

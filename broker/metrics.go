@@ -27,6 +27,9 @@ var (
 		"Partitions without a leader (reported by the controller leader only; 0 elsewhere).", nil, nil)
 	hwDesc = prometheus.NewDesc("sluice_partition_high_watermark", "High watermark of each partition led here.",
 		[]string{"topic", "partition"}, nil)
+	dirtyDesc = prometheus.NewDesc("sluice_partition_dirty_ratio",
+		"Share of the cleanable log of each compacted partition hosted here that the log cleaner has not cleaned yet, as it last looked.",
+		[]string{"topic", "partition"}, nil)
 	startedDesc = prometheus.NewDesc("sluice_partition_start_time_seconds",
 		"When this broker started its replica of each partition it hosts (Unix time; since its own start or the partition's assignment here).",
 		[]string{"topic", "partition"}, nil)
@@ -47,7 +50,7 @@ func (b *Broker) RegisterMetrics(reg prometheus.Registerer) error {
 }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{partitionsDesc, leadersDesc, underRepDesc, underMinIsrDesc, offlineDesc, hwDesc, startedDesc, lagDesc, committedDesc} {
+	for _, d := range []*prometheus.Desc{partitionsDesc, leadersDesc, underRepDesc, underMinIsrDesc, offlineDesc, hwDesc, dirtyDesc, startedDesc, lagDesc, committedDesc} {
 		ch <- d
 	}
 }
@@ -57,6 +60,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	parts := b.replicas.Partitions()
 	var leaders, underRep, underMinIsr int
 	for _, p := range parts {
+		if p.Compact() {
+			ch <- prometheus.MustNewConstMetric(dirtyDesc, prometheus.GaugeValue, p.DirtyRatio(), p.Topic(), itoa(p.Index()))
+		}
 		ch <- prometheus.MustNewConstMetric(startedDesc, prometheus.GaugeValue, float64(p.Started().UnixMicro())/1e6, p.Topic(), itoa(p.Index()))
 		if isLeader, _, _ := p.Leader(); !isLeader {
 			continue

@@ -141,6 +141,7 @@ var (
 	errMultipleBatches = kerr.InvalidRecord
 	errControlBatch    = kerr.InvalidRecord
 	errNoSequence      = kerr.InvalidRecord
+	errNullKey         = kerr.InvalidRecord // a record without a key in a compacted topic
 )
 
 // validateProduce finds the partition and checks one batch as Kafka does, without decoding records. It
@@ -182,6 +183,11 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 			return nil, nil, err
 		}
 	}
+	if part.Compact() {
+		if err := refuseNullKeys(records); err != nil {
+			return nil, nil, err
+		}
+	}
 	if codec := part.Compression(); codec != replica.CompressionProducer && codec != h.Compression() {
 		if records, err = recompress(records, codec); err != nil {
 			return nil, nil, err
@@ -197,6 +203,25 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 		return nil, nil, err
 	}
 	return part, records, nil
+}
+
+// refuseNullKeys answers INVALID_RECORD for a batch with a record without a key, as Kafka does on
+// a compacted topic (the whole batch is refused). A compressed batch is decompressed into a pooled
+// buffer; records are walked in place, nothing allocated per record.
+func refuseNullKeys(records []byte) error {
+	scratch := recompressScratch.Get().(*[]byte)
+	null, err := batch.HasNullKey(records, scratch)
+	if cap(*scratch) > 8<<20 {
+		*scratch = nil
+	}
+	recompressScratch.Put(scratch)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", segment.ErrCorrupt, err)
+	case null:
+		return errNullKey
+	}
+	return nil
 }
 
 // recompressScratch holds decompressed records between recompressions (one per batch in flight).

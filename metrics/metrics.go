@@ -57,11 +57,19 @@ var (
 		Name: "sluice_fsync_duration_seconds", Help: "Duration of each fdatasync of a segment file.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
+	// CleanerBytes counts the log cleaner's bytes: read (both passes) and written (cleaned segments).
+	CleanerBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_log_cleaner_bytes_total", Help: "Bytes the log cleaner read (both passes) and wrote (cleaned segments) compacting cleanup.policy=compact topics.",
+	}, []string{"direction"})
+	// CleanerRuns counts cleanings of one partition's log, by result (ok, error).
+	CleanerRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_log_cleaner_runs_total", Help: "Cleanings of a partition's log by the log cleaner, by result.",
+	}, []string{"result"})
 )
 
 func init() {
 	Registry.MustRegister(requests, requestSeconds, networkBytes, topicBytes, topicRecords, partitionErrors,
-		RaftCommitSeconds, FsyncSeconds,
+		RaftCommitSeconds, FsyncSeconds, CleanerBytes, CleanerRuns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for key := int16(0); key <= kmsg.MaxKey; key++ {
 		name := kmsg.NameForKey(key)

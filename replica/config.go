@@ -20,7 +20,15 @@ type Config struct {
 	MaxMessageBytes        int32         // default max.message.bytes; 1 MiB if zero
 	RetentionCheckInterval time.Duration // how often retention runs; 30s if zero
 	ReplicaLagMax          time.Duration // a follower this far behind leaves the ISR; 10s if zero
-	Logger                 *slog.Logger  // slog.Default() if nil
+
+	// The log cleaner (cleanup.policy=compact): CleanerThreads 0 turns it off (more than one runs
+	// as one: Kafka's log.cleaner.threads, whose default is 1); CleanerIOBytesPerSecond bounds its
+	// reads and writes (0: unbounded, Kafka's default); CleanerBackoff is the pause when no log is
+	// due (Kafka's log.cleaner.backoff.ms; 15s if zero).
+	CleanerThreads          int
+	CleanerIOBytesPerSecond int64
+	CleanerBackoff          time.Duration
+	Logger                  *slog.Logger // slog.Default() if nil
 }
 
 const (
@@ -46,6 +54,9 @@ func (c *Config) setDefaults() {
 	if c.ReplicaLagMax <= 0 {
 		c.ReplicaLagMax = defaultReplicaLagMax
 	}
+	if c.CleanerBackoff <= 0 {
+		c.CleanerBackoff = 15 * time.Second
+	}
 }
 
 // Kafka topic config names this package understands.
@@ -59,6 +70,17 @@ const (
 	ConfigCleanupPolicy        = "cleanup.policy"
 	ConfigMinInSyncReplicas    = "min.insync.replicas"
 	ConfigCompressionType      = "compression.type"
+
+	ConfigDeleteRetentionMs      = "delete.retention.ms"
+	ConfigMinCompactionLagMs     = "min.compaction.lag.ms"
+	ConfigMaxCompactionLagMs     = "max.compaction.lag.ms"
+	ConfigMinCleanableDirtyRatio = "min.cleanable.dirty.ratio"
+)
+
+// Kafka's defaults for the compaction configs.
+const (
+	defaultDeleteRetention   = 24 * time.Hour
+	defaultMinCleanableRatio = 0.5
 )
 
 // CompressionProducer is TopicConfig.Compression for compression.type=producer: batches are stored
@@ -71,9 +93,20 @@ type TopicConfig struct {
 	Log             segment.Options
 	MaxMessageBytes int32
 	LogAppendTime   bool // message.timestamp.type=LogAppendTime
-	// Compact is cleanup.policy containing compact. Compaction is not
-	// implemented: a compact-only topic keeps everything (no retention).
+	// Compact is cleanup.policy containing compact: the log cleaner keeps the latest record per key
+	// (replica/cleaner.go), and produce refuses records without a key. Compact alone turns time and
+	// size retention off; compact,delete keeps both.
 	Compact bool
+	// Compaction settings, Kafka's: DeleteRetention (delete.retention.ms) is how long a tombstone
+	// (and a transaction marker) outlives the cleaning that first saw it; MinCompactionLag
+	// (min.compaction.lag.ms) keeps records this young uncleaned; MaxCompactionLag
+	// (max.compaction.lag.ms, 0 = none) makes a log due for cleaning whatever its dirty ratio once
+	// its oldest dirty record is this old; MinCleanableRatio (min.cleanable.dirty.ratio) is the
+	// share of dirty bytes that makes a log due.
+	DeleteRetention   time.Duration
+	MinCompactionLag  time.Duration
+	MaxCompactionLag  time.Duration
+	MinCleanableRatio float64
 	// MinInSyncReplicas is min.insync.replicas: an acks=all produce fails
 	// with NOT_ENOUGH_REPLICAS while fewer replicas are in sync.
 	MinInSyncReplicas int
@@ -95,7 +128,8 @@ func TopicOptions(defaults segment.Options, configs map[string]string) (segment.
 // ParseTopicConfig is TopicOptions with the settings that are not segment
 // options; maxMessageBytes is the broker default for max.message.bytes.
 func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs map[string]string) (TopicConfig, error) {
-	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes, MinInSyncReplicas: 1, Compression: CompressionProducer}
+	tc := TopicConfig{Log: defaults, MaxMessageBytes: maxMessageBytes, MinInSyncReplicas: 1, Compression: CompressionProducer,
+		DeleteRetention: defaultDeleteRetention, MinCleanableRatio: defaultMinCleanableRatio}
 	deleteRetention := true
 	for name, v := range configs {
 		switch name {
@@ -164,6 +198,34 @@ func ParseTopicConfig(defaults segment.Options, maxMessageBytes int32, configs m
 				return tc, fmt.Errorf("invalid %s %q: must be producer, uncompressed, gzip, snappy, lz4 or zstd", name, v)
 			}
 			tc.Compression = codec
+		case ConfigDeleteRetentionMs, ConfigMinCompactionLagMs, ConfigMaxCompactionLagMs:
+			ms, err := parseInt(name, v, 0, math.MaxInt64)
+			if err != nil {
+				return tc, err
+			}
+			// Kafka's Long.MAX_VALUE (max.compaction.lag.ms's default) and anything a Duration cannot
+			// hold mean "never": 0 here for the maximum lag, the longest Duration for the others.
+			d := time.Duration(math.MaxInt64)
+			if ms <= int64(math.MaxInt64/time.Millisecond) {
+				d = time.Duration(ms) * time.Millisecond
+			}
+			switch name {
+			case ConfigDeleteRetentionMs:
+				tc.DeleteRetention = d
+			case ConfigMinCompactionLagMs:
+				tc.MinCompactionLag = d
+			default:
+				if d == math.MaxInt64 {
+					d = 0
+				}
+				tc.MaxCompactionLag = d
+			}
+		case ConfigMinCleanableDirtyRatio:
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || f < 0 || f > 1 {
+				return tc, fmt.Errorf("invalid %s %q: must be a number in [0, 1]", name, v)
+			}
+			tc.MinCleanableRatio = f
 		case ConfigCleanupPolicy:
 			deleteRetention, tc.Compact = false, false
 			for _, p := range strings.Split(v, ",") {

@@ -59,6 +59,10 @@ func NewManager(host *quorum.Host, cfg Config) *Manager {
 	m.wg.Add(2)
 	go m.retentionLoop()
 	go m.lagLoop()
+	if cfg.CleanerThreads > 0 {
+		m.wg.Add(1)
+		go m.cleanerLoop()
+	}
 	return m
 }
 

@@ -52,6 +52,9 @@ type Partition struct {
 
 	snapshotsInstalled atomic.Int64 // logs received from a leader's snapshot stream
 
+	dirtyRatio atomic.Uint64 // float64 bits: the log cleaner's last look at the dirty ratio (cleaner.go)
+	cleanedTo  atomic.Int64  // the log cleaner's checkpoint after its last cleaning
+
 	inSync   atomic.Bool // as a follower, caught up at the last check (leadership.go)
 	lagCheck atomic.Bool // a check is in flight
 
@@ -249,6 +252,9 @@ func (p *Partition) MinInSyncReplicas() int { return p.options().MinInSyncReplic
 
 // MaxMessageBytes is the topic's max.message.bytes, else the broker default.
 func (p *Partition) MaxMessageBytes() int32 { return p.options().MaxMessageBytes }
+
+// Compact reports cleanup.policy containing compact: records need a key, the log cleaner runs.
+func (p *Partition) Compact() bool { return p.options().Compact }
 
 // Compression is the topic's compression.type as a codec, or CompressionProducer.
 func (p *Partition) Compression() int8 { return p.options().Compression }

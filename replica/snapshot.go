@@ -178,6 +178,11 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		os.RemoveAll(tmp)
 		return err
 	}
+	// The sender's cleaner may have compacted these segments (offset gaps): say so before they open.
+	if err := segment.AllowGapsBelow(tmp, nextOffset); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
 
 	return s.installRaftLog(tmp, applied, nextOffset, producers)
 }

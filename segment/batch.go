@@ -139,15 +139,20 @@ func Validate(b []byte) (Header, error) {
 	if sum := crc32.Checksum(b[offAttributes:], castagnoli); sum != h.CRC {
 		return h, fmt.Errorf("%w: crc %08x, computed %08x", ErrCorrupt, h.CRC, sum)
 	}
-	return h, checkCounts(h)
+	return h, checkCounts(h, false)
 }
 
-// checkCounts checks the header fields that must agree with each other.
-func checkCounts(h Header) error {
+// checkCounts checks the header fields that must agree with each other. A batch the log cleaner
+// rewrote (compacted) keeps its offset range with fewer records: stored batches may hold fewer
+// records than offsets, a batch a client sends may not.
+func checkCounts(h Header, compacted bool) error {
 	if h.RecordCount < 0 || h.LastOffsetDelta < 0 {
 		return fmt.Errorf("%w: record count %d, last offset delta %d", ErrCorrupt, h.RecordCount, h.LastOffsetDelta)
 	}
-	if h.RecordCount > 0 && int64(h.LastOffsetDelta)+1 != int64(h.RecordCount) {
+	if compacted && int64(h.RecordCount) > int64(h.LastOffsetDelta)+1 {
+		return fmt.Errorf("%w: record count %d with last offset delta %d", ErrCorrupt, h.RecordCount, h.LastOffsetDelta)
+	}
+	if !compacted && h.RecordCount > 0 && int64(h.LastOffsetDelta)+1 != int64(h.RecordCount) {
 		return fmt.Errorf("%w: record count %d with last offset delta %d", ErrCorrupt, h.RecordCount, h.LastOffsetDelta)
 	}
 	// -1 means "no timestamp"; Java clients refuse anything lower, so lower values are garbage.

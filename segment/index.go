@@ -208,16 +208,17 @@ func (l *Log) thin(s *segment) {
 
 // scanEntries rebuilds a segment's full index from its data (which is intact: it was checked
 // when written or recovered). Caller holds writeMu.
-func scanEntries(s *segment, interval int64) ([]indexEntry, error) {
+func scanEntries(s *segment, interval, gapsBelow int64) ([]indexEntry, error) {
 	sc := newScanner()
 	sc.reset(s.data, s.end)
 	var entries []indexEntry
 	pos, next, since, maxTs := int64(0), s.base, int64(0), int64(math.MinInt64)
 	for pos < s.end {
-		h, err := sc.batchAt(pos, next)
+		h, err := sc.batchAt(pos, next, gapsBelow)
 		if err != nil {
 			return nil, err
 		}
+		next = h.BaseOffset
 		if since >= interval && pos > 0 {
 			entries = append(entries, indexEntry{rel: uint32(next - s.base), pos: uint32(pos), tsBefore: maxTs})
 			since = 0

@@ -81,6 +81,13 @@ type Log struct {
 	shut   bool // closed: readers get ErrClosed
 
 	syncMu sync.Mutex // one Sync at a time, so checkpoint slots alternate cleanly
+
+	cleanMu sync.Mutex   // one Clean at a time
+	clean   cleanerState // the cleaner checkpoint (clean.go): written under cleanMu and writeMu
+	// swapMu serializes the cleaner's swap of a sealed segment, which fsyncs without writeMu so
+	// appends go on, with the other changes of the segment list but appends: retention, truncation,
+	// close. Taken before writeMu.
+	swapMu sync.Mutex
 }
 
 // Open opens the log in dir, creating dir if missing, and recovers it: every segment is checked
@@ -92,7 +99,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opts: opts}
+	l := &Log{dir: dir, opts: opts, clean: readCleanerState(dir)}
 	ck, err := openCheckpoint(dir)
 	if err != nil {
 		return nil, err
@@ -134,11 +141,16 @@ func (l *Log) recover() error {
 			}
 		}
 	}
+	removeCleanerLeftovers(l.dir, names)
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
 
 	sc := newScanner()
 	interval := int64(l.opts.IndexIntervalBytes)
 	for i, base := range bases {
+		if n := len(l.segs); n > 0 && l.segs[n-1].next < base && base <= l.clean.gapsBelow {
+			// The cleaner removed the last batches of the segment before: its offsets run to here.
+			l.segs[n-1].next = base
+		}
 		if n := len(l.segs); n > 0 && l.segs[n-1].next != base {
 			// A hole or an overlap: what follows was never synced (Sync makes a prefix durable),
 			// so drop it rather than serve offsets that are not dense.
@@ -147,7 +159,7 @@ func (l *Log) recover() error {
 			}
 			break
 		}
-		s, rebuilt, err := recoverSegment(segmentPath(l.dir, base), base, interval, sc)
+		s, rebuilt, err := recoverSegment(segmentPath(l.dir, base), base, interval, l.clean.gapsBelow, sc)
 		if err != nil {
 			return err
 		}
@@ -626,6 +638,8 @@ func (l *Log) Options() Options {
 // NextOffset(); NextOffset() becomes offset. The cut is durable when TruncateTo returns, so a
 // crash cannot bring the dropped batches back. Readers must not be reading the dropped range.
 func (l *Log) TruncateTo(offset int64) error {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
@@ -649,7 +663,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	entries := s.entries
 	if s.thinned {
 		// s becomes active again: it needs its whole index, which its files then get anew.
-		if entries, err = scanEntries(s, int64(l.opts.IndexIntervalBytes)); err != nil {
+		if entries, err = scanEntries(s, int64(l.opts.IndexIntervalBytes), l.clean.gapsBelow); err != nil {
 			return err
 		}
 		s.flushed, s.thinned = 0, false
@@ -745,6 +759,11 @@ func boundaryAt(s *segment, offset int64) (pos, maxTs int64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
+		if h.BaseOffset > off { // a gap the cleaner left
+			if off = h.BaseOffset; off >= offset {
+				continue
+			}
+		}
 		maxTs = max(maxTs, h.MaxTimestamp)
 		pos += int64(h.Size())
 		off = h.NextOffset()
@@ -774,6 +793,8 @@ func (l *Log) EnforceRetention(now time.Time) (int, error) {
 // EnforceRetentionBelow is EnforceRetention that also keeps every segment holding an offset at or
 // above floor: a log that is the Raft log keeps what Raft may still read back.
 func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
@@ -785,6 +806,8 @@ func (l *Log) EnforceRetentionBelow(now time.Time, floor int64) (int, error) {
 // DeleteBefore deletes the oldest segments that hold only offsets below start (a log start offset
 // moved by DeleteRecords), never the active segment nor one holding an offset at or above floor.
 func (l *Log) DeleteBefore(start, floor int64) (int, error) {
+	l.swapMu.Lock()
+	defer l.swapMu.Unlock()
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	if err := l.usable(); err != nil {
@@ -869,6 +892,8 @@ func newestMs(s *segment) int64 {
 // Close syncs the log (data, indexes, pending checkpoint), cuts the active segment's
 // preallocated tail and closes the files (a file still held by a ReadResult closes on Release).
 func (l *Log) Close() error {
+	l.swapMu.Lock() // a cleaner's swap in flight finishes first
+	defer l.swapMu.Unlock()
 	err := l.Sync()
 	if errors.Is(err, ErrClosed) {
 		return err

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -161,6 +162,17 @@ func (l *Log) ReadBelow(offset int64, maxBytes int, end int64) (*ReadResult, err
 		return nil, err
 	}
 	pos, first, firstNext, err := findBatch(v, offset)
+	for errors.Is(err, errInEndGap) {
+		// Go on from the next segment's start (its base is where this one's offsets end).
+		prev := v
+		prev.s.release()
+		if v, pos, ok = l.viewAfter(prev); !ok || prev.next >= end {
+			return r, nil
+		}
+		if v, err = clipView(v, end); err == nil {
+			pos, first, firstNext, err = findBatch(v, v.s.base)
+		}
+	}
 	if err != nil {
 		v.s.release()
 		r.Release()
@@ -233,8 +245,9 @@ func (l *Log) viewAfter(prev segView) (v segView, pos int64, ok bool) {
 	return v, pos, true
 }
 
-// findBatch returns the position and size of the batch holding offset in v, and the offset after
-// it: from the index point at or before it, header by header.
+// findBatch returns the position and size of the batch holding offset in v (or, when the cleaner
+// removed offset, of the first batch after it), and the offset after it: from the index point at
+// or before it, header by header.
 func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 	var hb [HeaderSize]byte
 	pos, off := indexFor(v.entries, v.s.base, offset)
@@ -243,7 +256,9 @@ func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		if h.BaseOffset != off {
+		// Base offsets only grow; above the expected one is a gap the cleaner left, and a
+		// removed offset is served from the batch after it.
+		if h.BaseOffset < off {
 			return 0, 0, 0, fmt.Errorf("%w: batch at %d of %s has base %d, expected %d", ErrCorrupt, pos, v.s.path, h.BaseOffset, off)
 		}
 		if h.NextOffset() > offset {
@@ -252,8 +267,15 @@ func findBatch(v segView, offset int64) (pos, size, next int64, err error) {
 		pos += int64(h.Size())
 		off = h.NextOffset()
 	}
+	if pos == v.end && offset < v.next {
+		return 0, 0, 0, errInEndGap
+	}
 	return 0, 0, 0, fmt.Errorf("%w: offset %d not found in %s", ErrCorrupt, offset, v.s.path)
 }
+
+// errInEndGap: the offset is in a gap the cleaner left at the end of a segment; the records go on in
+// the next segment.
+var errInEndGap = errors.New("segment: offset in a gap at the end of a segment")
 
 // lastBoundary returns the furthest batch boundary in v at or below pos+budget (pos is a
 // boundary, the batch there starting at offset off) and the offset of the batch starting there:
@@ -317,7 +339,7 @@ func (l *Log) OffsetForTimestamp(ts int64) (offset int64, found bool, err error)
 			return 0, false, err
 		}
 		if h.MaxTimestamp >= ts {
-			return off, true, nil
+			return max(off, h.BaseOffset), true, nil
 		}
 		pos += int64(h.Size())
 		off = h.NextOffset()

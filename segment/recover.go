@@ -12,7 +12,7 @@ import (
 // batch from there by CRC and stops at the first one that is torn, garbage or zeros. The index
 // is extended over the scanned part; rebuilt reports that the index files need rewriting.
 // The data file is not shortened here.
-func recoverSegment(path string, base int64, interval int64, sc *scanner) (s *segment, rebuilt bool, err error) {
+func recoverSegment(path string, base, interval, gapsBelow int64, sc *scanner) (s *segment, rebuilt bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, false, err
@@ -31,7 +31,7 @@ func recoverSegment(path string, base int64, interval int64, sc *scanner) (s *se
 	pos := int64(0)
 	for len(entries) > 0 {
 		e := entries[len(entries)-1]
-		if _, err := sc.batchAt(int64(e.pos), base+int64(e.rel)); err == nil {
+		if _, err := sc.batchAt(int64(e.pos), base+int64(e.rel), 0); err == nil {
 			pos, s.next, s.maxTs = int64(e.pos), base+int64(e.rel), e.tsBefore
 			break
 		} else if !isBadData(err) {
@@ -46,7 +46,7 @@ func recoverSegment(path string, base int64, interval int64, sc *scanner) (s *se
 	// Scan from the trusted point. Its own batch already has its entry, and sinceIndex starts at
 	// zero, so addIndexPoint adds none for it.
 	for {
-		h, err := sc.batchAt(pos, s.next)
+		h, err := sc.batchAt(pos, s.next, gapsBelow)
 		if err != nil {
 			if !isBadData(err) {
 				f.Close()
@@ -55,6 +55,7 @@ func recoverSegment(path string, base int64, interval int64, sc *scanner) (s *se
 			break
 		}
 		s.end = pos
+		s.next = h.BaseOffset // past a gap the cleaner left, the index point names this batch
 		s.addIndexPoint(interval)
 		size := int64(h.Size())
 		pos += size

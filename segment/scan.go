@@ -53,8 +53,10 @@ func (sc *scanner) at(pos int64, n int) ([]byte, error) {
 
 // batchAt checks the batch at pos: whole within the file, base offset as expected, header sane and
 // CRC-32C intact. A read error is returned as is; any defect in the bytes wraps ErrCorrupt,
-// ErrBadMagic or ErrTruncated.
-func (sc *scanner) batchAt(pos, wantBase int64) (Header, error) {
+// ErrBadMagic or ErrTruncated. A batch below gapsBelow may start above wantBase: the log cleaner
+// removes whole batches from sealed segments below that offset, leaving gaps (as Kafka's does).
+// Anywhere else a well-formed batch with another base offset is stale or foreign bytes.
+func (sc *scanner) batchAt(pos, wantBase, gapsBelow int64) (Header, error) {
 	b, err := sc.at(pos, HeaderSize)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -66,14 +68,14 @@ func (sc *scanner) batchAt(pos, wantBase int64) (Header, error) {
 	if err != nil {
 		return h, err
 	}
-	if h.BaseOffset != wantBase {
+	if h.BaseOffset != wantBase && !(h.BaseOffset > wantBase && h.BaseOffset < gapsBelow) {
 		return h, fmt.Errorf("%w: base offset %d at position %d, expected %d", ErrCorrupt, h.BaseOffset, pos, wantBase)
 	}
 	end := pos + int64(h.Size())
 	if end > sc.size {
 		return h, ErrTruncated
 	}
-	if err := checkCounts(h); err != nil {
+	if err := checkCounts(h, true); err != nil {
 		return h, err
 	}
 	var crc uint32

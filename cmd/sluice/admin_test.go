@@ -30,8 +30,8 @@ func TestTopicAdmin(t *testing.T) {
 	if _, err := adm.CreateTopic(ctx, 1, 3, nil, "too-replicated"); !errors.Is(err, kerr.InvalidReplicationFactor) {
 		t.Fatalf("rf 3 on one broker: %v, want INVALID_REPLICATION_FACTOR", err)
 	}
-	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": strPtr("compact")}, "compacted"); !errors.Is(err, kerr.InvalidConfig) {
-		t.Fatalf("cleanup.policy=compact: %v, want INVALID_CONFIG", err)
+	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": strPtr("compact,archive")}, "compacted"); !errors.Is(err, kerr.InvalidConfig) {
+		t.Fatalf("cleanup.policy=compact,archive: %v, want INVALID_CONFIG", err)
 	}
 	if _, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"retention.ms": strPtr("soon")}, "bad-config"); !errors.Is(err, kerr.InvalidConfig) {
 		t.Fatalf("retention.ms=soon: %v, want INVALID_CONFIG", err)

@@ -249,8 +249,14 @@ func TestTopicConfigsKafkaToolsSet(t *testing.T) {
 	if v := describe("leader.replication.throttled.replicas"); v != "0:2" {
 		t.Fatalf("leader.replication.throttled.replicas = %q after SUBTRACT, want 0:2", v)
 	}
-	if err := alter(kadm.AlterConfig{Op: kadm.AppendConfig, Name: "cleanup.policy", Value: strPtr("compact")}); !errors.Is(err, kerr.InvalidConfig) {
-		t.Fatalf("APPEND cleanup.policy compact: %v, want INVALID_CONFIG (no compaction)", err)
+	if err := alter(kadm.AlterConfig{Op: kadm.AppendConfig, Name: "cleanup.policy", Value: strPtr("compact")}); err != nil {
+		t.Fatalf("APPEND cleanup.policy compact: %v", err)
+	}
+	if v := describe("cleanup.policy"); v != "delete,compact" {
+		t.Fatalf("cleanup.policy = %q after APPEND compact, want delete,compact", v)
+	}
+	if err := alter(kadm.AlterConfig{Op: kadm.AppendConfig, Name: "cleanup.policy", Value: strPtr("archive")}); !errors.Is(err, kerr.InvalidConfig) {
+		t.Fatalf("APPEND cleanup.policy archive: %v, want INVALID_CONFIG", err)
 	}
 	if err := alter(kadm.AlterConfig{Op: kadm.AppendConfig, Name: "retention.ms", Value: strPtr("5")}); !errors.Is(err, kerr.InvalidConfig) {
 		t.Fatalf("APPEND to retention.ms: %v, want INVALID_CONFIG (not a list)", err)

@@ -61,6 +61,9 @@ type serveConfig struct {
 	leaderRebalance  time.Duration
 	bootstrap        string
 	replicaLagMax    time.Duration
+	cleanerThreads   int
+	cleanerIOBytes   int64
+	cleanerBackoff   time.Duration
 	raftQuiesce      bool
 	raftTick         time.Duration
 	minFreeBytes     int64
@@ -101,6 +104,9 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.txnMaxTimeout, "transaction-max-timeout", 15*time.Minute, "largest transaction timeout a producer may ask for (transaction.max.timeout.ms)")
 	fs.DurationVar(&cfg.leaderRebalance, "leader-rebalance-interval", 30*time.Second, "how often partitions are handed back to their preferred (first) replica once it is in sync")
 	fs.DurationVar(&cfg.replicaLagMax, "replica-lag-max", 10*time.Second, "a follower that cannot catch up with its leader within this long leaves the ISR (replica.lag.time.max.ms)")
+	fs.IntVar(&cfg.cleanerThreads, "log-cleaner-threads", 1, "log cleaner threads compacting cleanup.policy=compact topics (log.cleaner.threads); 0 = no compaction; more than 1 runs as 1")
+	fs.Int64Var(&cfg.cleanerIOBytes, "log-cleaner-io-max-bytes-per-second", 0, "bound on the log cleaner's reads plus writes (log.cleaner.io.max.bytes.per.second); 0 = unbounded")
+	fs.DurationVar(&cfg.cleanerBackoff, "log-cleaner-backoff", 15*time.Second, "pause of the log cleaner when no log is due for cleaning (log.cleaner.backoff.ms)")
 	fs.Int64Var(&cfg.minFreeBytes, "storage-min-free-bytes", -1, "refuse produce (KAFKA_STORAGE_ERROR) and new partitions while the data directory's disk has less free; -1 = 1 GiB or 5% of the disk, whichever is less; 0 = never refuse")
 	fs.DurationVar(&cfg.raftTick, "raft-tick", 20*time.Millisecond, "Raft tick (dragonboat RTT): every partition's Raft group is stepped this often, idle or not (the idle cost of a partition); "+
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that)")
@@ -265,6 +271,10 @@ func serve(args []string) error {
 		RetentionCheckInterval: cfg.retentionCheck,
 		ReplicaLagMax:          cfg.replicaLagMax,
 		Logger:                 logger,
+
+		CleanerThreads:          cfg.cleanerThreads,
+		CleanerIOBytesPerSecond: cfg.cleanerIOBytes,
+		CleanerBackoff:          cfg.cleanerBackoff,
 	})
 	defer mgr.Close()
 	agent := cluster.Start(cluster.Config{
