@@ -476,7 +476,9 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const workers, each = 8, 200
+	// Each worker keeps up to 16 proposals in flight: 128 in all, within dragonboat's proposal
+	// queue (proposalQueueLen; past it a proposal fails with ErrBusy).
+	const workers, each, window = 8, 200, 16
 	var calls [workers * each]atomic.Int32
 	var wg sync.WaitGroup
 	var okCount atomic.Int64
@@ -485,18 +487,22 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var inner sync.WaitGroup
+			sem := make(chan struct{}, window)
 			for i := 0; i < each; i++ {
 				slot := &calls[w*each+i]
 				inner.Add(1)
+				sem <- struct{}{}
 				err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
 					if err == nil {
 						okCount.Add(1)
 					}
 					slot.Add(1)
+					<-sem
 					inner.Done()
 				})
 				if err != nil {
 					t.Errorf("propose async: %v", err)
+					<-sem
 					inner.Done()
 					slot.Add(1)
 				}
@@ -518,7 +524,8 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 	var inflight sync.WaitGroup
 	var stopCalls atomic.Int32
 	accepted := 0
-	for i := 0; i < 500; i++ {
+	// (200: within the proposal queue, so that the stop comes with proposals in flight.)
+	for i := 0; i < 200; i++ {
 		inflight.Add(1)
 		err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
 			if err != nil && !errors.Is(err, ErrShardClosed) {
@@ -532,7 +539,7 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 			break
 		}
 		accepted++
-		if i == 250 {
+		if i == 100 {
 			go h.StopShard(shard)
 		}
 	}
