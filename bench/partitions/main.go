@@ -76,7 +76,8 @@ func main() {
 	label := flag.String("label", "", "label for the result")
 	keep := flag.Bool("keep", false, "keep the data directory")
 	emptyIdle := flag.Duration("empty-idle", 20*time.Second, "idle window for the broker before any topic (its baseline CPU)")
-	profile := flag.String("profile", "", "write a CPU profile of the broker over the idle window to this file (serves pprof on port+2)")
+	profile := flag.String("profile", "", "write a CPU profile of the broker over the idle window to this file (serves pprof on port+2), and one of its restart to this file's name with -restart before the extension")
+	restartProfile := flag.Duration("restart-profile", 20*time.Second, "with -profile: length of the restart's CPU profile, from the process's start")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "sluice-partitions-")
@@ -164,6 +165,24 @@ func main() {
 	// Restart.
 	br.stop()
 	start = time.Now()
+	restartProfDone := make(chan struct{})
+	if *profile != "" {
+		go func() {
+			defer close(restartProfDone)
+			ext := filepath.Ext(*profile)
+			path := strings.TrimSuffix(*profile, ext) + "-restart" + ext
+			for i := 0; i < 100; i++ { // the debug listener opens early in start-up
+				if c, err := net.DialTimeout("tcp", debugAddr, 100*time.Millisecond); err == nil {
+					c.Close()
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			fetchProfile(debugAddr, *restartProfile, path)
+		}()
+	} else {
+		close(restartProfDone)
+	}
 	br.start()
 	cl2, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.DisableIdempotentWrite(),
@@ -175,6 +194,7 @@ func main() {
 	r.RSSRestartMiB = rssMiB(br.pid())
 	cl2.Close()
 	logf("%s: restart: all %d partitions writable after %.1f s, RSS %.0f MiB", *label, *n, r.RestartWritable, r.RSSRestartMiB)
+	<-restartProfDone
 	br.stop()
 	out, _ := json.Marshal(r)
 	fmt.Println(string(out))
