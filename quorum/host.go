@@ -323,8 +323,10 @@ func snapshotEntries(base, shardID uint64) uint64 {
 // this replica's bootstrap record (a restart: the recorded membership wins, and passing a
 // different list would be rejected).
 func (h *Host) members(shardID uint64, initialMembers map[uint64]string, join bool) (map[uint64]dragonboat.Target, bool) {
-	if h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
-		return nil, false
+	// Asked of the store itself: dragonboat's HasNodeInfo takes its NodeHost-wide lock, which the
+	// step workers contend for, for what is one file's existence.
+	if _, err := h.raftLog.GetBootstrapInfo(shardID, h.cfg.NodeID); !errors.Is(err, raftio.ErrNoBootstrapInfo) {
+		return nil, false // recorded (or unreadable: dragonboat's own read will say why)
 	}
 	m := make(map[uint64]dragonboat.Target, len(initialMembers))
 	for id, addr := range initialMembers {
