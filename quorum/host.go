@@ -7,7 +7,7 @@
 // ProposeAsync. Node ids are broker ids; the Raft address of each broker is in BrokerInfo.
 //
 // Memory: dragonboat preallocates its per-shard queues; with its default lengths that was about
-// 1.1 MiB of heap per replica, with the lengths queues.go sets about 0.12 MiB (BenchmarkIdleShards).
+// 1.1 MiB of heap per replica, with the lengths queues.go sets about 0.1 MiB (BenchmarkIdleShards).
 package quorum
 
 import (

@@ -476,9 +476,9 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Each worker keeps up to 16 proposals in flight: 128 in all, within dragonboat's proposal
+	// Each worker keeps up to 8 proposals in flight: 64 in all, within dragonboat's proposal
 	// queue (proposalQueueLen; past it a proposal fails with ErrBusy).
-	const workers, each, window = 8, 200, 16
+	const workers, each, window = 8, 200, 8
 	var calls [workers * each]atomic.Int32
 	var wg sync.WaitGroup
 	var okCount atomic.Int64
@@ -524,8 +524,8 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 	var inflight sync.WaitGroup
 	var stopCalls atomic.Int32
 	accepted := 0
-	// (200: within the proposal queue, so that the stop comes with proposals in flight.)
-	for i := 0; i < 200; i++ {
+	// (100: within the proposal queue, so that the stop comes with proposals in flight.)
+	for i := 0; i < 100; i++ {
 		inflight.Add(1)
 		err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
 			if err != nil && !errors.Is(err, ErrShardClosed) {
@@ -539,7 +539,7 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 			break
 		}
 		accepted++
-		if i == 100 {
+		if i == 50 {
 			go h.StopShard(shard)
 		}
 	}

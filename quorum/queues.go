@@ -23,9 +23,9 @@ import (
 //
 // The lengths chosen bound what may wait for one shard between two of its steps (a step drains
 // all of them, and a shard is stepped as soon as something arrives): Kafka clients keep at most 5
-// produce requests in flight per connection, each one proposal per partition, so 256 proposals
-// per partition is ~50 producer connections bursting at once; past it a proposal fails with
-// ErrBusy (retriable). A full receive queue drops Raft messages, which Raft resends.
+// produce requests in flight per connection, each one proposal per partition, so 128 proposals
+// per partition is ~25 producer connections bursting at once; past it a proposal fails with
+// ErrBusy (REQUEST_TIMED_OUT, retriable). A full receive queue drops Raft messages, which Raft resends.
 
 //go:linkname dragonboatReceiveQueueLen github.com/lni/dragonboat/v4.receiveQueueLen
 var dragonboatReceiveQueueLen uint64
@@ -48,9 +48,9 @@ var dragonboatMinEntrySliceFree uint64
 // Queue lengths per shard (dragonboat's defaults in brackets).
 const (
 	receiveQueueLen       = 64  // [1024] Raft messages (and ticks) received and not yet stepped
-	proposalQueueLen      = 256 // [2048] proposals not yet stepped
+	proposalQueueLen      = 128 // [2048] proposals not yet stepped
 	readIndexQueueLen     = 64  // [4096] ReadIndex requests not yet stepped (a few per second)
-	pendingProposalShards = 2   // [16] lock shards of the pending-proposal map (one rand source each)
+	pendingProposalShards = 1   // [16] lock shards of the pending-proposal map (one rand source each)
 	entrySliceLen         = 64  // [512] capacity of a new in-memory Raft log slice (grows by append)
 	minEntrySliceFree     = 16  // [96] free capacity below which that slice is replaced
 )
