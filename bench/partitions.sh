@@ -16,6 +16,7 @@ cd "$ROOT"
 IDLE=${IDLE:-60s}
 RATE=${RATE:-1000}
 PRODUCE=${PRODUCE:-30s}
+CREATE_CONCURRENCY=${CREATE_CONCURRENCY:-1} # CreateTopics requests in flight (one topic each)
 PORT=${PORT:-39092}
 OUT=${OUT:-/dev/stdout}
 WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
@@ -39,7 +40,7 @@ while IFS='|' read -r label rev n flags; do
 	prof=()
 	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof")
 	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" "${prof[@]}" \
-		-produce "$PRODUCE" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
+		-produce "$PRODUCE" -create-concurrency "$CREATE_CONCURRENCY" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
 		{ echo "case $label failed; broker log tail:" >&2; tail -20 "$WORK/broker.log" >&2; }
 	rm -f "$WORK/broker.log"
 done <<<"$CASES"
