@@ -38,7 +38,7 @@ while IFS='|' read -r label rev n flags; do
 	bin=$(binary "$rev")
 	echo "# $label: $rev $n partitions $flags" >&2
 	prof=()
-	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof")
+	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof" -restart-profile "${RESTART_PROFILE:-20s}")
 	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" "${prof[@]}" \
 		-produce "$PRODUCE" -create-concurrency "$CREATE_CONCURRENCY" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
 		{ echo "case $label failed; broker log tail:" >&2; tail -20 "$WORK/broker.log" >&2; }
