@@ -13,7 +13,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +61,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle CPU window")
 	down := flag.Duration("down", 5*time.Second, "how long the killed broker stays down")
 	restoreMax := flag.Duration("restore-max", 5*time.Minute, "give up waiting for preferred leaders after this")
+	profile := flag.String("profile", "", "write a CPU profile of broker 1 over the idle window to this file")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "sluice-leaderscale-")
@@ -80,8 +83,15 @@ func main() {
 	}
 	voters := testcluster.Voters(nodes)
 	var seeds []string
-	for _, nd := range nodes {
+	debugAddr := ""
+	for i, nd := range nodes {
 		nd.Args = append([]string{"--controller-voters", voters, "--log-level", "warn", "--auto-create-topics=false"}, strings.Fields(*extra)...)
+		if i == 0 && *profile != "" {
+			addr, err := testcluster.FreeAddr()
+			check(err)
+			debugAddr = addr
+			nd.Args = append(nd.Args, "--debug-addr", addr)
+		}
 		check(nd.Start())
 		seeds = append(seeds, nd.Addr)
 	}
@@ -140,6 +150,9 @@ func main() {
 		c0[i] = cpuTicks(pids[i])
 	}
 	t0 := time.Now()
+	if debugAddr != "" {
+		go fetchProfile(debugAddr, *idle, *profile)
+	}
 	time.Sleep(*idle)
 	for i := range nodes {
 		r.IdleCPUPct = append(r.IdleCPUPct, 100*float64(cpuTicks(pids[i])-c0[i])/100/time.Since(t0).Seconds())
@@ -239,6 +252,25 @@ func main() {
 	logf("restart: preferred leaders restored after %.1f s, at most %d leader changes in a second", r.RestoredSec, r.MaxMovesPerSec)
 	out, _ := json.Marshal(r)
 	fmt.Println(string(out))
+}
+
+// fetchProfile saves a CPU profile over d from a broker's --debug-addr.
+func fetchProfile(addr string, d time.Duration, path string) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	if err != nil {
+		logf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		logf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		logf("profile: %v", err)
+	}
 }
 
 type topicPartition struct {
