@@ -61,6 +61,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle CPU window")
 	down := flag.Duration("down", 5*time.Second, "how long the killed broker stays down")
 	restoreMax := flag.Duration("restore-max", 5*time.Minute, "give up waiting for preferred leaders after this")
+	keep := flag.Bool("keep", false, "keep the work directory (data and broker logs)")
 	profile := flag.String("profile", "", "write a CPU profile of broker 1 over the idle window to this file")
 	flag.Parse()
 	if *dir == "" {
@@ -68,7 +69,9 @@ func main() {
 		check(err)
 		*dir = d
 	}
-	defer os.RemoveAll(*dir)
+	if !*keep {
+		defer os.RemoveAll(*dir)
+	}
 	r := result{Brokers: *nb, Partitions: *n, RF: *rf, Flags: *extra}
 
 	nodes := make([]*testcluster.Node, *nb)
