@@ -22,6 +22,9 @@
 #   REPEAT       runs per cell, alternating brokers (default 1)
 #   CLUSTER      1 = also the three-broker rf=3 runs at CLUSTER_PCTS (default 1)
 #   CLUSTER_PCTS default "25"
+#   CLIENT       loadgen client: native (default: loadgen's lean client, ~10x less CPU per
+#                record than kgo, so on a 2-core machine the client's own CPU and GC do not show
+#                up as the broker's tail) or kgo (franz-go, what applications see)
 #   SLUICE_FLAGS extra `sluice serve` flags for the single broker
 #   SLUICE_ENV   environment for the sluice processes, e.g. "GOGC=400 GODEBUG=gctrace=1"
 #   DEBUG_PORT   serve pprof on 127.0.0.1:DEBUG_PORT from the single sluice broker (for
@@ -46,6 +49,7 @@ BROKERS=${BROKERS-"sluice kfake"}
 REPEAT=${REPEAT:-1}
 CLUSTER=${CLUSTER:-1}
 CLUSTER_PCTS=${CLUSTER_PCTS:-25}
+CLIENT=${CLIENT:-native}
 SLUICE_FLAGS=${SLUICE_FLAGS:-}
 SLUICE_ENV=${SLUICE_ENV:-}
 DEBUG_PORT=${DEBUG_PORT:-}
@@ -120,7 +124,7 @@ loadgen_run() {
 	local load0
 	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	if ! "$BIN/loadgen" run -workload bench/workloads/small.yaml -brokers "$addrs" -out "$dir" \
-		-record-size "$size" -rate "$rate" -duration "$DURATION" -warmup "$WARMUP" -drain-timeout 10s "$@" \
+		-record-size "$size" -rate "$rate" -duration "$DURATION" -warmup "$WARMUP" -drain-timeout 10s -client "$CLIENT" "$@" \
 		>"$dir/stdout.txt" 2>"$dir/progress.log"; then
 		log "run failed: $(tail -n 1 "$dir/progress.log")"
 	fi
@@ -133,7 +137,7 @@ max_rate() {
 	shift 3
 	mkdir -p "$dir"
 	"$BIN/loadgen" run -workload bench/workloads/small.yaml -brokers "$addrs" -out "$dir" -record-size "$size" \
-		-rate 0 -duration "$MAX_DURATION" -warmup 3s -drain-timeout 10s -consumers 0 -quiet "$@" \
+		-rate 0 -duration "$MAX_DURATION" -warmup 3s -drain-timeout 10s -consumers 0 -client "$CLIENT" -quiet "$@" \
 		>"$dir/stdout.txt" 2>"$dir/progress.log" || true
 	python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["produce"]["records_per_sec"]))' "$dir/result.json"
 }

@@ -10,12 +10,15 @@
 # Settings (environment variables, all optional):
 #   BROKERS      runs per round, in this order (default "sluice:108831f sluice:tree kfake");
 #                sluice:REV:N runs N brokers built from git revision REV ("tree": the working
-#                tree) on loopback with replication factor N
+#                tree) on loopback with replication factor N; sluice:REV:N:VAR=V,VAR=V also sets
+#                environment variables for those brokers (e.g. sluice:tree:1:GOGC=400)
 #   SIZES        record sizes (default "1024 100")
 #   PARTITIONS   partitions (default 8)
 #   DURATION     measured time per run (default 20s); WARMUP (default 3s)
 #   ROUNDS       interleaved rounds (default 3)
 #   CONSUMERS    consumers (default 1; 0 = produce only)
+#   CLIENT       loadgen client: kgo (default, franz-go) or native (loadgen's lean client: at 100 B
+#                franz-go is the limit, not the broker)
 #   OUT          result directory (default results/<UTC date>-<cores>core-storage)
 set -euo pipefail
 
@@ -31,6 +34,7 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
 CONSUMERS=${CONSUMERS:-1}
+CLIENT=${CLIENT:-kgo}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-storage}
 
 BIN=$(mktemp -d /tmp/sluice-storage.XXXXXX)
@@ -63,9 +67,11 @@ printf 'round\tbroker\tsize\tproduce_rec_s\tproduce_mb_s\tconsume_mb_s\tbroker_c
 # run ROUND BROKER SIZE: one fresh broker (or three), one loadgen run.
 run() {
 	local round=$1 broker=$2 size=$3
-	local name rev rf
-	IFS=: read -r name rev rf <<<"$broker"
+	local name rev rf envs
+	IFS=: read -r name rev rf envs <<<"$broker"
 	rf=${rf:-1}
+	local brokerenv=()
+	[ -n "$envs" ] && IFS=, read -r -a brokerenv <<<"$envs"
 	local dir="$BIN/run-$round-${broker//:/-}-$size"
 	mkdir -p "$dir"
 	local ports=() pids=()
@@ -82,7 +88,7 @@ run() {
 			voters+="${voters:+,}$i@127.0.0.1:${rafts[$((i - 1))]}"
 		done
 		for ((i = 1; i <= n; i++)); do
-			"$(sluice_binary "$BIN" "$rev")" serve --node-id "$i" --listen "127.0.0.1:${ports[$((i - 1))]}" \
+			env "${brokerenv[@]}" "$(sluice_binary "$BIN" "$rev")" serve --node-id "$i" --listen "127.0.0.1:${ports[$((i - 1))]}" \
 				--raft-addr "127.0.0.1:${rafts[$((i - 1))]}" --controller-voters "$voters" \
 				--data-dir "$dir/data-$i" --replication-factor "$rf" \
 				--log-level warn >"$dir/broker-$i.log" 2>&1 &
@@ -108,7 +114,7 @@ run() {
 	"$BIN/loadgen" run -brokers "${seeds%,}" -name "storage-$size" -label "$broker" -record-size "$size" \
 		-partitions "$PARTITIONS" -replication-factor "$rf" -acks all -idempotent -producers 1 \
 		-max-buffered-records 20000 -consumers "$CONSUMERS" -duration "$DURATION" -warmup "$WARMUP" \
-		-drain-timeout 20s -quiet -out "$dir/loadgen" >"$dir/loadgen.log" 2>&1 || log "loadgen failed: $dir/loadgen.log"
+		-drain-timeout 20s -client "$CLIENT" -quiet -out "$dir/loadgen" >"$dir/loadgen.log" 2>&1 || log "loadgen failed: $dir/loadgen.log"
 	sync
 	local cpu1=0 wb1=0
 	for p in "${pids[@]}"; do

@@ -1,8 +1,9 @@
 // Package broker is the Kafka API of Sluice: it decodes request frames with franz-go's kmsg, dispatches
-// them by API key, and encodes responses, with errors per partition as Kafka clients expect. It also
-// wires the coordinators (group, txn) to their internal topics (internal.go) and is the node's cluster
-// agent (cluster.go, reassign.go: heartbeats, leader reports, preferred-leader rebalancing, reassignment
-// steps). It knows nothing of how bytes reach the socket (netio); Raft itself is replica's and quorum's.
+// them by API key (each API registers its versions and handler beside the handler, versions.go), and
+// encodes responses, with errors per partition as Kafka clients expect. It also wires the coordinators
+// (group, txn) to their internal topics (internal.go). Who leads and who is in sync it asks the
+// node's cluster agent (package cluster), cluster metadata changes go to the controller (quorum). It
+// knows nothing of how bytes reach the socket (netio); Raft itself is replica's and quorum's.
 package broker
 
 import (

@@ -2,25 +2,17 @@ package broker
 
 import (
 	"bytes"
-	"encoding/binary"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 )
 
 // encodeRequest frames a request as a client would: header v1 (or v2 when flexible), then the body.
 func encodeRequest(req kmsg.Request, correlationID int32, clientID string) []byte {
-	b := binary.BigEndian.AppendUint16(nil, uint16(req.Key()))
-	b = binary.BigEndian.AppendUint16(b, uint16(req.GetVersion()))
-	b = binary.BigEndian.AppendUint32(b, uint32(correlationID))
-	b = binary.BigEndian.AppendUint16(b, uint16(len(clientID)))
-	b = append(b, clientID...)
-	if req.IsFlexible() {
-		b = append(b, 0)
-	}
-	return req.AppendTo(b)
+	return kafkawire.AppendRequest(nil, clientID, correlationID, req)[4:] // the broker's parser gets the frame without its size
 }
 
 // seedRequests are real requests of every served API at a version clients use.

@@ -207,8 +207,8 @@ func (b *Broker) readFetch(topics []fetchTopic, maxBytes int64, committed bool) 
 				failed = true
 				continue
 			}
-			if fp.offset < fp.ls || fp.offset > fp.part.HighWatermark() {
-				fp.errCode = kerr.OffsetOutOfRange.Code
+			if err := fp.part.ReadOffsetError(fp.offset, fp.ls); err != nil {
+				fp.errCode = errorCode(err)
 				failed = true
 				continue
 			}

@@ -253,38 +253,17 @@ func (b *Broker) handleOffsetCommit(req *kmsg.OffsetCommitRequest) kmsg.Response
 		}
 	}
 	// One answer in the request's shape: a topic with known and unknown partitions appears once.
-	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-	for _, t := range req.Topics {
-		rt := kmsg.NewOffsetCommitResponseTopic()
-		rt.Topic = t.Topic
-		for _, p := range t.Partitions {
-			rp := kmsg.NewOffsetCommitResponseTopicPartition()
-			rp.Partition = p.Partition
-			rp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			if exists(t.Topic, p.Partition) {
-				rp.ErrorCode = codes[t.Topic][p.Partition]
-			}
-			rt.Partitions = append(rt.Partitions, rp)
+	return group.AnswerOffsetCommit(req, func(topic string, p kmsg.OffsetCommitRequestTopicPartition) int16 {
+		if !exists(topic, p.Partition) {
+			return kerr.UnknownTopicOrPartition.Code
 		}
-		resp.Topics = append(resp.Topics, rt)
-	}
-	return resp
+		return codes[topic][p.Partition]
+	})
 }
 
 func (b *Broker) commitOffsets(req *kmsg.OffsetCommitRequest) kmsg.Response {
 	if code := b.groupReady(b.ctx, req.Group); code != 0 {
-		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-		for _, t := range req.Topics {
-			rt := kmsg.NewOffsetCommitResponseTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewOffsetCommitResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp
+		return group.AnswerOffsetCommit(req, func(string, kmsg.OffsetCommitRequestTopicPartition) int16 { return code })
 	}
 	return b.coordinator().OffsetCommit(b.ctx, req)
 }

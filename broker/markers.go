@@ -3,21 +3,19 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/batch"
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/txn"
 )
@@ -228,37 +226,5 @@ func (s *KafkaMarkerSender) roundTrip(ctx context.Context, addr string, req kmsg
 
 // exchange writes one request on conn and reads its response.
 func (s *KafkaMarkerSender) exchange(conn net.Conn, req kmsg.Request, resp kmsg.Response) error {
-	corr := s.corr.Add(1)
-	buf := []byte{0, 0, 0, 0}
-	buf = kbin.AppendInt16(buf, req.Key())
-	buf = kbin.AppendInt16(buf, req.GetVersion())
-	buf = kbin.AppendInt32(buf, corr)
-	buf = kbin.AppendString(buf, "sluice-txn-coordinator")
-	if req.IsFlexible() {
-		buf = append(buf, 0)
-	}
-	buf = req.AppendTo(buf)
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-	if _, err := conn.Write(buf); err != nil {
-		return err
-	}
-	var size [4]byte
-	if _, err := io.ReadFull(conn, size[:]); err != nil {
-		return err
-	}
-	body := make([]byte, binary.BigEndian.Uint32(size[:]))
-	if _, err := io.ReadFull(conn, body); err != nil {
-		return err
-	}
-	if len(body) < 4 || int32(binary.BigEndian.Uint32(body)) != corr {
-		return errors.New("response with a wrong correlation id")
-	}
-	body = body[4:]
-	if req.IsFlexible() {
-		r := kbin.Reader{Src: body}
-		kmsg.SkipTags(&r)
-		body = r.Src
-	}
-	resp.SetVersion(req.GetVersion())
-	return resp.ReadFrom(body)
+	return kafkawire.Exchange(conn, "sluice-txn-coordinator", s.corr.Add(1), req, resp)
 }

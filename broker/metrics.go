@@ -6,13 +6,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicebroker/sluice/batch"
 	"github.com/sluicebroker/sluice/metrics"
 )
 
 // The broker's state as Prometheus gauges, computed when /metrics is scraped (nothing on the request
 // paths): partitions and leaders here, under-replicated partitions among those led here, offline
 // partitions (on the controller leader, as Kafka's OfflinePartitionsCount), high watermarks of the
-// partitions led here, and the lag of the consumer groups this node coordinates.
+// partitions led here, when each replica here started, and the lag of the consumer groups this node
+// coordinates.
 
 var (
 	partitionsDesc = prometheus.NewDesc("sluice_partitions", "Partition replicas hosted on this broker.", nil, nil)
@@ -24,6 +26,9 @@ var (
 	offlineDesc = prometheus.NewDesc("sluice_offline_partitions",
 		"Partitions without a leader (reported by the controller leader only; 0 elsewhere).", nil, nil)
 	hwDesc = prometheus.NewDesc("sluice_partition_high_watermark", "High watermark of each partition led here.",
+		[]string{"topic", "partition"}, nil)
+	startedDesc = prometheus.NewDesc("sluice_partition_start_time_seconds",
+		"When this broker started its replica of each partition it hosts (Unix time; since its own start or the partition's assignment here).",
 		[]string{"topic", "partition"}, nil)
 	lagDesc = prometheus.NewDesc("sluice_consumer_group_lag",
 		"High watermark minus committed offset, for the groups this broker coordinates and the partitions it hosts.",
@@ -42,7 +47,7 @@ func (b *Broker) RegisterMetrics(reg prometheus.Registerer) error {
 }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{partitionsDesc, leadersDesc, underRepDesc, underMinIsrDesc, offlineDesc, hwDesc, lagDesc, committedDesc} {
+	for _, d := range []*prometheus.Desc{partitionsDesc, leadersDesc, underRepDesc, underMinIsrDesc, offlineDesc, hwDesc, startedDesc, lagDesc, committedDesc} {
 		ch <- d
 	}
 }
@@ -52,6 +57,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	parts := b.replicas.Partitions()
 	var leaders, underRep, underMinIsr int
 	for _, p := range parts {
+		ch <- prometheus.MustNewConstMetric(startedDesc, prometheus.GaugeValue, float64(p.Started().UnixMicro())/1e6, p.Topic(), itoa(p.Index()))
 		if isLeader, _, _ := p.Leader(); !isLeader {
 			continue
 		}
@@ -106,15 +112,15 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 func itoa(i int32) string { return strconv.Itoa(int(i)) }
 
 // batchRecordCount reads a validated record batch v2 header's record count.
-func batchRecordCount(batch []byte) int32 {
-	return int32(binary.BigEndian.Uint32(batch[57:61]))
+func batchRecordCount(rb []byte) int32 {
+	return int32(binary.BigEndian.Uint32(rb[batch.PosRecordCount:]))
 }
 
 // countProduced counts one acknowledged batch in its topic's counters.
-func countProduced(topic string, batch []byte) {
+func countProduced(topic string, rb []byte) {
 	t := metrics.ForTopic(topic)
-	t.BytesIn.Add(float64(len(batch)))
-	t.RecordsIn.Add(float64(batchRecordCount(batch)))
+	t.BytesIn.Add(float64(len(rb)))
+	t.RecordsIn.Add(float64(batchRecordCount(rb)))
 }
 
 // countFetched counts what a fetch response sends, per partition with data, and its errors.

@@ -3,9 +3,6 @@ package broker
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/sluicebroker/sluice/replica"
-	"github.com/sluicebroker/sluice/segment"
 )
 
 func init() {
@@ -81,7 +78,7 @@ func (b *Broker) listOffset(topic string, p kmsg.ListOffsetsRequestTopicPartitio
 			sp.ErrorCode = kerr.InvalidRequest.Code
 			return
 		}
-		offset, ts, found, err := offsetForTimestamp(part, p.Timestamp)
+		offset, ts, found, err := part.OffsetForTimestamp(p.Timestamp)
 		switch {
 		case err != nil:
 			sp.ErrorCode = errorCode(err)
@@ -89,33 +86,6 @@ func (b *Broker) listOffset(topic string, p kmsg.ListOffsetsRequestTopicPartitio
 			sp.Offset, sp.Timestamp = offset, ts
 		}
 	}
-}
-
-// offsetForTimestamp is the first record with timestamp >= ts: the time index finds its batch, then the
-// batch's records are read to find the record itself.
-func offsetForTimestamp(part *replica.Partition, ts int64) (offset, timestamp int64, found bool, err error) {
-	batchOffset, batchMaxTs, found, err := part.OffsetForTimestamp(ts)
-	if err != nil || !found {
-		return -1, -1, false, err
-	}
-	rr, err := part.Read(batchOffset, 1) // at least, and here exactly, the one batch
-	if err != nil {
-		return -1, -1, false, err
-	}
-	batch, err := rr.AppendTo(nil)
-	rr.Release()
-	if err != nil {
-		return -1, -1, false, err
-	}
-	if h, err := segment.ParseHeader(batch); err == nil && h.Size() < len(batch) {
-		batch = batch[:h.Size()]
-	}
-	if offset, timestamp, found, err = firstRecordAtOrAfter(batch, ts); err != nil || !found {
-		// The batch's max timestamp reaches ts, so a record must; if the records disagree, the batch
-		// start is the honest answer.
-		return batchOffset, batchMaxTs, true, nil
-	}
-	return max(offset, part.LogStartOffset()), timestamp, true, nil // not below a DeleteRecords floor
 }
 
 // handleOffsetForLeaderEpoch tells a consumer where an epoch it saw ends (KIP-320): clients check

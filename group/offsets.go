@@ -63,24 +63,28 @@ func storeError(err error) int16 {
 	return kerr.UnknownServerError.Code
 }
 
+// AnswerOffsetCommit answers every partition of req, in the request's shape, with codeFor's code.
+func AnswerOffsetCommit(req *kmsg.OffsetCommitRequest, codeFor func(topic string, p kmsg.OffsetCommitRequestTopicPartition) int16) *kmsg.OffsetCommitResponse {
+	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+	for _, t := range req.Topics {
+		rt := kmsg.NewOffsetCommitResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			rp := kmsg.NewOffsetCommitResponseTopicPartition()
+			rp.Partition = p.Partition
+			rp.ErrorCode = codeFor(t.Topic, p)
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp
+}
+
 // OffsetCommit validates the committer (members by generation; standalone consumers with generation
 // -1 while the group has no members), writes the offsets through the Store and answers after that.
 func (c *Coordinator) OffsetCommit(ctx context.Context, req *kmsg.OffsetCommitRequest) *kmsg.OffsetCommitResponse {
-	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
 	answer := func(codeFor func(p kmsg.OffsetCommitRequestTopicPartition) int16) *kmsg.OffsetCommitResponse {
-		resp.Topics = resp.Topics[:0]
-		for _, t := range req.Topics {
-			rt := kmsg.NewOffsetCommitResponseTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewOffsetCommitResponseTopicPartition()
-				rp.Partition = p.Partition
-				rp.ErrorCode = codeFor(p)
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp
+		return AnswerOffsetCommit(req, func(_ string, p kmsg.OffsetCommitRequestTopicPartition) int16 { return codeFor(p) })
 	}
 	all := func(code int16) *kmsg.OffsetCommitResponse {
 		return answer(func(kmsg.OffsetCommitRequestTopicPartition) int16 { return code })

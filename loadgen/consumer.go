@@ -102,50 +102,74 @@ func (c *consumer) checkPartition(p kgo.FetchTopicPartition, now int64) {
 	if !ok || int(p.Partition) >= g.partitions || len(p.Records) == 0 {
 		return
 	}
-	idx := ti*g.partitions + int(p.Partition)
-	var n, bytes, ooo, gaps, stale, foreign int64
-	measureFrom := c.measureFrom.Load()
-	g.mu.Lock()
-	last := g.lastSeq[idx]
-	next := g.nextOffset[idx]
+	pt := c.beginPartition(ti*g.partitions + int(p.Partition))
 	for _, r := range p.Records {
-		if next >= 0 && r.Offset > next {
-			gaps++
-		}
-		next = r.Offset + 1
-		intended, prod, seq, ok := ReadStamp(r.Value)
-		switch {
-		case !ok || int(prod) >= g.producers:
-			foreign++
-			continue
-		case intended < c.runStart:
-			stale++
-			continue
-		}
-		if int64(seq) <= last[prod] {
-			ooo++
-		}
-		last[prod] = int64(seq)
-		n++
-		bytes += int64(len(r.Value))
-		if intended >= measureFrom {
-			c.e2e.RecordLocked(now - intended)
-		}
+		pt.record(r.Offset, r.Value, now)
 	}
-	g.nextOffset[idx] = next
+	pt.end()
+}
+
+// partitionCheck checks one partition's records of one fetch, in offset order, against the group's
+// view (groupCheck) and times them; it holds the group's lock from beginPartition to end, and the
+// caller holds c.e2e's.
+type partitionCheck struct {
+	c                                   *consumer
+	idx                                 int
+	last                                []int64
+	next                                int64
+	measureFrom                         int64
+	n, bytes, ooo, gaps, stale, foreign int64
+}
+
+func (c *consumer) beginPartition(idx int) partitionCheck {
+	g := c.group
+	g.mu.Lock()
+	return partitionCheck{c: c, idx: idx, last: g.lastSeq[idx], next: g.nextOffset[idx], measureFrom: c.measureFrom.Load()}
+}
+
+// seen reports whether the record at off was checked already (a fetch from inside a batch
+// returns the batch whole).
+func (pt *partitionCheck) seen(off int64) bool { return pt.next >= 0 && off < pt.next }
+
+// record checks the record at off, fetched at now (Unix ns).
+func (pt *partitionCheck) record(off int64, v []byte, now int64) {
+	if pt.next >= 0 && off > pt.next {
+		pt.gaps++
+	}
+	pt.next = off + 1
+	intended, prod, seq, ok := ReadStamp(v)
+	switch {
+	case !ok || int(prod) >= pt.c.group.producers:
+		pt.foreign++
+		return
+	case intended < pt.c.runStart:
+		pt.stale++
+		return
+	}
+	if int64(seq) <= pt.last[prod] {
+		pt.ooo++
+	}
+	pt.last[prod] = int64(seq)
+	pt.n++
+	pt.bytes += int64(len(v))
+	if intended >= pt.measureFrom {
+		pt.c.e2e.RecordLocked(now - intended)
+	}
+}
+
+// end records where the partition stands and releases the group's lock.
+func (pt *partitionCheck) end() {
+	g := pt.c.group
+	g.nextOffset[pt.idx] = pt.next
 	g.mu.Unlock()
-	g.consumed.Add(n)
-	g.consumedBytes.Add(bytes)
-	if ooo > 0 {
-		g.outOfOrder.Add(ooo)
-	}
-	if gaps > 0 {
-		g.offsetGaps.Add(gaps)
-	}
-	if stale > 0 {
-		g.stale.Add(stale)
-	}
-	if foreign > 0 {
-		g.foreign.Add(foreign)
+	g.consumed.Add(pt.n)
+	g.consumedBytes.Add(pt.bytes)
+	for _, v := range []struct {
+		counter *atomic.Int64
+		n       int64
+	}{{&g.outOfOrder, pt.ooo}, {&g.offsetGaps, pt.gaps}, {&g.stale, pt.stale}, {&g.foreign, pt.foreign}} {
+		if v.n > 0 {
+			v.counter.Add(v.n)
+		}
 	}
 }

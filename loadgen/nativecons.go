@@ -229,7 +229,6 @@ func (nc *nativeConsumer) fetchLoop(ctx context.Context, addr string, parts map[
 // check verifies and times one fetch response's records (the checker goroutine).
 func (nc *nativeConsumer) check(fw fetchWork, d *wire.Decompressor) {
 	c, g := nc.c, nc.c.group
-	measureFrom := c.measureFrom.Load()
 	c.e2e.Lock()
 	defer c.e2e.Unlock()
 	for _, t := range fw.resp.Topics {
@@ -241,11 +240,7 @@ func (nc *nativeConsumer) check(fw fetchWork, d *wire.Decompressor) {
 			if p.ErrorCode != 0 || int(p.Partition) >= g.partitions || len(p.RecordBatches) == 0 {
 				continue
 			}
-			idx := ti*g.partitions + int(p.Partition)
-			var n, bytes, ooo, gaps, stale, foreign int64
-			g.mu.Lock()
-			last := g.lastSeq[idx]
-			next := g.nextOffset[idx]
+			pt := c.beginPartition(ti*g.partitions + int(p.Partition))
 			data := p.RecordBatches
 			for {
 				h, recs, rest, ok, _ := wire.NextBatch(data)
@@ -256,7 +251,7 @@ func (nc *nativeConsumer) check(fw fetchWork, d *wire.Decompressor) {
 				if recs == nil || h.Control() {
 					continue
 				}
-				if h.BaseOffset+int64(h.LastOffsetDelta) < next {
+				if pt.seen(h.BaseOffset + int64(h.LastOffsetDelta)) {
 					continue // already seen (a fetch from inside a batch returns it whole)
 				}
 				if codec := h.Codec(); codec != wire.CodecNone {
@@ -272,45 +267,15 @@ func (nc *nativeConsumer) check(fw fetchWork, d *wire.Decompressor) {
 					if !ok {
 						break
 					}
-					off := h.BaseOffset + int64(delta)
-					if next >= 0 && off < next {
-						continue
-					}
-					if next >= 0 && off > next {
-						gaps++
-					}
-					next = off + 1
-					intended, prod, seq, ok := ReadStamp(v)
-					switch {
-					case !ok || int(prod) >= g.producers:
-						foreign++
-						continue
-					case intended < c.runStart:
-						stale++
-						continue
-					}
-					if int64(seq) <= last[prod] {
-						ooo++
-					}
-					last[prod] = int64(seq)
-					n++
-					bytes += int64(len(v))
-					if intended >= measureFrom {
-						c.e2e.RecordLocked(fw.at - intended)
+					if off := h.BaseOffset + int64(delta); !pt.seen(off) {
+						pt.record(off, v, fw.at)
 					}
 				}
 				if it.Err != nil {
 					c.errs.add(it.Err)
 				}
 			}
-			g.nextOffset[idx] = next
-			g.mu.Unlock()
-			g.consumed.Add(n)
-			g.consumedBytes.Add(bytes)
-			g.outOfOrder.Add(ooo)
-			g.offsetGaps.Add(gaps)
-			g.stale.Add(stale)
-			g.foreign.Add(foreign)
+			pt.end()
 		}
 	}
 }

@@ -2,6 +2,8 @@ package quorum
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,8 +82,33 @@ func (l *liveness) record(id int32, lagging []uint64, now time.Time) {
 // Heartbeat tells the controller this broker is alive and which of its partitions (shard ids) are
 // not caught up with their leaders.
 func (c *Controller) Heartbeat(ctx context.Context, lagging []uint64) error {
-	_, _, err := c.propose(ctx, command{Op: opHeartbeat, Node: int32(c.h.cfg.NodeID), TimeMs: time.Now().UnixMilli(), Shards: lagging})
+	_, _, err := c.propose(ctx, &heartbeatCmd{Node: int32(c.h.cfg.NodeID), TimeMs: time.Now().UnixMilli(), Lagging: lagging})
 	return err
+}
+
+// heartbeatCmd changes no Metadata (liveCommand): it goes to the liveness table.
+type heartbeatCmd struct {
+	noChecks
+	Node    int32    `json:"node,omitempty"`
+	TimeMs  int64    `json:"time_ms,omitempty"` // the proposer's clock: tells a replayed entry
+	Lagging []uint64 `json:"shards,omitempty"`
+}
+
+func (*heartbeatCmd) op() string { return "heartbeat" }
+
+func (*heartbeatCmd) apply(*Metadata) (*Metadata, sm.Result) { return nil, sm.Result{} }
+
+// applyLive records a heartbeat.
+func (cmd *heartbeatCmd) applyLive(l *liveness) sm.Result {
+	if cmd.Node <= 0 {
+		return invalid("heartbeat without a node")
+	}
+	now := time.Now()
+	if now.Sub(time.UnixMilli(cmd.TimeMs)) > replayedHeartbeat {
+		return sm.Result{} // replayed from the log after a restart: says nothing about now
+	}
+	l.record(cmd.Node, cmd.Lagging, now)
+	return sm.Result{}
 }
 
 // ReportLeaders records partition leaders observed here. A report older (lower epoch) than what
@@ -90,8 +117,19 @@ func (c *Controller) ReportLeaders(ctx context.Context, reports []LeaderReport) 
 	if len(reports) == 0 {
 		return nil
 	}
-	_, _, err := c.propose(ctx, command{Op: opReportLeaders, Leaders: reports})
+	_, _, err := c.propose(ctx, &reportLeadersCmd{Leaders: reports})
 	return err
+}
+
+type reportLeadersCmd struct {
+	noChecks
+	Leaders []LeaderReport `json:"leaders,omitempty"`
+}
+
+func (*reportLeadersCmd) op() string { return "report_leaders" }
+
+func (cmd *reportLeadersCmd) apply(md *Metadata) (*Metadata, sm.Result) {
+	return applyLeaders(md, cmd.Leaders), sm.Result{}
 }
 
 // Alive reports whether broker id heartbeated within SessionTimeout. This node is always alive.
@@ -119,19 +157,6 @@ func (c *Controller) InSync(id int32, shard uint64) bool {
 		return !lag
 	}
 	return true
-}
-
-// applyHeartbeat records a heartbeat. It changes no Metadata.
-func (s *controllerSM) applyHeartbeat(cmd *command) sm.Result {
-	if cmd.Node <= 0 {
-		return invalid("heartbeat without a node")
-	}
-	now := time.Now()
-	if now.Sub(time.UnixMilli(cmd.TimeMs)) > replayedHeartbeat {
-		return sm.Result{} // replayed from the log after a restart: says nothing about now
-	}
-	s.c.live.record(cmd.Node, cmd.Shards, now)
-	return sm.Result{}
 }
 
 // applyLeaders returns md with the newer of the reported leaders, or nil if none is newer.
@@ -162,12 +187,12 @@ func applyLeaders(md *Metadata, reports []LeaderReport) *Metadata {
 			cur = next
 		}
 		pm := cur.Topics[w.topic].Partitions[w.index]
-		if r.Epoch < pm.LeaderEpoch || r.Epoch == pm.LeaderEpoch && r.Leader == pm.Leader || !hasID(pm.Replicas, r.Leader) && !hasID(pm.Target, r.Leader) {
+		if r.Epoch < pm.LeaderEpoch || r.Epoch == pm.LeaderEpoch && r.Leader == pm.Leader || !slices.Contains(pm.Replicas, r.Leader) && !slices.Contains(pm.Target, r.Leader) {
 			continue
 		}
 		if next == nil {
 			n := *md
-			n.Topics = copyTopics(md.Topics, 0)
+			n.Topics = maps.Clone(md.Topics)
 			next = &n
 		}
 		tm := next.Topics[w.topic]
@@ -181,13 +206,4 @@ func applyLeaders(md *Metadata, reports []LeaderReport) *Metadata {
 		tm.Partitions[w.index].LeaderEpoch = r.Epoch
 	}
 	return next
-}
-
-func hasID(ids []int32, id int32) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }

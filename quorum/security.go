@@ -4,51 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
+	"maps"
 	"slices"
 	"strings"
 
-	"github.com/lni/dragonboat/v4/config"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
 // The cluster's security metadata lives in the controller group beside topics and brokers, so every
 // broker sees the same SCRAM credentials and ACLs and they survive restarts and controller failover:
 // users (SCRAM credentials: salt, iterations, StoredKey and ServerKey, never a password) and ACLs.
-
-// RaftTLS names the PEM files of mutual TLS for Raft traffic between brokers (dragonboat's
-// NodeHostConfig.MutualTLS): every broker presents CertFile and accepts peers signed by CAFile.
-type RaftTLS struct {
-	CAFile, CertFile, KeyFile string
-}
-
-// Enabled reports whether Raft traffic runs over TLS.
-func (t RaftTLS) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
-
-// Check fails when the files are incomplete or unreadable, with what to fix: dragonboat itself
-// would only fail deep in its transport.
-func (t RaftTLS) Check() error {
-	if !t.Enabled() {
-		return nil
-	}
-	for _, f := range []struct{ flag, path string }{{"ca", t.CAFile}, {"cert", t.CertFile}, {"key", t.KeyFile}} {
-		if f.path == "" {
-			return fmt.Errorf("raft TLS needs its %s file too (--raft-tls-ca, --raft-tls-cert, --raft-tls-key)", f.flag)
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return fmt.Errorf("raft TLS %s file: %w", f.flag, err)
-		}
-	}
-	return nil
-}
-
-func (t RaftTLS) apply(nhc *config.NodeHostConfig) {
-	if !t.Enabled() {
-		return
-	}
-	nhc.MutualTLS = true
-	nhc.CAFile, nhc.CertFile, nhc.KeyFile = t.CAFile, t.CertFile, t.KeyFile
-}
 
 // ScramCredential is one user's credential for one SCRAM mechanism (RFC 5802): what the server
 // needs to verify a client proof and prove itself, derived from the password, never the password.
@@ -159,51 +124,140 @@ func (md *Metadata) SecurityOf() *Security {
 
 var emptySecurity = &Security{}
 
-const (
-	opScramUpsert = "scram_upsert"
-	opScramDelete = "scram_delete"
-	opCreateACLs  = "create_acls"
-	opDeleteACLs  = "delete_acls"
-)
-
-// securityCommand is the payload of the security ops.
-type securityCommand struct {
-	User      string            `json:"user,omitempty"`
-	Mechanism string            `json:"mechanism,omitempty"`
-	Creds     []ScramCredential `json:"creds,omitempty"`
-	IfAbsent  bool              `json:"if_absent,omitempty"` // upsert only when the user has no credential
-	ACLs      []ACL             `json:"acls,omitempty"`
-	Filters   []ACLFilter       `json:"filters,omitempty"`
-}
+// The security ops' fields sit under "sec" on the wire (one nested object each); an entry without
+// it is answered "no security payload".
+const noSecurityPayload = "no security payload"
 
 // SetScramCredentials creates or replaces user's credentials, one per mechanism. With ifAbsent it
 // does nothing when the user has any credential already (the bootstrap user at start); created
 // reports whether it wrote.
 func (c *Controller) SetScramCredentials(ctx context.Context, user string, creds []ScramCredential, ifAbsent bool) (created bool, err error) {
-	for _, cred := range creds {
-		if user == "" || cred.Mechanism == "" || len(cred.StoredKey) == 0 {
-			return false, fmt.Errorf("%w: empty user or credential", ErrInvalidRequest)
+	res, _, err := c.propose(ctx, &scramUpsertCmd{Sec: &scramUpsertArgs{User: user, Creds: creds, IfAbsent: ifAbsent}})
+	return err == nil && string(res.Data) != "exists", err
+}
+
+type scramUpsertCmd struct {
+	Sec *scramUpsertArgs `json:"sec,omitempty"`
+}
+
+type scramUpsertArgs struct {
+	User     string            `json:"user,omitempty"`
+	Creds    []ScramCredential `json:"creds,omitempty"`
+	IfAbsent bool              `json:"if_absent,omitempty"` // upsert only when the user has no credential
+}
+
+func (*scramUpsertCmd) op() string { return "scram_upsert" }
+
+func (cmd *scramUpsertCmd) validate() error {
+	if cmd.Sec == nil {
+		return fmt.Errorf("%w: %s", ErrInvalidRequest, noSecurityPayload)
+	}
+	for _, cred := range cmd.Sec.Creds {
+		if cmd.Sec.User == "" || cred.Mechanism == "" || len(cred.StoredKey) == 0 {
+			return fmt.Errorf("%w: empty user or credential", ErrInvalidRequest)
 		}
 	}
-	res, _, err := c.propose(ctx, command{Op: opScramUpsert, Sec: &securityCommand{User: user, Creds: creds, IfAbsent: ifAbsent}})
-	return err == nil && string(res.Data) != "exists", err
+	return nil
+}
+
+// apply answers "exists" when IfAbsent found a credential.
+func (cmd *scramUpsertCmd) apply(md *Metadata) (*Metadata, sm.Result) {
+	sc := cmd.Sec
+	if sc == nil {
+		return nil, invalid(noSecurityPayload)
+	}
+	if len(sc.Creds) == 0 || sc.User == "" {
+		return nil, invalid("no credential")
+	}
+	old := md.SecurityOf()
+	if sc.IfAbsent && len(old.Users[sc.User]) > 0 {
+		return nil, sm.Result{Data: []byte("exists")}
+	}
+	users := maps.Clone(old.Users)
+	if users == nil {
+		users = map[string][]ScramCredential{}
+	}
+	creds := slices.Clone(users[sc.User])
+	for _, cr := range sc.Creds {
+		creds = append(slices.DeleteFunc(creds, func(c ScramCredential) bool { return c.Mechanism == cr.Mechanism }), cr)
+	}
+	users[sc.User] = creds
+	return withSecurity(md, &Security{Users: users, ACLs: old.ACLs}), sm.Result{}
 }
 
 // DeleteScramCredential removes user's credential for mechanism; found is false when there was none.
 func (c *Controller) DeleteScramCredential(ctx context.Context, user, mechanism string) (found bool, err error) {
-	res, retried, err := c.propose(ctx, command{Op: opScramDelete, Sec: &securityCommand{User: user, Mechanism: mechanism}})
+	res, retried, err := c.propose(ctx, &scramDeleteCmd{Sec: &scramDeleteArgs{User: user, Mechanism: mechanism}})
 	return err == nil && (string(res.Data) != "notfound" || retried), err
+}
+
+type scramDeleteCmd struct {
+	noChecks
+	Sec *scramDeleteArgs `json:"sec,omitempty"`
+}
+
+type scramDeleteArgs struct {
+	User      string `json:"user,omitempty"`
+	Mechanism string `json:"mechanism,omitempty"`
+}
+
+func (*scramDeleteCmd) op() string { return "scram_delete" }
+
+// apply answers "notfound" when the user had no such credential.
+func (cmd *scramDeleteCmd) apply(md *Metadata) (*Metadata, sm.Result) {
+	sc := cmd.Sec
+	if sc == nil {
+		return nil, invalid(noSecurityPayload)
+	}
+	old := md.SecurityOf()
+	creds := old.Users[sc.User]
+	kept := slices.DeleteFunc(slices.Clone(creds), func(c ScramCredential) bool { return c.Mechanism == sc.Mechanism })
+	if len(kept) == len(creds) {
+		return nil, sm.Result{Data: []byte("notfound")}
+	}
+	users := maps.Clone(old.Users)
+	if len(kept) == 0 {
+		delete(users, sc.User)
+	} else {
+		users[sc.User] = kept
+	}
+	return withSecurity(md, &Security{Users: users, ACLs: old.ACLs}), sm.Result{}
 }
 
 // CreateACLs adds ACLs (an ACL already present is not added twice).
 func (c *Controller) CreateACLs(ctx context.Context, acls []ACL) error {
-	_, _, err := c.propose(ctx, command{Op: opCreateACLs, Sec: &securityCommand{ACLs: acls}})
+	_, _, err := c.propose(ctx, &createACLsCmd{Sec: &createACLsArgs{ACLs: acls}})
 	return err
+}
+
+type createACLsCmd struct {
+	noChecks
+	Sec *createACLsArgs `json:"sec,omitempty"`
+}
+
+type createACLsArgs struct {
+	ACLs []ACL `json:"acls,omitempty"`
+}
+
+func (*createACLsCmd) op() string { return "create_acls" }
+
+func (cmd *createACLsCmd) apply(md *Metadata) (*Metadata, sm.Result) {
+	if cmd.Sec == nil {
+		return nil, invalid(noSecurityPayload)
+	}
+	old := md.SecurityOf()
+	acls := slices.Clone(old.ACLs)
+	for _, a := range cmd.Sec.ACLs {
+		if !slices.Contains(acls, a) {
+			acls = append(acls, a)
+		}
+	}
+	return withSecurity(md, &Security{Users: old.Users, ACLs: acls}), sm.Result{}
 }
 
 // DeleteACLs removes the ACLs each filter matches and returns them per filter.
 func (c *Controller) DeleteACLs(ctx context.Context, filters []ACLFilter) ([][]ACL, error) {
-	res, _, err := c.propose(ctx, command{Op: opDeleteACLs, Sec: &securityCommand{Filters: filters}})
+	res, _, err := c.propose(ctx, &deleteACLsCmd{Sec: &deleteACLsArgs{Filters: filters}})
 	if err != nil {
 		return nil, err
 	}
@@ -214,80 +268,45 @@ func (c *Controller) DeleteACLs(ctx context.Context, filters []ACLFilter) ([][]A
 	return out, nil
 }
 
-// applySecurity applies a security op; ok is false for ops that are not one.
-func applySecurity(md *Metadata, cmd *command) (next *Metadata, res sm.Result, ok bool) {
-	switch cmd.Op {
-	case opScramUpsert, opScramDelete, opCreateACLs, opDeleteACLs:
-	default:
-		return nil, sm.Result{}, false
-	}
-	sc := cmd.Sec
-	if sc == nil {
-		return nil, invalid("no security payload"), true
-	}
-	old := md.SecurityOf()
-	sec := &Security{Users: old.Users, ACLs: old.ACLs}
-	switch cmd.Op {
-	case opScramUpsert:
-		if len(sc.Creds) == 0 || sc.User == "" {
-			return nil, invalid("no credential"), true
-		}
-		if sc.IfAbsent && len(old.Users[sc.User]) > 0 {
-			return nil, sm.Result{Data: []byte("exists")}, true
-		}
-		sec.Users = copyUsers(old.Users)
-		creds := slices.Clone(sec.Users[sc.User])
-		for _, cr := range sc.Creds {
-			creds = append(slices.DeleteFunc(creds, func(c ScramCredential) bool { return c.Mechanism == cr.Mechanism }), cr)
-		}
-		sec.Users[sc.User] = creds
-	case opScramDelete:
-		creds := old.Users[sc.User]
-		kept := slices.DeleteFunc(slices.Clone(creds), func(c ScramCredential) bool { return c.Mechanism == sc.Mechanism })
-		if len(kept) == len(creds) {
-			return nil, sm.Result{Data: []byte("notfound")}, true
-		}
-		sec.Users = copyUsers(old.Users)
-		if len(kept) == 0 {
-			delete(sec.Users, sc.User)
-		} else {
-			sec.Users[sc.User] = kept
-		}
-	case opCreateACLs:
-		sec.ACLs = slices.Clone(old.ACLs)
-		for _, a := range sc.ACLs {
-			if !slices.Contains(sec.ACLs, a) {
-				sec.ACLs = append(sec.ACLs, a)
-			}
-		}
-	case opDeleteACLs:
-		matched := make([][]ACL, len(sc.Filters))
-		kept := make([]ACL, 0, len(old.ACLs))
-		for _, a := range old.ACLs {
-			hit := false
-			for i, f := range sc.Filters {
-				if f.Matches(a) {
-					matched[i] = append(matched[i], a)
-					hit = true
-				}
-			}
-			if !hit {
-				kept = append(kept, a)
-			}
-		}
-		data, _ := json.Marshal(matched)
-		sec.ACLs = kept
-		res = sm.Result{Data: data}
-	}
-	n := *md
-	n.Security = sec
-	return &n, res, true
+type deleteACLsCmd struct {
+	noChecks
+	Sec *deleteACLsArgs `json:"sec,omitempty"`
 }
 
-func copyUsers(m map[string][]ScramCredential) map[string][]ScramCredential {
-	out := make(map[string][]ScramCredential, len(m)+1)
-	for k, v := range m {
-		out[k] = v
+type deleteACLsArgs struct {
+	Filters []ACLFilter `json:"filters,omitempty"`
+}
+
+func (*deleteACLsCmd) op() string { return "delete_acls" }
+
+// apply answers the ACLs each filter matched (JSON, one list per filter).
+func (cmd *deleteACLsCmd) apply(md *Metadata) (*Metadata, sm.Result) {
+	if cmd.Sec == nil {
+		return nil, invalid(noSecurityPayload)
 	}
-	return out
+	filters := cmd.Sec.Filters
+	old := md.SecurityOf()
+	matched := make([][]ACL, len(filters))
+	kept := make([]ACL, 0, len(old.ACLs))
+	for _, a := range old.ACLs {
+		hit := false
+		for i, f := range filters {
+			if f.Matches(a) {
+				matched[i] = append(matched[i], a)
+				hit = true
+			}
+		}
+		if !hit {
+			kept = append(kept, a)
+		}
+	}
+	data, _ := json.Marshal(matched)
+	return withSecurity(md, &Security{Users: old.Users, ACLs: kept}), sm.Result{Data: data}
+}
+
+// withSecurity returns md with sec (a new *Security: its pointer tells cached decisions they are stale).
+func withSecurity(md *Metadata, sec *Security) *Metadata {
+	next := *md
+	next.Security = sec
+	return &next
 }

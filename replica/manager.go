@@ -297,6 +297,7 @@ func (m *Manager) start(md *quorum.Metadata, p *Partition, pm quorum.PartitionMe
 	if err := start(); err != nil {
 		return fmt.Errorf("replica: start %s-%d: %w", topic, pm.Partition, err)
 	}
+	p.started = time.Now()
 	m.mu.Lock()
 	m.parts[partitionKey{topic, pm.Partition}] = p
 	m.mu.Unlock()

@@ -38,6 +38,7 @@ type Partition struct {
 	dir       string
 	host      *quorum.Host
 	logger    *slog.Logger
+	started   time.Time // when the Manager started this replica (set before it is published)
 
 	config atomic.Pointer[TopicConfig]
 	log    atomic.Pointer[segment.Log] // nil while the state machine is not open
@@ -84,6 +85,10 @@ func (p *Partition) Index() int32 { return p.partition }
 
 // ShardID is the partition's Raft group.
 func (p *Partition) ShardID() uint64 { return p.shardID }
+
+// Started is when this broker started its replica (its Raft group running here; it may still be
+// catching up).
+func (p *Partition) Started() time.Time { return p.started }
 
 func (p *Partition) options() *TopicConfig { return p.config.Load() }
 
@@ -273,6 +278,26 @@ func (p *Partition) ReadCommitted(offset int64, maxBytes int) (*segment.ReadResu
 	return p.read(offset, maxBytes, true)
 }
 
+// ReadOffsetError is why a consumer cannot read from offset now, or nil: kerr.OffsetOutOfRange below
+// logStart (the LogStartOffset the caller read) or above the high watermark, except above it while a
+// restart still replays the log up to offset: kerr.NotLeaderForPartition, retriable (the records are
+// there, the high watermark is not yet).
+func (p *Partition) ReadOffsetError(offset, logStart int64) error {
+	return p.readOffsetError(offset, logStart, p.hw.Load())
+}
+
+func (p *Partition) readOffsetError(offset, logStart, hw int64) error {
+	switch {
+	case offset < logStart:
+		return kerr.OffsetOutOfRange
+	case offset > hw && offset <= p.replayTo.Load():
+		return kerr.NotLeaderForPartition
+	case offset > hw:
+		return kerr.OffsetOutOfRange
+	}
+	return nil
+}
+
 func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.ReadResult, error) {
 	log := p.log.Load()
 	if log == nil {
@@ -283,14 +308,9 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	if !committed {
 		end = hw
 	}
-	if offset < p.startFloor.Load() {
-		return nil, kerr.OffsetOutOfRange // deleted by DeleteRecords
-	}
-	if offset > hw {
-		if offset <= p.replayTo.Load() {
-			return nil, kerr.NotLeaderForPartition // retriable: the replay is not there yet
-		}
-		return nil, kerr.OffsetOutOfRange
+	// Below the DeleteRecords floor here; below the files' own start, the segment answers.
+	if err := p.readOffsetError(offset, p.startFloor.Load(), hw); err != nil {
+		return nil, err
 	}
 	// Bounded by the watermark just read: the state machine appends a whole Raft batch before it
 	// advances the watermark, and a consumer handed batches past it would next fetch above it.
@@ -301,8 +321,10 @@ func (p *Partition) read(offset int64, maxBytes int, committed bool) (*segment.R
 	return r, nil
 }
 
-// OffsetForTimestamp finds the first batch whose max timestamp is >= ts
-// (ListOffsets by time) and returns its base offset and max timestamp.
+// OffsetForTimestamp answers ListOffsets by timestamp at record granularity, as Kafka does: the
+// first committed record whose timestamp is >= ts, not below the log start offset. The time index
+// finds its batch, and only that batch is read (and decompressed) to find the record. found is
+// false when no committed record reaches ts.
 func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64, found bool, err error) {
 	log := p.log.Load()
 	if log == nil {
@@ -314,19 +336,26 @@ func (p *Partition) OffsetForTimestamp(ts int64) (offset int64, timestamp int64,
 	}
 	// Below a DeleteRecords floor: the answer starts at the floor (its batch may start before it).
 	off = max(off, p.startFloor.Load())
-	timestamp = ts
-	if r, err := log.Read(off, 0); err == nil {
-		if len(r.Ranges) > 0 {
-			var hb [segment.HeaderSize]byte
-			if _, err := r.Ranges[0].File.ReadAt(hb[:], r.Ranges[0].Pos); err == nil {
-				if h, err := segment.ParseHeader(hb[:]); err == nil {
-					timestamp = h.MaxTimestamp
-				}
-			}
-		}
-		r.Release()
+	r, err := log.Read(off, 1) // at least, and here exactly, the one batch
+	if err != nil {
+		return -1, -1, false, KafkaError(err)
 	}
-	return off, timestamp, true, nil
+	b, err := r.AppendTo(nil)
+	r.Release()
+	if err != nil {
+		return -1, -1, false, KafkaError(err)
+	}
+	h, err := segment.ParseHeader(b)
+	if err != nil {
+		return -1, -1, false, KafkaError(err)
+	}
+	recOff, recTs, ok, err := firstRecordAtOrAfter(b[:min(h.Size(), len(b))], ts)
+	if err != nil || !ok {
+		// The batch's max timestamp reaches ts, so a record must; if the records disagree, the batch
+		// is the honest answer.
+		return off, h.MaxTimestamp, true, nil
+	}
+	return max(recOff, p.LogStartOffset()), recTs, true, nil
 }
 
 // Produce replicates one validated batch and returns once it is committed and

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,12 +85,8 @@ func requireBackend(t *testing.T, backend string) {
 // label of its plaintext connections gauge on /metrics (the broker must run withMetrics).
 func servingBackend(t *testing.T, b *testBroker) string {
 	t.Helper()
-	i := slices.Index(b.Args, "--metrics-addr")
-	if i < 0 || i+1 >= len(b.Args) {
-		t.Fatal("the broker runs without --metrics-addr")
-	}
-	addr := b.Args[i+1]
-	fams := scrape(t, "http://"+addr)
+	base := metricsURL(t, b)
+	fams := scrape(t, base)
 	for _, m := range fams["sluice_connections"].GetMetric() {
 		labels := map[string]string{}
 		for _, lp := range m.GetLabel() {
@@ -101,7 +96,7 @@ func servingBackend(t *testing.T, b *testBroker) string {
 			return labels["backend"]
 		}
 	}
-	t.Fatalf("no plaintext listener in sluice_connections on %s", addr)
+	t.Fatalf("no plaintext listener in sluice_connections on %s", base)
 	return ""
 }
 

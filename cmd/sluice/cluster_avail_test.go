@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"regexp"
+	"math"
 	"slices"
 	"strconv"
 	"testing"
@@ -21,7 +19,7 @@ import (
 // (its heartbeats naming only started partitions as lagging) draws leadership transfers and lets
 // min.insync.replicas count a replica that has not replayed its log.
 func TestClusterRestartedBrokerRejoinsISRAfterItsReplicas(t *testing.T) {
-	c := startCluster(t, 3, "--log-level", "info") // info: the "partition started" lines
+	c := startCluster(t, 3)
 	const topic, partitions = "rejoin", 64
 	c.createTopic(topic, partitions, 3, nil)
 	c.waitBalanced(topic)
@@ -53,10 +51,7 @@ func TestClusterRestartedBrokerRejoinsISRAfterItsReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logStart, err := os.Stat(b.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.Args = withMetrics(t, b.Args...) // partitionsStarted asks it
 	b.launch()
 	// Watch the ISR through a broker that stayed up, noting when the restarted one joins each.
 	adm := c.node(1).admin()
@@ -79,11 +74,11 @@ func TestClusterRestartedBrokerRejoinsISRAfterItsReplicas(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	started := partitionsStarted(t, b.LogPath, logStart.Size(), topic)
+	started := partitionsStarted(t, b, topic)
 	for p := int32(0); p < partitions; p++ {
 		s, ok := started[p]
 		if !ok {
-			t.Errorf("partition %d: in the ISR at %s, but the restarted broker never logged starting it", p, joined[p].Format(time.TimeOnly+".000"))
+			t.Errorf("partition %d: in the ISR at %s, but the restarted broker does not report starting it", p, joined[p].Format(time.TimeOnly+".000"))
 			continue
 		}
 		if testing.Verbose() {
@@ -96,32 +91,21 @@ func TestClusterRestartedBrokerRejoinsISRAfterItsReplicas(t *testing.T) {
 	}
 }
 
-var partitionStartedLine = regexp.MustCompile(`^time=(\S+) .*msg="partition started" .*topic=(\S+) partition=(\d+)`)
-
-// partitionsStarted reads when the broker logged starting each partition of topic, from offset on.
-func partitionsStarted(t *testing.T, path string, offset int64, topic string) map[int32]time.Time {
+// partitionsStarted asks the broker when it started its replica of each partition of topic
+// (sluice_partition_start_time_seconds on its /metrics: since its last start).
+func partitionsStarted(t *testing.T, b *testBroker, topic string) map[int32]time.Time {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, 0); err != nil {
-		t.Fatal(err)
-	}
 	out := map[int32]time.Time{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		m := partitionStartedLine.FindStringSubmatch(sc.Text())
-		if m == nil || m[2] != topic {
+	for _, m := range scrape(t, metricsURL(t, b))["sluice_partition_start_time_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			labels[lp.GetName()] = lp.GetValue()
+		}
+		p, err := strconv.Atoi(labels["partition"])
+		if labels["topic"] != topic || err != nil {
 			continue
 		}
-		at, err := time.Parse(time.RFC3339Nano, m[1])
-		p, _ := strconv.Atoi(m[3])
-		if err == nil {
-			out[int32(p)] = at
-		}
+		out[int32(p)] = time.UnixMicro(int64(math.Round(m.GetGauge().GetValue() * 1e6)))
 	}
 	return out
 }

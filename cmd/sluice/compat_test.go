@@ -6,10 +6,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -20,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 )
 
 // rawConn sends hand-encoded requests on one TCP connection, pipelined, and reads the answers in order.
@@ -45,39 +45,17 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 func (rc *rawConn) send(req kmsg.Request) {
 	rc.t.Helper()
 	rc.corr++
-	buf := []byte{0, 0, 0, 0}
-	buf = binary.BigEndian.AppendUint16(buf, uint16(req.Key()))
-	buf = binary.BigEndian.AppendUint16(buf, uint16(req.GetVersion()))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(rc.corr))
-	buf = binary.BigEndian.AppendUint16(buf, 4)
-	buf = append(buf, "test"...)
-	if req.IsFlexible() {
-		buf = append(buf, 0)
-	}
-	buf = req.AppendTo(buf)
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-	if _, err := rc.c.Write(buf); err != nil {
+	if err := kafkawire.WriteRequest(rc.c, "test", rc.corr, req); err != nil {
 		rc.t.Fatal(err)
 	}
 }
 
-// recv reads the next answer into resp (which must match the request sent at that place).
+// recv reads the next answer into resp (which must match the request sent at that place, its
+// version set).
 func (rc *rawConn) recv(resp kmsg.Response) {
 	rc.t.Helper()
-	var size [4]byte
-	if _, err := io.ReadFull(rc.r, size[:]); err != nil {
-		rc.t.Fatalf("read response: %v", err)
-	}
-	frame := make([]byte, binary.BigEndian.Uint32(size[:]))
-	if _, err := io.ReadFull(rc.r, frame); err != nil {
-		rc.t.Fatalf("read response: %v", err)
-	}
-	body := frame[4:]
-	if resp.IsFlexible() && resp.Key() != kmsg.ApiVersions.Int16() {
-		body = body[1:] // empty header tags
-	}
-	if err := resp.ReadFrom(body); err != nil {
-		rc.t.Fatalf("decode %s: %v", kmsg.NameForKey(resp.Key()), err)
+	if _, err := kafkawire.ReadResponse(rc.r, resp); err != nil {
+		rc.t.Fatalf("read %s: %v", kmsg.NameForKey(resp.Key()), err)
 	}
 }
 

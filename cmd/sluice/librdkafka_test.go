@@ -2,20 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/internal/kafkatest"
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 )
 
 // TestKcatCodecs produces with librdkafka (kcat) with each codec and reads back the batches'
@@ -108,37 +106,7 @@ func rawRoundTrip(t testing.TB, addr string, req kmsg.Request, resp kmsg.Respons
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	const correlationID = 42
-	frame := []byte{0, 0, 0, 0}
-	frame = kbin.AppendInt16(frame, req.Key())
-	frame = kbin.AppendInt16(frame, req.GetVersion())
-	frame = kbin.AppendInt32(frame, correlationID)
-	frame = kbin.AppendString(frame, "raw-test")
-	if req.IsFlexible() {
-		frame = append(frame, 0)
-	}
-	frame = req.AppendTo(frame)
-	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
-	if _, err := c.Write(frame); err != nil {
-		t.Fatal(err)
-	}
-	var size [4]byte
-	if _, err := io.ReadFull(c, size[:]); err != nil {
-		t.Fatalf("%s v%d: reading the response: %v", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
-	}
-	body := make([]byte, binary.BigEndian.Uint32(size[:]))
-	if _, err := io.ReadFull(c, body); err != nil {
-		t.Fatal(err)
-	}
-	if got := int32(binary.BigEndian.Uint32(body)); got != correlationID {
-		t.Fatalf("correlation id %d, want %d", got, correlationID)
-	}
-	body = body[4:]
-	resp.SetVersion(req.GetVersion())
-	if resp.IsFlexible() && resp.Key() != kmsg.ApiVersions.Int16() {
-		body = body[1:] // response header tags (empty)
-	}
-	if err := resp.ReadFrom(body); err != nil {
-		t.Fatalf("decoding %s v%d response: %v", kmsg.NameForKey(resp.Key()), resp.GetVersion(), err)
+	if err := kafkawire.Exchange(c, "raw-test", 42, req, resp); err != nil {
+		t.Fatalf("%s v%d: %v", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
 	}
 }

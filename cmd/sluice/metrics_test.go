@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 // Prometheus text, and checks the counters, histograms and state gauges against what was done.
 func TestMetrics(t *testing.T) {
 	maddr := freePort(t)
+	launched := time.Now().Truncate(time.Second)
 	b := startBroker(t, "--metrics-addr", maddr)
 	base := "http://" + maddr
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -74,6 +76,9 @@ func TestMetrics(t *testing.T) {
 	expect("sluice_network_bytes_total", map[string]string{"direction": "in"}, positive, "> 0")
 	expect("sluice_network_bytes_total", map[string]string{"direction": "out"}, positive, "> 0")
 	expect("sluice_partition_high_watermark", map[string]string{"topic": topic, "partition": "0"}, eq(n/2), "20")
+	expect("sluice_partition_start_time_seconds", map[string]string{"topic": topic, "partition": "1"}, func(v float64) bool {
+		return v >= float64(launched.Unix()) && v < float64(time.Now().Unix()+1)
+	}, "a time since the broker's launch")
 	expect("sluice_consumer_group_committed_offset", map[string]string{"group": group, "topic": topic, "partition": "0"}, eq(5), "5")
 	expect("sluice_consumer_group_lag", map[string]string{"group": group, "topic": topic, "partition": "0"}, eq(n/2-5), "15")
 	expect("sluice_under_replicated_partitions", nil, eq(0), "0")
@@ -99,6 +104,16 @@ func httpGet(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// metricsURL is the base URL of a broker's --metrics-addr endpoint (the broker must run withMetrics).
+func metricsURL(t *testing.T, b *testBroker) string {
+	t.Helper()
+	i := slices.Index(b.Args, "--metrics-addr")
+	if i < 0 || i+1 >= len(b.Args) {
+		t.Fatal("the broker runs without --metrics-addr")
+	}
+	return "http://" + b.Args[i+1]
 }
 
 // scrape reads /metrics and parses the Prometheus text format.

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -28,6 +27,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/sluicebroker/sluice/internal/kafkawire"
 )
 
 // testPKI is a throwaway certificate authority made in the test (no key is ever committed).
@@ -316,7 +317,7 @@ func garbageSASL(t *testing.T, addr string) {
 			hs := kmsg.NewPtrSASLHandshakeRequest()
 			hs.Version, hs.Mechanism = 1, mech
 			hsResp := kmsg.NewPtrSASLHandshakeResponse()
-			if err := rawExchange(conn, 1, hs, hsResp); err != nil {
+			if err := kafkawire.Exchange(conn, "test", 1, hs, hsResp); err != nil {
 				t.Fatalf("%s handshake: %v", mech, err)
 			}
 			if mech == "GSSAPI" {
@@ -331,7 +332,7 @@ func garbageSASL(t *testing.T, addr string) {
 				req := kmsg.NewPtrSASLAuthenticateRequest()
 				req.Version, req.SASLAuthBytes = 1, p
 				resp := kmsg.NewPtrSASLAuthenticateResponse()
-				err := rawExchange(conn, int32(2+step), req, resp)
+				err := kafkawire.Exchange(conn, "test", int32(2+step), req, resp)
 				if err != nil {
 					if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset") {
 						break // closed after the failure answer
@@ -352,38 +353,6 @@ func garbageSASL(t *testing.T, addr string) {
 			conn.Close()
 		}
 	}
-}
-
-// rawExchange writes one request (header v1 or v2) and reads its response.
-func rawExchange(conn net.Conn, corr int32, req kmsg.Request, resp kmsg.Response) error {
-	buf := []byte{0, 0, 0, 0}
-	buf = binary.BigEndian.AppendUint16(buf, uint16(req.Key()))
-	buf = binary.BigEndian.AppendUint16(buf, uint16(req.GetVersion()))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(corr))
-	buf = binary.BigEndian.AppendUint16(buf, 4)
-	buf = append(buf, "test"...)
-	if req.IsFlexible() {
-		buf = append(buf, 0)
-	}
-	buf = req.AppendTo(buf)
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-	if _, err := conn.Write(buf); err != nil {
-		return err
-	}
-	var size [4]byte
-	if _, err := io.ReadFull(conn, size[:]); err != nil {
-		return err
-	}
-	body := make([]byte, binary.BigEndian.Uint32(size[:]))
-	if _, err := io.ReadFull(conn, body); err != nil {
-		return err
-	}
-	body = body[4:]
-	if resp.IsFlexible() || (req.IsFlexible() && req.Key() != 18) {
-		body = body[1:]
-	}
-	resp.SetVersion(req.GetVersion())
-	return resp.ReadFrom(body)
 }
 
 // TestSecurityFlagErrors: bad security settings fail at start with what to fix.
@@ -428,7 +397,7 @@ func rawScramLogin(t *testing.T, conn net.Conn, corr *int32, user, pass string) 
 	hs.Version, hs.Mechanism = 1, "SCRAM-SHA-512"
 	hsResp := kmsg.NewPtrSASLHandshakeResponse()
 	*corr++
-	if err := rawExchange(conn, *corr, hs, hsResp); err != nil || hsResp.ErrorCode != 0 {
+	if err := kafkawire.Exchange(conn, "test", *corr, hs, hsResp); err != nil || hsResp.ErrorCode != 0 {
 		t.Fatalf("handshake: %v, error %d", err, hsResp.ErrorCode)
 	}
 	sess, msg, err := scram512(user, pass).Authenticate(context.Background(), "")
@@ -440,7 +409,7 @@ func rawScramLogin(t *testing.T, conn net.Conn, corr *int32, user, pass string) 
 		req.Version, req.SASLAuthBytes = 1, msg
 		resp := kmsg.NewPtrSASLAuthenticateResponse()
 		*corr++
-		if err := rawExchange(conn, *corr, req, resp); err != nil {
+		if err := kafkawire.Exchange(conn, "test", *corr, req, resp); err != nil {
 			t.Fatalf("authenticate: %v", err)
 		}
 		if resp.ErrorCode != 0 {
@@ -485,7 +454,7 @@ func TestSASLReauthentication(t *testing.T) {
 		return conn
 	}
 	metadata := func(conn net.Conn, corr int32) error {
-		return rawExchange(conn, corr, kmsg.NewPtrMetadataRequest(), kmsg.NewPtrMetadataResponse())
+		return kafkawire.Exchange(conn, "test", corr, kmsg.NewPtrMetadataRequest(), kmsg.NewPtrMetadataResponse())
 	}
 
 	// Expiry: no re-authentication, the next request after 2 s closes the connection.

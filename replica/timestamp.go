@@ -1,4 +1,4 @@
-package broker
+package replica
 
 import (
 	"fmt"
@@ -9,9 +9,8 @@ import (
 	"github.com/sluicebroker/sluice/segment"
 )
 
-// The broker never decodes records on the produce or fetch path. ListOffsets by timestamp is the one
-// feature that needs them: the time index finds the batch, and only that one batch is decompressed to
-// find the first record at or after the timestamp, as Kafka answers at record granularity.
+// Nothing decodes records on the produce or fetch path. ListOffsets by timestamp is the one feature
+// that needs them (OffsetForTimestamp): only the one batch the time index finds is decompressed.
 
 // firstRecordAtOrAfter returns the offset and timestamp of the first record in batch whose timestamp is
 // >= ts; found is false when no record in the batch reaches ts.
