@@ -278,7 +278,10 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 			if t.Assignment != nil {
 				assignment = newAssignment(t.Assignment)
 			}
-			if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))); err != nil {
+			local := b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))
+			if err := b.cfg.Disk.admitPartitions(local); err != nil {
+				fail(errorCode(err), err.Error())
+			} else if err := admitPartitionFiles(local); err != nil {
 				fail(errorCode(err), err.Error())
 			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count, assignment); err != nil {
 				fail(errorCode(err), err.Error())

@@ -181,7 +181,11 @@ func (b *Broker) createTopic(ctx context.Context, spec quorum.TopicSpec) error {
 // proposeTopic admits the topic's partitions to the disk and creates it through the controller,
 // without waiting for its partitions.
 func (b *Broker) proposeTopic(ctx context.Context, spec quorum.TopicSpec) error {
-	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
+	local := b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))
+	if err := b.cfg.Disk.admitPartitions(local); err != nil {
+		return err
+	}
+	if err := admitPartitionFiles(local); err != nil {
 		return err
 	}
 	_, err := b.ctl.CreateTopic(ctx, spec)
