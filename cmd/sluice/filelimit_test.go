@@ -14,7 +14,8 @@ import (
 // TestCreateTopicsWithinOpenFilesLimit: a broker whose open files limit cannot hold the files of the
 // partitions asked for refuses them (POLICY_VIOLATION, nothing created) instead of dying when a
 // partition cannot open its segment (and again at every restart); it keeps serving. The broker runs
-// under prlimit with a limit of 600 descriptors: 20 partitions fit, 150 more (~5 files each) do not.
+// under prlimit with a limit of 600 descriptors: 20 partitions fit, then 50 more, but not 50 more again
+// in the same request, nor 150 (~5 files each).
 func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		t.Skip("prlimit (util-linux) not installed")
@@ -49,6 +50,24 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	}
 	if code, msg := create("fits", 20); code != 0 {
 		t.Fatalf("20 partitions under a limit of 600: %v %s", kerr.ErrorForCode(code), msg)
+	}
+	// One request with two topics that fit each alone but not together: the second is refused.
+	creq := kmsg.NewPtrCreateTopicsRequest()
+	for _, name := range []string{"half-a", "half-b"} {
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, 50, 1
+		creq.Topics = append(creq.Topics, rt)
+	}
+	creq.TimeoutMillis = 60000
+	rctx, rcancel := context.WithTimeout(context.Background(), 90*time.Second)
+	resp2, err := creq.RequestWith(rctx, cl)
+	rcancel()
+	if err != nil {
+		t.Fatalf("create two topics: %v", err)
+	}
+	if a, b := resp2.Topics[0].ErrorCode, resp2.Topics[1].ErrorCode; a != 0 || b != kerr.PolicyViolation.Code {
+		t.Fatalf("two topics of 50 in one request: %v and %v, want the first created and the second refused",
+			kerr.ErrorForCode(a), kerr.ErrorForCode(b))
 	}
 	if code, msg := create("too-many", 150); code != kerr.PolicyViolation.Code {
 		t.Fatalf("150 more partitions under a limit of 600: %v %q, want POLICY_VIOLATION", kerr.ErrorForCode(code), msg)
