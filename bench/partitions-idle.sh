@@ -2,7 +2,8 @@
 # bench/partitions-idle.sh: idle CPU of one broker per configuration, all running at once with N
 # partitions each and sampled over the same windows, so that a shared, noisy machine weighs on every
 # configuration alike (sequential runs of bench/partitions differed 4x for the same configuration).
-# CONFIGS: "label|serve flags" lines. Prints CPU % of a core per window and the median per config.
+# CONFIGS: "label|serve flags|revision" lines (revision: a git revision to build sluice from, default
+# "tree", the working tree). Prints CPU % of a core per window and the median per config.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -11,10 +12,10 @@ WINDOWS=${WINDOWS:-5}
 WINDOW=${WINDOW:-20}
 PORT=${PORT:-39200}
 CONFIGS=${CONFIGS:-"
-tick5ms|--raft-log segment
-tick5ms-quiesce|--raft-log segment --raft-quiesce
-tick20ms|--raft-log segment --raft-tick 20ms
-tick20ms-quiesce|--raft-log segment --raft-tick 20ms --raft-quiesce
+tick20ms|--raft-tick 20ms
+tick20ms-quiesce|--raft-tick 20ms --raft-quiesce
+tick50ms|--raft-tick 50ms
+tick100ms|--raft-tick 100ms
 "}
 WORK=$(mktemp -d /tmp/sluice-pidle.XXXXXX)
 PIDS=()
@@ -24,14 +25,17 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 go build -o "$WORK/sluice" ./cmd/sluice
 labels=()
 i=0
-while IFS='|' read -r label flags; do
+while IFS='|' read -r label flags rev; do
 	[ -z "$label" ] && continue
 	p=$((PORT + 10 * i))
+	bin=$(sluice_binary "$WORK" "${rev:-tree}")
 	# shellcheck disable=SC2086
-	"$WORK/sluice" serve --listen "127.0.0.1:$p" --raft-addr "127.0.0.1:$((p + 1))" --data-dir "$WORK/$label" \
+	"$bin" serve --listen "127.0.0.1:$p" --raft-addr "127.0.0.1:$((p + 1))" --data-dir "$WORK/$label" \
 		--log-level warn --auto-create-topics=false $flags >"$WORK/$label.log" 2>&1 &
 	PIDS+=($!)
 	labels+=("$label:$p")

@@ -13,9 +13,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+# A partition holds ~7 files open (segment, two indexes and their sum, two checkpoint slots, Raft
+# metadata): 10,000 partitions need more descriptors than a default limit allows (Kafka asks for
+# 100,000 too). Raise it where we may (root), else keep what there is.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 IDLE=${IDLE:-60s}
 RATE=${RATE:-1000}
 PRODUCE=${PRODUCE:-30s}
+CREATE_CONCURRENCY=${CREATE_CONCURRENCY:-1} # CreateTopics requests in flight (one topic each)
 PORT=${PORT:-39092}
 OUT=${OUT:-/dev/stdout}
 WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
@@ -37,9 +42,9 @@ while IFS='|' read -r label rev n flags; do
 	bin=$(binary "$rev")
 	echo "# $label: $rev $n partitions $flags" >&2
 	prof=()
-	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof")
+	[ -n "${PROFILES:-}" ] && prof=(-profile "$PROFILES/$label-$n.pprof" -restart-profile "${RESTART_PROFILE:-20s}")
 	"$WORK/partitions" -sluice "$bin" -partitions "$n" -idle "$IDLE" -rate "$RATE" "${prof[@]}" \
-		-produce "$PRODUCE" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
+		-produce "$PRODUCE" -create-concurrency "$CREATE_CONCURRENCY" -port "$PORT" -dir "$WORK" -label "$label" -flags "$flags" >>"$OUT" ||
 		{ echo "case $label failed; broker log tail:" >&2; tail -20 "$WORK/broker.log" >&2; }
 	rm -f "$WORK/broker.log"
 done <<<"$CASES"

@@ -68,6 +68,7 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 		topic string
 	}
 	var waits []created
+	pendingLocal := 0 // replicas of this request's topics created here, their files not open yet
 	for _, t := range req.Topics {
 		st := kmsg.NewCreateTopicsResponseTopic()
 		st.Topic = t.Topic
@@ -129,10 +130,11 @@ func (b *Broker) handleCreateTopics(req *kmsg.CreateTopicsRequest) kmsg.Response
 			continue
 		}
 		if !req.ValidateOnly {
-			if err := b.proposeTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs, Assignment: assignment}); err != nil {
+			if err := b.proposeTopic(ctx, quorum.TopicSpec{Name: t.Topic, Partitions: partitions, ReplicationFactor: rf, Configs: configs, Assignment: assignment}, pendingLocal); err != nil {
 				fail(errorCode(err), err.Error())
 				continue
 			}
+			pendingLocal += b.localReplicas(int(partitions), int(rf))
 			if tm, ok := b.ctl.Metadata().Topics[t.Topic]; ok {
 				st.TopicID = tm.ID
 			}
@@ -278,7 +280,10 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 			if t.Assignment != nil {
 				assignment = newAssignment(t.Assignment)
 			}
-			if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))); err != nil {
+			local := b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))
+			if err := b.cfg.Disk.admitPartitions(local); err != nil {
+				fail(errorCode(err), err.Error())
+			} else if err := admitPartitionFiles(local); err != nil {
 				fail(errorCode(err), err.Error())
 			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count, assignment); err != nil {
 				fail(errorCode(err), err.Error())

@@ -172,16 +172,21 @@ func (b *Broker) handleDescribeCluster(req *kmsg.DescribeClusterRequest) kmsg.Re
 func (b *Broker) createTopic(ctx context.Context, spec quorum.TopicSpec) error {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.TopicReadyTimeout)
 	defer cancel()
-	if err := b.proposeTopic(ctx, spec); err != nil {
+	if err := b.proposeTopic(ctx, spec, 0); err != nil {
 		return err
 	}
 	return b.waitTopicReady(ctx, spec.Name)
 }
 
-// proposeTopic admits the topic's partitions to the disk and creates it through the controller,
-// without waiting for its partitions.
-func (b *Broker) proposeTopic(ctx context.Context, spec quorum.TopicSpec) error {
-	if err := b.cfg.Disk.admitPartitions(b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))); err != nil {
+// proposeTopic admits the topic's partitions to the disk and to the open files limit (with pending
+// more replicas admitted here and not open yet: earlier topics of the same request) and creates it
+// through the controller, without waiting for its partitions.
+func (b *Broker) proposeTopic(ctx context.Context, spec quorum.TopicSpec, pending int) error {
+	local := b.localReplicas(int(spec.Partitions), int(spec.ReplicationFactor))
+	if err := b.cfg.Disk.admitPartitions(local); err != nil {
+		return err
+	}
+	if err := admitPartitionFiles(pending + local); err != nil {
 		return err
 	}
 	_, err := b.ctl.CreateTopic(ctx, spec)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +24,11 @@ type Config struct {
 	NodeID int32
 	// LeaderRebalanceInterval is how often leadership goes back to preferred replicas (0: 30 s).
 	LeaderRebalanceInterval time.Duration
-	Logger                  *slog.Logger
+	// LeaderTransfersPerSecond bounds how many of those hand-overs this node starts per second
+	// (0: defaultLeaderTransfersPerSecond), so a broker back from a restart regains its thousands
+	// of partitions gradually: a partition refuses writes while its leadership moves.
+	LeaderTransfersPerSecond int
+	Logger                   *slog.Logger
 }
 
 // Agent is one node's agent; Start runs it, Close stops it.
@@ -38,6 +43,8 @@ type Agent struct {
 	wg     sync.WaitGroup
 
 	moves reassignments // partition reassignments this node drives (reassign.go)
+
+	rebalanceLast leaderMove // the last leader transfer rebalanceLeaders started (leaderLoop only)
 }
 
 // Start runs the agent of the node whose controller view is ctl and whose partitions replicas
@@ -81,6 +88,11 @@ func (a *Agent) applyMetadataLoop() {
 // preferred (first) replica once that one is in sync again (Kafka: auto.leader.rebalance.enable,
 // every leader.imbalance.check.interval.seconds).
 const defaultLeaderRebalanceInterval = 30 * time.Second
+
+// defaultLeaderTransfersPerSecond: a round of rebalancing starts at most this many leader
+// transfers, and when more are due the next round comes a second later rather than after the
+// whole interval (Redpanda's leader balancer likewise moves a bounded number at a time).
+const defaultLeaderTransfersPerSecond = 32
 
 func (a *Agent) heartbeatLoop() {
 	defer a.wg.Done()
@@ -139,7 +151,11 @@ func (a *Agent) leaderLoop() {
 		case <-a.replicas.LeaderChanges():
 		case <-tick.C:
 		case <-rebalance.C:
-			a.rebalanceLeaders()
+			if a.rebalanceLeaders() {
+				rebalance.Reset(time.Second) // more are due: the next batch in a second
+			} else {
+				rebalance.Reset(interval)
+			}
 			continue
 		}
 		a.reportLeaders()
@@ -177,30 +193,92 @@ func (a *Agent) reportLeaders() {
 	}
 }
 
-// rebalanceLeaders hands each partition this node leads to its preferred replica when that one is
-// alive and in sync, so leadership spreads evenly again after a broker comes back.
-func (a *Agent) rebalanceLeaders() {
-	md := a.ctl.Metadata()
-	for name, t := range md.Topics {
-		for _, pm := range t.Partitions {
-			if len(pm.Replicas) < 2 || pm.Replicas[0] == a.cfg.NodeID {
+// rebalanceLeaders hands partitions this node leads to their preferred replica when that one is
+// alive and in sync, so leadership spreads evenly again after a broker comes back: at most
+// LeaderTransfersPerSecond of them per call, taken round robin over the due ones (a transfer that
+// keeps failing does not hold back the others). It reports whether more are due.
+func (a *Agent) rebalanceLeaders() (more bool) {
+	limit := a.cfg.LeaderTransfersPerSecond
+	if limit <= 0 {
+		limit = defaultLeaderTransfersPerSecond
+	}
+	due := preferredLeaderMoves(a.ctl.Metadata(), a.cfg.NodeID, func(name string, pm quorum.PartitionMeta) bool {
+		part, ok := a.replicas.Partition(name, pm.Partition)
+		if !ok || part.ShardID() != pm.ShardID {
+			return false
+		}
+		isLeader, _, _ := part.Leader()
+		return isLeader && a.ctl.InSync(pm.Replicas[0], pm.ShardID)
+	})
+	batch, next := takeRound(due, a.rebalanceLast, limit)
+	a.rebalanceLast = next
+	for _, mv := range batch {
+		part, ok := a.replicas.Partition(mv.topic, mv.partition)
+		if !ok {
+			continue
+		}
+		if err := part.TransferLeader(mv.to); err != nil {
+			a.log.Debug("leader transfer failed", "topic", mv.topic, "partition", mv.partition, "to", mv.to, "err", err)
+			continue
+		}
+		a.log.Info("handing leadership to the preferred replica", "topic", mv.topic, "partition", mv.partition, "to", mv.to)
+	}
+	return len(due) > len(batch)
+}
+
+// leaderMove is one partition to hand to its preferred replica.
+type leaderMove struct {
+	topic     string
+	partition int32
+	to        int32
+}
+
+// preferredLeaderMoves lists the partitions of md that node self should hand to their preferred
+// (first) replica, ordered by topic and partition: those with more than one replica, preferring
+// another node, for which movable (self leads it, the preferred replica is in sync) holds.
+func preferredLeaderMoves(md *quorum.Metadata, self int32, movable func(string, quorum.PartitionMeta) bool) []leaderMove {
+	names := make([]string, 0, len(md.Topics))
+	for name := range md.Topics {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var out []leaderMove
+	for _, name := range names {
+		for _, pm := range md.Topics[name].Partitions {
+			if len(pm.Replicas) < 2 || pm.Replicas[0] == self || !movable(name, pm) {
 				continue
 			}
-			part, ok := a.replicas.Partition(name, pm.Partition)
-			if !ok || part.ShardID() != pm.ShardID {
-				continue
-			}
-			preferred := pm.Replicas[0]
-			if isLeader, _, _ := part.Leader(); !isLeader || !a.ctl.InSync(preferred, pm.ShardID) {
-				continue
-			}
-			if err := part.TransferLeader(preferred); err != nil {
-				a.log.Debug("leader transfer failed", "topic", name, "partition", pm.Partition, "to", preferred, "err", err)
-				continue
-			}
-			a.log.Info("handing leadership to the preferred replica", "topic", name, "partition", pm.Partition, "to", preferred)
+			out = append(out, leaderMove{name, pm.Partition, pm.Replicas[0]})
 		}
 	}
+	return out
+}
+
+// takeRound takes up to limit moves from due, starting at the first one ordered after last (the
+// last move of the previous round; round robin), and returns them with this round's last move.
+func takeRound(due []leaderMove, last leaderMove, limit int) ([]leaderMove, leaderMove) {
+	if len(due) <= limit {
+		if len(due) > 0 {
+			last = due[len(due)-1]
+		}
+		return due, last
+	}
+	start, _ := slices.BinarySearchFunc(due, last, compareMoves)
+	if start < len(due) && compareMoves(due[start], last) == 0 {
+		start++
+	}
+	out := make([]leaderMove, 0, limit)
+	for i := 0; i < limit; i++ {
+		out = append(out, due[(start+i)%len(due)])
+	}
+	return out, out[len(out)-1]
+}
+
+func compareMoves(a, b leaderMove) int {
+	if c := strings.Compare(a.topic, b.topic); c != 0 {
+		return c
+	}
+	return int(a.partition) - int(b.partition)
 }
 
 // PartitionLeader is the partition's leader and epoch as best known here: this node's own replica

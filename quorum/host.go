@@ -6,11 +6,8 @@
 // on-disk shard per partition it replicates (StartOnDiskShard); the partition leader writes with
 // ProposeAsync. Node ids are broker ids; the Raft address of each broker is in BrokerInfo.
 //
-// Memory: dragonboat preallocates its per-shard queues, about 1.2 MiB of heap per replica
-// (BenchmarkIdleShards). Its queue lengths are "soft settings" read only from a file named
-// dragonboat-soft-settings.json in the process's working directory at start-up; with
-// {"ReceiveQueueLength":256,"IncomingReadIndexQueueLength":256,"IncomingProposalQueueLength":1024}
-// it is about 0.55 MiB.
+// Memory: dragonboat preallocates its per-shard queues; with its default lengths that was about
+// 1.1 MiB of heap per replica, with the lengths queues.go sets about 0.1 MiB (BenchmarkIdleShards).
 package quorum
 
 import (
@@ -326,8 +323,10 @@ func snapshotEntries(base, shardID uint64) uint64 {
 // this replica's bootstrap record (a restart: the recorded membership wins, and passing a
 // different list would be rejected).
 func (h *Host) members(shardID uint64, initialMembers map[uint64]string, join bool) (map[uint64]dragonboat.Target, bool) {
-	if h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
-		return nil, false
+	// Asked of the store itself: dragonboat's HasNodeInfo takes its NodeHost-wide lock, which the
+	// step workers contend for, for what is one file's existence.
+	if _, err := h.raftLog.GetBootstrapInfo(shardID, h.cfg.NodeID); !errors.Is(err, raftio.ErrNoBootstrapInfo) {
+		return nil, false // recorded (or unreadable: dragonboat's own read will say why)
 	}
 	m := make(map[uint64]dragonboat.Target, len(initialMembers))
 	for id, addr := range initialMembers {

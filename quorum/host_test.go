@@ -482,7 +482,9 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const workers, each = 8, 200
+	// Each worker keeps up to 8 proposals in flight: 64 in all, within dragonboat's proposal
+	// queue (proposalQueueLen; past it a proposal fails with ErrBusy).
+	const workers, each, window = 8, 200, 8
 	var calls [workers * each]atomic.Int32
 	var wg sync.WaitGroup
 	var okCount atomic.Int64
@@ -491,18 +493,22 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var inner sync.WaitGroup
+			sem := make(chan struct{}, window)
 			for i := 0; i < each; i++ {
 				slot := &calls[w*each+i]
 				inner.Add(1)
+				sem <- struct{}{}
 				err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
 					if err == nil {
 						okCount.Add(1)
 					}
 					slot.Add(1)
+					<-sem
 					inner.Done()
 				})
 				if err != nil {
 					t.Errorf("propose async: %v", err)
+					<-sem
 					inner.Done()
 					slot.Add(1)
 				}
@@ -524,7 +530,8 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 	var inflight sync.WaitGroup
 	var stopCalls atomic.Int32
 	accepted := 0
-	for i := 0; i < 500; i++ {
+	// (100: within the proposal queue, so that the stop comes with proposals in flight.)
+	for i := 0; i < 100; i++ {
 		inflight.Add(1)
 		err := h.ProposeAsync(shard, cmdOf(1), 10*time.Second, func(_ sm.Result, err error) {
 			if err != nil && !errors.Is(err, ErrShardClosed) {
@@ -538,7 +545,7 @@ func TestProposeAsyncConcurrent(t *testing.T) {
 			break
 		}
 		accepted++
-		if i == 250 {
+		if i == 50 {
 			go h.StopShard(shard)
 		}
 	}

@@ -88,6 +88,15 @@ func (s *Store) RegisterPartition(shardID uint64, spec PartitionSpec) {
 	s.mu.Unlock()
 }
 
+// Open opens a registered shard's files now (its metadata, and its segment, recovered and
+// reconciled): dragonboat's first read of a shard opens them otherwise, while it holds its
+// NodeHost-wide lock, one shard at a time. Safe to call concurrently for different shards, and
+// again (a no-op once open).
+func (s *Store) Open(shardID, replicaID uint64) error {
+	_, err := s.shard(shardID, replicaID)
+	return err
+}
+
 // Name implements raftio.ILogDB.
 func (s *Store) Name() string { return Name }
 

@@ -104,6 +104,7 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 	m.applied = md.Version
 	self := int32(m.host.NodeID())
 	var errs []error
+	var starts []*partitionStart
 	want := make(map[partitionKey]bool)
 	for name, t := range md.Topics {
 		tc, err := ParseTopicConfig(m.cfg.Log, m.cfg.MaxMessageBytes, t.Configs)
@@ -133,13 +134,10 @@ func (m *Manager) Apply(md *quorum.Metadata) error {
 				p.SetStartFloor(pm.LogStartOffset)
 				continue
 			}
-			if err := m.start(md, name, pm, tc); err != nil {
-				errs = append(errs, err)
-			} else if p, ok := m.Partition(name, pm.Partition); ok {
-				p.SetStartFloor(pm.LogStartOffset)
-			}
+			starts = append(starts, &partitionStart{topic: name, pm: pm, tc: tc})
 		}
 	}
+	errs = append(errs, m.startAll(md, starts)...)
 	for _, p := range m.Partitions() {
 		if !want[partitionKey{p.topic, p.partition}] {
 			if err := m.remove(p); err != nil {
@@ -214,7 +212,73 @@ func (m *Manager) partitionDir(topic string, partition int32) string {
 	return filepath.Join(m.cfg.DataDir, topic+"-"+strconv.Itoa(int(partition)))
 }
 
-func (m *Manager) start(md *quorum.Metadata, topic string, pm quorum.PartitionMeta, tc TopicConfig) error {
+// partitionStart is a partition Apply starts: prepare fills in p, or err.
+type partitionStart struct {
+	topic string
+	pm    quorum.PartitionMeta
+	tc    TopicConfig
+	p     *Partition
+	err   error
+}
+
+// prepareWorkers bounds the partitions prepared at once (startAll).
+const prepareWorkers = 8
+
+// startAll starts the partitions: first their directories and Raft log files are prepared
+// concurrently (a restart opens and checks thousands of segments), then their Raft groups start
+// one by one, as dragonboat starts a shard under its NodeHost-wide lock. Opening the files inside
+// that lock, one partition at a time, was most of a restart.
+func (m *Manager) startAll(md *quorum.Metadata, starts []*partitionStart) []error {
+	var wg sync.WaitGroup
+	work := make(chan *partitionStart)
+	for range min(prepareWorkers, len(starts)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ps := range work {
+				ps.p, ps.err = m.prepare(ps.topic, ps.pm, ps.tc)
+			}
+		}()
+	}
+	for _, ps := range starts {
+		work <- ps
+	}
+	close(work)
+	wg.Wait()
+	var errs []error
+	for _, ps := range starts {
+		if ps.err == nil {
+			ps.err = m.start(md, ps.p, ps.pm)
+		}
+		if ps.err != nil {
+			errs = append(errs, ps.err)
+			continue
+		}
+		ps.p.SetStartFloor(ps.pm.LogStartOffset)
+	}
+	return errs
+}
+
+// prepare makes the partition, claims its directory and opens its Raft log files.
+func (m *Manager) prepare(topic string, pm quorum.PartitionMeta, tc TopicConfig) (*Partition, error) {
+	p := newPartition(m.host, topic, pm.Partition, pm.ShardID, m.partitionDir(topic, pm.Partition), tc, m.logger)
+	if store := m.host.RaftLog(); store != nil {
+		// The store opens the segment when Raft first reads the shard, before the state machine;
+		// Open does it now, outside dragonboat's lock.
+		if err := claimDir(p.dir, p.shardID); err != nil {
+			return nil, fmt.Errorf("replica: %s: %w", p.dir, err)
+		}
+		store.RegisterPartition(pm.ShardID, raftlog.PartitionSpec{Dir: p.dir, Options: tc.Log})
+		if err := store.Open(pm.ShardID, m.host.NodeID()); err != nil {
+			return nil, fmt.Errorf("replica: %s: %w", p.dir, err)
+		}
+	}
+	return p, nil
+}
+
+// start starts the prepared partition's Raft group.
+func (m *Manager) start(md *quorum.Metadata, p *Partition, pm quorum.PartitionMeta) error {
+	topic := p.topic
 	// A new partition starts with its replicas as the initial members; a broker a reassignment
 	// adds joins the running group as a learner instead (its leader adds it to the membership).
 	self := int32(m.host.NodeID())
@@ -229,14 +293,6 @@ func (m *Manager) start(md *quorum.Metadata, topic string, pm quorum.PartitionMe
 			}
 			members[uint64(id)] = b.RaftAddr
 		}
-	}
-	p := newPartition(m.host, topic, pm.Partition, pm.ShardID, m.partitionDir(topic, pm.Partition), tc, m.logger)
-	if store := m.host.RaftLog(); store != nil {
-		// The store opens the segment when Raft first reads the shard, before the state machine.
-		if err := claimDir(p.dir, p.shardID); err != nil {
-			return fmt.Errorf("replica: %s: %w", p.dir, err)
-		}
-		store.RegisterPartition(pm.ShardID, raftlog.PartitionSpec{Dir: p.dir, Options: tc.Log})
 	}
 	start := func() error { return m.host.StartOnDiskShard(pm.ShardID, members, false, p.createStateMachine) }
 	if learner {

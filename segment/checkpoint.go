@@ -29,8 +29,11 @@ const (
 
 var ckptNames = [2]string{"checkpoint.0", "checkpoint.1"}
 
+// A checkpoint slot file is open only while it is written (stage to commit): a partition keeps
+// no descriptor for it otherwise (thousands of idle partitions would hold two each).
 type checkpointFile struct {
-	slots   [2]*os.File
+	dir     string
+	writing *os.File      // the staged slot, open from stage to commit
 	found   [2]Checkpoint // intact contents found at open
 	seqs    [2]uint64
 	intact  [2]bool
@@ -41,17 +44,20 @@ type checkpointFile struct {
 	pending bool
 }
 
-// openCheckpoint opens (creating) the slot files and reads what they hold.
+// openCheckpoint creates the slot files if missing (so that they exist, and become durable with
+// the directory's next fsync, before any checkpoint is written into them) and reads what they hold.
 func openCheckpoint(dir string) (*checkpointFile, error) {
-	c := &checkpointFile{last: -1}
+	c := &checkpointFile{dir: dir, last: -1}
 	for i, name := range ckptNames {
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
-			c.close()
 			return nil, err
 		}
-		c.slots[i] = f
-		if cp, seq, err := readSlot(f); err == nil {
+		cp, seq, rerr := readSlot(f)
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+		if rerr == nil {
 			c.found[i], c.seqs[i], c.intact[i] = cp, seq, true
 			c.seq = max(c.seq, seq)
 		}
@@ -62,7 +68,7 @@ func openCheckpoint(dir string) (*checkpointFile, error) {
 // choose returns the newest intact checkpoint that the log, recovered up to next, satisfies, and
 // makes it the one in force.
 func (c *checkpointFile) choose(next int64) Checkpoint {
-	for i := range c.slots {
+	for i := range ckptNames {
 		if c.intact[i] && c.found[i].NextOffset <= next && (c.last < 0 || c.seqs[i] > c.seqs[c.last]) {
 			c.last = i
 		}
@@ -127,10 +133,16 @@ func (c *checkpointFile) stage(cp Checkpoint) error {
 	binary.BigEndian.PutUint32(b[32:], uint32(len(cp.Extra)))
 	copy(b[ckptHeaderSize:], cp.Extra)
 	binary.BigEndian.PutUint32(b[need-4:], crc32.Checksum(b[:need-4], castagnoli))
-	if _, err := c.slots[slot].WriteAt(b, 0); err != nil {
+	c.closeWriting() // a stage whose commit never came
+	f, err := os.OpenFile(filepath.Join(c.dir, ckptNames[slot]), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
 		return err
 	}
-	c.staged, c.pending = slot, true
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return err
+	}
+	c.writing, c.staged, c.pending = f, slot, true
 	return nil
 }
 
@@ -139,18 +151,25 @@ func (c *checkpointFile) commit() error {
 	if !c.pending {
 		return nil
 	}
-	if err := datasync(c.slots[c.staged]); err != nil {
+	err := datasync(c.writing)
+	if cerr := c.closeWriting(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		c.pending = false // stage writes the slot again next time
 		return err
 	}
 	c.last, c.pending = c.staged, false
 	return nil
 }
 
-func (c *checkpointFile) close() {
-	for i, f := range c.slots {
-		if f != nil {
-			f.Close()
-			c.slots[i] = nil
-		}
+func (c *checkpointFile) closeWriting() error {
+	if c.writing == nil {
+		return nil
 	}
+	err := c.writing.Close()
+	c.writing = nil
+	return err
 }
+
+func (c *checkpointFile) close() { c.closeWriting() }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -748,5 +749,39 @@ func TestRetentionFloor(t *testing.T) {
 	}
 	if start := l.StartOffset(); start != target {
 		t.Fatalf("start %d without a floor, RetentionTarget said %d", start, target)
+	}
+}
+
+// TestCheckpointHoldsNoDescriptor: a log keeps no file open for its checkpoint slots between
+// writes; with thousands of idle partitions per broker two descriptors each counted (issue 14).
+func TestCheckpointHoldsNoDescriptor(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	dir := t.TempDir()
+	l := openLog(t, dir, smallOpts)
+	l.SetCheckpoint(Checkpoint{AppliedIndex: 1, NextOffset: 0})
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	l.SetCheckpoint(Checkpoint{AppliedIndex: 2, NextOffset: 0})
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, filepath.Join(dir, "checkpoint.")) {
+			t.Errorf("descriptor %s open on %s", fd.Name(), target)
+		}
+	}
+	l.Close()
+	l = openLog(t, dir, smallOpts)
+	defer l.Close()
+	if cp := l.Checkpoint(); cp.AppliedIndex != 2 {
+		t.Fatalf("checkpoint after reopening: %+v", cp)
 	}
 }

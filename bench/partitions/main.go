@@ -38,28 +38,29 @@ import (
 )
 
 type result struct {
-	Label           string  `json:"label"`
-	Flags           string  `json:"flags"`
-	Partitions      int     `json:"partitions"`
-	CreateSec       float64 `json:"create_topics_s"`
-	AllWritableSec  float64 `json:"create_all_writable_s"`
-	EmptyCPUPct     float64 `json:"empty_broker_idle_cpu_pct_of_core"`
-	IdleCPUPct      float64 `json:"idle_cpu_pct_of_core"`
-	IdleSec         float64 `json:"idle_s"`
-	RSSEmptyMiB     float64 `json:"rss_empty_mib"`
-	RSSIdleMiB      float64 `json:"rss_idle_mib"`
-	DiskEmptyMiB    float64 `json:"disk_empty_mib"`
-	DiskIdleMiB     float64 `json:"disk_idle_mib"`
-	Rate            int     `json:"produce_rate"`
-	Sent            int64   `json:"produce_sent"`
-	Errors          int64   `json:"produce_errors"`
-	P50Ms           float64 `json:"produce_p50_ms"`
-	P99Ms           float64 `json:"produce_p99_ms"`
-	P999Ms          float64 `json:"produce_p999_ms"`
-	MaxMs           float64 `json:"produce_max_ms"`
-	ProduceCPUPct   float64 `json:"produce_cpu_pct_of_core"`
-	RestartWritable float64 `json:"restart_all_writable_s"`
-	RSSRestartMiB   float64 `json:"rss_after_restart_mib"`
+	Label             string  `json:"label"`
+	Flags             string  `json:"flags"`
+	Partitions        int     `json:"partitions"`
+	CreateConcurrency int     `json:"create_concurrency"`
+	CreateSec         float64 `json:"create_topics_s"`
+	AllWritableSec    float64 `json:"create_all_writable_s"`
+	EmptyCPUPct       float64 `json:"empty_broker_idle_cpu_pct_of_core"`
+	IdleCPUPct        float64 `json:"idle_cpu_pct_of_core"`
+	IdleSec           float64 `json:"idle_s"`
+	RSSEmptyMiB       float64 `json:"rss_empty_mib"`
+	RSSIdleMiB        float64 `json:"rss_idle_mib"`
+	DiskEmptyMiB      float64 `json:"disk_empty_mib"`
+	DiskIdleMiB       float64 `json:"disk_idle_mib"`
+	Rate              int     `json:"produce_rate"`
+	Sent              int64   `json:"produce_sent"`
+	Errors            int64   `json:"produce_errors"`
+	P50Ms             float64 `json:"produce_p50_ms"`
+	P99Ms             float64 `json:"produce_p99_ms"`
+	P999Ms            float64 `json:"produce_p999_ms"`
+	MaxMs             float64 `json:"produce_max_ms"`
+	ProduceCPUPct     float64 `json:"produce_cpu_pct_of_core"`
+	RestartWritable   float64 `json:"restart_all_writable_s"`
+	RSSRestartMiB     float64 `json:"rss_after_restart_mib"`
 }
 
 func main() {
@@ -76,7 +77,9 @@ func main() {
 	label := flag.String("label", "", "label for the result")
 	keep := flag.Bool("keep", false, "keep the data directory")
 	emptyIdle := flag.Duration("empty-idle", 20*time.Second, "idle window for the broker before any topic (its baseline CPU)")
-	profile := flag.String("profile", "", "write a CPU profile of the broker over the idle window to this file (serves pprof on port+2)")
+	profile := flag.String("profile", "", "write a CPU profile of the broker over the idle window to this file (serves pprof on port+2), and one of its restart to this file's name with -restart before the extension")
+	restartProfile := flag.Duration("restart-profile", 20*time.Second, "with -profile: length of the restart's CPU profile, from the process's start")
+	createConc := flag.Int("create-concurrency", 1, "CreateTopics requests in flight at once (one topic each)")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "sluice-partitions-")
@@ -96,7 +99,7 @@ func main() {
 	if *profile != "" {
 		br.args = append(br.args, "--debug-addr", debugAddr)
 	}
-	r := result{Label: *label, Flags: *extra, Partitions: *n, Rate: *rate}
+	r := result{Label: *label, Flags: *extra, Partitions: *n, Rate: *rate, CreateConcurrency: max(1, *createConc)}
 	br.start()
 	defer br.kill()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -121,13 +124,21 @@ func main() {
 		topics[fmt.Sprintf("p%04d", i)] = int32(parts)
 	}
 	start := time.Now()
+	sem := make(chan struct{}, max(1, *createConc))
+	var cwg sync.WaitGroup
 	for name, parts := range topics {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		resp, err := adm.CreateTopic(ctx, parts, 1, nil, name)
-		cancel()
-		check(err)
-		check(resp.Err)
+		sem <- struct{}{}
+		cwg.Add(1)
+		go func() {
+			defer func() { <-sem; cwg.Done() }()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			resp, err := adm.CreateTopic(ctx, parts, 1, nil, name)
+			cancel()
+			check(err)
+			check(resp.Err)
+		}()
 	}
+	cwg.Wait()
 	r.CreateSec = time.Since(start).Seconds()
 	writeAll(cl, topics)
 	r.AllWritableSec = time.Since(start).Seconds()
@@ -164,6 +175,24 @@ func main() {
 	// Restart.
 	br.stop()
 	start = time.Now()
+	restartProfDone := make(chan struct{})
+	if *profile != "" {
+		go func() {
+			defer close(restartProfDone)
+			ext := filepath.Ext(*profile)
+			path := strings.TrimSuffix(*profile, ext) + "-restart" + ext
+			for i := 0; i < 100; i++ { // the debug listener opens early in start-up
+				if c, err := net.DialTimeout("tcp", debugAddr, 100*time.Millisecond); err == nil {
+					c.Close()
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			fetchProfile(debugAddr, *restartProfile, path)
+		}()
+	} else {
+		close(restartProfDone)
+	}
 	br.start()
 	cl2, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.DisableIdempotentWrite(),
@@ -175,6 +204,7 @@ func main() {
 	r.RSSRestartMiB = rssMiB(br.pid())
 	cl2.Close()
 	logf("%s: restart: all %d partitions writable after %.1f s, RSS %.0f MiB", *label, *n, r.RestartWritable, r.RSSRestartMiB)
+	<-restartProfDone
 	br.stop()
 	out, _ := json.Marshal(r)
 	fmt.Println(string(out))
