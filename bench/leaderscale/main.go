@@ -13,9 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,21 +255,9 @@ func main() {
 	fmt.Println(string(out))
 }
 
-// fetchProfile saves a CPU profile over d from a broker's --debug-addr.
+// fetchProfile saves the broker's CPU profile over d (the pprof endpoint of --debug-addr).
 func fetchProfile(addr string, d time.Duration, path string) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
-	if err != nil {
-		logf("profile: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		logf("profile: %v", err)
-		return
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	if err := testcluster.SaveCPUProfile(addr, d, path); err != nil {
 		logf("profile: %v", err)
 	}
 }
