@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicebroker/sluice/quorum"
+	"github.com/sluicebroker/sluice/replica"
 )
 
 func init() {
@@ -73,6 +74,9 @@ func (b *Broker) handleDescribeLogDirs(req *kmsg.DescribeLogDirsRequest) kmsg.Re
 // electWait bounds how long ElectLeaders waits for a leadership transfer to show.
 const electWait = 10 * time.Second
 
+// electRetry is how often ElectLeaders repeats a leadership transfer that has not shown yet.
+const electRetry = time.Second
+
 // handleElectLeaders moves leadership to each partition's preferred replica (the first): through
 // this node's replica when it hosts one (a follower forwards the request to the Raft leader), else
 // by forwarding the request to the preferred replica's broker.
@@ -116,6 +120,7 @@ func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response
 	results := make([]kmsg.ElectLeadersResponseTopicPartition, len(parts))
 	forward := map[int32][]int{} // broker → indexes of the partitions it should elect
 	var waiting []int
+	transfers := map[int]*replica.Partition{} // index → the hosted replica asked to transfer
 	for i, p := range parts {
 		r := &results[i]
 		*r = kmsg.NewElectLeadersResponseTopicPartition()
@@ -157,6 +162,7 @@ func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response
 				r.ErrorMessage = &msg
 				continue
 			}
+			transfers[i] = part
 			waiting = append(waiting, i)
 		}
 	}
@@ -164,7 +170,11 @@ func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response
 		b.forwardElect(ctx, md, id, req.Version, idx, func(i int) (string, int32) { return parts[i].topic, parts[i].partition }, results)
 	}
 	// Wait until each transfer shows (the preferred replica leads), or answer REQUEST_TIMED_OUT.
+	// Raft drops a transfer silently when the target has not caught up within an election
+	// timeout (or the request reached a follower during an election), so it is asked again
+	// every electRetry while the preferred replica does not lead.
 	for _, i := range waiting {
+		asked := time.Now()
 		for {
 			pm, ok := b.agent.PartitionMeta(parts[i].topic, parts[i].partition)
 			if !ok {
@@ -173,6 +183,10 @@ func (b *Broker) handleElectLeaders(req *kmsg.ElectLeadersRequest) kmsg.Response
 			}
 			if leader, _ := b.agent.PartitionLeader(parts[i].topic, pm); leader == pm.Replicas[0] {
 				break
+			}
+			if time.Since(asked) >= electRetry {
+				_ = transfers[i].TransferLeader(pm.Replicas[0]) // an error: the next round tries again
+				asked = time.Now()
 			}
 			select {
 			case <-ctx.Done():
