@@ -1,6 +1,6 @@
 // Package uring is a minimal io_uring binding on golang.org/x/sys/unix: setup, the mmapped submission
-// and completion rings, SQEs and CQEs, and the few opcodes netio uses. A Ring is not safe for concurrent
-// use: one goroutine owns it (netio's event loop).
+// and completion rings, SQEs and CQEs, and the few opcodes netio (connections) and diskio (batched
+// fdatasync) use. A Ring is not safe for concurrent use: one goroutine owns it (netio's event loop).
 package uring
 
 import (
