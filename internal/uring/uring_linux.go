@@ -38,6 +38,9 @@ const (
 	// SQELink: the next entry starts only when this one completed in full (a short result breaks
 	// the chain: the rest complete with -ECANCELED).
 	SQELink = 1 << 2
+	// SQEAsync: issue the entry from the kernel's io-wq workers at once, never inline in
+	// io_uring_enter (an FSYNC would otherwise hold the submitting thread).
+	SQEAsync = 1 << 4
 	// SQEBufferSelect: the kernel picks the buffer from the group in BufIndex (a provided buffer ring).
 	SQEBufferSelect = 1 << 5
 )
@@ -300,6 +303,18 @@ func (r *Ring) Supports(ops ...uint8) error {
 		if op > lastOp || flags&opSupported == 0 {
 			return fmt.Errorf("%w: the kernel lacks io_uring opcode %d", ErrUnsupported, op)
 		}
+	}
+	return nil
+}
+
+// RegisterEventfd makes the kernel signal eventfd efd whenever it posts a completion: a goroutine
+// can then wait for completions in Go's netpoller (a READ of a non-blocking eventfd) instead of a
+// blocking io_uring_enter that holds a thread.
+func (r *Ring) RegisterEventfd(efd int) error {
+	const registerEventfd = 4
+	fd := int32(efd)
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&fd)), 1, 0, 0); errno != 0 {
+		return fmt.Errorf("%w: io_uring_register(EVENTFD): %v", ErrUnsupported, errno)
 	}
 	return nil
 }
