@@ -239,28 +239,44 @@ func (r *Ring) GetSQE() *SQE {
 
 // Submit publishes the filled entries and enters the kernel, waiting for at least wait completions.
 // Entries the kernel did not take (completion queue pressure) are offered again on the next call.
+//
+// The entries are issued in a raw system call that does not wait: the kernel issues them without
+// sleeping (an entry that would block is armed or punted to io-wq) but may copy for long (receives,
+// sends). A raw call keeps this thread's P, where a Go system call over 20 µs has it retaken by
+// sysmon and another thread woken to run on the CPU this one is still using (which, on a busy
+// broker, kept sysmon waking every 20 µs and the CPUs switching threads). Only when fewer than wait
+// completions are ready does a second, ordinary call sleep for them.
 func (r *Ring) Submit(wait uint32) (int, error) {
 	atomic.StoreUint32(r.sqTail, r.sqLocalTail)
-	var flags uintptr
-	if wait > 0 {
-		flags = enterGetEvent
-	}
-	for {
-		// Without SQPOLL the kernel takes entries inside the call: what it has not taken is tail-head.
-		toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead)
-		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(wait), flags, 0, 0)
+	submitted := 0
+	// Without SQPOLL the kernel takes entries inside the call: what it has not taken is tail-head.
+	if toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead); toSubmit > 0 {
+		n, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
 		switch errno {
 		case 0:
-			return int(n), nil
+			submitted = int(n)
 		case unix.EINTR:
-			if wait == 0 {
-				return 0, nil
-			}
 		case unix.EAGAIN, unix.EBUSY:
 			// Completion queue pressure: the caller reaps and comes back.
 			return 0, nil
 		default:
 			return int(n), os.NewSyscallError("io_uring_enter", errno)
+		}
+	}
+	if wait == 0 || atomic.LoadUint32(r.cqTail)-atomic.LoadUint32(r.cqHead) >= wait {
+		return submitted, nil
+	}
+	for {
+		toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead)
+		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(wait), enterGetEvent, 0, 0)
+		switch errno {
+		case 0:
+			return submitted + int(n), nil
+		case unix.EINTR:
+		case unix.EAGAIN, unix.EBUSY:
+			return submitted, nil
+		default:
+			return submitted + int(n), os.NewSyscallError("io_uring_enter", errno)
 		}
 	}
 }
