@@ -6,12 +6,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// A partition replica holds about 5 files open (its segment, two indexes and their sum, its Raft
-// metadata), one more per extra segment. A broker past its open files limit cannot open a
+// A partition replica holds 2 files open (its active segment's data and its Raft metadata; the index
+// files are open only while a Sync writes them), one more per extra segment; 3 leaves room for those. A broker past its open files limit cannot open a
 // partition's files: dragonboat panics, and the restart, which opens them all again, panics too.
 // So creating partitions is refused (POLICY_VIOLATION, as Kafka refuses a request with too many
 // partitions) when they would not fit under the limit with a reserve for connections and rolls.
-const filesPerPartition = 6
+const filesPerPartition = 3
 
 // errFileLimit says why partitions were refused.
 type errFileLimit struct{ open, need, reserve, limit int }

@@ -14,8 +14,8 @@ import (
 // TestCreateTopicsWithinOpenFilesLimit: a broker whose open files limit cannot hold the files of the
 // partitions asked for refuses them (POLICY_VIOLATION, nothing created) instead of dying when a
 // partition cannot open its segment (and again at every restart); it keeps serving. The broker runs
-// under prlimit with a limit of 600 descriptors: 20 partitions fit, then 50 more, but not 50 more again
-// in the same request, nor 150 (~5 files each).
+// under prlimit with a limit of 600 descriptors: 20 partitions fit, then 120 more, but not 120 more again
+// in the same request, nor 150 (2 files each, 3 counted).
 func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		t.Skip("prlimit (util-linux) not installed")
@@ -55,7 +55,7 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	creq := kmsg.NewPtrCreateTopicsRequest()
 	for _, name := range []string{"half-a", "half-b"} {
 		rt := kmsg.NewCreateTopicsRequestTopic()
-		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, 50, 1
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, 120, 1
 		creq.Topics = append(creq.Topics, rt)
 	}
 	creq.TimeoutMillis = 60000
@@ -66,7 +66,7 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 		t.Fatalf("create two topics: %v", err)
 	}
 	if a, b := resp2.Topics[0].ErrorCode, resp2.Topics[1].ErrorCode; a != 0 || b != kerr.PolicyViolation.Code {
-		t.Fatalf("two topics of 50 in one request: %v and %v, want the first created and the second refused",
+		t.Fatalf("two topics of 120 in one request: %v and %v, want the first created and the second refused",
 			kerr.ErrorForCode(a), kerr.ErrorForCode(b))
 	}
 	if code, msg := create("too-many", 150); code != kerr.PolicyViolation.Code {
