@@ -136,14 +136,23 @@ func main() {
 		cwg.Add(1)
 		go func() {
 			defer func() { <-sem; cwg.Done() }()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			resp, err := adm.CreateTopic(ctx, parts, 1, nil, name)
-			cancel()
-			check(err)
-			// A request that timed out on a loaded broker is retried by the client: the retry finds
-			// the topic its first attempt created.
-			if !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-				check(resp.Err)
+			// A request that timed out on a loaded broker (the client drops the connection) is sent
+			// again: the retry may find the topic its first attempt created.
+			for attempt := 1; ; attempt++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				resp, err := adm.CreateTopic(ctx, parts, 1, nil, name)
+				cancel()
+				if err == nil {
+					err = resp.Err
+				}
+				if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
+					break
+				}
+				if attempt == 5 {
+					check(err)
+				}
+				logf("create %s (attempt %d): %v", name, attempt, err)
+				time.Sleep(time.Second)
 			}
 			if n := created.Add(int64(parts)); n%1000 < int64(parts) {
 				logf("%d partitions created, %.0f s", n, time.Since(start).Seconds())
