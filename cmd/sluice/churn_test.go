@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestConnectionChurn opens and closes connections fast against one broker per network backend, as
+// serverless producers, health checks, kcat in scripts and connection-per-request tools do: franz-go
+// clients created, used (Metadata, ProduceSync) and closed one after another and 20 at a time, raw
+// dials closed without a byte, and connections closed in the middle of a request or before its
+// answer. Every client must be served, and afterwards the broker must hold as many descriptors and
+// connections as before: none leaked, none left in CLOSE_WAIT.
+func TestConnectionChurn(t *testing.T) {
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			requireBackend(t, backend)
+			b := startBroker(t, withMetrics(t, "--netio", backend)...)
+			const topic = "churn"
+			// Created with a client closed at once, so no connection of the test's stays open.
+			admin, err := kgo.NewClient(kgo.SeedBrokers(b.Addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err = kadm.NewClient(admin).CreateTopic(ctx, 1, 1, nil, topic)
+			cancel()
+			admin.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One client's worth of work first, so files the broker opens lazily count in the baseline.
+			if err := churnClient(b, topic, 0); err != nil {
+				t.Fatal(err)
+			}
+			base := settledFDs(t, b, nil)
+
+			check := func(t *testing.T) {
+				t.Helper()
+				if err := churnClient(b, topic, -1); err != nil {
+					t.Fatalf("broker no longer serves after the churn: %v", err)
+				}
+				settledFDs(t, b, base)
+				if n := closeWait(t, b); n != 0 {
+					t.Fatalf("%d sockets of the broker's port in CLOSE_WAIT after the clients closed", n)
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for n := brokerConnections(t, b); n != 0; n = brokerConnections(t, b) {
+					if time.Now().After(deadline) {
+						t.Fatalf("sluice_connections = %d 10 s after every client closed", n)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+
+			t.Run("franz-go sequential", func(t *testing.T) {
+				for i := range 300 {
+					if err := churnClient(b, topic, i); err != nil {
+						t.Fatalf("client %d: %v", i, err)
+					}
+				}
+				check(t)
+			})
+			t.Run("franz-go 20 at a time", func(t *testing.T) {
+				var (
+					next   atomic.Int64
+					failed atomic.Int64
+					first  sync.Once
+					err1   error
+					wg     sync.WaitGroup
+				)
+				for range 20 {
+					wg.Go(func() {
+						for i := int(next.Add(1)); i <= 400; i = int(next.Add(1)) {
+							if err := churnClient(b, topic, i); err != nil {
+								failed.Add(1)
+								first.Do(func() { err1 = fmt.Errorf("client %d: %w", i, err) })
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if n := failed.Load(); n > 0 {
+					t.Fatalf("%d of 400 clients failed; first: %v", n, err1)
+				}
+				check(t)
+			})
+			t.Run("raw dial and close", func(t *testing.T) {
+				for i := range 500 {
+					c, err := net.DialTimeout("tcp", b.Addr, 5*time.Second)
+					if err != nil {
+						t.Fatalf("dial %d: %v", i, err)
+					}
+					if i%2 == 1 {
+						_ = c.(*net.TCPConn).SetLinger(0) // RST instead of FIN
+					}
+					c.Close()
+				}
+				check(t)
+			})
+			t.Run("close mid-request", func(t *testing.T) {
+				for i := range 300 {
+					c, err := net.DialTimeout("tcp", b.Addr, 5*time.Second)
+					if err != nil {
+						t.Fatalf("dial %d: %v", i, err)
+					}
+					req := metadataFrame(int32(i))
+					switch i % 4 {
+					case 0: // cut inside the frame's body
+						_, err = c.Write(req[:len(req)-3])
+					case 1: // cut inside the length prefix
+						_, err = c.Write(req[:2])
+					case 2: // a whole request, gone before the answer
+						_, err = c.Write(req)
+					case 3: // many requests pipelined, gone before the answers, with a reset
+						var many []byte
+						for j := range 50 {
+							many = append(many, metadataFrame(int32(j))...)
+						}
+						_, err = c.Write(many)
+						_ = c.(*net.TCPConn).SetLinger(0)
+					}
+					if err != nil {
+						t.Fatalf("write %d: %v", i, err)
+					}
+					c.Close()
+				}
+				check(t)
+			})
+		})
+	}
+}
+
+// churnClient is one short-lived franz-go client: created, Metadata, one acknowledged record, closed.
+func churnClient(b *testBroker, topic string, i int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.DialTimeout(5 * time.Second)}, b.clientOpts...)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl); err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	r := &kgo.Record{Topic: topic, Value: []byte(strconv.Itoa(i))}
+	if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	return nil
+}
+
+// metadataFrame is a Metadata v1 request for every topic (a non-flexible header), length prefix
+// included.
+func metadataFrame(corr int32) []byte {
+	var body []byte
+	body = binary.BigEndian.AppendUint16(body, uint16(kmsg.Metadata))
+	body = binary.BigEndian.AppendUint16(body, 1)
+	body = binary.BigEndian.AppendUint32(body, uint32(corr))
+	body = binary.BigEndian.AppendUint16(body, 5)
+	body = append(body, "churn"...)
+	body = binary.BigEndian.AppendUint32(body, 0xffffffff) // null topics: all
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// brokerFDs lists the broker process's open descriptors: what each points to.
+func brokerFDs(t *testing.T, b *testBroker) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", b.Pid())
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []string
+	for _, e := range ents {
+		target, _ := os.Readlink(dir + "/" + e.Name())
+		fds = append(fds, e.Name()+" -> "+target)
+	}
+	return fds
+}
+
+// settledFDs waits until the broker's descriptors stop changing (want nil) or come back to as many as
+// want, and returns them; it fails the test, naming the new ones, if want is not reached within 10 s.
+func settledFDs(t *testing.T, b *testBroker, want []string) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	last, stable := -1, 0
+	for {
+		fds := brokerFDs(t, b)
+		n := len(fds)
+		if want != nil && n <= len(want) {
+			return fds
+		}
+		if n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+		if want == nil && stable >= 5 {
+			return fds
+		}
+		if time.Now().After(deadline) {
+			if want != nil {
+				var extra []string
+				for _, fd := range fds {
+					if !slices.Contains(want, fd) {
+						extra = append(extra, fd)
+					}
+				}
+				t.Fatalf("broker holds %d descriptors 10 s after the clients closed, %d before: leaked? new: %v", n, len(want), extra)
+			}
+			return fds
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// closeWait counts the sockets on the broker's port in CLOSE_WAIT (the peer closed, the broker did
+// not), from /proc/net/tcp and tcp6.
+func closeWait(t *testing.T, b *testBroker) int {
+	t.Helper()
+	_, portStr, err := net.SplitHostPort(b.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	local := fmt.Sprintf(":%04X", port)
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			// sl local_address rem_address st ...; CLOSE_WAIT is 08.
+			if len(fields) > 3 && strings.HasSuffix(fields[1], local) && fields[3] == "08" {
+				n++
+			}
+		}
+		fh.Close()
+	}
+	return n
+}
+
+// brokerConnections is the broker's plaintext connections gauge, read over a connection that is not
+// kept alive (it would count among the broker's descriptors).
+func brokerConnections(t *testing.T, b *testBroker) int {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := hc.Get(metricsURL(t, b) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	for _, m := range fams["sluice_connections"].GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == "listener" && lp.GetValue() == "plaintext" {
+				return int(m.GetGauge().GetValue())
+			}
+		}
+	}
+	t.Fatal("no plaintext listener in sluice_connections")
+	return 0
+}
