@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,18 +36,7 @@ func TestConnectionChurn(t *testing.T) {
 			requireBackend(t, backend)
 			b := startBroker(t, withMetrics(t, "--netio", backend)...)
 			const topic = "churn"
-			// Created with a client closed at once, so no connection of the test's stays open.
-			admin, err := kgo.NewClient(kgo.SeedBrokers(b.Addr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, err = kadm.NewClient(admin).CreateTopic(ctx, 1, 1, nil, topic)
-			cancel()
-			admin.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
+			createTopicClosed(t, b, topic)
 			// One client's worth of work first, so files the broker opens lazily count in the baseline.
 			if err := churnClient(b, topic, 0); err != nil {
 				t.Fatal(err)
@@ -286,4 +276,93 @@ func brokerConnections(t *testing.T, b *testBroker) int {
 	}
 	t.Fatal("no plaintext listener in sluice_connections")
 	return 0
+}
+
+// TestAcceptAtOpenFilesLimit: clients that open more connections than the broker has descriptors
+// left (prlimit) must not take the listener down: once they close, new clients are served again, on
+// every backend, and the broker says so in a few log lines rather than one per retry.
+func TestAcceptAtOpenFilesLimit(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			requireBackend(t, backend)
+			b := newTestBroker(t, 0, freePort(t), freePort(t), withMetrics(t, "--netio", backend)...)
+			b.Command = func(args []string) *exec.Cmd {
+				self := serveSelf(args)
+				cmd := exec.Command("prlimit", append([]string{"--nofile=150:150", "--", self.Path}, self.Args[1:]...)...)
+				cmd.Env = self.Env
+				return cmd
+			}
+			b.start()
+			const topic = "at-limit"
+			createTopicClosed(t, b, topic)
+			if err := churnClient(b, topic, 0); err != nil {
+				t.Fatal(err)
+			}
+			base := settledFDs(t, b, nil)
+
+			// More connections than descriptors left: the kernel completes the handshakes, the
+			// broker runs out of descriptors accepting them.
+			var held []net.Conn
+			for range 200 {
+				c, err := net.DialTimeout("tcp", b.Addr, 2*time.Second)
+				if err != nil {
+					break // refused: the listener is gone (the failure checked below)
+				}
+				held = append(held, c)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for len(brokerFDs(t, b)) < 145 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond) // accepts fail (EMFILE) for a while
+			for _, c := range held {
+				c.Close()
+			}
+
+			// Served again: a new client succeeds, within the time a client retries a dial.
+			var err error
+			for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+				if err = churnClient(b, topic, 1); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatalf("no longer served after running out of descriptors: %v", err)
+			}
+			settledFDs(t, b, base)
+			if n := closeWait(t, b); n != 0 {
+				t.Fatalf("%d sockets of the broker's port in CLOSE_WAIT", n)
+			}
+			log, err := os.ReadFile(b.LogPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(log), "accept"); n > 20 {
+				t.Fatalf("%d log lines about accept for one episode of running out of descriptors: throttle them", n)
+			}
+		})
+	}
+}
+
+// createTopicClosed creates a one-partition topic with a client closed at once, so that no connection
+// of the test's stays open.
+func createTopicClosed(t *testing.T, b *testBroker, topic string) {
+	t.Helper()
+	admin, err := kgo.NewClient(kgo.SeedBrokers(b.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(admin).CreateTopic(ctx, 1, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
