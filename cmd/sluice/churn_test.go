@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -140,10 +141,11 @@ func TestConnectionChurn(t *testing.T) {
 }
 
 // churnClient is one short-lived franz-go client: created, Metadata, one acknowledged record, closed.
-func churnClient(b *testBroker, topic string, i int) error {
+// opts come last (another listener's seed and TLS, other credentials).
+func churnClient(b *testBroker, topic string, i int, opts ...kgo.Opt) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.DialTimeout(5 * time.Second)}, b.clientOpts...)...)
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.DialTimeout(5 * time.Second)}, b.clientOpts...), opts...)...)
 	if err != nil {
 		return err
 	}
@@ -225,9 +227,12 @@ func settledFDs(t *testing.T, b *testBroker, want []string) []string {
 
 // closeWait counts the sockets on the broker's port in CLOSE_WAIT (the peer closed, the broker did
 // not), from /proc/net/tcp and tcp6.
-func closeWait(t *testing.T, b *testBroker) int {
+func closeWait(t *testing.T, b *testBroker) int { return closeWaitOn(t, b.Addr) }
+
+// closeWaitOn counts the sockets on addr's port in CLOSE_WAIT.
+func closeWaitOn(t *testing.T, addr string) int {
 	t.Helper()
-	_, portStr, err := net.SplitHostPort(b.Addr)
+	_, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +260,12 @@ func closeWait(t *testing.T, b *testBroker) int {
 // brokerConnections is the broker's plaintext connections gauge, read over a connection that is not
 // kept alive (it would count among the broker's descriptors).
 func brokerConnections(t *testing.T, b *testBroker) int {
+	return listenerConnections(t, b, "plaintext")
+}
+
+// listenerConnections is the broker's connections gauge of one listener (plaintext, tls,
+// sasl_plaintext), read over a connection that is not kept alive.
+func listenerConnections(t *testing.T, b *testBroker, listener string) int {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	resp, err := hc.Get(metricsURL(t, b) + "/metrics")
@@ -269,12 +280,12 @@ func brokerConnections(t *testing.T, b *testBroker) int {
 	}
 	for _, m := range fams["sluice_connections"].GetMetric() {
 		for _, lp := range m.GetLabel() {
-			if lp.GetName() == "listener" && lp.GetValue() == "plaintext" {
+			if lp.GetName() == "listener" && lp.GetValue() == listener {
 				return int(m.GetGauge().GetValue())
 			}
 		}
 	}
-	t.Fatal("no plaintext listener in sluice_connections")
+	t.Fatalf("no %s listener in sluice_connections", listener)
 	return 0
 }
 
@@ -351,7 +362,7 @@ func TestAcceptAtOpenFilesLimit(t *testing.T) {
 // of the test's stays open.
 func createTopicClosed(t *testing.T, b *testBroker, topic string) {
 	t.Helper()
-	admin, err := kgo.NewClient(kgo.SeedBrokers(b.Addr))
+	admin, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr)}, b.clientOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,4 +376,118 @@ func createTopicClosed(t *testing.T, b *testBroker, topic string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestConnectionChurnSecure: the same churn on a broker with a TLS listener (std backend) and SASL
+// required on both listeners (the plaintext one on the default backend): franz-go clients logging in
+// with SCRAM over TLS and over plaintext, failed logins, TCP connections to the TLS port closed before,
+// during and after the handshake. Every good client is served, every bad one refused, and the
+// descriptors, connection gauges and CLOSE_WAIT sockets come back to the baseline.
+func TestConnectionChurnSecure(t *testing.T) {
+	b := startSecureBroker(t, withMetrics(t)...)
+	const topic = "churn-secure"
+	createTopicClosed(t, b.testBroker, topic)
+	overTLS := []kgo.Opt{kgo.SeedBrokers(b.TLSAddr), kgo.DialTLSConfig(b.pki.clientTLS())}
+	if err := churnClient(b.testBroker, topic, 0, overTLS...); err != nil {
+		t.Fatal(err)
+	}
+	base := settledFDs(t, b.testBroker, nil)
+	check := func(t *testing.T) {
+		t.Helper()
+		if err := churnClient(b.testBroker, topic, -1, overTLS...); err != nil {
+			t.Fatalf("broker no longer serves over TLS after the churn: %v", err)
+		}
+		settledFDs(t, b.testBroker, base)
+		for _, addr := range []string{b.Addr, b.TLSAddr} {
+			if n := closeWaitOn(t, addr); n != 0 {
+				t.Fatalf("%d sockets of %s in CLOSE_WAIT after the clients closed", n, addr)
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for _, l := range []string{"tls", "sasl_plaintext"} {
+			for n := listenerConnections(t, b.testBroker, l); n != 0; n = listenerConnections(t, b.testBroker, l) {
+				if time.Now().After(deadline) {
+					t.Fatalf("sluice_connections{listener=%s} = %d 10 s after every client closed", l, n)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+
+	t.Run("SCRAM over TLS, 20 at a time", func(t *testing.T) {
+		var (
+			next, failed atomic.Int64
+			first        sync.Once
+			err1         error
+			wg           sync.WaitGroup
+		)
+		for range 20 {
+			wg.Go(func() {
+				for i := int(next.Add(1)); i <= 200; i = int(next.Add(1)) {
+					opts := overTLS
+					if i%2 == 0 { // and over the plaintext SASL listener
+						opts = nil
+					}
+					if err := churnClient(b.testBroker, topic, i, opts...); err != nil {
+						failed.Add(1)
+						first.Do(func() { err1 = fmt.Errorf("client %d: %w", i, err) })
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := failed.Load(); n > 0 {
+			t.Fatalf("%d of 200 clients failed; first: %v", n, err1)
+		}
+		check(t)
+	})
+	t.Run("failed logins", func(t *testing.T) {
+		// Not churnClient: its options carry the good credentials (kgo.SASL adds mechanisms).
+		for i := range 60 {
+			opts := []kgo.Opt{kgo.SeedBrokers(b.Addr), kgo.SASL(scram512(adminUser, "wrong"))}
+			if i%2 == 0 {
+				opts = append(opts, overTLS...)
+			}
+			cl, err := kgo.NewClient(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = pingErr(cl)
+			cl.Close()
+			if err == nil {
+				t.Fatalf("login %d with a wrong password succeeded", i)
+			}
+		}
+		check(t)
+	})
+	t.Run("TLS cut short", func(t *testing.T) {
+		for i := range 200 {
+			c, err := net.DialTimeout("tcp", b.TLSAddr, 5*time.Second)
+			if err != nil {
+				t.Fatalf("dial %d: %v", i, err)
+			}
+			switch i % 4 {
+			case 0: // no byte
+			case 1: // part of a ClientHello
+				_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01})
+			case 2: // a whole handshake, then gone without a request
+				tc := tls.Client(c, b.pki.clientTLS())
+				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					t.Fatalf("handshake %d: %v", i, err)
+				}
+			case 3: // a handshake and half a request, with a reset
+				tc := tls.Client(c, b.pki.clientTLS())
+				_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					t.Fatalf("handshake %d: %v", i, err)
+				}
+				f := metadataFrame(int32(i))
+				_, _ = tc.Write(f[:len(f)/2])
+				_ = c.(*net.TCPConn).SetLinger(0)
+			}
+			c.Close()
+		}
+		check(t)
+	})
 }
