@@ -27,8 +27,8 @@ import (
 
 // TestConnectionChurn opens and closes connections fast against one broker per network backend, as
 // serverless producers, health checks, kcat in scripts and connection-per-request tools do: franz-go
-// clients created, used (Metadata, ProduceSync) and closed one after another and 20 at a time, raw
-// dials closed without a byte, and connections closed in the middle of a request or before its
+// clients created, used (Metadata, ProduceSync) and closed one after another and 20 at a time, kcat
+// runs (metadata, produce) one after another, raw dials closed without a byte, and connections closed in the middle of a request or before its
 // answer. Every client must be served, and afterwards the broker must hold as many descriptors and
 // connections as before: none leaked, none left in CLOSE_WAIT.
 func TestConnectionChurn(t *testing.T) {
@@ -91,6 +91,22 @@ func TestConnectionChurn(t *testing.T) {
 				wg.Wait()
 				if n := failed.Load(); n > 0 {
 					t.Fatalf("%d of 400 clients failed; first: %v", n, err1)
+				}
+				check(t)
+			})
+			t.Run("kcat in a script", func(t *testing.T) {
+				kcat := requireKcat(t)
+				for i := range 40 {
+					var cmd *exec.Cmd
+					if i%2 == 0 {
+						cmd = exec.Command(kcat, "-b", b.Addr, "-L", "-t", topic)
+					} else {
+						cmd = exec.Command(kcat, "-b", b.Addr, "-P", "-t", topic)
+						cmd.Stdin = strings.NewReader(fmt.Sprintf("kcat %d\n", i))
+					}
+					if out, err := cmd.CombinedOutput(); err != nil {
+						t.Fatalf("kcat run %d: %v\n%s", i, err, out)
+					}
 				}
 				check(t)
 			})
