@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -38,6 +39,23 @@ func TestConnectionChurn(t *testing.T) {
 			b := startBroker(t, withMetrics(t, "--netio", backend)...)
 			const topic = "churn"
 			createTopicClosed(t, b, topic)
+			// churn-big: a partition of 4 MiB, for fetches cut short.
+			big := make([]*kgo.Record, 32)
+			for i := range big {
+				big[i] = &kgo.Record{Topic: "churn-big", Value: make([]byte, 128<<10)}
+			}
+			createTopicClosed(t, b, "churn-big")
+			cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr), kgo.ProducerBatchMaxBytes(1<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = cl.ProduceSync(ctx, big...).FirstErr()
+			cancel()
+			cl.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
 			// One client's worth of work first, so files the broker opens lazily count in the baseline.
 			if err := churnClient(b, topic, 0); err != nil {
 				t.Fatal(err)
@@ -123,6 +141,29 @@ func TestConnectionChurn(t *testing.T) {
 				}
 				check(t)
 			})
+			t.Run("close mid-fetch-response", func(t *testing.T) {
+				// Each connection asks for all of churn-big and goes away after the first KiB, while the
+				// broker sends the file ranges.
+				var first [1024]byte
+				for i := range 60 {
+					c, err := net.DialTimeout("tcp", b.Addr, 5*time.Second)
+					if err != nil {
+						t.Fatalf("dial %d: %v", i, err)
+					}
+					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+					if _, err := c.Write(fetchFrame(int32(i), "churn-big", 8<<20)); err != nil {
+						t.Fatalf("write %d: %v", i, err)
+					}
+					if _, err := io.ReadFull(c, first[:]); err != nil {
+						t.Fatalf("read %d: %v", i, err)
+					}
+					if i%2 == 0 {
+						_ = c.(*net.TCPConn).SetLinger(0)
+					}
+					c.Close()
+				}
+				check(t)
+			})
 			t.Run("close mid-request", func(t *testing.T) {
 				for i := range 300 {
 					c, err := net.DialTimeout("tcp", b.Addr, 5*time.Second)
@@ -186,6 +227,30 @@ func metadataFrame(corr int32) []byte {
 	body = binary.BigEndian.AppendUint16(body, 5)
 	body = append(body, "churn"...)
 	body = binary.BigEndian.AppendUint32(body, 0xffffffff) // null topics: all
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// fetchFrame is a Fetch v4 request (a non-flexible header) for partition 0 of topic from offset 0,
+// up to maxBytes, not waiting; length prefix included.
+func fetchFrame(corr int32, topic string, maxBytes int32) []byte {
+	req := kmsg.NewPtrFetchRequest()
+	req.Version = 4
+	req.ReplicaID = -1
+	req.MinBytes = 1
+	req.MaxBytes = maxBytes
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.PartitionMaxBytes = maxBytes
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	var body []byte
+	body = binary.BigEndian.AppendUint16(body, uint16(kmsg.Fetch))
+	body = binary.BigEndian.AppendUint16(body, 4)
+	body = binary.BigEndian.AppendUint32(body, uint32(corr))
+	body = binary.BigEndian.AppendUint16(body, 5)
+	body = append(body, "churn"...)
+	body = req.AppendTo(body)
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
 }
 
