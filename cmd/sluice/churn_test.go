@@ -371,19 +371,20 @@ func listenerConnections(t *testing.T, b *testBroker, listener string) int {
 }
 
 // TestAcceptAtOpenFilesLimit: clients that open more connections than the broker has descriptors
-// left (prlimit) must not take the listener down: once they close, new clients are served again, on
+// left (prlimit 300) must not take the listener down: once they close, new clients are served again, on
 // every backend, and the broker says so in a few log lines rather than one per retry.
 func TestAcceptAtOpenFilesLimit(t *testing.T) {
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		t.Skip("prlimit (util-linux) not installed")
 	}
+	const limit = 300 // room for the broker's own files and the CreateTopics guard's reserve
 	for _, backend := range testBackends {
 		t.Run(backend, func(t *testing.T) {
 			requireBackend(t, backend)
 			b := newTestBroker(t, 0, freePort(t), freePort(t), withMetrics(t, "--netio", backend)...)
 			b.Command = func(args []string) *exec.Cmd {
 				self := serveSelf(args)
-				cmd := exec.Command("prlimit", append([]string{"--nofile=150:150", "--", self.Path}, self.Args[1:]...)...)
+				cmd := exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", limit, limit), "--", self.Path}, self.Args[1:]...)...)
 				cmd.Env = self.Env
 				return cmd
 			}
@@ -398,7 +399,7 @@ func TestAcceptAtOpenFilesLimit(t *testing.T) {
 			// More connections than descriptors left: the kernel completes the handshakes, the
 			// broker runs out of descriptors accepting them.
 			var held []net.Conn
-			for range 200 {
+			for range limit + 150 {
 				c, err := net.DialTimeout("tcp", b.Addr, 2*time.Second)
 				if err != nil {
 					break // refused: the listener is gone (the failure checked below)
@@ -406,7 +407,7 @@ func TestAcceptAtOpenFilesLimit(t *testing.T) {
 				held = append(held, c)
 			}
 			deadline := time.Now().Add(5 * time.Second)
-			for len(brokerFDs(t, b)) < 145 && time.Now().Before(deadline) {
+			for len(brokerFDs(t, b)) < limit-5 && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			time.Sleep(500 * time.Millisecond) // accepts fail (EMFILE) for a while
