@@ -18,7 +18,10 @@
 #   MAX_DURATION measured time of each closed-loop max-rate run (default 15s)
 #   MAX_RATE_100, MAX_RATE_1KiB, ...  skip measuring the maximum for that size and use this
 #                rate (records/s); MAX_RATE_RF3_<size> likewise for the cluster
-#   BROKERS      single-broker peers, in this order (default "sluice kfake"; "" = none)
+#   BROKERS      single-broker peers, in this order (default "sluice kfake"; "" = none); "base" is
+#                sluice built from git revision BASELINE, for before/after runs side by side
+#                (e.g. BROKERS="base sluice" BASELINE=main REPEAT=4)
+#   BASELINE     the git revision "base" is built from (default main)
 #   REPEAT       runs per cell, alternating brokers (default 1)
 #   CLUSTER      1 = also the three-broker rf=3 runs at CLUSTER_PCTS (default 1)
 #   CLUSTER_PCTS default "25"
@@ -46,6 +49,7 @@ DURATION=${DURATION:-60s}
 WARMUP=${WARMUP:-5s}
 MAX_DURATION=${MAX_DURATION:-15s}
 BROKERS=${BROKERS-"sluice kfake"}
+BASELINE=${BASELINE:-main}
 REPEAT=${REPEAT:-1}
 CLUSTER=${CLUSTER:-1}
 CLUSTER_PCTS=${CLUSTER_PCTS:-25}
@@ -87,9 +91,16 @@ go build -o "$BIN/sluice" ./cmd/sluice
 go build -o "$BIN/loadgen" ./cmd/loadgen
 go build -o "$BIN/kfake" ./bench/kfake
 go build -o "$BIN/chaos" ./bench/chaos
+case " $BROKERS " in
+*" base "*)
+	log "building sluice at $BASELINE ($(git rev-parse --short "$BASELINE")) as broker \"base\""
+	ln -s "$(sluice_binary "$BIN" "$BASELINE")" "$BIN/base"
+	;;
+esac
 mkdir -p "$OUT"
 {
 	echo "commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+	case " $BROKERS " in *" base "*) echo "base: $BASELINE = $(git rev-parse --short "$BASELINE")" ;; esac
 	echo "nproc $(nproc), memory $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), $(go env GOVERSION)"
 	echo "SIZES=$SIZES PCTS=$PCTS DURATION=$DURATION WARMUP=$WARMUP BROKERS=$BROKERS REPEAT=$REPEAT CLUSTER=$CLUSTER"
 	echo "SLUICE_FLAGS=$SLUICE_FLAGS SLUICE_ENV=$SLUICE_ENV"
@@ -103,12 +114,12 @@ start_broker() {
 	kfake)
 		"$BIN/kfake" -port "$port" -retention-bytes $((256 << 20)) >"$dir/broker.log" 2>&1 &
 		;;
-	sluice)
+	sluice | base)
 		local dbg=()
 		[ -n "$DEBUG_PORT" ] && dbg=(--debug-addr "127.0.0.1:$DEBUG_PORT")
 		mkdir -p "$BIN/data-$port"
 		# shellcheck disable=SC2086 # SLUICE_ENV and SLUICE_FLAGS are lists
-		env $SLUICE_ENV "$BIN/sluice" serve --listen "127.0.0.1:$port" --data-dir "$BIN/data-$port" \
+		env $SLUICE_ENV "$BIN/$name" serve --listen "127.0.0.1:$port" --data-dir "$BIN/data-$port" \
 			--raft-addr "127.0.0.1:$(free_port)" "${dbg[@]}" $SLUICE_FLAGS >"$dir/broker.log" 2>&1 &
 		;;
 	esac

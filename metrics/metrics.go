@@ -119,7 +119,29 @@ func Request(key int16, arrived Mono) {
 	}
 	m := apiMetrics[key]
 	m.requests.Inc()
-	m.seconds.Observe(arrived.Seconds())
+	d := Now() - arrived
+	m.seconds.Observe(float64(d) / 1e9)
+	if h := slowHook.Load(); h != nil && time.Duration(d) >= h.threshold {
+		h.fn(key, time.Duration(d))
+	}
+}
+
+type slowRequestHook struct {
+	threshold time.Duration
+	fn        func(key int16, d time.Duration)
+}
+
+var slowHook atomic.Pointer[slowRequestHook]
+
+// OnSlowRequest has fn called (on the answering goroutine: it must not block) for every request
+// that took threshold or longer; nil fn removes the hook. For diagnostics (serve's
+// --debug-stall-trace), not for serving.
+func OnSlowRequest(threshold time.Duration, fn func(key int16, d time.Duration)) {
+	if fn == nil {
+		slowHook.Store(nil)
+		return
+	}
+	slowHook.Store(&slowRequestHook{threshold: threshold, fn: fn})
 }
 
 // BytesIn counts a request frame read; BytesOut a response written.

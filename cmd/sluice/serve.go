@@ -54,6 +54,8 @@ type serveConfig struct {
 	logLevel         string
 	configFile       string
 	debugAddr        string
+	stallTraceDir    string
+	stallThreshold   time.Duration
 	metricsAddr      string
 	fetchSessions    int
 	offsetsRetention time.Duration
@@ -120,6 +122,9 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.fetchSessions, "fetch-session-cache-slots", broker.DefaultFetchSessionSlots, "incremental fetch sessions (KIP-227) kept at once (max.incremental.fetch.session.cache.slots); 0 = no sessions")
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics, and /healthz and /readyz, on this address (e.g. :9644); off when empty")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
+	fs.StringVar(&cfg.stallTraceDir, "debug-stall-trace", "", "diagnostics: keep a Go execution trace of the last seconds (flight recorder) and write it into this directory "+
+		"when a Produce takes --debug-stall-threshold or longer (at most one file per 5 s, 30 in all); off when empty")
+	fs.DurationVar(&cfg.stallThreshold, "debug-stall-threshold", 20*time.Millisecond, "a Produce this slow writes a --debug-stall-trace file")
 	addSecurityFlags(fs, &cfg.sec)
 	return fs
 }
@@ -251,6 +256,14 @@ func serve(args []string) error {
 				logger.Error("debug listener", "addr", cfg.debugAddr, "err", err)
 			}
 		}()
+	}
+
+	if cfg.stallTraceDir != "" {
+		stop, err := startStallTrace(cfg.stallTraceDir, cfg.stallThreshold, logger)
+		if err != nil {
+			return fmt.Errorf("--debug-stall-trace: %w", err)
+		}
+		defer stop()
 	}
 
 	qh, err := startRaft(cfg, security, logger)
