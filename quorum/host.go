@@ -85,7 +85,7 @@ type HostConfig struct {
 	// Default 10 s; negative: none (snapshots every SnapshotEntries, as the controller's).
 	SnapshotInterval time.Duration
 	// SnapshotMaxEntries bounds a partition's live Raft entries (the Raft log store keeps about
-	// 150 bytes of memory per entry) whatever the interval. Default 50 × SnapshotEntries.
+	// 120 bytes of memory per entry) whatever the interval. Default 50 × SnapshotEntries.
 	SnapshotMaxEntries uint64
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
