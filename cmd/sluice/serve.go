@@ -68,6 +68,8 @@ type serveConfig struct {
 	cleanerBackoff   time.Duration
 	raftQuiesce      bool
 	raftTick         time.Duration
+	snapEntries      uint64
+	snapInterval     time.Duration
 	minFreeBytes     int64
 
 	sec             securityFlags // security.go
@@ -113,6 +115,10 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.raftTick, "raft-tick", 100*time.Millisecond, "Raft tick (dragonboat RTT): every partition's Raft group is stepped this often, idle or not (the idle cost of a partition); "+
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that): "+
 		"at 100 ms a heartbeat every tick and a new leader 1-2 s after its predecessor died; writes do not wait for ticks")
+	fs.Uint64Var(&cfg.snapEntries, "raft-snapshot-entries", 1000, "a partition's Raft snapshot (its checkpoint; the Raft log is compacted behind it) is due after this many entries "+
+		"and --raft-snapshot-interval both (spread per partition over 1-1.5x), and taken at 50x this many whatever the time")
+	fs.DurationVar(&cfg.snapInterval, "raft-snapshot-interval", 10*time.Second, "least time between a busy partition's Raft snapshots: each holds the partition's apply, "+
+		"and so its acknowledgements, for a few fsyncs; negative = by --raft-snapshot-entries alone")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", "segment", "Raft log store: segment, the only one (the partitions' segment files are their Raft log; "+
@@ -366,7 +372,10 @@ func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*
 		Logger:   logger,
 		Quiesce:  cfg.raftQuiesce,
 		RTT:      cfg.raftTick,
-		TLS:      security.raft,
+
+		SnapshotEntries:  cfg.snapEntries,
+		SnapshotInterval: cfg.snapInterval,
+		TLS:              security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
