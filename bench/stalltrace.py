@@ -5,7 +5,9 @@
 From `go tool trace -d=parsed` (Go 1.26) it lists, with times in ms from the trace's start and
 the first frames of each goroutine's stack:
   - GC phases and stop-the-world pauses of 1 ms or more;
-  - goroutines Runnable for MIN_MS (default 5) or more: waiting for a CPU (the machine, or GC);
+  - goroutines Runnable for MIN_MS (default 5) or more: waiting for a CPU (the machine, or GC); the
+    stack is where they became runnable: their waker's (a channel send, a go statement) or their
+    own preemption point;
   - goroutines in a Syscall for MIN_MS or more: the disk (fdatasync, pwritev) or a blocking wait;
   - goroutines Waiting (blocked: locks, channels, selects) for MIN_MS or more;
 each with totals by stack. A stall is the window where the producer's goroutines (netio's event
@@ -83,7 +85,7 @@ print("\n== GC phases and stop-the-world >= 1 ms (start ms, duration ms)")
 for ms, name, s in sorted(phases, key=lambda x: x[2]):
     if ms >= 1:
         print(f"{s:9.1f} {ms:7.1f}  {name}")
-for kind, what in (("Runnable", "waiting for a CPU"), ("Syscall", "in a system call"), ("Waiting", "blocked")):
+for kind, what in (("Runnable", "waiting for a CPU; stack: who made it runnable"), ("Syscall", "in a system call"), ("Waiting", "blocked")):
     sel = sorted((x for x in longs if x[1] == kind), key=lambda x: -x[0])
     print(f"\n== {kind} ({what}): {len(sel)}; the longest (ms, start ms, goroutine, reason, stack)")
     for ms, _, s, goid, reason, st in sel[:20]:
