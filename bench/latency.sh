@@ -126,7 +126,7 @@ start_broker() {
 	sluice | base)
 		local dbg=()
 		[ -n "$DEBUG_PORT" ] && dbg=(--debug-addr "127.0.0.1:$DEBUG_PORT")
-		if [ "$STALLS" = 1 ]; then
+		if [ "$STALLS" = 1 ] && [ "$name" = sluice ]; then # "base" may predate the flags
 			METRICS_PORT=$(free_port)
 			dbg+=(--debug-stall-trace "$dir/stalls" --debug-stall-threshold "$STALL_THRESHOLD" --metrics-addr "127.0.0.1:$METRICS_PORT")
 		fi
