@@ -297,22 +297,22 @@ func serve(args []string) error {
 		CleanerBackoff:          cfg.cleanerBackoff,
 	})
 	defer mgr.Close()
-	agent := cluster.Start(cluster.Config{
-		NodeID:                  int32(cfg.nodeID),
-		LeaderRebalanceInterval: cfg.leaderRebalance,
-		Logger:                  logger,
-	}, ctl, mgr)
-
 	// A new partition replica takes its first segment chunk and a small Raft metadata file.
 	perPartition := int64(1 << 20)
 	disk, err := broker.NewDiskGuard(cfg.dataDir, cfg.minFreeBytes, perPartition, logger)
 	if err != nil {
-		agent.Close()
 		return err
 	}
 	diskCtx, stopDisk := context.WithCancel(context.Background())
 	defer stopDisk()
 	go disk.Run(diskCtx)
+
+	agent := cluster.Start(cluster.Config{
+		NodeID:                  int32(cfg.nodeID),
+		LeaderRebalanceInterval: cfg.leaderRebalance,
+		DiskLow:                 disk.Low,
+		Logger:                  logger,
+	}, ctl, mgr)
 
 	br := broker.New(brokerConfig(cfg, host, port, disk, security, logOpts, logger), ctl, mgr, agent)
 	listeners, closeListeners, err := startListeners(cfg, security, br, logger) // security.go: plaintext and TLS
