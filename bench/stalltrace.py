@@ -90,6 +90,12 @@ for kind, what in (("Runnable", "waiting for a CPU; stack: who made it runnable"
     print(f"\n== {kind} ({what}): {len(sel)}; the longest (ms, start ms, goroutine, reason, stack)")
     for ms, _, s, goid, reason, st in sel[:20]:
         print(f"{ms:7.1f} @{s:9.1f} g{goid:<6} {reason[:18]:18} {st[:220]}")
+    if kind == "Waiting":
+        # Idle workers waiting for work dominate the list above; lock waits are the interesting ones.
+        locks = [x for x in sel if "sync.(*Mutex)" in x[5] or "sync.(*RWMutex)" in x[5]]
+        print(f"-- of them on a mutex: {len(locks)}, {sum(x[0] for x in locks):.1f} ms in all; the longest")
+        for ms, _, s, goid, reason, st in locks[:15]:
+            print(f"{ms:7.1f} @{s:9.1f} g{goid:<6} {st[:220]}")
     agg = collections.Counter()
     for ms, _, s, goid, reason, st in sel:
         agg[st[:140]] += ms
