@@ -283,6 +283,8 @@ func (b *Broker) handleCreatePartitions(req *kmsg.CreatePartitionsRequest) kmsg.
 			local := b.localReplicas(int(t.Count)-len(tm.Partitions), replicationFactor(tm))
 			if err := b.cfg.Disk.admitPartitions(local); err != nil {
 				fail(errorCode(err), err.Error())
+			} else if err := b.refuseLowDiskPlacement(assignment); err != nil {
+				fail(errorCode(err), err.Error())
 			} else if err := admitPartitionFiles(local); err != nil {
 				fail(errorCode(err), err.Error())
 			} else if err := b.ctl.CreatePartitions(ctx, t.Topic, t.Count, assignment); err != nil {

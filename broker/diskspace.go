@@ -109,6 +109,22 @@ func (e *errLowDisk) Error() string {
 
 func (e *errLowDisk) Unwrap() error { return kerr.KafkaStorageError }
 
+// errReplicaDiskLow is KAFKA_STORAGE_ERROR for a partition with a replica (or new replicas placed)
+// on a broker whose disk is under its threshold (cluster.Agent.ReplicaDiskLow).
+type errReplicaDiskLow struct{ broker int32 }
+
+func (e *errReplicaDiskLow) Error() string {
+	return fmt.Sprintf("broker %d, which holds or would hold a replica, is low on free disk space (storage-min-free-bytes)", e.broker)
+}
+
+func (e *errReplicaDiskLow) Unwrap() error { return kerr.KafkaStorageError }
+
+// Low reports whether the disk has less free space than the threshold (counting the bytes admitted
+// since the last read). Never true without a threshold.
+func (g *DiskGuard) Low() bool {
+	return g != nil && g.minFree != 0 && g.free.Load()-g.admitted.Load() < g.minFree
+}
+
 // admitWrite counts n bytes about to be proposed and refuses them if the disk would be left with less
 // than the threshold. A nil guard admits everything.
 func (g *DiskGuard) admitWrite(n int) error {

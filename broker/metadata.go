@@ -186,6 +186,9 @@ func (b *Broker) proposeTopic(ctx context.Context, spec quorum.TopicSpec, pendin
 	if err := b.cfg.Disk.admitPartitions(local); err != nil {
 		return err
 	}
+	if err := b.refuseLowDiskPlacement(spec.Assignment); err != nil {
+		return err
+	}
 	if err := admitPartitionFiles(pending + local); err != nil {
 		return err
 	}
@@ -207,6 +210,28 @@ func (b *Broker) waitCreated(ctx context.Context, name string) error {
 
 // localReplicas estimates how many of partitions x rf replicas land on this broker (the controller
 // spreads them evenly), rounded up: what the disk check before creating them counts.
+// refuseLowDiskPlacement answers KAFKA_STORAGE_ERROR when new partition replicas would go to another
+// broker whose disk is under its threshold: those named in assignment, or with the controller's
+// own placement (which spreads over every broker), any registered broker.
+func (b *Broker) refuseLowDiskPlacement(assignment [][]int32) error {
+	if len(assignment) > 0 {
+		for _, replicas := range assignment {
+			for _, id := range replicas {
+				if id != b.cfg.NodeID && b.ctl.DiskLow(id) {
+					return &errReplicaDiskLow{broker: id}
+				}
+			}
+		}
+		return nil
+	}
+	for id := range b.ctl.Metadata().Brokers {
+		if id != b.cfg.NodeID && b.ctl.DiskLow(id) {
+			return &errReplicaDiskLow{broker: id}
+		}
+	}
+	return nil
+}
+
 func (b *Broker) localReplicas(partitions, rf int) int {
 	brokers := max(1, len(b.ctl.Metadata().Brokers))
 	return (partitions*min(rf, brokers) + brokers - 1) / brokers

@@ -152,6 +152,11 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 	if !ok {
 		return nil, nil, b.missingPartitionError(topic, partition)
 	}
+	if isLeader, _, _ := part.Leader(); !isLeader {
+		// Before the checks below, as Kafka does: a follower's answer sends the client to the
+		// leader rather than reporting this node's state (its disk, its view of the ISR).
+		return nil, nil, kerr.NotLeaderForPartition
+	}
 	if len(records) == 0 {
 		return nil, nil, errNoRecords
 	}
@@ -201,6 +206,9 @@ func (b *Broker) validateProduce(req *kmsg.ProduceRequest, topic string, partiti
 	}
 	if err := b.cfg.Disk.admitWrite(len(records)); err != nil {
 		return nil, nil, err
+	}
+	if id, low := b.agent.ReplicaDiskLow(part); low {
+		return nil, nil, &errReplicaDiskLow{broker: id}
 	}
 	return part, records, nil
 }

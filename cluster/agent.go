@@ -28,7 +28,11 @@ type Config struct {
 	// (0: defaultLeaderTransfersPerSecond), so a broker back from a restart regains its thousands
 	// of partitions gradually: a partition refuses writes while its leadership moves.
 	LeaderTransfersPerSecond int
-	Logger                   *slog.Logger
+	// DiskLow reports whether this node's data disk is under its free-space threshold; heartbeats
+	// carry it so that leaders elsewhere stop accepting writes this node would have to store.
+	// nil: never low.
+	DiskLow func() bool
+	Logger  *slog.Logger
 }
 
 // Agent is one node's agent; Start runs it, Close stops it.
@@ -100,7 +104,7 @@ func (a *Agent) heartbeatLoop() {
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(a.ctx, 2*quorum.HeartbeatInterval)
-		if err := a.ctl.Heartbeat(ctx, a.laggingShards()); err != nil && a.ctx.Err() == nil {
+		if err := a.ctl.Heartbeat(ctx, a.laggingShards(), a.cfg.DiskLow != nil && a.cfg.DiskLow()); err != nil && a.ctx.Err() == nil {
 			a.log.Debug("controller heartbeat failed", "err", err)
 		}
 		cancel()
@@ -353,6 +357,26 @@ func (a *Agent) EnoughInSync(part *replica.Partition) bool {
 		a.log.Debug("not enough in-sync replicas", "topic", part.Topic(), "partition", part.Index(), "isr", isr, "min", min, "others", why)
 	}
 	return len(isr) >= min
+}
+
+// ReplicaDiskLow returns another broker holding a replica of part (or being added as one) that
+// reported its disk under its free-space threshold, if there is one. Raft replicates every entry to
+// every replica, in sync or not, and a replica that cannot write its log takes its broker down
+// (dragonboat panics on a failed LogDB write): a leader refuses produce (KAFKA_STORAGE_ERROR) for
+// such a partition, as it does when its own disk is low, until that broker reports space again.
+func (a *Agent) ReplicaDiskLow(part *replica.Partition) (int32, bool) {
+	pm, ok := a.PartitionMeta(part.Topic(), part.Index())
+	if !ok {
+		return 0, false
+	}
+	for _, ids := range [][]int32{pm.Replicas, pm.Target} {
+		for _, r := range ids {
+			if r != a.cfg.NodeID && a.ctl.DiskLow(r) {
+				return r, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // ControllerID is the node leading the controller group, or -1 while there is none.

@@ -27,7 +27,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/sluicebroker/sluice/netio/internal/uring"
+	"github.com/sluicebroker/sluice/internal/uring"
 )
 
 // Backend names a connection backend.

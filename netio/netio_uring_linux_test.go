@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluicebroker/sluice/netio/internal/uring"
+	"github.com/sluicebroker/sluice/internal/uring"
 	"golang.org/x/sys/unix"
 )
 

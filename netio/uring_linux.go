@@ -11,7 +11,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/sluicebroker/sluice/netio/internal/uring"
+	"github.com/sluicebroker/sluice/internal/uring"
 	"golang.org/x/sys/unix"
 )
 

@@ -13,7 +13,7 @@ import (
 
 // Broker liveness, like KRaft's broker heartbeats: every broker proposes a heartbeat to the
 // controller group every HeartbeatInterval, naming the partitions (shards) it hosts but has not
-// caught up on. A broker unheard of for SessionTimeout is dead: it leaves every ISR and a
+// caught up on, and whether its data disk is under its free-space threshold. A broker unheard of for SessionTimeout is dead: it leaves every ISR and a
 // partition it was last seen leading reports no leader until a live one is elected.
 //
 // Liveness is judged by each node's own clock at the time it applies a heartbeat, not by the
@@ -39,6 +39,7 @@ type LeaderReport struct {
 type brokerLive struct {
 	seen    atomic.Int64                        // local time (UnixNano) the last heartbeat was applied
 	lagging atomic.Pointer[map[uint64]struct{}] // shards the broker reported as not caught up
+	diskLow atomic.Bool                         // the broker reported its disk under its threshold
 }
 
 // liveness is the table of brokerLive, shared by the state machine (writer) and readers.
@@ -66,8 +67,9 @@ func (l *liveness) get(id int32, create bool) *brokerLive {
 	return b
 }
 
-func (l *liveness) record(id int32, lagging []uint64, now time.Time) {
+func (l *liveness) record(id int32, lagging []uint64, diskLow bool, now time.Time) {
 	b := l.get(id, true)
+	b.diskLow.Store(diskLow)
 	var set map[uint64]struct{}
 	if len(lagging) > 0 {
 		set = make(map[uint64]struct{}, len(lagging))
@@ -79,10 +81,10 @@ func (l *liveness) record(id int32, lagging []uint64, now time.Time) {
 	b.seen.Store(now.UnixNano())
 }
 
-// Heartbeat tells the controller this broker is alive and which of its partitions (shard ids) are
-// not caught up with their leaders.
-func (c *Controller) Heartbeat(ctx context.Context, lagging []uint64) error {
-	_, _, err := c.propose(ctx, &heartbeatCmd{Node: int32(c.h.cfg.NodeID), TimeMs: time.Now().UnixMilli(), Lagging: lagging})
+// Heartbeat tells the controller this broker is alive, which of its partitions (shard ids) are
+// not caught up with their leaders, and whether its disk is low on free space.
+func (c *Controller) Heartbeat(ctx context.Context, lagging []uint64, diskLow bool) error {
+	_, _, err := c.propose(ctx, &heartbeatCmd{Node: int32(c.h.cfg.NodeID), TimeMs: time.Now().UnixMilli(), Lagging: lagging, DiskLow: diskLow})
 	return err
 }
 
@@ -92,6 +94,7 @@ type heartbeatCmd struct {
 	Node    int32    `json:"node,omitempty"`
 	TimeMs  int64    `json:"time_ms,omitempty"` // the proposer's clock: tells a replayed entry
 	Lagging []uint64 `json:"shards,omitempty"`
+	DiskLow bool     `json:"disk_low,omitempty"`
 }
 
 func (*heartbeatCmd) op() string { return "heartbeat" }
@@ -107,7 +110,7 @@ func (cmd *heartbeatCmd) applyLive(l *liveness) sm.Result {
 	if now.Sub(time.UnixMilli(cmd.TimeMs)) > replayedHeartbeat {
 		return sm.Result{} // replayed from the log after a restart: says nothing about now
 	}
-	l.record(cmd.Node, cmd.Lagging, now)
+	l.record(cmd.Node, cmd.Lagging, cmd.DiskLow, now)
 	return sm.Result{}
 }
 
@@ -157,6 +160,14 @@ func (c *Controller) InSync(id int32, shard uint64) bool {
 		return !lag
 	}
 	return true
+}
+
+// DiskLow reports whether broker id is alive and said in its last heartbeat that its data disk has
+// less free space than its threshold (storage-min-free-bytes). This node's own state is known
+// locally; for it the last heartbeat's is returned.
+func (c *Controller) DiskLow(id int32) bool {
+	b := c.live.get(id, false)
+	return b != nil && c.Alive(id) && b.diskLow.Load()
 }
 
 // applyLeaders returns md with the newer of the reported leaders, or nil if none is newer.

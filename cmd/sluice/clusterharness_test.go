@@ -55,8 +55,9 @@ func startCluster(t *testing.T, n int, extra ...string) *testCluster {
 
 func (c *testCluster) node(id int32) *testBroker { return c.brokers[id-1] }
 
-// addBroker starts one more broker, not a controller voter: it joins through the others.
-func (c *testCluster) addBroker() *testBroker {
+// addBroker starts one more broker, not a controller voter: it joins through the others. setup, if
+// any, adjusts it before it starts (a data directory elsewhere, more flags).
+func (c *testCluster) addBroker(setup ...func(*testBroker)) *testBroker {
 	c.t.Helper()
 	id := int32(len(c.brokers) + 1)
 	b := newTestBroker(c.t, id, freePort(c.t), freePort(c.t),
@@ -65,6 +66,9 @@ func (c *testCluster) addBroker() *testBroker {
 		"--leader-rebalance-interval", "2s",
 		"--replica-lag-max", "3s",
 	)
+	for _, f := range setup {
+		f(b)
+	}
 	c.brokers = append(c.brokers, b)
 	b.start()
 	return b

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -120,8 +122,15 @@ func diskfullProduce(t *testing.T, cl *kgo.Client, topic string, value []byte) (
 		t.Fatalf("produce: %v", err)
 	}
 	p := resp.Topics[0].Partitions[0]
+	lastProduceMessage = ""
+	if p.ErrorMessage != nil {
+		lastProduceMessage = *p.ErrorMessage
+	}
 	return p.ErrorCode, p.BaseOffset
 }
+
+// lastProduceMessage is the error message of diskfullProduce's last answer.
+var lastProduceMessage string
 
 func diskfullCreateTopic(t *testing.T, cl *kgo.Client, topic string) (int16, string) {
 	t.Helper()
@@ -266,5 +275,170 @@ func TestDiskFull(t *testing.T) {
 	checkAcked("after kill -9 and restart")
 	if !topicExists(t, b, "more") {
 		t.Fatal("the topic created after freeing space is gone after the restart")
+	}
+}
+
+// createAssigned creates topic with one partition on the given brokers (the first leads) and returns
+// the error code and message.
+func createAssigned(t *testing.T, cl *kgo.Client, topic string, replicas ...int32) (int16, string) {
+	t.Helper()
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, -1, -1
+	ra := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
+	ra.Partition, ra.Replicas = 0, replicas
+	rt.ReplicaAssignment = append(rt.ReplicaAssignment, ra)
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 30000
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("create topics: %v", err)
+	}
+	msg := ""
+	if m := resp.Topics[0].ErrorMessage; m != nil {
+		msg = *m
+	}
+	return resp.Topics[0].ErrorCode, msg
+}
+
+// TestClusterFollowerDiskLow puts one follower of a replicated partition on a small real file system
+// and fills it: the partition's leader (another broker, with plenty of disk) refuses produce with
+// KAFKA_STORAGE_ERROR once the follower reports its disk under --storage-min-free-bytes, a partition
+// without a replica there keeps accepting writes, new replicas are not placed there, the follower
+// stays up even when another program then takes the last block, and writes resume by themselves once
+// space is freed, with every acknowledged record at its offset. Without the refusal the leader keeps
+// replicating to the full follower and its broker dies on the failed log write.
+func TestClusterFollowerDiskLow(t *testing.T) {
+	const minFree = 32 << 20
+	minFreeFlag := []string{"--storage-min-free-bytes", "33554432"}
+	mnt := smallFilesystem(t, 512<<20)
+	c := startCluster(t, 3, minFreeFlag...)
+	low := c.addBroker(func(b *testBroker) {
+		b.DataDir = filepath.Join(mnt, "data")
+		b.Args = append(b.Args, minFreeFlag...)
+	})
+	cl := c.client()
+	if code, msg := createAssigned(t, cl, "onlow", 1, 2, low.ID); code != 0 {
+		t.Fatalf("create onlow: %v %s", kerr.ErrorForCode(code), msg)
+	}
+	if code, msg := createAssigned(t, cl, "elsewhere", 1, 2, 3); code != 0 {
+		t.Fatalf("create elsewhere: %v %s", kerr.ErrorForCode(code), msg)
+	}
+	c.waitBalanced("onlow") // broker 1 leads, the low-disk broker follows in sync
+
+	value := func(i int) []byte {
+		v := make([]byte, 16<<10)
+		binary.BigEndian.PutUint64(v, uint64(i))
+		return v
+	}
+	// produce retries what a client retries after a leadership change (its metadata may predate
+	// the preferred leader's election), and returns the partition's final code.
+	produce := func(topic string, v []byte) (int16, int64) {
+		for range 50 {
+			code, off := diskfullProduce(t, cl, topic, v)
+			if code != kerr.NotLeaderForPartition.Code && code != kerr.LeaderNotAvailable.Code {
+				return code, off
+			}
+			cl.ForceMetadataRefresh()
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("produce to %s: no leader after 5 s", topic)
+		return 0, 0
+	}
+	acked := map[int64]int{}
+	next := 0
+	for ; next < 20; next++ {
+		code, off := produce("onlow", value(next))
+		if code != 0 {
+			t.Fatalf("record %d before filling the disk: %v", next, kerr.ErrorForCode(code))
+		}
+		acked[off] = next
+	}
+
+	// The follower's disk goes under its threshold (not full): within a heartbeat or two the leader
+	// refuses; what it accepted until then is acknowledged and kept.
+	filler := filepath.Join(mnt, "filler")
+	fillDisk(t, filler, mnt, minFree-8<<20)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		next++
+		code, off := produce("onlow", value(next))
+		if code == kerr.KafkaStorageError.Code {
+			break
+		}
+		if code != 0 {
+			t.Fatalf("record %d: %v, want success or KAFKA_STORAGE_ERROR", next, kerr.ErrorForCode(code))
+		}
+		acked[off] = next
+		if time.Now().After(deadline) {
+			t.Fatalf("writes still accepted 20 s after the follower's disk went under the threshold (%d bytes free)", freeBytes(t, mnt))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The refusal that counts is the leader's (broker 1, plenty of disk) naming the low follower. The
+	// low broker may have been elected while the disk was being filled (its fsyncs stall) and refuse
+	// for itself: then leadership goes back to broker 1 (rebalancing) first.
+	c.waitBalanced("onlow")
+	next++
+	if code, _ := produce("onlow", value(next)); code != kerr.KafkaStorageError.Code ||
+		!strings.Contains(lastProduceMessage, fmt.Sprintf("broker %d, which holds", low.ID)) {
+		t.Fatalf("produce through the leader with the follower's disk low: %v (%s), want KAFKA_STORAGE_ERROR naming broker %d",
+			kerr.ErrorForCode(code), lastProduceMessage, low.ID)
+	}
+	t.Logf("%d records acknowledged, then KAFKA_STORAGE_ERROR with %d bytes free on the follower", len(acked), freeBytes(t, mnt))
+	if code, _ := produce("elsewhere", value(0)); code != 0 {
+		t.Fatalf("produce to a partition with no replica on the low broker: %v", kerr.ErrorForCode(code))
+	}
+	if code, msg := createAssigned(t, cl, "placed-on-low", low.ID, 1, 2); code != kerr.KafkaStorageError.Code {
+		t.Fatalf("CreateTopics with a replica on the low broker: %v (%s), want KAFKA_STORAGE_ERROR", kerr.ErrorForCode(code), msg)
+	}
+
+	// Another program takes the last block: the follower stays up, the leader keeps refusing.
+	fillDisk(t, filler+"2", mnt, 0)
+	time.Sleep(3 * time.Second) // Raft heartbeats, controller heartbeats, disk polls on a full disk
+	select {
+	case <-low.Exited():
+		t.Fatalf("the follower's broker exited on a full disk:\n%s", low.LogTail(4000))
+	default:
+	}
+	next++
+	if code, _ := produce("onlow", value(next)); code != kerr.KafkaStorageError.Code {
+		t.Fatalf("produce with the follower's disk full: %v, want KAFKA_STORAGE_ERROR", kerr.ErrorForCode(code))
+	}
+
+	// Space comes back: writes resume without a restart.
+	for _, f := range []string{filler, filler + "2"} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		next++
+		code, off := produce("onlow", value(next))
+		if code == 0 {
+			acked[off] = next
+			break
+		}
+		if code != kerr.KafkaStorageError.Code || time.Now().After(deadline) {
+			t.Fatalf("produce after freeing the follower's space: %v", kerr.ErrorForCode(code))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	recs := consumeAll(t, c.node(1), "onlow")
+	if len(recs) != len(acked) {
+		t.Fatalf("%d records in the log, %d acknowledged", len(recs), len(acked))
+	}
+	for _, r := range recs {
+		if i, ok := acked[r.Offset]; !ok || !bytes.Equal(r.Value, value(i)) {
+			t.Fatalf("offset %d holds a record that was not acknowledged there", r.Offset)
+		}
+	}
+	select {
+	case <-low.Exited():
+		t.Fatalf("the follower's broker exited:\n%s", low.LogTail(4000))
+	default:
 	}
 }

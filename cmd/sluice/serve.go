@@ -65,6 +65,7 @@ type serveConfig struct {
 	cleanerIOBytes   int64
 	cleanerBackoff   time.Duration
 	raftQuiesce      bool
+	raftStepWorkers  uint64
 	raftTick         time.Duration
 	minFreeBytes     int64
 
@@ -111,6 +112,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.raftTick, "raft-tick", 100*time.Millisecond, "Raft tick (dragonboat RTT): every partition's Raft group is stepped this often, idle or not (the idle cost of a partition); "+
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that): "+
 		"at 100 ms a heartbeat every tick and a new leader 1-2 s after its predecessor died; writes do not wait for ticks")
+	fs.Uint64Var(&cfg.raftStepWorkers, "raft-step-workers", 0, "goroutines stepping the Raft groups (dragonboat ExecShards; 0: its default, 16); "+
+		"fixed when the data directory is created")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", "segment", "Raft log store: segment, the only one (the partitions' segment files are their Raft log; "+
@@ -278,22 +281,22 @@ func serve(args []string) error {
 		CleanerBackoff:          cfg.cleanerBackoff,
 	})
 	defer mgr.Close()
-	agent := cluster.Start(cluster.Config{
-		NodeID:                  int32(cfg.nodeID),
-		LeaderRebalanceInterval: cfg.leaderRebalance,
-		Logger:                  logger,
-	}, ctl, mgr)
-
 	// A new partition replica takes its first segment chunk and a small Raft metadata file.
 	perPartition := int64(1 << 20)
 	disk, err := broker.NewDiskGuard(cfg.dataDir, cfg.minFreeBytes, perPartition, logger)
 	if err != nil {
-		agent.Close()
 		return err
 	}
 	diskCtx, stopDisk := context.WithCancel(context.Background())
 	defer stopDisk()
 	go disk.Run(diskCtx)
+
+	agent := cluster.Start(cluster.Config{
+		NodeID:                  int32(cfg.nodeID),
+		LeaderRebalanceInterval: cfg.leaderRebalance,
+		DiskLow:                 disk.Low,
+		Logger:                  logger,
+	}, ctl, mgr)
 
 	br := broker.New(brokerConfig(cfg, host, port, disk, security, logOpts, logger), ctl, mgr, agent)
 	listeners, closeListeners, err := startListeners(cfg, security, br, logger) // security.go: plaintext and TLS
@@ -347,13 +350,14 @@ func checkServeConfig(cfg *serveConfig) (host string, port int32, voters map[uin
 // startRaft starts this node's Raft host (every partition's group and the controller's).
 func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*quorum.Host, error) {
 	qh, err := quorum.NewHost(quorum.HostConfig{
-		NodeID:   cfg.nodeID,
-		RaftAddr: cfg.raftAddr,
-		DataDir:  filepath.Join(cfg.dataDir, "raft"),
-		Logger:   logger,
-		Quiesce:  cfg.raftQuiesce,
-		RTT:      cfg.raftTick,
-		TLS:      security.raft,
+		NodeID:      cfg.nodeID,
+		RaftAddr:    cfg.raftAddr,
+		DataDir:     filepath.Join(cfg.dataDir, "raft"),
+		Logger:      logger,
+		Quiesce:     cfg.raftQuiesce,
+		StepWorkers: cfg.raftStepWorkers,
+		RTT:         cfg.raftTick,
+		TLS:         security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
