@@ -38,6 +38,7 @@ func TestGnetRestartsAfterEMFILE(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 		t.Skip(err)
 	}
+	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved) }() // also when the test fails early
 	var held []net.Conn
 	for range 40 { // the clients' sockets and the accepted ones share the 20 descriptors left
 		hc, err := net.DialTimeout("tcp", addr, time.Second)
