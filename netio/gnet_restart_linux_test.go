@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,8 +12,9 @@ import (
 )
 
 // Out of descriptors, gnet stops its whole engine; netio starts it again on the same port, and the
-// server serves once descriptors are free. (The test process is client and server: the limit is
-// lowered for both, then raised back.)
+// server serves once descriptors are free. The test process is client and server: sockets are made,
+// the open files limit lowered to the highest descriptor and the free ones below it filled, then the
+// sockets connect, so gnet's accept fails with EMFILE every time; then all is released and raised back.
 func TestGnetRestartsAfterEMFILE(t *testing.T) {
 	h := newTestHandler(t)
 	go func() { // ConnClosed runs on the loops: keep h.closed from filling up
@@ -25,32 +27,73 @@ func TestGnetRestartsAfterEMFILE(t *testing.T) {
 	c.send(frame(1, opEcho, []byte("before")))
 	c.expect(1, []byte("before"))
 
+	// Sockets made first, connected once no descriptor is left: the kernel completes the handshakes,
+	// and gnet's accept of them fails with EMFILE.
+	ta := s.Addr().(*net.TCPAddr)
+	sa := &syscall.SockaddrInet4{Port: ta.Port}
+	copy(sa.Addr[:], ta.IP.To4())
+	var socks []int
+	for range 5 {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, fd)
+	}
+	defer func() {
+		for _, fd := range socks {
+			_ = syscall.Close(fd)
+		}
+	}()
 	var saved syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
 		t.Fatal(err)
 	}
+	// No descriptor left: the limit at the highest one open.
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skip(err)
 	}
+	highest := 0
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil && n > highest {
+			highest = n
+		}
+	}
 	low := saved
-	low.Cur = uint64(len(ents) + 20)
+	low.Cur = uint64(highest + 1)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 		t.Skip(err)
 	}
 	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved) }() // also when the test fails early
-	var held []net.Conn
-	for range 40 { // the clients' sockets and the accepted ones share the 20 descriptors left
-		hc, err := net.DialTimeout("tcp", addr, time.Second)
+	// Fill the free descriptors below the limit (the kernel hands out the lowest free one).
+	var fillers []int
+	defer func() {
+		for _, fd := range fillers {
+			_ = syscall.Close(fd)
+		}
+	}()
+	for {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			break
 		}
-		held = append(held, hc)
+		fillers = append(fillers, fd)
 	}
-	time.Sleep(200 * time.Millisecond) // gnet accepts what it can, then fails with EMFILE
-	for _, hc := range held {
-		hc.Close()
+	for i, fd := range socks {
+		// Once gnet stopped (on the first one), its listener is gone: later ones are refused.
+		if err := syscall.Connect(fd, sa); err != nil && i == 0 {
+			t.Fatalf("connect: %v", err)
+		}
 	}
+	// gnet's accept fails with EMFILE.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "starting it again") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, fd := range append(socks, fillers...) {
+		_ = syscall.Close(fd)
+	}
+	socks, fillers = nil, nil
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
 		t.Fatal(err)
 	}
