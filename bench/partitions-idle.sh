@@ -10,7 +10,7 @@ cd "$ROOT"
 N=${N:-500}
 WINDOWS=${WINDOWS:-5}
 WINDOW=${WINDOW:-20}
-PORT=${PORT:-39200}
+PORT=${PORT:-23200} # below the ephemeral range (32768-60999 on Linux): a client socket can hold a port above it
 CONFIGS=${CONFIGS:-"
 tick20ms|--raft-tick 20ms
 tick20ms-quiesce|--raft-tick 20ms --raft-quiesce
