@@ -18,7 +18,10 @@
 #   MAX_DURATION measured time of each closed-loop max-rate run (default 15s)
 #   MAX_RATE_100, MAX_RATE_1KiB, ...  skip measuring the maximum for that size and use this
 #                rate (records/s); MAX_RATE_RF3_<size> likewise for the cluster
-#   BROKERS      single-broker peers, in this order (default "sluice kfake"; "" = none)
+#   BROKERS      single-broker peers, in this order (default "sluice kfake"; "" = none); "base" is
+#                sluice built from git revision BASELINE, for before/after runs side by side
+#                (e.g. BROKERS="base sluice" BASELINE=main REPEAT=4)
+#   BASELINE     the git revision "base" is built from (default main)
 #   REPEAT       runs per cell, alternating brokers (default 1)
 #   CLUSTER      1 = also the three-broker rf=3 runs at CLUSTER_PCTS (default 1)
 #   CLUSTER_PCTS default "25"
@@ -29,6 +32,11 @@
 #   SLUICE_ENV   environment for the sluice processes, e.g. "GOGC=400 GODEBUG=gctrace=1"
 #   DEBUG_PORT   serve pprof on 127.0.0.1:DEBUG_PORT from the single sluice broker (for
 #                /debug/pprof/trace during a run); default off
+#   STALLS       1 = the single sluice broker keeps an execution trace of its last seconds and writes it
+#                to <run>/stalls/ when a Produce takes STALL_THRESHOLD (default 15ms) or more (serve
+#                --debug-stall-trace; at most one per 5 s), each read by bench/stalltrace.py into a .txt
+#                beside it; and /metrics is scraped every second into <run>/metrics.log (fsync,
+#                snapshot Sync, Produce latency, GC, CPU) to line up with intervals.txt
 #   OUT          result directory (default results/<UTC date>-<cores>core-<host>-latency/runs)
 #
 # With the defaults: 2 sizes x (max + 3 rates x 2 brokers) x ~70 s + cluster ≈ 20 minutes.
@@ -46,6 +54,7 @@ DURATION=${DURATION:-60s}
 WARMUP=${WARMUP:-5s}
 MAX_DURATION=${MAX_DURATION:-15s}
 BROKERS=${BROKERS-"sluice kfake"}
+BASELINE=${BASELINE:-main}
 REPEAT=${REPEAT:-1}
 CLUSTER=${CLUSTER:-1}
 CLUSTER_PCTS=${CLUSTER_PCTS:-25}
@@ -53,6 +62,8 @@ CLIENT=${CLIENT:-native}
 SLUICE_FLAGS=${SLUICE_FLAGS:-}
 SLUICE_ENV=${SLUICE_ENV:-}
 DEBUG_PORT=${DEBUG_PORT:-}
+STALLS=${STALLS:-0}
+STALL_THRESHOLD=${STALL_THRESHOLD:-15ms}
 BASE_PORT=${BASE_PORT:-34500}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-$(hostname -s 2>/dev/null || echo machine)-latency/runs}
 
@@ -87,34 +98,63 @@ go build -o "$BIN/sluice" ./cmd/sluice
 go build -o "$BIN/loadgen" ./cmd/loadgen
 go build -o "$BIN/kfake" ./bench/kfake
 go build -o "$BIN/chaos" ./bench/chaos
+case " $BROKERS " in
+*" base "*)
+	log "building sluice at $BASELINE ($(git rev-parse --short "$BASELINE")) as broker \"base\""
+	ln -s "$(sluice_binary "$BIN" "$BASELINE")" "$BIN/base"
+	;;
+esac
 mkdir -p "$OUT"
 {
 	echo "commit $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+	case " $BROKERS " in *" base "*) echo "base: $BASELINE = $(git rev-parse --short "$BASELINE")" ;; esac
 	echo "nproc $(nproc), memory $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), $(go env GOVERSION)"
 	echo "SIZES=$SIZES PCTS=$PCTS DURATION=$DURATION WARMUP=$WARMUP BROKERS=$BROKERS REPEAT=$REPEAT CLUSTER=$CLUSTER"
 	echo "SLUICE_FLAGS=$SLUICE_FLAGS SLUICE_ENV=$SLUICE_ENV"
 } >"$OUT/settings.txt"
 
-# start_broker NAME DIR: starts one broker, sets BROKER_PID and BROKER_ADDR.
+# start_broker NAME DIR: starts one broker, sets BROKER_PID and BROKER_ADDR (and, with STALLS=1,
+# METRICS_PORT for a sluice broker).
 start_broker() {
 	local name=$1 dir=$2 port
 	port=$(free_port)
+	METRICS_PORT=
 	case $name in
 	kfake)
 		"$BIN/kfake" -port "$port" -retention-bytes $((256 << 20)) >"$dir/broker.log" 2>&1 &
 		;;
-	sluice)
+	sluice | base)
 		local dbg=()
 		[ -n "$DEBUG_PORT" ] && dbg=(--debug-addr "127.0.0.1:$DEBUG_PORT")
+		if [ "$STALLS" = 1 ] && [ "$name" = sluice ]; then # "base" may predate the flags
+			METRICS_PORT=$(free_port)
+			dbg+=(--debug-stall-trace "$dir/stalls" --debug-stall-threshold "$STALL_THRESHOLD" --metrics-addr "127.0.0.1:$METRICS_PORT")
+		fi
 		mkdir -p "$BIN/data-$port"
 		# shellcheck disable=SC2086 # SLUICE_ENV and SLUICE_FLAGS are lists
-		env $SLUICE_ENV "$BIN/sluice" serve --listen "127.0.0.1:$port" --data-dir "$BIN/data-$port" \
+		env $SLUICE_ENV "$BIN/$name" serve --listen "127.0.0.1:$port" --data-dir "$BIN/data-$port" \
 			--raft-addr "127.0.0.1:$(free_port)" "${dbg[@]}" $SLUICE_FLAGS >"$dir/broker.log" 2>&1 &
 		;;
 	esac
 	BROKER_PID=$!
 	BROKER_ADDR=127.0.0.1:$port
 	wait_port "$port" 60
+}
+
+# scrape_metrics FILE PID: /metrics of METRICS_PORT every second into FILE while PID runs.
+scrape_metrics() {
+	local file=$1 pid=$2 tmp
+	tmp=$(mktemp)
+	while kill -0 "$pid" 2>/dev/null; do
+		if curl -s -m 1 "http://127.0.0.1:$METRICS_PORT/metrics" -o "$tmp" 2>/dev/null; then
+			{
+				echo "# T $(date +%s.%N)"
+				grep -E '^(sluice_fsync|sluice_snapshot|sluice_raft_commit|sluice_request_duration_seconds_(bucket|count|sum)[{]api="Produce"|go_gc_duration|go_memstats_alloc_bytes_total|process_cpu)' "$tmp"
+			} >>"$file"
+		fi
+		sleep 1
+	done
+	rm -f "$tmp"
 }
 
 # loadgen_run DIR ADDRS SIZE RATE [more loadgen flags]: one run into DIR; load average beside it.
@@ -175,9 +215,18 @@ for size in $SIZES; do
 				start_broker "$b" "$dir"
 				cpu0=$(cpu_seconds "$BROKER_PID")
 				log "size $size, $pct% = $rate rec/s, $b, run $rep"
+				spid=
+				if [ -n "$METRICS_PORT" ]; then
+					scrape_metrics "$dir/metrics.log" "$BROKER_PID" &
+					spid=$!
+				fi
 				loadgen_run "$dir" "$BROKER_ADDR" "$size" "$rate" -label "$b-$size-$pct%"
 				echo "broker CPU $(awk -v a="$cpu0" -v b="$(cpu_seconds "$BROKER_PID")" 'BEGIN { printf "%.1f", b - a }') s, peak RSS $(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$BROKER_PID/status" 2>/dev/null) MiB" >"$dir/broker.txt"
 				stop_pid "$BROKER_PID"
+				if [ -n "$spid" ]; then wait "$spid" || true; fi
+				for t in "$dir"/stalls/*.trace; do
+					if [ -f "$t" ]; then python3 bench/stalltrace.py "$t" 5 >"${t%.trace}.txt" 2>&1 || true; fi
+				done
 				show "$size $pct% $rate rec/s $b run $rep" "$dir"
 			done
 		done

@@ -13,15 +13,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-# A partition holds ~7 files open (segment, two indexes and their sum, two checkpoint slots, Raft
-# metadata): 10,000 partitions need more descriptors than a default limit allows (Kafka asks for
+# A partition holds 1 file open for good (its active segment; Raft metadata files share a cache of a
+# quarter of the limit): 10,000 partitions need more descriptors than a default limit allows (Kafka asks for
 # 100,000 too). Raise it where we may (root), else keep what there is.
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 IDLE=${IDLE:-60s}
 RATE=${RATE:-1000}
 PRODUCE=${PRODUCE:-30s}
 CREATE_CONCURRENCY=${CREATE_CONCURRENCY:-1} # CreateTopics requests in flight (one topic each)
-PORT=${PORT:-39092}
+PORT=${PORT:-23092} # below the ephemeral range (32768-60999 on Linux): a client socket can hold a port above it
 OUT=${OUT:-/dev/stdout}
 WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT

@@ -57,6 +57,13 @@ var (
 		Name: "sluice_fsync_duration_seconds", Help: "Duration of each fdatasync of a segment file.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
+	// SnapshotSyncSeconds is the duration of each partition state machine Sync (the log's data,
+	// indexes and checkpoint made durable): the part of a Raft snapshot that holds the partition's
+	// apply, so its acknowledgements.
+	SnapshotSyncSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "sluice_snapshot_sync_duration_seconds", Help: "Duration of each partition state machine Sync (log, indexes and checkpoint made durable for a Raft snapshot), during which the partition applies nothing.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+	})
 	// CleanerBytes counts the log cleaner's bytes: read (both passes) and written (cleaned segments).
 	CleanerBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_log_cleaner_bytes_total", Help: "Bytes the log cleaner read (both passes) and wrote (cleaned segments) compacting cleanup.policy=compact topics.",
@@ -69,7 +76,7 @@ var (
 
 func init() {
 	Registry.MustRegister(requests, requestSeconds, networkBytes, topicBytes, topicRecords, partitionErrors,
-		RaftCommitSeconds, FsyncSeconds, CleanerBytes, CleanerRuns,
+		RaftCommitSeconds, FsyncSeconds, SnapshotSyncSeconds, CleanerBytes, CleanerRuns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for key := int16(0); key <= kmsg.MaxKey; key++ {
 		name := kmsg.NameForKey(key)
@@ -112,7 +119,29 @@ func Request(key int16, arrived Mono) {
 	}
 	m := apiMetrics[key]
 	m.requests.Inc()
-	m.seconds.Observe(arrived.Seconds())
+	d := Now() - arrived
+	m.seconds.Observe(float64(d) / 1e9)
+	if h := slowHook.Load(); h != nil && time.Duration(d) >= h.threshold {
+		h.fn(key, time.Duration(d))
+	}
+}
+
+type slowRequestHook struct {
+	threshold time.Duration
+	fn        func(key int16, d time.Duration)
+}
+
+var slowHook atomic.Pointer[slowRequestHook]
+
+// OnSlowRequest has fn called (on the answering goroutine: it must not block) for every request
+// that took threshold or longer; nil fn removes the hook. For diagnostics (serve's
+// --debug-stall-trace), not for serving.
+func OnSlowRequest(threshold time.Duration, fn func(key int16, d time.Duration)) {
+	if fn == nil {
+		slowHook.Store(nil)
+		return
+	}
+	slowHook.Store(&slowRequestHook{threshold: threshold, fn: fn})
 }
 
 // BytesIn counts a request frame read; BytesOut a response written.

@@ -70,11 +70,23 @@ type HostConfig struct {
 	// leaders.
 	HeartbeatTicks uint64
 	ElectionTicks  uint64
-	// SnapshotEntries: take a local snapshot (metadata only for on-disk state machines) every
-	// this many applied entries and compact the Raft log behind it, keeping CompactionOverhead
-	// entries for slightly lagging followers. Defaults 1000 and 200.
+	// SnapshotEntries: a local snapshot (metadata only for on-disk state machines: the state
+	// machine's Sync, its checkpoint) is due after this many applied entries, and the Raft log is
+	// compacted behind it, keeping CompactionOverhead entries for slightly lagging followers.
+	// Defaults 1000 and 200. For partitions (StartOnDiskShard) the snapshot also waits until
+	// SnapshotInterval has passed since the previous one (the state machine asks, SnapshotDue and
+	// RequestSnapshot), up to SnapshotMaxEntries, when dragonboat takes it regardless.
 	SnapshotEntries    uint64
 	CompactionOverhead uint64
+	// SnapshotInterval spaces a busy partition's snapshots in time: each one Syncs the partition's
+	// log and checkpoint and writes dragonboat's snapshot files and directories (a dozen fsyncs),
+	// holding that partition's apply meanwhile. Counted in entries alone, a partition taking 1,000
+	// batches/s (linger 1 ms) snapshotted every second (results/2026-12-07-2core-vm-stall21).
+	// Default 10 s; negative: none (snapshots every SnapshotEntries, as the controller's).
+	SnapshotInterval time.Duration
+	// SnapshotMaxEntries bounds a partition's live Raft entries (the Raft log store keeps about
+	// 120 bytes of memory per entry) whatever the interval. Default 50 × SnapshotEntries.
+	SnapshotMaxEntries uint64
 	// MaxInMemLogSize bounds each shard's in-memory Raft log; proposals past it fail with ErrBusy.
 	// Default 64 MiB.
 	MaxInMemLogSize uint64
@@ -87,6 +99,10 @@ type HostConfig struct {
 	// partitions awake), a config change. A quiesced follower does not notice a dead leader until
 	// something wakes it.
 	Quiesce bool
+	// StepWorkers is dragonboat's Expert.Engine.ExecShards: the goroutines that step the shards
+	// (each shard belongs to one, by id); 0 keeps dragonboat's 16. dragonboat records it in DataDir
+	// and refuses to start with another value later.
+	StepWorkers uint64
 	// TLS, when its files are set, runs Raft traffic over mutual TLS (security.go).
 	TLS RaftTLS
 }
@@ -113,6 +129,16 @@ func (c *HostConfig) setDefaults() {
 	if c.CompactionOverhead == 0 {
 		c.CompactionOverhead = 200
 	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 10 * time.Second
+	}
+	if c.SnapshotMaxEntries == 0 {
+		c.SnapshotMaxEntries = 50 * c.SnapshotEntries
+	}
+	if c.SnapshotInterval < 0 {
+		c.SnapshotMaxEntries = c.SnapshotEntries
+	}
+	c.SnapshotMaxEntries = max(c.SnapshotMaxEntries, c.SnapshotEntries)
 	if c.MaxInMemLogSize == 0 {
 		c.MaxInMemLogSize = 64 << 20
 	}
@@ -221,6 +247,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		RaftAddress:    cfg.RaftAddr,
 		Expert:         config.GetDefaultExpertConfig(),
 	}
+	if cfg.StepWorkers > 0 {
+		nhc.Expert.Engine.ExecShards = cfg.StepWorkers
+	}
 	cfg.TLS.apply(&nhc)
 	// The Raft log store: the partitions' segments (package raftlog). dragonboat records its name
 	// in DataDir and refuses a directory written with another (tan or pebble, before 2026-12-07).
@@ -319,6 +348,42 @@ func snapshotEntries(base, shardID uint64) uint64 {
 	return base + (h>>32)%(base/2)
 }
 
+// SnapshotDue says whether a partition shard that has applied entries entries since its last
+// snapshot, taken elapsed ago, should take one now (RequestSnapshot): after SnapshotEntries and
+// SnapshotInterval both, the interval spread per shard over [1, 1.5) of itself as snapshotEntries
+// spreads entries, so that partitions under one producer do not all snapshot in the same second.
+func (h *Host) SnapshotDue(shardID, entries uint64, elapsed time.Duration) bool {
+	if entries < snapshotEntries(h.cfg.SnapshotEntries, shardID) {
+		return false
+	}
+	if h.cfg.SnapshotInterval <= 0 {
+		return true
+	}
+	return elapsed >= spreadInterval(h.cfg.SnapshotInterval, shardID)
+}
+
+// spreadInterval is d spread per shard over [d, 1.5 d), deterministically.
+func spreadInterval(d time.Duration, shardID uint64) time.Duration {
+	h := shardID * 0x9E3779B97F4A7C15
+	return d + time.Duration((h>>32)%1024)*d/2048
+}
+
+// RequestSnapshot asks dragonboat for a local snapshot of the shard (with the usual log compaction
+// behind it) without waiting for it; done runs once the request has ended, taken or not (a
+// snapshot already in progress, nothing applied since the last, the shard stopping).
+func (h *Host) RequestSnapshot(shardID uint64, done func()) {
+	rs, err := h.nh.RequestSnapshot(shardID, dragonboat.SnapshotOption{}, defaultSyncTimeout)
+	if err != nil {
+		done()
+		return
+	}
+	go func() {
+		<-rs.ResultC()
+		rs.Release()
+		done()
+	}()
+}
+
 // members converts nodeID -> address into dragonboat's form, or nil when dragonboat already holds
 // this replica's bootstrap record (a restart: the recorded membership wins, and passing a
 // different list would be rejected).
@@ -363,6 +428,8 @@ func (h *Host) startOnDiskShard(shardID uint64, initialMembers map[uint64]string
 	m, j := h.members(shardID, initialMembers, join)
 	cfg := h.shardConfig(shardID)
 	cfg.IsNonVoting = learner
+	// dragonboat's own trigger is the ceiling; the state machine asks before it (SnapshotDue).
+	cfg.SnapshotEntries = snapshotEntries(h.cfg.SnapshotMaxEntries, shardID)
 	deadline := time.Now().Add(defaultSyncTimeout)
 	for {
 		err := h.nh.StartOnDiskReplica(m, j, create, cfg)

@@ -27,7 +27,7 @@ var freeAddr = testcluster.MustFreeAddr
 
 func newTestHost(t testing.TB, id uint64, addr, dir string) *Host {
 	t.Helper()
-	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5})
+	h, err := NewHost(HostConfig{NodeID: id, RaftAddr: addr, DataDir: dir, SnapshotEntries: 10, CompactionOverhead: 5, SnapshotInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,5 +620,31 @@ func TestDirOfAnotherLogDBIsRefused(t *testing.T) {
 		t.Fatal("a tan data directory was opened")
 	} else if !errors.Is(err, ErrOtherLogDB) {
 		t.Fatalf("opening a tan data directory: %v, want ErrOtherLogDB", err)
+	}
+}
+
+// A partition's snapshot is due after SnapshotEntries and SnapshotInterval both, the interval
+// spread per shard; dragonboat's own trigger is SnapshotMaxEntries.
+func TestSnapshotDue(t *testing.T) {
+	h := &Host{cfg: HostConfig{SnapshotEntries: 1000, SnapshotInterval: 10 * time.Second}}
+	h.cfg.setDefaults()
+	if h.cfg.SnapshotMaxEntries != 50000 {
+		t.Fatalf("SnapshotMaxEntries %d, want 50000", h.cfg.SnapshotMaxEntries)
+	}
+	for shard := uint64(1000); shard < 1100; shard++ {
+		if h.SnapshotDue(shard, 999, time.Hour) {
+			t.Fatal("due before SnapshotEntries")
+		}
+		if h.SnapshotDue(shard, 1500, 10*time.Second-1) {
+			t.Fatal("due before SnapshotInterval")
+		}
+		if !h.SnapshotDue(shard, 1500, 15*time.Second) {
+			t.Fatal("not due after 1.5 SnapshotEntries and 1.5 SnapshotInterval")
+		}
+	}
+	entriesOnly := &Host{cfg: HostConfig{SnapshotEntries: 1000, SnapshotInterval: -1}}
+	entriesOnly.cfg.setDefaults()
+	if !entriesOnly.SnapshotDue(1000, 1500, 0) || entriesOnly.cfg.SnapshotMaxEntries != 1000 {
+		t.Fatal("a negative SnapshotInterval should snapshot by entries alone")
 	}
 }

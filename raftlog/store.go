@@ -349,10 +349,14 @@ func syncShards(shards []*shard) error {
 			}
 		}
 		if sh.metaMust || sh.meta.unsyncedFor() >= metaSyncMaxAge {
-			if f := sh.meta.unsyncedFile(); f != nil {
+			f, err := sh.meta.pinUnsynced()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case f != nil:
 				ss.metaAt = len(files)
 				files = append(files, f)
-			} else {
+			default:
 				sh.metaMust = false
 			}
 		}
@@ -373,8 +377,9 @@ func syncShards(shards []*shard) error {
 		if ss.metaAt >= 0 {
 			if err := fileErrs[ss.metaAt]; err != nil {
 				errs = append(errs, err)
+				ss.sh.meta.unpinUnsynced(false)
 			} else {
-				ss.sh.meta.markSynced()
+				ss.sh.meta.unpinUnsynced(true)
 				ss.sh.metaMust = false
 			}
 			ss.sh.mu.Unlock()
@@ -390,16 +395,24 @@ func syncShards(shards []*shard) error {
 	return errors.Join(errs...)
 }
 
-// unsyncedFile is the metadata file when it holds records not yet fsynced (nil: none).
-func (m *metaFile) unsyncedFile() *os.File {
-	if !m.dirty {
-		return nil
+// pinUnsynced returns the metadata file's descriptor, pinned in the descriptor cache, when it holds
+// records not yet fsynced (nil: none). unpinUnsynced releases it. The pin is the cache's own, not
+// m.f's: a flush or sync meanwhile pins and unpins m.f without closing this descriptor.
+func (m *metaFile) pinUnsynced() (*os.File, error) {
+	if !m.dirty || m.file == nil { // clean, or closed with its shard
+		return nil, nil
 	}
-	return m.f
+	return m.file.Acquire()
 }
 
-// markSynced records that the file returned by unsyncedFile was fsynced.
-func (m *metaFile) markSynced() { m.dirty = false }
+// unpinUnsynced releases pinUnsynced's descriptor; synced records that it was fsynced (the shard
+// was held locked meanwhile, so nothing was written after).
+func (m *metaFile) unpinUnsynced(synced bool) {
+	if synced {
+		m.dirty = false
+	}
+	m.file.Release()
+}
 
 // IterateEntries implements raftio.ILogDB.
 func (s *Store) IterateEntries(ents []pb.Entry, size uint64, shardID, replicaID, low, high, maxSize uint64) ([]pb.Entry, uint64, error) {

@@ -618,3 +618,24 @@ func TestMetadataDurableBeforeLaterBatches(t *testing.T) {
 	ts.save(pb.State{Term: 2, Vote: 2, Commit: 3}, batchEntry(4, 2, "d"))
 	check("overridden suffix in a new term", false)
 }
+
+// TestStateChangeDurableOnReturn: a save holding only a new term or vote (no batch, so nothing
+// synced before batches are written) has its metadata fsynced before SaveRaftState returns, also
+// when the file's descriptor went back to the descriptor cache after the write.
+func TestStateChangeDurableOnReturn(t *testing.T) {
+	ts := newTestStore(t)
+	ts.save(pb.State{Term: 1, Vote: 1}, batchEntry(1, 1, "a"))
+	for _, st := range []pb.State{{Term: 2, Vote: 1, Commit: 1}, {Term: 2, Vote: 2, Commit: 1}, {Term: 3, Vote: 0, Commit: 1}} {
+		ts.save(st)
+		sh, err := ts.s.shard(testShard, testReplica)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh.mu.Lock()
+		dirty, must := sh.meta.dirty, sh.metaMust
+		sh.mu.Unlock()
+		if dirty || must {
+			t.Fatalf("state %+v: metadata unsynced after SaveRaftState returned (dirty %v, must %v)", st, dirty, must)
+		}
+	}
+}

@@ -31,7 +31,8 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	}
 	nodes := make([]*node, 3)
 	start := func(i int) {
-		nodes[i] = startNodeID(t, uint64(i+1), filepath.Join(dir, fmt.Sprint(i+1)), addrs[i], Config{})
+		// Snapshots by entries alone (no SnapshotInterval), so that the leader compacts within the test.
+		nodes[i] = startNodeHost(t, uint64(i+1), filepath.Join(dir, fmt.Sprint(i+1)), addrs[i], Config{}, quorum.HostConfig{SnapshotInterval: -1})
 		if err := nodes[i].mgr.Apply(md); err != nil {
 			t.Fatal(err)
 		}

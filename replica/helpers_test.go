@@ -46,11 +46,14 @@ func startNode(t testing.TB, dir, addr string, cfg Config) *node {
 
 func startNodeID(t testing.TB, id uint64, dir, addr string, cfg Config) *node {
 	t.Helper()
-	host, err := quorum.NewHost(quorum.HostConfig{
-		NodeID:   id,
-		RaftAddr: addr,
-		DataDir:  filepath.Join(dir, "raft"),
-	})
+	return startNodeHost(t, id, dir, addr, cfg, quorum.HostConfig{})
+}
+
+// startNodeHost is startNodeID with Raft settings (hc's NodeID, RaftAddr and DataDir are set here).
+func startNodeHost(t testing.TB, id uint64, dir, addr string, cfg Config, hc quorum.HostConfig) *node {
+	t.Helper()
+	hc.NodeID, hc.RaftAddr, hc.DataDir = id, addr, filepath.Join(dir, "raft")
+	host, err := quorum.NewHost(hc)
 	if err != nil {
 		t.Fatal(err)
 	}

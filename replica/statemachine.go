@@ -3,11 +3,14 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	recordbatch "github.com/sluicebroker/sluice/batch"
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/raftlog"
 	"github.com/sluicebroker/sluice/segment"
 )
@@ -24,6 +27,12 @@ type stateMachine struct {
 	applied   uint64        // Raft index of the last applied entry
 	next      int64         // offset after the last applied batch: the high watermark
 	closed    chan struct{} // closed once Close has closed the log
+
+	// The last snapshot (Sync) and whether one has been asked for (maybeSnapshot).
+	syncedIndex atomic.Uint64
+	syncedAt    atomic.Int64 // metrics.Mono
+	snapAsked   atomic.Bool
+	snapCheck   uint64 // applied index at which maybeSnapshot looks next
 }
 
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
@@ -65,6 +74,8 @@ func (s *stateMachine) openRaftLog(store *raftlog.Store) (uint64, error) {
 	// them must not look like a fetch past the log end.
 	p.replayTo.Store(log.NextOffset())
 	s.rl, s.log, s.producers, s.applied, s.next = rl, log, producers, cp.AppliedIndex, cp.NextOffset
+	s.syncedIndex.Store(cp.AppliedIndex)
+	s.syncedAt.Store(int64(metrics.Now()))
 	s.closed = p.attach(log, producers, s.next)
 	return cp.AppliedIndex, nil
 }
@@ -91,8 +102,33 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			s.producers.mu.Unlock()
 		}
 		s.p.advance(next)
+		if s.applied >= s.snapCheck {
+			s.maybeSnapshot()
+		}
 	}
 	return entries, nil
+}
+
+// snapshotCheckEvery is how many applied entries maybeSnapshot lets pass between looks (a clock
+// read each).
+const snapshotCheckEvery = 64
+
+// maybeSnapshot asks for a snapshot when one is due: quorum.Host.SnapshotDue spaces them in
+// entries and in time, since each one holds this partition's apply while it Syncs the log and
+// writes dragonboat's snapshot files. dragonboat's own entry-count trigger stays as the ceiling.
+func (s *stateMachine) maybeSnapshot() {
+	s.snapCheck = s.applied + snapshotCheckEvery
+	host := s.p.host
+	if host == nil || s.snapAsked.Load() {
+		return
+	}
+	elapsed := time.Duration(metrics.Now() - metrics.Mono(s.syncedAt.Load()))
+	if !host.SnapshotDue(s.p.shardID, s.applied-s.syncedIndex.Load(), elapsed) {
+		return
+	}
+	s.snapAsked.Store(true)
+	asked := &s.snapAsked
+	host.RequestSnapshot(s.p.shardID, func() { asked.Store(false) })
 }
 
 // record applies a batch now in the log at base to the producer state. It reads everything from the
@@ -173,12 +209,20 @@ func (s *stateMachine) Sync() error {
 		return nil
 	}
 	s.producers.trimAborted(s.log.StartOffset())
+	applied := s.applied
 	s.log.SetCheckpoint(segment.Checkpoint{
-		AppliedIndex: s.applied,
+		AppliedIndex: applied,
 		NextOffset:   s.next,
 		Extra:        s.producers.encode(nil),
 	})
-	return s.log.Sync()
+	start := metrics.Now()
+	err := s.log.Sync()
+	metrics.SnapshotSyncSeconds.Observe(start.Seconds())
+	if err == nil {
+		s.syncedIndex.Store(applied)
+		s.syncedAt.Store(int64(metrics.Now()))
+	}
+	return err
 }
 
 // Close syncs (a clean stop replays nothing at the next start) and closes the

@@ -172,6 +172,7 @@ func (l *Log) recover() error {
 			if err := s.truncateIndexFiles(s.flushed); err != nil {
 				return err
 			}
+			s.closeIndexes()
 			l.markDirty(s)
 		}
 	}
@@ -245,15 +246,13 @@ func (l *Log) reserve(s *segment, need int64) error {
 	return nil
 }
 
-// activate prepares s to take appends: preallocated, indexes open, age clock started.
+// activate prepares s to take appends: preallocated, age clock started. Its index files stay
+// closed: Sync opens them to write (see syncIndexes).
 func (l *Log) activate(s *segment) error {
 	if s.end < l.opts.SegmentBytes {
 		if err := l.reserve(s, s.end+1); err != nil {
 			return err
 		}
-	}
-	if err := s.openIndexes(); err != nil {
-		return err
 	}
 	s.firstAppendMs = 0
 	if s.end > 0 {
@@ -621,7 +620,10 @@ func (l *Log) syncData(todo []syncItem, dir bool) error {
 }
 
 // syncIndexes writes the index entries whose data is now durable and vouches for them; a sealed
-// segment's index files are then final: fsynced and closed.
+// segment's index files are then final: fsynced. Every segment's index files are closed again
+// afterwards: Sync is rare (a Raft snapshot, a few per thousand entries), so reopening three files
+// for it costs little, while keeping them open cost three descriptors per partition (a broker with
+// ten thousand partitions ran out of them).
 func (l *Log) syncIndexes(todo []syncItem) error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
@@ -640,9 +642,9 @@ func (l *Log) syncIndexes(todo []syncItem) error {
 			if err := s.syncIndexes(); err != nil {
 				return err
 			}
-			s.closeIndexes()
 			l.thin(s)
 		}
+		s.closeIndexes()
 	}
 	return nil
 }
@@ -752,6 +754,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	if err := s.writeSum(); err != nil {
 		return l.fail(err)
 	}
+	s.closeIndexes()
 	return l.fail(l.activate(s))
 }
 

@@ -54,6 +54,8 @@ type serveConfig struct {
 	logLevel         string
 	configFile       string
 	debugAddr        string
+	stallTraceDir    string
+	stallThreshold   time.Duration
 	metricsAddr      string
 	fetchSessions    int
 	offsetsRetention time.Duration
@@ -65,7 +67,10 @@ type serveConfig struct {
 	cleanerIOBytes   int64
 	cleanerBackoff   time.Duration
 	raftQuiesce      bool
+	raftStepWorkers  uint64
 	raftTick         time.Duration
+	snapEntries      uint64
+	snapInterval     time.Duration
 	minFreeBytes     int64
 
 	sec             securityFlags // security.go
@@ -111,6 +116,12 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.raftTick, "raft-tick", 100*time.Millisecond, "Raft tick (dragonboat RTT): every partition's Raft group is stepped this often, idle or not (the idle cost of a partition); "+
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that): "+
 		"at 100 ms a heartbeat every tick and a new leader 1-2 s after its predecessor died; writes do not wait for ticks")
+	fs.Uint64Var(&cfg.raftStepWorkers, "raft-step-workers", 0, "goroutines stepping the Raft groups (dragonboat ExecShards; 0: its default, 16); "+
+		"fixed when the data directory is created")
+	fs.Uint64Var(&cfg.snapEntries, "raft-snapshot-entries", 1000, "a partition's Raft snapshot (its checkpoint; the Raft log is compacted behind it) is due after this many entries "+
+		"and --raft-snapshot-interval both (spread per partition over 1-1.5x), and taken at 50x this many whatever the time")
+	fs.DurationVar(&cfg.snapInterval, "raft-snapshot-interval", 10*time.Second, "least time between a busy partition's Raft snapshots: each holds the partition's apply, "+
+		"and so its acknowledgements, for a few fsyncs; negative = by --raft-snapshot-entries alone")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", "segment", "Raft log store: segment, the only one (the partitions' segment files are their Raft log; "+
@@ -120,6 +131,9 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.IntVar(&cfg.fetchSessions, "fetch-session-cache-slots", broker.DefaultFetchSessionSlots, "incremental fetch sessions (KIP-227) kept at once (max.incremental.fetch.session.cache.slots); 0 = no sessions")
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics, and /healthz and /readyz, on this address (e.g. :9644); off when empty")
 	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off when empty")
+	fs.StringVar(&cfg.stallTraceDir, "debug-stall-trace", "", "diagnostics: keep a Go execution trace of the last seconds (flight recorder) and write it into this directory "+
+		"when a Produce takes --debug-stall-threshold or longer (at most one file per 5 s, 30 in all); off when empty")
+	fs.DurationVar(&cfg.stallThreshold, "debug-stall-threshold", 20*time.Millisecond, "a Produce this slow writes a --debug-stall-trace file")
 	addSecurityFlags(fs, &cfg.sec)
 	return fs
 }
@@ -253,6 +267,14 @@ func serve(args []string) error {
 		}()
 	}
 
+	if cfg.stallTraceDir != "" {
+		stop, err := startStallTrace(cfg.stallTraceDir, cfg.stallThreshold, logger)
+		if err != nil {
+			return fmt.Errorf("--debug-stall-trace: %w", err)
+		}
+		defer stop()
+	}
+
 	qh, err := startRaft(cfg, security, logger)
 	if err != nil {
 		return err
@@ -347,13 +369,17 @@ func checkServeConfig(cfg *serveConfig) (host string, port int32, voters map[uin
 // startRaft starts this node's Raft host (every partition's group and the controller's).
 func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*quorum.Host, error) {
 	qh, err := quorum.NewHost(quorum.HostConfig{
-		NodeID:   cfg.nodeID,
-		RaftAddr: cfg.raftAddr,
-		DataDir:  filepath.Join(cfg.dataDir, "raft"),
-		Logger:   logger,
-		Quiesce:  cfg.raftQuiesce,
-		RTT:      cfg.raftTick,
-		TLS:      security.raft,
+		NodeID:      cfg.nodeID,
+		RaftAddr:    cfg.raftAddr,
+		DataDir:     filepath.Join(cfg.dataDir, "raft"),
+		Logger:      logger,
+		Quiesce:     cfg.raftQuiesce,
+		StepWorkers: cfg.raftStepWorkers,
+		RTT:         cfg.raftTick,
+
+		SnapshotEntries:  cfg.snapEntries,
+		SnapshotInterval: cfg.snapInterval,
+		TLS:              security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
