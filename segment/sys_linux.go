@@ -11,10 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writeAt2 writes a then b at off in one pwritev. The call is raw: a write into the page cache
-// does not wait for the disk but copies for long (a batch of a megabyte: hundreds of µs), and a Go
-// system call that long has its P retaken by sysmon and another thread started on the CPU this
-// one is still using (the save's fdatasync, which does wait, goes through diskio's ring).
+// writeAt2 writes a then b at off in one pwritev. An ordinary (not raw) system call: a write into
+// the page cache can sleep (dirty-page throttling, a journal wait), and a raw call would keep its P
+// from the scheduler meanwhile (on two cores, half of the broker's Go code).
 func writeAt2(f *os.File, a, b []byte, off int64) error {
 	want := len(a) + len(b)
 	var iov [2]unix.Iovec
@@ -31,7 +30,7 @@ func writeAt2(f *os.File, a, b []byte, off int64) error {
 	}
 	fd := f.Fd()
 	for {
-		r, _, errno := unix.RawSyscall6(unix.SYS_PWRITEV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)),
+		r, _, errno := unix.Syscall6(unix.SYS_PWRITEV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)),
 			uintptr(off), uintptr(uint64(off)>>(bits.UintSize-1)>>1), 0)
 		runtime.KeepAlive(a)
 		runtime.KeepAlive(b)
