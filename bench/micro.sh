@@ -12,7 +12,7 @@ BIN=$(mktemp -d /tmp/sluice-micro.XXXXXX)
 trap 'rm -rf "$BIN"' EXIT
 mkdir -p "$OUT"
 go test -c -o "$BIN/netio.test" ./netio
-go test -c -o "$BIN/uring.test" ./netio/internal/uring
+go test -c -o "$BIN/uring.test" ./internal/uring
 : >"$OUT/file-to-socket.txt"
 : >"$OUT/append-datasync.txt"
 for ((r = 1; r <= ROUNDS; r++)); do

@@ -13,8 +13,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-# A partition holds ~7 files open (segment, two indexes and their sum, two checkpoint slots, Raft
-# metadata): 10,000 partitions need more descriptors than a default limit allows (Kafka asks for
+# A partition holds 1 file open for good (its active segment; Raft metadata files share a cache of a
+# quarter of the limit): 10,000 partitions need more descriptors than a default limit allows (Kafka asks for
 # 100,000 too). Raise it where we may (root), else keep what there is.
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 IDLE=${IDLE:-60s}

@@ -17,9 +17,16 @@
 #   DURATION     measured time per run (default 20s); WARMUP (default 3s)
 #   ROUNDS       interleaved rounds (default 3)
 #   CONSUMERS    consumers (default 1; 0 = produce only)
+#   RATE         records/s to produce (default 0: as fast as possible); a fixed rate below every
+#                build's maximum compares CPU per GB for the same work on a shared machine
 #   CLIENT       loadgen client: kgo (default, franz-go) or native (loadgen's lean client: at 100 B
 #                franz-go is the limit, not the broker)
 #   OUT          result directory (default results/<UTC date>-<cores>core-storage)
+#   PERF_STAT    1: count the brokers' context switches and page faults during each loadgen run
+#                (perf stat; the columns ctx_switches_per_gb and page_faults_per_gb)
+#   PERF_RECORD  N: perf record -g each broker for N seconds after the warm-up (perf-*.data in OUT;
+#                perf, not pprof: on a VM SIGPROF lands late after syscalls); PERF_EVENT picks
+#                the event (e.g. page-faults; default cycles)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +41,7 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
 CONSUMERS=${CONSUMERS:-1}
+RATE=${RATE:-0}
 CLIENT=${CLIENT:-kgo}
 OUT=${OUT:-results/$(date -u +%Y-%m-%d)-$(nproc)core-storage}
 
@@ -62,7 +70,7 @@ for broker in $BROKERS; do
 done
 mkdir -p "$OUT"
 TSV="$OUT/runs.tsv"
-printf 'round\tbroker\tsize\tproduce_rec_s\tproduce_mb_s\tconsume_mb_s\tbroker_cpu_s\tbroker_write_bytes\tproduced_bytes\tcpu_s_per_gb\twrite_ratio\n' >"$TSV"
+printf 'round\tbroker\tsize\tproduce_rec_s\tproduce_mb_s\tconsume_mb_s\tbroker_cpu_s\tbroker_write_bytes\tproduced_bytes\tcpu_s_per_gb\twrite_ratio\tctx_switches_per_gb\tpage_faults_per_gb\n' >"$TSV"
 
 # run ROUND BROKER SIZE: one fresh broker (or three), one loadgen run.
 run() {
@@ -109,12 +117,30 @@ run() {
 		cpu0=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$p")" 'BEGIN { print a + b }')
 		wb0=$((wb0 + $(write_bytes "$p")))
 	done
-	local seeds
+	local seeds perfpids=() pidlist
 	seeds=$(printf '127.0.0.1:%s,' "${ports[@]}")
+	pidlist=$(IFS=,; echo "${pids[*]}")
+	if [ "${PERF_STAT:-}" = 1 ]; then
+		perf stat -x, -e context-switches,page-faults -p "$pidlist" -o "$dir/perfstat.txt" 2>/dev/null &
+		perfpids+=($!)
+	fi
+	if [ -n "${PERF_RECORD:-}" ]; then
+		(sleep "${WARMUP%s}" && perf record -g ${PERF_EVENT:+-e "$PERF_EVENT"} -p "$pidlist" -o "$OUT/perf-$round-${broker//:/-}-$size.data" -- sleep "$PERF_RECORD" >/dev/null 2>&1) &
+		perfpids+=($!)
+	fi
 	"$BIN/loadgen" run -brokers "${seeds%,}" -name "storage-$size" -label "$broker" -record-size "$size" \
 		-partitions "$PARTITIONS" -replication-factor "$rf" -acks all -idempotent -producers 1 \
 		-max-buffered-records 20000 -consumers "$CONSUMERS" -duration "$DURATION" -warmup "$WARMUP" \
-		-drain-timeout 20s -client "$CLIENT" -quiet -out "$dir/loadgen" >"$dir/loadgen.log" 2>&1 || log "loadgen failed: $dir/loadgen.log"
+		-drain-timeout 20s -client "$CLIENT" -rate "$RATE" -quiet -out "$dir/loadgen" >"$dir/loadgen.log" 2>&1 || log "loadgen failed: $dir/loadgen.log"
+	if [ "${PERF_STAT:-}" = 1 ]; then
+		kill -INT "${perfpids[0]}" 2>/dev/null || true
+	fi
+	for p in "${perfpids[@]}"; do wait "$p" 2>/dev/null || true; done
+	local ctxsw=0 faults=0
+	if [ -f "$dir/perfstat.txt" ]; then
+		ctxsw=$(awk -F, '$3 == "context-switches" { print $1 }' "$dir/perfstat.txt")
+		faults=$(awk -F, '$3 == "page-faults" { print $1 }' "$dir/perfstat.txt")
+	fi
 	sync
 	local cpu1=0 wb1=0
 	for p in "${pids[@]}"; do
@@ -127,18 +153,21 @@ run() {
 	done
 	local res="$dir/loadgen/result.json"
 	[ -f "$res" ] || res=$(find "$dir/loadgen" -name result.json | head -1)
-	python3 - "$res" "$round" "$broker" "$size" "$cpu0" "$cpu1" "$wb0" "$wb1" >>"$TSV" <<'EOF'
+	python3 - "$res" "$round" "$broker" "$size" "$cpu0" "$cpu1" "$wb0" "$wb1" "${ctxsw:-0}" "${faults:-0}" >>"$TSV" <<'EOF'
 import json, sys
 res, rnd, broker, size = sys.argv[1:5]
 cpu = float(sys.argv[6]) - float(sys.argv[5])
 wb = int(sys.argv[8]) - int(sys.argv[7])
+ctxsw, faults = int(sys.argv[9] or 0), int(sys.argv[10] or 0)
 r = json.load(open(res))
 p, c = r["produce"], r["consume"]
 produced = p["bytes"]
 print("\t".join(str(x) for x in [rnd, broker, size, round(p["records_per_sec"]), round(p["mb_per_sec"], 1),
       round(c["mb_per_sec"], 1), round(cpu, 2), wb, produced,
       round(cpu / ((produced + c["bytes"]) / 1e9), 3) if produced else 0,
-      round(wb / produced, 3) if produced else 0]))
+      round(wb / produced, 3) if produced else 0,
+      round(ctxsw / ((produced + c["bytes"]) / 1e9)) if produced else 0,
+      round(faults / ((produced + c["bytes"]) / 1e9)) if produced else 0]))
 EOF
 	rm -rf "$dir"/data-*
 	tail -1 "$TSV" >&2
@@ -158,6 +187,8 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 brokers = sys.argv[2].split()
 cols = ["produce_rec_s", "produce_mb_s", "consume_mb_s", "cpu_s_per_gb", "write_ratio"]
+if any(float(r.get("ctx_switches_per_gb") or 0) for r in rows):
+    cols += ["ctx_switches_per_gb", "page_faults_per_gb"]
 print("| size | broker | " + " | ".join(cols) + " |")
 print("|---|---|" + "---|" * len(cols))
 for size in sorted({r["size"] for r in rows}, key=int, reverse=True):

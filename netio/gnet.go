@@ -42,13 +42,16 @@ type gnetServer struct {
 	addr   net.Addr
 	waiter *writableWaiter
 
-	booted  chan struct{}
+	booted  chan struct{} // closed by the first OnBoot
 	bootErr error
-	done    chan struct{} // gnet.Run returned
+	done    chan struct{} // run returned: gnet's engine stopped for good
+	stop    chan struct{} // closed by close: no more restarts
 	runErr  error
 
 	// wakeMu keeps Wake and Close off gnet's pollers once shutdown starts: gnet closes their
-	// descriptors when it stops, and a late Wake would write to a reused descriptor.
+	// descriptors when it stops, and a late Wake would write to a reused descriptor. (An engine that
+	// stops on its own closes its connections first: fdClosed keeps those off.) It also guards engine,
+	// which a restart replaces.
 	wakeMu    sync.RWMutex
 	stopping  bool
 	closeOnce sync.Once
@@ -85,29 +88,8 @@ func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s := &gnetServer{core: co, waiter: w, booted: make(chan struct{}), done: make(chan struct{})}
-	opts := []gnet.Option{
-		gnet.WithMulticore(true),
-		gnet.WithNumEventLoop(co.opts.Loops),
-		gnet.WithReuseAddr(true),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithTCPKeepAlive(15 * time.Second), // as Go's net does: find clients that vanished
-		gnet.WithLogger(gnetLogger{co.log}),
-	}
-	go func() {
-		s.runErr = gnet.Run(s, "tcp://"+addr, opts...)
-		select {
-		case <-s.booted:
-			s.wakeMu.RLock()
-			if !s.stopping {
-				// gnet stops its whole engine on some accept errors (EMFILE among them).
-				co.log.Error("netio: gnet engine stopped", "addr", s.addr, "err", s.runErr)
-			}
-			s.wakeMu.RUnlock()
-		default: // Listen reports it
-		}
-		close(s.done)
-	}()
+	s := &gnetServer{core: co, waiter: w, booted: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{})}
+	go s.run(addr)
 	select {
 	case <-s.booted:
 		return s, s.addr, nil
@@ -124,10 +106,72 @@ func listenGnet(addr string, co *core) (backendServer, net.Addr, error) {
 	}
 }
 
+// gnetRestartBackoff is the first wait before gnet's engine is started again after it stopped on its
+// own; it doubles up to gnetRestartBackoffMax while restarts keep failing.
+const (
+	gnetRestartBackoff    = 100 * time.Millisecond
+	gnetRestartBackoffMax = 5 * time.Second
+)
+
+// run runs gnet's engine until close, starting it again when it stops on its own. gnet stops the
+// whole engine, listener and every connection, when an accept fails with anything but a retryable
+// error: EMFILE among them, which is what a burst of connections or churn at the open files limit
+// brings. Without a restart the broker would live on, serving nobody, until restarted by hand; with
+// it, clients see their connections drop (Kafka clients reconnect) and are served again once
+// descriptors are free.
+func (s *gnetServer) run(addr string) {
+	defer close(s.done)
+	opts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(s.core.opts.Loops),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTCPKeepAlive(15 * time.Second), // as Go's net does: find clients that vanished
+		gnet.WithLogger(gnetLogger{s.core.log}),
+	}
+	backoff := gnetRestartBackoff
+	for {
+		started := time.Now()
+		err := gnet.Run(s, "tcp://"+addr, opts...)
+		select {
+		case <-s.booted:
+		default: // the first start failed: Listen reports it
+			s.runErr = err
+			return
+		}
+		s.wakeMu.RLock()
+		stopping := s.stopping
+		s.wakeMu.RUnlock()
+		if stopping {
+			s.runErr = err
+			return
+		}
+		if time.Since(started) > time.Minute {
+			backoff = gnetRestartBackoff // it ran well: a new episode
+		}
+		s.core.log.Error("netio: gnet engine stopped; starting it again", "addr", s.addr, "err", err, "in", backoff)
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, gnetRestartBackoffMax)
+		addr = s.addr.String() // the port bound first, also when port 0 was asked for
+	}
+}
+
 // OnBoot learns the bound address from a duplicate of the listener (gnet only knows the requested one,
-// port 0 included).
+// port 0 included) on the first start.
 func (s *gnetServer) OnBoot(e gnet.Engine) gnet.Action {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	if s.stopping { // closed while a restart was under way
+		return gnet.Shutdown
+	}
 	s.engine = e
+	if s.addr != nil {
+		return gnet.None
+	}
 	fd, err := e.Dup()
 	if err != nil {
 		s.bootErr = err
@@ -148,11 +192,14 @@ func (s *gnetServer) close() error {
 	s.closeOnce.Do(func() {
 		s.wakeMu.Lock()
 		s.stopping = true
+		e := s.engine
 		s.wakeMu.Unlock()
-		// A cancelled context makes Stop only signal; Run returns once the loops are gone.
+		close(s.stop)
+		// A cancelled context makes Stop only signal; Run returns once the loops are gone. An engine
+		// that already stopped on its own says so, and run returns without starting another.
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_ = s.engine.Stop(ctx)
+		_ = e.Stop(ctx)
 		<-s.done
 		s.waiter.close()
 	})
@@ -324,7 +371,11 @@ func (g *gnetConn) wakeLoop() {
 	s := g.srv
 	s.wakeMu.RLock()
 	if !s.stopping {
-		_ = g.gc.Wake(nil)
+		g.fdMu.Lock()
+		if !g.fdClosed {
+			_ = g.gc.Wake(nil)
+		}
+		g.fdMu.Unlock()
 	}
 	s.wakeMu.RUnlock()
 }
@@ -333,7 +384,11 @@ func (g *gnetConn) close() {
 	s := g.srv
 	s.wakeMu.RLock()
 	if !s.stopping {
-		_ = g.gc.Close()
+		g.fdMu.Lock()
+		if !g.fdClosed {
+			_ = g.gc.Close()
+		}
+		g.fdMu.Unlock()
 	}
 	s.wakeMu.RUnlock()
 }

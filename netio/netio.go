@@ -27,7 +27,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/sluicebroker/sluice/netio/internal/uring"
+	"github.com/sluicebroker/sluice/internal/uring"
 )
 
 // Backend names a connection backend.
@@ -131,6 +131,8 @@ type core struct {
 	log     *slog.Logger
 	nextID  atomic.Uint64
 	open    atomic.Int64 // connections open: counted up by newConn, down by countClosed
+	// acceptFailed throttles the log of failing accepts (accept.go).
+	acceptFailed acceptFailures
 }
 
 // countClosed is the Handler the backends call: it counts the connection closed, then tells

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluicebroker/sluice/netio/internal/uring"
+	"github.com/sluicebroker/sluice/internal/uring"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,4 +101,26 @@ func TestUringRingSend(t *testing.T) {
 	t.Run("BackPressureReachesClient", TestBackPressureReachesClient)
 	t.Run("RandomizedTraffic", TestRandomizedTraffic)
 	t.Run("FileRangeSlowReader", TestFileRangeSlowReader)
+}
+
+// With rings far smaller than the connections (8 submission entries, 16 completions, 4 provided
+// buffers), submissions fill the queue mid-batch, completions overflow into the kernel's list and a
+// multishot accept may end for lack of room: churn and busy connections must still all be served.
+func TestUringTinyRings(t *testing.T) {
+	if err := UringAvailable(); err != nil {
+		t.Skipf("io_uring unavailable here: %v", err)
+	}
+	savedSetup, savedCount, savedBackends := uringSetup, uringBufCount, backends
+	uringSetup = func() (*uring.Ring, error) {
+		r, err := uring.NewFlags(8, 16, uring.SetupCoopTaskrun)
+		if err != nil {
+			return nil, err
+		}
+		return r, r.Supports(uringOps...)
+	}
+	uringBufCount, backends = 4, []Backend{BackendUring}
+	defer func() { uringSetup, uringBufCount, backends = savedSetup, savedCount, savedBackends }()
+	t.Run("ConnectionChurn", TestConnectionChurn)
+	t.Run("ManyConnections", TestManyConnections)
+	t.Run("RandomizedTraffic", TestRandomizedTraffic)
 }

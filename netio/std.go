@@ -69,8 +69,8 @@ func (s *stdServer) acceptLoop() {
 				return
 			}
 			// Out of descriptors and the like: back off instead of spinning.
-			s.core.log.Warn("netio: accept", "err", err)
-			time.Sleep(10 * time.Millisecond)
+			s.core.acceptFailed.failed(s.core, err)
+			time.Sleep(acceptBackoff)
 			continue
 		}
 		_ = tc.SetNoDelay(true)

@@ -11,7 +11,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/sluicebroker/sluice/netio/internal/uring"
+	"github.com/sluicebroker/sluice/internal/uring"
 	"golang.org/x/sys/unix"
 )
 
@@ -517,9 +517,10 @@ func (s *uringServer) accepted(res int32) {
 			s.core.log.Debug("netio: accept", "err", errno)
 			s.postAccept()
 		default:
-			// Out of descriptors or memory, or worse: back off instead of spinning.
-			s.core.log.Warn("netio: accept", "err", errno)
-			s.timerTS = unix.NsecToTimespec(int64(10 * time.Millisecond))
+			// Out of descriptors or memory, or worse: back off instead of spinning. (A multishot
+			// accept ends on such an error; the timer posts a new one.)
+			s.core.acceptFailed.failed(s.core, errno)
+			s.timerTS = unix.NsecToTimespec(int64(acceptBackoff))
 			s.sqe().PrepTimeout(&s.timerTS, udTimer)
 			s.timerPosted = true
 		}

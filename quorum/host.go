@@ -99,6 +99,10 @@ type HostConfig struct {
 	// partitions awake), a config change. A quiesced follower does not notice a dead leader until
 	// something wakes it.
 	Quiesce bool
+	// StepWorkers is dragonboat's Expert.Engine.ExecShards: the goroutines that step the shards
+	// (each shard belongs to one, by id); 0 keeps dragonboat's 16. dragonboat records it in DataDir
+	// and refuses to start with another value later.
+	StepWorkers uint64
 	// TLS, when its files are set, runs Raft traffic over mutual TLS (security.go).
 	TLS RaftTLS
 }
@@ -242,6 +246,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		RTTMillisecond: rttMs,
 		RaftAddress:    cfg.RaftAddr,
 		Expert:         config.GetDefaultExpertConfig(),
+	}
+	if cfg.StepWorkers > 0 {
+		nhc.Expert.Engine.ExecShards = cfg.StepWorkers
 	}
 	cfg.TLS.apply(&nhc)
 	// The Raft log store: the partitions' segments (package raftlog). dragonboat records its name

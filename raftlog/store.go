@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,11 +279,11 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 // SaveRaftState implements raftio.ILogDB: every update's batches go to their segments and its
-// records to the metadata files, then the touched shards are fsynced (concurrently when several),
-// and only then does it return, which is when dragonboat acknowledges.
+// records to the metadata files, then the touched shards are fsynced (all their files in one
+// diskio.DatasyncAll), and only then does it return, which is when dragonboat acknowledges.
 func (s *Store) SaveRaftState(updates []pb.Update, workerID uint64) error {
-	var one *shard
-	var many []*shard
+	var toSync [8]*shard
+	shards := toSync[:0]
 	for i := range updates {
 		u := &updates[i]
 		sh, err := s.shard(u.ShardID, u.ReplicaID)
@@ -298,72 +299,107 @@ func (s *Store) SaveRaftState(updates []pb.Update, workerID uint64) error {
 		if err != nil {
 			return err
 		}
-		if sync {
-			if one == nil {
-				one = sh
-			} else if one != sh {
-				many = append(many, sh)
-			}
+		if sync && !slices.Contains(shards, sh) {
+			shards = append(shards, sh)
 		}
 	}
-	if one == nil {
-		return nil
-	}
-	if len(many) == 0 {
-		return one.sync()
-	}
-	many = append(many, one)
-	errs := make([]error, len(many))
-	var wg sync.WaitGroup
-	for i, sh := range many[1:] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i+1] = sh.sync()
-		}()
-	}
-	errs[0] = many[0].sync()
-	wg.Wait()
-	return errors.Join(errs...)
+	return syncShards(shards)
 }
 
 // metaSyncMaxAge bounds how long metadata records the segment could rebuild stay unsynced (save):
 // after a power loss, a rebuilt entry's append time is its predecessor's (rebuild), this close.
 const metaSyncMaxAge = 100 * time.Millisecond
 
-// sync fsyncs what the shard wrote: the segment's data and, when it must be or has waited long
-// enough, the metadata file, side by side.
-func (sh *shard) sync() error {
-	sh.mu.Lock()
-	seg := sh.seg
-	if !sh.segDirty {
-		seg = nil
-	}
-	sh.segDirty = false
-	sh.mu.Unlock()
-	var segErr error
-	done := make(chan struct{})
-	if seg != nil {
-		go func() {
-			segErr = seg.SyncData()
-			close(done)
-		}()
-	} else {
-		close(done)
-	}
-	sh.mu.Lock()
-	var err error
-	if sh.metaMust || sh.meta.unsyncedFor() >= metaSyncMaxAge {
-		err = sh.meta.sync()
-		sh.metaMust = false
-	}
-	sh.mu.Unlock()
-	<-done
-	if segErr != nil && !errors.Is(segErr, segment.ErrClosed) {
-		return segErr
-	}
-	return err
+// shardSync is one shard's part of a syncShards.
+type shardSync struct {
+	sh      *shard
+	data    segment.DataSync
+	dataAt  int // index of the segment's first file in the files synced; -1: none
+	dataEnd int
+	metaAt  int // index of the metadata file; -1: not synced (and the shard not held locked)
 }
+
+// syncShards fsyncs what the shards wrote: each one's segment data and, when it must be or has
+// waited long enough, its metadata file, all in one diskio.DatasyncAll: one io_uring submission
+// waited for in Go's netpoller, no thread blocked in an fdatasync per file (which kept Go's sysmon
+// and scheduler busy handing processors off: results/2026-12-07-2core-vm-cpu12/). A shard whose
+// metadata is synced stays locked until its sync is done, as when it was synced alone.
+func syncShards(shards []*shard) error {
+	if len(shards) == 0 {
+		return nil
+	}
+	var syncsBuf [8]shardSync
+	var filesBuf [16]*os.File
+	var errsBuf [16]error
+	syncs, files := syncsBuf[:0], filesBuf[:0]
+	var errs []error
+	for _, sh := range shards {
+		ss := shardSync{sh: sh, dataAt: -1, metaAt: -1}
+		sh.mu.Lock()
+		if sh.seg != nil && sh.segDirty {
+			sh.segDirty = false
+			ds, err := sh.seg.BeginSyncData()
+			switch {
+			case err == nil:
+				ss.data, ss.dataAt = ds, len(files)
+				files = ds.AppendFiles(files)
+				ss.dataEnd = len(files)
+			case !errors.Is(err, segment.ErrClosed):
+				errs = append(errs, err)
+			}
+		}
+		if sh.metaMust || sh.meta.unsyncedFor() >= metaSyncMaxAge {
+			if f := sh.meta.unsyncedFile(); f != nil {
+				ss.metaAt = len(files)
+				files = append(files, f)
+			} else {
+				sh.metaMust = false
+			}
+		}
+		if ss.metaAt < 0 {
+			sh.mu.Unlock()
+		}
+		syncs = append(syncs, ss)
+	}
+	var fileErrs []error
+	if len(files) <= len(errsBuf) {
+		fileErrs = errsBuf[:len(files)]
+	} else {
+		fileErrs = make([]error, len(files))
+	}
+	diskio.DatasyncAll(files, fileErrs)
+	for i := range syncs {
+		ss := &syncs[i]
+		if ss.metaAt >= 0 {
+			if err := fileErrs[ss.metaAt]; err != nil {
+				errs = append(errs, err)
+			} else {
+				ss.sh.meta.markSynced()
+				ss.sh.metaMust = false
+			}
+			ss.sh.mu.Unlock()
+		}
+		if ss.dataAt >= 0 {
+			err := ss.data.Done(errors.Join(fileErrs[ss.dataAt:ss.dataEnd]...))
+			if err != nil && !errors.Is(err, segment.ErrClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	clear(files)
+	return errors.Join(errs...)
+}
+
+// unsyncedFile is the metadata file when it holds records not yet fsynced (nil: none).
+func (m *metaFile) unsyncedFile() *os.File {
+	if !m.dirty {
+		return nil
+	}
+	return m.f
+}
+
+// markSynced records that the file returned by unsyncedFile was fsynced.
+func (m *metaFile) markSynced() { m.dirty = false }
 
 // IterateEntries implements raftio.ILogDB.
 func (s *Store) IterateEntries(ents []pb.Entry, size uint64, shardID, replicaID, low, high, maxSize uint64) ([]pb.Entry, uint64, error) {

@@ -383,6 +383,7 @@ func (l *Log) swapCleaned(s *segment, tmp string, sc *scanner) error {
 		ns.release()
 		return l.fail(err)
 	}
+	ns.closeIndexes()
 	l.markDirty(ns)
 	l.mu.Lock()
 	l.segs[slices.Index(l.segs, s)] = ns

@@ -172,6 +172,7 @@ func (l *Log) recover() error {
 			if err := s.truncateIndexFiles(s.flushed); err != nil {
 				return err
 			}
+			s.closeIndexes()
 			l.markDirty(s)
 		}
 	}
@@ -245,15 +246,13 @@ func (l *Log) reserve(s *segment, need int64) error {
 	return nil
 }
 
-// activate prepares s to take appends: preallocated, indexes open, age clock started.
+// activate prepares s to take appends: preallocated, age clock started. Its index files stay
+// closed: Sync opens them to write (see syncIndexes).
 func (l *Log) activate(s *segment) error {
 	if s.end < l.opts.SegmentBytes {
 		if err := l.reserve(s, s.end+1); err != nil {
 			return err
 		}
-	}
-	if err := s.openIndexes(); err != nil {
-		return err
 	}
 	s.firstAppendMs = 0
 	if s.end > 0 {
@@ -528,10 +527,33 @@ func (l *Log) Sync() error {
 // index (the next Sync does, and recovery rebuilds index points past the last vouched one): this is
 // the per-save fsync of a log that is also the Raft log.
 func (l *Log) SyncData() error {
-	l.writeMu.Lock()
-	if err := l.usable(); err != nil {
-		l.writeMu.Unlock()
+	ds, err := l.BeginSyncData()
+	if err != nil {
 		return err
+	}
+	for _, s := range ds.segs {
+		if err == nil {
+			err = datasync(s.data)
+		}
+	}
+	return ds.Done(err)
+}
+
+// DataSync is SyncData in two steps, for a caller that fdatasyncs several logs' files together
+// (raftlog: every partition of a Raft save in one io_uring submission): BeginSyncData, then
+// fdatasync the Files, then Done with the result. One at a time per log, like SyncData.
+type DataSync struct {
+	l        *Log
+	segs     []*segment
+	dirDirty bool
+}
+
+// BeginSyncData takes the files SyncData would sync, held open until Done.
+func (l *Log) BeginSyncData() (DataSync, error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if err := l.usable(); err != nil {
+		return DataSync{}, err
 	}
 	todo := l.dataSyncing[:0]
 	for _, s := range l.unsynced {
@@ -542,23 +564,35 @@ func (l *Log) SyncData() error {
 	}
 	dirDirty := l.dirDirty
 	l.dirDirty = false
-	l.writeMu.Unlock()
+	return DataSync{l: l, segs: todo, dirDirty: dirDirty}, nil
+}
 
-	var err error
-	for i, s := range todo {
-		if err == nil {
-			err = datasync(s.data)
-		}
-		s.release()
-		todo[i] = nil
+// AppendFiles appends the files to fdatasync to files.
+func (d *DataSync) AppendFiles(files []*os.File) []*os.File {
+	for _, s := range d.segs {
+		files = append(files, s.data)
 	}
-	if err == nil && dirDirty {
+	return files
+}
+
+// Done releases the files, fsyncs the directory when files came or went, and records a failure
+// (err: the fdatasyncs' result) as SyncData does.
+func (d *DataSync) Done(err error) error {
+	l := d.l
+	if l == nil {
+		return err
+	}
+	for i, s := range d.segs {
+		s.release()
+		d.segs[i] = nil
+	}
+	if err == nil && d.dirDirty {
 		err = syncDir(l.dir)
 	}
 	l.writeMu.Lock()
-	l.dataSyncing = todo[:0]
+	l.dataSyncing = d.segs[:0]
 	if err != nil {
-		l.dirDirty = l.dirDirty || dirDirty
+		l.dirDirty = l.dirDirty || d.dirDirty
 		l.fail(err)
 	}
 	l.writeMu.Unlock()
@@ -586,7 +620,10 @@ func (l *Log) syncData(todo []syncItem, dir bool) error {
 }
 
 // syncIndexes writes the index entries whose data is now durable and vouches for them; a sealed
-// segment's index files are then final: fsynced and closed.
+// segment's index files are then final: fsynced. Every segment's index files are closed again
+// afterwards: Sync is rare (a Raft snapshot, a few per thousand entries), so reopening three files
+// for it costs little, while keeping them open cost three descriptors per partition (a broker with
+// ten thousand partitions ran out of them).
 func (l *Log) syncIndexes(todo []syncItem) error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
@@ -605,9 +642,9 @@ func (l *Log) syncIndexes(todo []syncItem) error {
 			if err := s.syncIndexes(); err != nil {
 				return err
 			}
-			s.closeIndexes()
 			l.thin(s)
 		}
+		s.closeIndexes()
 	}
 	return nil
 }
@@ -717,6 +754,7 @@ func (l *Log) TruncateTo(offset int64) error {
 	if err := s.writeSum(); err != nil {
 		return l.fail(err)
 	}
+	s.closeIndexes()
 	return l.fail(l.activate(s))
 }
 

@@ -785,3 +785,72 @@ func TestCheckpointHoldsNoDescriptor(t *testing.T) {
 		t.Fatalf("checkpoint after reopening: %+v", cp)
 	}
 }
+
+// openUnder lists the descriptors this process holds on files in dir, by file name.
+func openUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && filepath.Dir(target) == dir {
+			names = append(names, filepath.Base(target))
+		}
+	}
+	return names
+}
+
+// TestIndexFilesHeldOnlyWhileWritten: a log holds descriptors for its segments' data and nothing
+// else between operations: the index files and their sum are opened by the Sync that writes them and
+// closed again, on a fresh log, after appends and rolls, after TruncateTo and after a reopen. With
+// 10,000 partitions per broker, three more descriptors each did not fit (issue 14).
+func TestIndexFilesHeldOnlyWhileWritten(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	dir := t.TempDir()
+	onlyActive := func(l *Log, when string) {
+		t.Helper()
+		for _, name := range openUnder(t, dir) {
+			if !strings.HasSuffix(name, logSuffix) {
+				t.Fatalf("%s: %s open", when, name)
+			}
+		}
+	}
+	l := openLog(t, dir, smallOpts)
+	onlyActive(l, "fresh log")
+	for i := range 40 { // ~40 KiB over 16 KiB segments: rolls, and index points in each
+		if _, err := l.Append(makeBatch(1, 1000, int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.SegmentCount() < 3 {
+		t.Fatalf("%d segments, want rolls", l.SegmentCount())
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	onlyActive(l, "after appends and Sync")
+	if err := l.TruncateTo(5); err != nil {
+		t.Fatal(err)
+	}
+	onlyActive(l, "after TruncateTo")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir, smallOpts)
+	defer l.Close()
+	onlyActive(l, "after reopening")
+	if n := l.NextOffset(); n != 5 {
+		t.Fatalf("next offset %d after reopening, want 5", n)
+	}
+	// The index written by those Syncs is trusted at the next Open: no rebuild.
+	for _, s := range l.segs {
+		if _, err := os.Stat(s.stem() + sumSuffix); err != nil {
+			t.Errorf("segment %d: %v", s.base, err)
+		}
+	}
+}

@@ -93,11 +93,8 @@ func createSegment(dir string, base, size int64) (*segment, error) {
 		return nil, err
 	}
 	s.alloc = size
-	if err := s.openIndexes(); err != nil {
-		f.Close()
-		os.Remove(s.path)
-		return nil, err
-	}
+	// The index files are created by the first Sync that has entries or a sum to write for it:
+	// an idle partition holds no descriptor for them.
 	s.refs.Store(1)
 	return s, nil
 }

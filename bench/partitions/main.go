@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicebroker/sluice/internal/testcluster"
@@ -49,6 +51,8 @@ type result struct {
 	IdleSec           float64 `json:"idle_s"`
 	RSSEmptyMiB       float64 `json:"rss_empty_mib"`
 	RSSIdleMiB        float64 `json:"rss_idle_mib"`
+	OpenFilesIdle     int     `json:"open_files_idle"`    // the broker's descriptors after the idle window
+	OpenFilesRestart  int     `json:"open_files_restart"` // and once all partitions took a record after the restart
 	DiskEmptyMiB      float64 `json:"disk_empty_mib"`
 	DiskIdleMiB       float64 `json:"disk_idle_mib"`
 	Rate              int     `json:"produce_rate"`
@@ -126,16 +130,33 @@ func main() {
 	start := time.Now()
 	sem := make(chan struct{}, max(1, *createConc))
 	var cwg sync.WaitGroup
+	var created atomic.Int64
 	for name, parts := range topics {
 		sem <- struct{}{}
 		cwg.Add(1)
 		go func() {
 			defer func() { <-sem; cwg.Done() }()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			resp, err := adm.CreateTopic(ctx, parts, 1, nil, name)
-			cancel()
-			check(err)
-			check(resp.Err)
+			// A request that timed out on a loaded broker (the client drops the connection) is sent
+			// again: the retry may find the topic its first attempt created.
+			for attempt := 1; ; attempt++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				resp, err := adm.CreateTopic(ctx, parts, 1, nil, name)
+				cancel()
+				if err == nil {
+					err = resp.Err
+				}
+				if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
+					break
+				}
+				if attempt == 5 {
+					check(err)
+				}
+				logf("create %s (attempt %d): %v", name, attempt, err)
+				time.Sleep(time.Second)
+			}
+			if n := created.Add(int64(parts)); n%1000 < int64(parts) {
+				logf("%d partitions created, %.0f s", n, time.Since(start).Seconds())
+			}
 		}()
 	}
 	cwg.Wait()
@@ -162,9 +183,11 @@ func main() {
 	r.IdleSec = t1.Sub(t0).Seconds()
 	r.IdleCPUPct = 100 * float64(c1-c0) / clkTck / r.IdleSec
 	r.RSSIdleMiB = rssMiB(br.pid())
+	r.OpenFilesIdle = openFiles(br.pid())
 	r.DiskIdleMiB = diskMiB(data)
 	logf("%s: idle %.0f s: CPU %.2f%% of a core (empty broker %.2f%%), RSS %.0f MiB (empty broker %.0f), disk %.0f MiB (empty %.0f)",
 		*label, r.IdleSec, r.IdleCPUPct, r.EmptyCPUPct, r.RSSIdleMiB, r.RSSEmptyMiB, r.DiskIdleMiB, r.DiskEmptyMiB)
+	logf("%s: %d open files", *label, r.OpenFilesIdle)
 
 	// Produce at a low rate over all partitions.
 	produce(cl, topics, *rate, *produceFor, br.pid(), &r)
@@ -202,8 +225,9 @@ func main() {
 	writeAll(cl2, topics)
 	r.RestartWritable = time.Since(start).Seconds()
 	r.RSSRestartMiB = rssMiB(br.pid())
+	r.OpenFilesRestart = openFiles(br.pid())
 	cl2.Close()
-	logf("%s: restart: all %d partitions writable after %.1f s, RSS %.0f MiB", *label, *n, r.RestartWritable, r.RSSRestartMiB)
+	logf("%s: restart: all %d partitions writable after %.1f s, RSS %.0f MiB, %d open files", *label, *n, r.RestartWritable, r.RSSRestartMiB, r.OpenFilesRestart)
 	<-restartProfDone
 	br.stop()
 	out, _ := json.Marshal(r)
@@ -366,6 +390,15 @@ func cpuTicks(pid int) int64 {
 	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14 overall
 	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
 	return ut + st
+}
+
+// openFiles counts the process's descriptors (-1 when /proc cannot tell).
+func openFiles(pid int) int {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(fds)
 }
 
 func rssMiB(pid int) float64 {

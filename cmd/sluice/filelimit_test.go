@@ -14,8 +14,10 @@ import (
 // TestCreateTopicsWithinOpenFilesLimit: a broker whose open files limit cannot hold the files of the
 // partitions asked for refuses them (POLICY_VIOLATION, nothing created) instead of dying when a
 // partition cannot open its segment (and again at every restart); it keeps serving. The broker runs
-// under prlimit with a limit of 600 descriptors: 20 partitions fit, then 50 more, but not 50 more again
-// in the same request, nor 150 (~5 files each).
+// under prlimit with a limit of 600 descriptors: 20 partitions fit, then 150 more, but not 150 more again
+// in the same request, nor 150 after that. 170 partitions under 600 descriptors also means a partition
+// holds fewer than 5 files open (issue 14: one, its active segment, beside a bounded cache of the
+// metadata files): every one of them takes a record, also after a restart under the same limit.
 func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	if _, err := exec.LookPath("prlimit"); err != nil {
 		t.Skip("prlimit (util-linux) not installed")
@@ -55,7 +57,7 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	creq := kmsg.NewPtrCreateTopicsRequest()
 	for _, name := range []string{"half-a", "half-b"} {
 		rt := kmsg.NewCreateTopicsRequestTopic()
-		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, 50, 1
+		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = name, 150, 1
 		creq.Topics = append(creq.Topics, rt)
 	}
 	creq.TimeoutMillis = 60000
@@ -66,7 +68,7 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 		t.Fatalf("create two topics: %v", err)
 	}
 	if a, b := resp2.Topics[0].ErrorCode, resp2.Topics[1].ErrorCode; a != 0 || b != kerr.PolicyViolation.Code {
-		t.Fatalf("two topics of 50 in one request: %v and %v, want the first created and the second refused",
+		t.Fatalf("two topics of 150 in one request: %v and %v, want the first created and the second refused",
 			kerr.ErrorForCode(a), kerr.ErrorForCode(b))
 	}
 	if code, msg := create("too-many", 150); code != kerr.PolicyViolation.Code {
@@ -74,11 +76,22 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	} else {
 		t.Logf("refused: %s", msg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("still serving")}).FirstErr(); err != nil {
-		t.Fatalf("produce after the refusal: %v", err)
+	produceToAll := func(cl *kgo.Client, when string) {
+		t.Helper()
+		var recs []*kgo.Record
+		for topic, n := range map[string]int32{"fits": 20, "half-a": 150} {
+			for p := range n {
+				recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: []byte(when)})
+			}
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatalf("produce to all 170 partitions %s: %v", when, err)
+		}
 	}
+	all := b.client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produceToAll(all, "after the refusal")
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr("too-many")
@@ -91,4 +104,10 @@ func TestCreateTopicsWithinOpenFilesLimit(t *testing.T) {
 	if code := resp.Topics[0].ErrorCode; code != kerr.UnknownTopicOrPartition.Code {
 		t.Fatalf("the refused topic: %v, want it not created", kerr.ErrorForCode(code))
 	}
+	all.Close()
+	cl.Close()
+	// A restart opens every partition's files again: under the same limit.
+	b.stop()
+	b.start()
+	produceToAll(b.client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner())), "after a restart")
 }

@@ -67,6 +67,7 @@ type serveConfig struct {
 	cleanerIOBytes   int64
 	cleanerBackoff   time.Duration
 	raftQuiesce      bool
+	raftStepWorkers  uint64
 	raftTick         time.Duration
 	snapEntries      uint64
 	snapInterval     time.Duration
@@ -115,6 +116,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.raftTick, "raft-tick", 100*time.Millisecond, "Raft tick (dragonboat RTT): every partition's Raft group is stepped this often, idle or not (the idle cost of a partition); "+
 		"heartbeats every ~10 ms but at least every tick, elections after ~150 ms but at least 10 ticks (randomised up to twice that): "+
 		"at 100 ms a heartbeat every tick and a new leader 1-2 s after its predecessor died; writes do not wait for ticks")
+	fs.Uint64Var(&cfg.raftStepWorkers, "raft-step-workers", 0, "goroutines stepping the Raft groups (dragonboat ExecShards; 0: its default, 16); "+
+		"fixed when the data directory is created")
 	fs.Uint64Var(&cfg.snapEntries, "raft-snapshot-entries", 1000, "a partition's Raft snapshot (its checkpoint; the Raft log is compacted behind it) is due after this many entries "+
 		"and --raft-snapshot-interval both (spread per partition over 1-1.5x), and taken at 50x this many whatever the time")
 	fs.DurationVar(&cfg.snapInterval, "raft-snapshot-interval", 10*time.Second, "least time between a busy partition's Raft snapshots: each holds the partition's apply, "+
@@ -366,16 +369,17 @@ func checkServeConfig(cfg *serveConfig) (host string, port int32, voters map[uin
 // startRaft starts this node's Raft host (every partition's group and the controller's).
 func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*quorum.Host, error) {
 	qh, err := quorum.NewHost(quorum.HostConfig{
-		NodeID:   cfg.nodeID,
-		RaftAddr: cfg.raftAddr,
-		DataDir:  filepath.Join(cfg.dataDir, "raft"),
-		Logger:   logger,
-		Quiesce:  cfg.raftQuiesce,
-		RTT:      cfg.raftTick,
+		NodeID:      cfg.nodeID,
+		RaftAddr:    cfg.raftAddr,
+		DataDir:     filepath.Join(cfg.dataDir, "raft"),
+		Logger:      logger,
+		Quiesce:     cfg.raftQuiesce,
+		StepWorkers: cfg.raftStepWorkers,
+		RTT:         cfg.raftTick,
+		TLS:         security.raft,
 
 		SnapshotEntries:  cfg.snapEntries,
 		SnapshotInterval: cfg.snapInterval,
-		TLS:              security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+

@@ -1,5 +1,6 @@
-// Package diskio holds the few file system calls the logs share: preallocation, fdatasync and a
-// directory fsync, each retried on EINTR and falling back where the platform lacks it.
+// Package diskio holds the few file system calls the logs share: preallocation, fdatasync (one file,
+// or several in one io_uring submission: DatasyncAll) and a directory fsync, each retried on EINTR
+// and falling back where the platform lacks it.
 package diskio
 
 import "os"

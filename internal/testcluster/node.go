@@ -113,6 +113,16 @@ func (n *Node) Exited() <-chan struct{} {
 	return n.exited
 }
 
+// Pid is the running process's id, 0 when none runs (tests read its /proc entries).
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Running reports whether a process was started and not stopped since.
 func (n *Node) Running() bool {
 	n.mu.Lock()

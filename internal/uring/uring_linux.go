@@ -1,6 +1,6 @@
 // Package uring is a minimal io_uring binding on golang.org/x/sys/unix: setup, the mmapped submission
-// and completion rings, SQEs and CQEs, and the few opcodes netio uses. A Ring is not safe for concurrent
-// use: one goroutine owns it (netio's event loop).
+// and completion rings, SQEs and CQEs, and the few opcodes netio (connections) and diskio (batched
+// fdatasync) use. A Ring is not safe for concurrent use: one goroutine owns it (netio's event loop).
 package uring
 
 import (
@@ -38,6 +38,9 @@ const (
 	// SQELink: the next entry starts only when this one completed in full (a short result breaks
 	// the chain: the rest complete with -ECANCELED).
 	SQELink = 1 << 2
+	// SQEAsync: issue the entry from the kernel's io-wq workers at once, never inline in
+	// io_uring_enter (an FSYNC would otherwise hold the submitting thread).
+	SQEAsync = 1 << 4
 	// SQEBufferSelect: the kernel picks the buffer from the group in BufIndex (a provided buffer ring).
 	SQEBufferSelect = 1 << 5
 )
@@ -236,28 +239,44 @@ func (r *Ring) GetSQE() *SQE {
 
 // Submit publishes the filled entries and enters the kernel, waiting for at least wait completions.
 // Entries the kernel did not take (completion queue pressure) are offered again on the next call.
+//
+// The entries are issued in a raw system call that does not wait: the kernel issues them without
+// sleeping (an entry that would block is armed or punted to io-wq) but may copy for long (receives,
+// sends). A raw call keeps this thread's P, where a Go system call over 20 µs has it retaken by
+// sysmon and another thread woken to run on the CPU this one is still using (which, on a busy
+// broker, kept sysmon waking every 20 µs and the CPUs switching threads). Only when fewer than wait
+// completions are ready does a second, ordinary call sleep for them.
 func (r *Ring) Submit(wait uint32) (int, error) {
 	atomic.StoreUint32(r.sqTail, r.sqLocalTail)
-	var flags uintptr
-	if wait > 0 {
-		flags = enterGetEvent
-	}
-	for {
-		// Without SQPOLL the kernel takes entries inside the call: what it has not taken is tail-head.
-		toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead)
-		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(wait), flags, 0, 0)
+	submitted := 0
+	// Without SQPOLL the kernel takes entries inside the call: what it has not taken is tail-head.
+	if toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead); toSubmit > 0 {
+		n, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
 		switch errno {
 		case 0:
-			return int(n), nil
+			submitted = int(n)
 		case unix.EINTR:
-			if wait == 0 {
-				return 0, nil
-			}
 		case unix.EAGAIN, unix.EBUSY:
 			// Completion queue pressure: the caller reaps and comes back.
 			return 0, nil
 		default:
 			return int(n), os.NewSyscallError("io_uring_enter", errno)
+		}
+	}
+	if wait == 0 || atomic.LoadUint32(r.cqTail)-atomic.LoadUint32(r.cqHead) >= wait {
+		return submitted, nil
+	}
+	for {
+		toSubmit := r.sqLocalTail - atomic.LoadUint32(r.sqHead)
+		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(wait), enterGetEvent, 0, 0)
+		switch errno {
+		case 0:
+			return submitted + int(n), nil
+		case unix.EINTR:
+		case unix.EAGAIN, unix.EBUSY:
+			return submitted, nil
+		default:
+			return submitted + int(n), os.NewSyscallError("io_uring_enter", errno)
 		}
 	}
 }
@@ -300,6 +319,18 @@ func (r *Ring) Supports(ops ...uint8) error {
 		if op > lastOp || flags&opSupported == 0 {
 			return fmt.Errorf("%w: the kernel lacks io_uring opcode %d", ErrUnsupported, op)
 		}
+	}
+	return nil
+}
+
+// RegisterEventfd makes the kernel signal eventfd efd whenever it posts a completion: a goroutine
+// can then wait for completions in Go's netpoller (a READ of a non-blocking eventfd) instead of a
+// blocking io_uring_enter that holds a thread.
+func (r *Ring) RegisterEventfd(efd int) error {
+	const registerEventfd = 4
+	fd := int32(efd)
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&fd)), 1, 0, 0); errno != 0 {
+		return fmt.Errorf("%w: io_uring_register(EVENTFD): %v", ErrUnsupported, errno)
 	}
 	return nil
 }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package diskio
+
+const syncRingEntriesForTest = 32
