@@ -376,10 +376,10 @@ func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*
 		Quiesce:     cfg.raftQuiesce,
 		StepWorkers: cfg.raftStepWorkers,
 		RTT:         cfg.raftTick,
-		TLS:         security.raft,
 
 		SnapshotEntries:  cfg.snapEntries,
 		SnapshotInterval: cfg.snapInterval,
+		TLS:              security.raft,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
