@@ -10,7 +10,7 @@ cd "$ROOT"
 N=${N:-500}
 WINDOWS=${WINDOWS:-5}
 WINDOW=${WINDOW:-20}
-PORT=${PORT:-39200}
+PORT=${PORT:-23200} # below the ephemeral range (32768-60999 on Linux): a client socket can hold a port above it
 CONFIGS=${CONFIGS:-"
 tick20ms|--raft-tick 20ms
 tick20ms-quiesce|--raft-tick 20ms --raft-quiesce
@@ -49,12 +49,13 @@ for lp in "${labels[@]}"; do
 done
 for lp in "${labels[@]}"; do
 	p=${lp##*:}
+	created=$SECONDS
 	for ((t = 0; t * 50 < N; t++)); do
 		n=$((N - t * 50 < 50 ? N - t * 50 : 50))
 		"$WORK/sluice" topics --bootstrap "127.0.0.1:$p" --partitions "$n" create "t$t" >/dev/null ||
 			{ tail -20 "$WORK/${lp%%:*}.log" >&2; exit 1; }
 	done
-	echo "# ${lp%%:*}: $N partitions created" >&2
+	echo "# ${lp%%:*}: $N partitions created in $((SECONDS - created)) s" >&2
 done
 sleep 15
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -74,5 +75,6 @@ done
 for j in "${!PIDS[@]}"; do
 	med=$(echo "${samples[$j]}" | tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
 	rss=$(awk '/VmRSS/{printf "%.0f", $2/1024}' "/proc/${PIDS[$j]}/status")
-	echo "${labels[$j]%%:*}: median idle CPU $med% of a core over $WINDOWS x ${WINDOW}s, RSS $rss MiB, $N partitions"
+	fds=$(find "/proc/${PIDS[$j]}/fd" -mindepth 1 -maxdepth 1 | wc -l)
+	echo "${labels[$j]%%:*}: median idle CPU $med% of a core over $WINDOWS x ${WINDOW}s, RSS $rss MiB, $fds open files, $N partitions"
 done

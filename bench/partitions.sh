@@ -21,7 +21,7 @@ IDLE=${IDLE:-60s}
 RATE=${RATE:-1000}
 PRODUCE=${PRODUCE:-30s}
 CREATE_CONCURRENCY=${CREATE_CONCURRENCY:-1} # CreateTopics requests in flight (one topic each)
-PORT=${PORT:-39092}
+PORT=${PORT:-23092} # below the ephemeral range (32768-60999 on Linux): a client socket can hold a port above it
 OUT=${OUT:-/dev/stdout}
 WORK=$(mktemp -d /tmp/sluice-partitions.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT

@@ -660,19 +660,23 @@ func TestPeriodicMetadataSyncDoesNotHoldTheShard(t *testing.T) {
 	}
 }
 
-// A save whose records must be durable before dragonboat acknowledges it (a new term or vote here,
-// with no batch, so save itself syncs nothing) leaves the metadata fsynced. The descriptor cache
-// gives the metadata's descriptor back after every write, and syncShards once took the absent
-// descriptor for "nothing to sync": votes were acknowledged unsynced.
-func TestVoteIsDurableWhenAcknowledged(t *testing.T) {
+// TestStateChangeDurableOnReturn: a save holding only a new term or vote (no batch, so nothing
+// synced before batches are written) has its metadata fsynced before SaveRaftState returns, also
+// when the file's descriptor went back to the descriptor cache after the write.
+func TestStateChangeDurableOnReturn(t *testing.T) {
 	ts := newTestStore(t)
 	ts.save(pb.State{Term: 1, Vote: 1}, batchEntry(1, 1, "a"))
-	p := ts.partition()
-	ts.save(pb.State{Term: 2, Vote: 2, Commit: 1}) // an election: a vote, no entries
-	p.sh.mu.Lock()
-	dirty, must := p.sh.meta.dirty, p.sh.metaMust
-	p.sh.mu.Unlock()
-	if dirty || must {
-		t.Fatalf("after a save of a new vote: metadata unsynced %v, metaMust %v", dirty, must)
+	for _, st := range []pb.State{{Term: 2, Vote: 1, Commit: 1}, {Term: 2, Vote: 2, Commit: 1}, {Term: 3, Vote: 0, Commit: 1}} {
+		ts.save(st)
+		sh, err := ts.s.shard(testShard, testReplica)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh.mu.Lock()
+		dirty, must := sh.meta.dirty, sh.metaMust
+		sh.mu.Unlock()
+		if dirty || must {
+			t.Fatalf("state %+v: metadata unsynced after SaveRaftState returned (dirty %v, must %v)", st, dirty, must)
+		}
 	}
 }

@@ -77,7 +77,7 @@ func main() {
 	produceFor := flag.Duration("produce", 30*time.Second, "produce phase length")
 	extra := flag.String("flags", "", "extra serve flags, space separated")
 	dir := flag.String("dir", "", "work directory (data dir goes under it; removed at the end)")
-	port := flag.Int("port", 39092, "Kafka port (Raft on port+1)")
+	port := flag.Int("port", 23092, "Kafka port (Raft on port+1)")
 	label := flag.String("label", "", "label for the result")
 	keep := flag.Bool("keep", false, "keep the data directory")
 	emptyIdle := flag.Duration("empty-idle", 20*time.Second, "idle window for the broker before any topic (its baseline CPU)")
