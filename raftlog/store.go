@@ -28,6 +28,7 @@ import (
 	pb "github.com/lni/dragonboat/v4/raftpb"
 
 	"github.com/sluicebroker/sluice/internal/diskio"
+	"github.com/sluicebroker/sluice/internal/fdcache"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -306,6 +307,9 @@ func (s *Store) SaveRaftState(updates []pb.Update, workerID uint64) error {
 	return syncShards(shards)
 }
 
+// testHookDuringSync, when set (tests), runs in syncShards just before the files are synced.
+var testHookDuringSync func()
+
 // metaSyncMaxAge bounds how long metadata records the segment could rebuild stay unsynced (save):
 // after a power loss, a rebuilt entry's append time is its predecessor's (rebuild), this close.
 const metaSyncMaxAge = 100 * time.Millisecond
@@ -317,13 +321,21 @@ type shardSync struct {
 	dataAt  int // index of the segment's first file in the files synced; -1: none
 	dataEnd int
 	metaAt  int // index of the metadata file; -1: not synced (and the shard not held locked)
+	// metaLocked: the metadata holds records that must be durable (metaMust), so the shard stays
+	// locked until they are. A sync that is only due by age (metaSyncMaxAge) runs unlocked:
+	// the apply path (BatchOffset) and readers need the lock, and would otherwise wait for this
+	// save's fsyncs (results/2026-12-07-2core-vm-stall21, cause 3).
+	metaLocked bool
+	metaFile   *fdcache.File // the file synced (pinned meanwhile) and its end then: marked synced
+	metaEnd    int64         // only if both still hold
 }
 
 // syncShards fsyncs what the shards wrote: each one's segment data and, when it must be or has
 // waited long enough, its metadata file, all in one diskio.DatasyncAll: one io_uring submission
 // waited for in Go's netpoller, no thread blocked in an fdatasync per file (which kept Go's sysmon
 // and scheduler busy handing processors off: results/2026-12-07-2core-vm-cpu12/). A shard whose
-// metadata is synced stays locked until its sync is done, as when it was synced alone.
+// metadata must be durable stays locked until its sync is done, as when it was synced alone; one
+// synced only because its records have waited metaSyncMaxAge is not held meanwhile.
 func syncShards(shards []*shard) error {
 	if len(shards) == 0 {
 		return nil
@@ -349,18 +361,22 @@ func syncShards(shards []*shard) error {
 			}
 		}
 		if sh.metaMust || sh.meta.unsyncedFor() >= metaSyncMaxAge {
-			f, err := sh.meta.pinUnsynced()
-			switch {
-			case err != nil:
-				errs = append(errs, err)
-			case f != nil:
-				ss.metaAt = len(files)
-				files = append(files, f)
-			default:
+			// The descriptor is pinned for the sync: flush gives it back to the descriptor cache
+			// (fdcache), so the metadata's *os.File is nil between writes.
+			if h := sh.meta.file; sh.meta.dirty && h != nil {
+				f, err := h.Acquire()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					ss.metaAt = len(files)
+					files = append(files, f)
+					ss.metaLocked, ss.metaFile, ss.metaEnd = sh.metaMust, h, sh.meta.end
+				}
+			} else {
 				sh.metaMust = false
 			}
 		}
-		if ss.metaAt < 0 {
+		if !ss.metaLocked {
 			sh.mu.Unlock()
 		}
 		syncs = append(syncs, ss)
@@ -371,17 +387,25 @@ func syncShards(shards []*shard) error {
 	} else {
 		fileErrs = make([]error, len(files))
 	}
+	if testHookDuringSync != nil {
+		testHookDuringSync()
+	}
 	diskio.DatasyncAll(files, fileErrs)
 	for i := range syncs {
 		ss := &syncs[i]
 		if ss.metaAt >= 0 {
+			if !ss.metaLocked {
+				ss.sh.mu.Lock()
+			}
 			if err := fileErrs[ss.metaAt]; err != nil {
 				errs = append(errs, err)
-				ss.sh.meta.unpinUnsynced(false)
 			} else {
-				ss.sh.meta.unpinUnsynced(true)
-				ss.sh.metaMust = false
+				ss.sh.meta.markSyncedTo(ss.metaFile, ss.metaEnd)
+				if ss.metaLocked {
+					ss.sh.metaMust = false
+				}
 			}
+			ss.metaFile.Release()
 			ss.sh.mu.Unlock()
 		}
 		if ss.dataAt >= 0 {
@@ -395,23 +419,12 @@ func syncShards(shards []*shard) error {
 	return errors.Join(errs...)
 }
 
-// pinUnsynced returns the metadata file's descriptor, pinned in the descriptor cache, when it holds
-// records not yet fsynced (nil: none). unpinUnsynced releases it. The pin is the cache's own, not
-// m.f's: a flush or sync meanwhile pins and unpins m.f without closing this descriptor.
-func (m *metaFile) pinUnsynced() (*os.File, error) {
-	if !m.dirty || m.file == nil { // clean, or closed with its shard
-		return nil, nil
-	}
-	return m.file.Acquire()
-}
-
-// unpinUnsynced releases pinUnsynced's descriptor; synced records that it was fsynced (the shard
-// was held locked meanwhile, so nothing was written after).
-func (m *metaFile) unpinUnsynced(synced bool) {
-	if synced {
+// markSyncedTo records that f was fsynced holding end bytes of records: the file is clean if it is
+// still the current one and nothing was written to it since (else the next due sync covers it).
+func (m *metaFile) markSyncedTo(f *fdcache.File, end int64) {
+	if m.file == f && m.end == end {
 		m.dirty = false
 	}
-	m.file.Release()
 }
 
 // IterateEntries implements raftio.ILogDB.

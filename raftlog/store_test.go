@@ -2,10 +2,12 @@ package raftlog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
@@ -617,6 +619,45 @@ func TestMetadataDurableBeforeLaterBatches(t *testing.T) {
 	check("batch alone", true)
 	ts.save(pb.State{Term: 2, Vote: 2, Commit: 3}, batchEntry(4, 2, "d"))
 	check("overridden suffix in a new term", false)
+}
+
+// A metadata sync due only by age (metaSyncMaxAge) does not hold the shard while it waits for the
+// disk: the state machine's BatchOffset, called for every entry it applies, goes on meanwhile, and
+// the file is clean afterwards. (Held, the apply of entries already durable waited for the next
+// save's fsyncs: results/2026-12-07-2core-vm-stall21, cause 3.)
+func TestPeriodicMetadataSyncDoesNotHoldTheShard(t *testing.T) {
+	ts := newTestStore(t)
+	ts.save(pb.State{Term: 1, Vote: 1}, batchEntry(1, 1, "a")) // a new term: synced under the lock
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 1}, batchEntry(2, 1, "b"))
+	time.Sleep(metaSyncMaxAge + 10*time.Millisecond)
+	p := ts.partition()
+	var during error
+	hooked := false
+	testHookDuringSync = func() {
+		hooked = true
+		done := make(chan error, 1)
+		go func() {
+			_, err := p.BatchOffset(2)
+			done <- err
+		}()
+		select {
+		case during = <-done:
+		case <-time.After(2 * time.Second):
+			during = errors.New("BatchOffset blocked while the metadata was being synced")
+		}
+	}
+	defer func() { testHookDuringSync = nil }()
+	ts.save(pb.State{Term: 1, Vote: 1, Commit: 2}, batchEntry(3, 1, "c")) // due by age only
+	testHookDuringSync = nil
+	if !hooked || during != nil {
+		t.Fatalf("sync hook ran %v: %v", hooked, during)
+	}
+	p.sh.mu.Lock()
+	dirty := p.sh.meta.dirty
+	p.sh.mu.Unlock()
+	if dirty {
+		t.Fatal("the metadata file is still marked unsynced after its sync")
+	}
 }
 
 // TestStateChangeDurableOnReturn: a save holding only a new term or vote (no batch, so nothing
