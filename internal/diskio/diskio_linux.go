@@ -27,16 +27,28 @@ func Preallocate(f *os.File, size int64) error {
 	}
 }
 
-// Datasync flushes f's data and the metadata needed to read it back.
+// Datasync flushes f's data and the metadata needed to read it back. The descriptor is held
+// (SyscallConn().Control) for the call: a concurrent Close (raftlog syncs a metadata file without its
+// shard's lock while a rotation may replace it) is deferred until the fdatasync returns, so the call
+// never reaches a closed or reused descriptor number.
 func Datasync(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-		}
-		return nil
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
 	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if !errors.Is(serr, unix.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+	}
+	return nil
 }
