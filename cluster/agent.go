@@ -365,6 +365,9 @@ func (a *Agent) EnoughInSync(part *replica.Partition) bool {
 // (dragonboat panics on a failed LogDB write): a leader refuses produce (KAFKA_STORAGE_ERROR) for
 // such a partition, as it does when its own disk is low, until that broker reports space again.
 func (a *Agent) ReplicaDiskLow(part *replica.Partition) (int32, bool) {
+	if !a.ctl.AnyDiskLow() {
+		return 0, false // the common case, on every produce: no metadata lookup
+	}
 	pm, ok := a.PartitionMeta(part.Topic(), part.Index())
 	if !ok {
 		return 0, false

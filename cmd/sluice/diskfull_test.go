@@ -100,8 +100,8 @@ func fillDisk(t *testing.T, path, dir string, leave int64) {
 }
 
 // diskfullProduce sends one batch of one record to topic/0 with acks=all and returns the partition's
-// error code and offset.
-func diskfullProduce(t *testing.T, cl *kgo.Client, topic string, value []byte) (int16, int64) {
+// error code, offset and error message.
+func diskfullProduce(t *testing.T, cl *kgo.Client, topic string, value []byte) (int16, int64, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -122,21 +122,37 @@ func diskfullProduce(t *testing.T, cl *kgo.Client, topic string, value []byte) (
 		t.Fatalf("produce: %v", err)
 	}
 	p := resp.Topics[0].Partitions[0]
-	lastProduceMessage = ""
+	msg := ""
 	if p.ErrorMessage != nil {
-		lastProduceMessage = *p.ErrorMessage
+		msg = *p.ErrorMessage
 	}
-	return p.ErrorCode, p.BaseOffset
+	return p.ErrorCode, p.BaseOffset, msg
 }
 
-// lastProduceMessage is the error message of diskfullProduce's last answer.
-var lastProduceMessage string
-
+// diskfullCreateTopic creates topic with one partition, rf=1, and returns the error code and message.
 func diskfullCreateTopic(t *testing.T, cl *kgo.Client, topic string) (int16, string) {
 	t.Helper()
-	req := kmsg.NewPtrCreateTopicsRequest()
 	rt := kmsg.NewCreateTopicsRequestTopic()
 	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, 1, 1
+	return createTopicRequest(t, cl, rt)
+}
+
+// createAssigned creates topic with one partition on the given brokers (the first leads) and returns
+// the error code and message.
+func createAssigned(t *testing.T, cl *kgo.Client, topic string, replicas ...int32) (int16, string) {
+	t.Helper()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, -1, -1
+	ra := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
+	ra.Partition, ra.Replicas = 0, replicas
+	rt.ReplicaAssignment = append(rt.ReplicaAssignment, ra)
+	return createTopicRequest(t, cl, rt)
+}
+
+// createTopicRequest sends a CreateTopics request for rt alone and returns its error code and message.
+func createTopicRequest(t *testing.T, cl *kgo.Client, rt kmsg.CreateTopicsRequestTopic) (int16, string) {
+	t.Helper()
+	req := kmsg.NewPtrCreateTopicsRequest()
 	req.Topics = append(req.Topics, rt)
 	req.TimeoutMillis = 30000
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -189,7 +205,7 @@ func TestDiskFull(t *testing.T) {
 	fillDisk(t, filler, mnt, minFree+16<<20)
 	refused := false
 	for ; next < 2000; next++ {
-		code, off := diskfullProduce(t, cl, "full", value(next))
+		code, off, _ := diskfullProduce(t, cl, "full", value(next))
 		if code == kerr.KafkaStorageError.Code {
 			refused = true
 			break
@@ -219,7 +235,7 @@ func TestDiskFull(t *testing.T) {
 	default:
 	}
 	next++
-	if code, _ := diskfullProduce(t, cl, "full", value(next)); code != kerr.KafkaStorageError.Code {
+	if code, _, _ := diskfullProduce(t, cl, "full", value(next)); code != kerr.KafkaStorageError.Code {
 		t.Fatalf("produce on a full disk: %v, want KAFKA_STORAGE_ERROR", kerr.ErrorForCode(code))
 	}
 	checkAcked := func(when string) {
@@ -253,7 +269,7 @@ func TestDiskFull(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		next++
-		code, off := diskfullProduce(t, cl, "full", value(next))
+		code, off, _ := diskfullProduce(t, cl, "full", value(next))
 		if code == 0 {
 			acked[off] = next
 			break
@@ -276,31 +292,6 @@ func TestDiskFull(t *testing.T) {
 	if !topicExists(t, b, "more") {
 		t.Fatal("the topic created after freeing space is gone after the restart")
 	}
-}
-
-// createAssigned creates topic with one partition on the given brokers (the first leads) and returns
-// the error code and message.
-func createAssigned(t *testing.T, cl *kgo.Client, topic string, replicas ...int32) (int16, string) {
-	t.Helper()
-	req := kmsg.NewPtrCreateTopicsRequest()
-	rt := kmsg.NewCreateTopicsRequestTopic()
-	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, -1, -1
-	ra := kmsg.NewCreateTopicsRequestTopicReplicaAssignment()
-	ra.Partition, ra.Replicas = 0, replicas
-	rt.ReplicaAssignment = append(rt.ReplicaAssignment, ra)
-	req.Topics = append(req.Topics, rt)
-	req.TimeoutMillis = 30000
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatalf("create topics: %v", err)
-	}
-	msg := ""
-	if m := resp.Topics[0].ErrorMessage; m != nil {
-		msg = *m
-	}
-	return resp.Topics[0].ErrorCode, msg
 }
 
 // TestClusterFollowerDiskLow puts one follower of a replicated partition on a small real file system
@@ -334,10 +325,13 @@ func TestClusterFollowerDiskLow(t *testing.T) {
 		return v
 	}
 	// produce retries what a client retries after a leadership change (its metadata may predate
-	// the preferred leader's election), and returns the partition's final code.
+	// the preferred leader's election), and returns the partition's final code; lastMsg is its
+	// error message.
+	var lastMsg string
 	produce := func(topic string, v []byte) (int16, int64) {
 		for range 50 {
-			code, off := diskfullProduce(t, cl, topic, v)
+			code, off, msg := diskfullProduce(t, cl, topic, v)
+			lastMsg = msg
 			if code != kerr.NotLeaderForPartition.Code && code != kerr.LeaderNotAvailable.Code {
 				return code, off
 			}
@@ -383,9 +377,9 @@ func TestClusterFollowerDiskLow(t *testing.T) {
 	c.waitBalanced("onlow")
 	next++
 	if code, _ := produce("onlow", value(next)); code != kerr.KafkaStorageError.Code ||
-		!strings.Contains(lastProduceMessage, fmt.Sprintf("broker %d, which holds", low.ID)) {
+		!strings.Contains(lastMsg, fmt.Sprintf("broker %d, which holds", low.ID)) {
 		t.Fatalf("produce through the leader with the follower's disk low: %v (%s), want KAFKA_STORAGE_ERROR naming broker %d",
-			kerr.ErrorForCode(code), lastProduceMessage, low.ID)
+			kerr.ErrorForCode(code), lastMsg, low.ID)
 	}
 	t.Logf("%d records acknowledged, then KAFKA_STORAGE_ERROR with %d bytes free on the follower", len(acked), freeBytes(t, mnt))
 	if code, _ := produce("elsewhere", value(0)); code != 0 {
