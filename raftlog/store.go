@@ -29,6 +29,7 @@ import (
 
 	"github.com/sluicebroker/sluice/internal/diskio"
 	"github.com/sluicebroker/sluice/internal/fdcache"
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -390,7 +391,9 @@ func syncShards(shards []*shard) error {
 	if testHookDuringSync != nil {
 		testHookDuringSync()
 	}
+	start := time.Now()
 	diskio.DatasyncAll(files, fileErrs)
+	metrics.SaveSyncSeconds.Observe(time.Since(start).Seconds())
 	for i := range syncs {
 		ss := &syncs[i]
 		if ss.metaAt >= 0 {
