@@ -277,8 +277,8 @@ func fetchAll(addr, topic string) error {
 	return err
 }
 
-// brokerFDs lists the broker process's open descriptors: what each points to. io_uring rings and
-// their eventfds are left out: the disk's sync rings (internal/diskio) are pooled and created on
+// brokerFDs lists the broker process's open descriptors: what each points to. io_uring rings (and
+// eventfds, should a ring use one) are left out: the disk's sync rings (internal/diskio) are pooled and created on
 // demand, one per concurrent saver, so their number grows with load, not with connections.
 func brokerFDs(t *testing.T, b *testBroker) []string {
 	t.Helper()

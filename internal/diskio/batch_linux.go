@@ -15,14 +15,15 @@ import (
 )
 
 // DatasyncAll fdatasyncs files together and returns their errors joined; errs, when not nil (of
-// len(files)), receives each file's own. Where io_uring runs, all of
-// them go into one submission, issued by the kernel's io-wq workers side by side, and the caller
-// waits for the completions in Go's netpoller (an eventfd the ring signals): no thread of ours sits
-// in a blocking fdatasync, so Go's scheduler hands no P off and starts no thread per sync, and its
-// sysmon is not kept waking every 20 µs to retake Ps from syscalls. A broker fsyncing several
-// partitions per Raft save spent a tenth of its CPU in sysmon and most of the rest of its
-// scheduling cost there (results/2026-12-07-2core-vm-cpu12/). Elsewhere (no io_uring, or it fails),
-// each file is synced in its own goroutine.
+// len(files)), receives each file's own. Where io_uring runs, all of them go into one submission,
+// issued by the kernel's io-wq workers side by side, and the caller sleeps in one io_uring_enter
+// until all have completed: one blocking system call per call, not one per file (a blocking
+// fdatasync per file, each in its own goroutine, kept Go's sysmon retaking Ps and starting threads:
+// a tenth of a busy broker's CPU, results/2026-12-07-2core-vm-cpu12/). The wait is not done in Go's
+// netpoller (an eventfd), as it was for a while: a goroutine woken there runs only once some P polls
+// the network, which a busy P does not do before its run queue is empty, or sysmon after 10 ms, and
+// that added 1.5-2 ms to the per-second p99 of acknowledgements (results/2026-12-07-2core-vm-latency-s8/).
+// Elsewhere (no io_uring, or it fails), each file is synced in its own goroutine.
 func DatasyncAll(files []*os.File, errs []error) error {
 	if len(files) == 0 {
 		return nil
@@ -86,13 +87,11 @@ func (p *syncRingPool) put(r *syncRing) {
 	p.mu.Unlock()
 }
 
-// syncRing is an io_uring with a registered non-blocking eventfd to wait on.
+// syncRing is an io_uring for fdatasyncs, owned by one caller at a time.
 type syncRing struct {
 	ring *uring.Ring
-	efd  *os.File // pollable: Read parks the goroutine in the netpoller
 	fds  []int
 	errs []error // the caller's, one per file
-	evb  [8]byte
 	// broken: the ring failed with entries possibly in flight and must not be used again.
 	broken bool
 }
@@ -106,23 +105,10 @@ func newSyncRing() (*syncRing, error) {
 		ring.Close()
 		return nil, err
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		ring.Close()
-		return nil, os.NewSyscallError("eventfd", err)
-	}
-	if err := ring.RegisterEventfd(efd); err != nil {
-		unix.Close(efd)
-		ring.Close()
-		return nil, err
-	}
-	return &syncRing{ring: ring, efd: os.NewFile(uintptr(efd), "io_uring eventfd")}, nil
+	return &syncRing{ring: ring}, nil
 }
 
-func (r *syncRing) close() {
-	r.ring.Close()
-	r.efd.Close()
-}
+func (r *syncRing) close() { r.ring.Close() }
 
 // datasync syncs files through the ring, each one's error into errs.
 func (r *syncRing) datasync(files []*os.File, errs []error) {
@@ -193,9 +179,8 @@ func (r *syncRing) run(files []*os.File) {
 				}
 			}
 			if done < n {
-				// Parks in the netpoller until the ring posts a completion (the eventfd's count
-				// survives completions posted before the read).
-				if _, err := r.efd.Read(r.evb[:]); err != nil {
+				// Everything is submitted: this sleeps in the kernel until the rest completed.
+				if _, err := r.ring.Submit(uint32(n - done)); err != nil {
 					r.fail(start, err)
 					return
 				}
