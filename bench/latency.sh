@@ -35,7 +35,7 @@
 #   STALLS       1 = the single sluice broker keeps an execution trace of its last seconds and writes it
 #                to <run>/stalls/ when a Produce takes STALL_THRESHOLD (default 15ms) or more (serve
 #                --debug-stall-trace; at most one per 5 s), each read by bench/stalltrace.py into a .txt
-#                beside it; and /metrics is scraped every second into <run>/metrics.log (fsync,
+#                beside it; and /metrics is scraped every second into <run>/metrics.log (fsync, the save's fsync wait,
 #                snapshot Sync, Produce latency, GC, CPU) to line up with intervals.txt
 #   OUT          result directory (default results/<UTC date>-<cores>core-<host>-latency/runs)
 #
@@ -149,7 +149,7 @@ scrape_metrics() {
 		if curl -s -m 1 "http://127.0.0.1:$METRICS_PORT/metrics" -o "$tmp" 2>/dev/null; then
 			{
 				echo "# T $(date +%s.%N)"
-				grep -E '^(sluice_fsync|sluice_snapshot|sluice_raft_commit|sluice_request_duration_seconds_(bucket|count|sum)[{]api="Produce"|go_gc_duration|go_memstats_alloc_bytes_total|process_cpu)' "$tmp"
+				grep -E '^(sluice_fsync|sluice_snapshot|sluice_raft_commit|sluice_raft_save_sync|sluice_request_duration_seconds_(bucket|count|sum)[{]api="Produce"|go_gc_duration|go_memstats_alloc_bytes_total|process_cpu)' "$tmp"
 			} >>"$file"
 		fi
 		sleep 1
