@@ -198,11 +198,17 @@ func (e *encoder) Encode(b *pb.MessageBatch) (net.Buffers, error) {
 	return net.Buffers(bufs), nil
 }
 
-// clear drops the references to the last batch's commands (they belong to dragonboat's log).
+// clear drops the references to the last batch's commands (they belong to dragonboat's log), and
+// the scratch buffer when a big batch (over TLS: its commands too) left it large.
 func (e *encoder) clear() {
 	clear(e.pieces)
 	clear(e.bufs[:cap(e.bufs)])
+	if cap(e.scratch) > scratchKeep {
+		e.scratch = nil
+	}
 }
+
+const scratchKeep = 4 << 20
 
 // grow extends s by n bytes.
 func grow(s []byte, n int) []byte {
