@@ -106,10 +106,10 @@ type HostConfig struct {
 	StepWorkers uint64
 	// TLS, when its files are set, runs Raft traffic over mutual TLS (security.go).
 	TLS RaftTLS
-	// Transport moves Raft messages between brokers: TransportSluice (package raftnet, whose
-	// followers keep received entries in the frames they arrived in) or TransportDragonboat
-	// (dragonboat's TCP transport; the default until raftnet has passed the cluster tests). The
-	// two do not speak to each other: every broker of a cluster must use the same.
+	// Transport moves Raft messages between brokers: TransportSluice (the default; package
+	// raftnet, whose followers keep received entries in the frames they arrived in) or
+	// TransportDragonboat (dragonboat's TCP transport, for comparison). The two do not speak to
+	// each other: every broker of a cluster must use the same.
 	Transport string
 }
 
@@ -155,7 +155,7 @@ func (c *HostConfig) setDefaults() {
 		c.MaxInMemLogSize = 64 << 20
 	}
 	if c.Transport == "" {
-		c.Transport = TransportDragonboat
+		c.Transport = TransportSluice
 	}
 }
 

@@ -123,7 +123,7 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 		"and --raft-snapshot-interval both (spread per partition over 1-1.5x), and taken at 50x this many whatever the time")
 	fs.DurationVar(&cfg.snapInterval, "raft-snapshot-interval", 10*time.Second, "least time between a busy partition's Raft snapshots: each holds the partition's apply, "+
 		"and so its acknowledgements, for a few fsyncs; negative = by --raft-snapshot-entries alone")
-	fs.StringVar(&cfg.raftTransport, "raft-transport", quorum.TransportDragonboat, "Raft transport between brokers: sluice (package quorum/raftnet: followers keep received entries in the "+
+	fs.StringVar(&cfg.raftTransport, "raft-transport", quorum.TransportSluice, "Raft transport between brokers: sluice (package quorum/raftnet: followers keep received entries in the "+
 		"frames they arrived in, leaders write commands from their log with one writev per batch) or dragonboat (its TCP transport, for comparison); "+
 		"the two do not interoperate: every broker of a cluster must use the same")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")

@@ -94,6 +94,7 @@ func (t *Transport) Start() error {
 	t.mu.Lock()
 	t.ln = ln
 	t.mu.Unlock()
+	t.log.Info("raftnet: Raft transport listening", "addr", ln.Addr().String(), "tls", serverTLS != nil)
 	t.wg.Add(1)
 	go t.accept(ln, serverTLS)
 	return nil
