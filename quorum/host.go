@@ -26,6 +26,7 @@ import (
 	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/sluicebroker/sluice/quorum/raftnet"
 	"github.com/sluicebroker/sluice/raftlog"
 )
 
@@ -105,7 +106,18 @@ type HostConfig struct {
 	StepWorkers uint64
 	// TLS, when its files are set, runs Raft traffic over mutual TLS (security.go).
 	TLS RaftTLS
+	// Transport moves Raft messages between brokers: TransportSluice (the default; package
+	// raftnet, whose followers keep received entries in the frames they arrived in) or
+	// TransportDragonboat (dragonboat's TCP transport, for comparison). The two do not speak to
+	// each other: every broker of a cluster must use the same.
+	Transport string
 }
+
+// Raft transports (HostConfig.Transport).
+const (
+	TransportSluice     = "sluice"
+	TransportDragonboat = "dragonboat"
+)
 
 func (c *HostConfig) setDefaults() {
 	if c.RTT <= 0 {
@@ -141,6 +153,9 @@ func (c *HostConfig) setDefaults() {
 	c.SnapshotMaxEntries = max(c.SnapshotMaxEntries, c.SnapshotEntries)
 	if c.MaxInMemLogSize == 0 {
 		c.MaxInMemLogSize = 64 << 20
+	}
+	if c.Transport == "" {
+		c.Transport = TransportSluice
 	}
 }
 
@@ -235,6 +250,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		return nil, errors.New("quorum: RaftAddr and DataDir are required")
 	}
 	cfg.setDefaults()
+	if cfg.Transport != TransportSluice && cfg.Transport != TransportDragonboat {
+		return nil, fmt.Errorf("quorum: Raft transport %q: %s or %s", cfg.Transport, TransportSluice, TransportDragonboat)
+	}
 	setDragonboatLogger(cfg.Logger)
 
 	rttMs := uint64(cfg.RTT / time.Millisecond)
@@ -251,6 +269,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		nhc.Expert.Engine.ExecShards = cfg.StepWorkers
 	}
 	cfg.TLS.apply(&nhc)
+	if cfg.Transport == TransportSluice {
+		nhc.Expert.TransportFactory = &raftnet.Factory{Logger: cfg.Logger}
+	}
 	// The Raft log store: the partitions' segments (package raftlog). dragonboat records its name
 	// in DataDir and refuses a directory written with another (tan or pebble, before 2026-12-07).
 	raftLog, err := raftlog.Open(filepath.Join(cfg.DataDir, "raftlog"), cfg.Logger)

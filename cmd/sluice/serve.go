@@ -68,6 +68,7 @@ type serveConfig struct {
 	cleanerIOBytes   int64
 	cleanerBackoff   time.Duration
 	raftQuiesce      bool
+	raftTransport    string
 	raftStepWorkers  uint64
 	raftTick         time.Duration
 	snapEntries      uint64
@@ -124,6 +125,9 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 		"and --raft-snapshot-interval both (spread per partition over 1-1.5x), and taken at 50x this many whatever the time")
 	fs.DurationVar(&cfg.snapInterval, "raft-snapshot-interval", 10*time.Second, "least time between a busy partition's Raft snapshots: each holds the partition's apply, "+
 		"and so its acknowledgements, for a few fsyncs; negative = by --raft-snapshot-entries alone")
+	fs.StringVar(&cfg.raftTransport, "raft-transport", quorum.TransportSluice, "Raft transport between brokers: sluice (package quorum/raftnet: followers keep received entries in the "+
+		"frames they arrived in, leaders write commands from their log with one writev per batch) or dragonboat (its TCP transport, for comparison); "+
+		"the two do not interoperate: every broker of a cluster must use the same")
 	fs.BoolVar(&cfg.raftQuiesce, "raft-quiesce", false, "let Raft groups idle for 10 election timeouts stop heartbeating (dragonboat quiesce; followers' 1 s lag checks keep replicated partitions awake)")
 	fs.IntVar(&cfg.maxMessageBytes, "max-message-bytes", broker.DefaultMaxMessageBytes, "largest record batch accepted (message.max.bytes)")
 	fs.StringVar(&cfg.raftLog, "raft-log", "segment", "Raft log store: segment, the only one (the partitions' segment files are their Raft log; "+
@@ -158,6 +162,9 @@ func parseServeArgs(args []string) (serveConfig, error) {
 		if err := applyConfigFile(fs, cfg.configFile, set); err != nil {
 			return cfg, err
 		}
+	}
+	if cfg.raftTransport != quorum.TransportSluice && cfg.raftTransport != quorum.TransportDragonboat {
+		return cfg, fmt.Errorf("--raft-transport %q: %s or %s", cfg.raftTransport, quorum.TransportSluice, quorum.TransportDragonboat)
 	}
 	if cfg.raftLog != "segment" {
 		return cfg, fmt.Errorf("--raft-log %q: the Raft log is the partitions' segments (segment); tan and pebble were removed on 2026-12-07", cfg.raftLog)
@@ -390,6 +397,7 @@ func startRaft(cfg serveConfig, security *securitySetup, logger *slog.Logger) (*
 		SnapshotEntries:  cfg.snapEntries,
 		SnapshotInterval: cfg.snapInterval,
 		TLS:              security.raft,
+		Transport:        cfg.raftTransport,
 	})
 	if errors.Is(err, quorum.ErrOtherLogDB) {
 		return nil, fmt.Errorf("starting raft: %v\n%s was written by a Sluice before 2026-12-07, whose Raft log (dragonboat's tan) this one "+
