@@ -32,12 +32,16 @@
 #   SLUICE_ENV   environment for the sluice processes, e.g. "GOGC=400 GODEBUG=gctrace=1"
 #   DEBUG_PORT   serve pprof on 127.0.0.1:DEBUG_PORT from the single sluice broker (for
 #                /debug/pprof/trace during a run); default off
-#   STALLS       1 = the single sluice broker keeps an execution trace of its last seconds and writes it
+#   STALLS       1 = the single sluice broker (and "base", the same way, when it has the flags;
+#                else neither) keeps an execution trace of its last seconds and writes it
 #                to <run>/stalls/ when a Produce takes STALL_THRESHOLD (default 15ms) or more (serve
 #                --debug-stall-trace; at most one per 5 s), each read by bench/stalltrace.py into a .txt
-#                beside it; and /metrics is scraped every second into <run>/metrics.log (fsync,
+#                beside it; and /metrics is scraped every second into <run>/metrics.log (fsync, the save's fsync wait,
 #                snapshot Sync, Produce latency, GC, CPU) to line up with intervals.txt
 #   OUT          result directory (default results/<UTC date>-<cores>core-<host>-latency/runs)
+#
+# Before the runs, bench/fsyncfloor measures the disk itself (<OUT>/fsync-floor.txt): no broker
+# acknowledges faster than 8 side-by-side write+fdatasync rounds.
 #
 # With the defaults: 2 sizes x (max + 3 rates x 2 brokers) x ~70 s + cluster ≈ 20 minutes.
 # DURATION=20s gives about 8 minutes.
@@ -98,10 +102,24 @@ go build -o "$BIN/sluice" ./cmd/sluice
 go build -o "$BIN/loadgen" ./cmd/loadgen
 go build -o "$BIN/kfake" ./bench/kfake
 go build -o "$BIN/chaos" ./bench/chaos
+go build -o "$BIN/fsyncfloor" ./bench/fsyncfloor
 case " $BROKERS " in
 *" base "*)
 	log "building sluice at $BASELINE ($(git rev-parse --short "$BASELINE")) as broker \"base\""
 	ln -s "$(sluice_binary "$BIN" "$BASELINE")" "$BIN/base"
+	;;
+esac
+STALLS_BOTH=1
+case " $BROKERS " in
+*" base "*)
+	base_help=$("$BIN/base" serve -h 2>&1 || true)
+	case $base_help in
+	*-debug-stall-trace*) ;;
+	*)
+		[ "$STALLS" = 1 ] && log "STALLS=1: base ($BASELINE) lacks --debug-stall-trace, so neither sluice build is traced"
+		STALLS_BOTH=0
+		;;
+	esac
 	;;
 esac
 mkdir -p "$OUT"
@@ -112,6 +130,9 @@ mkdir -p "$OUT"
 	echo "SIZES=$SIZES PCTS=$PCTS DURATION=$DURATION WARMUP=$WARMUP BROKERS=$BROKERS REPEAT=$REPEAT CLUSTER=$CLUSTER"
 	echo "SLUICE_FLAGS=$SLUICE_FLAGS SLUICE_ENV=$SLUICE_ENV"
 } >"$OUT/settings.txt"
+# The disk's own floor, in the directory the brokers' data goes to: 8 partitions' writes and
+# fdatasyncs side by side, as one save of the workload's 8 partitions (bench/fsyncfloor).
+log "$("$BIN/fsyncfloor" -dir "$BIN" -files 8 -size 2048 -duration 10s | tee "$OUT/fsync-floor.txt")"
 
 # start_broker NAME DIR: starts one broker, sets BROKER_PID and BROKER_ADDR (and, with STALLS=1,
 # METRICS_PORT for a sluice broker).
@@ -126,7 +147,10 @@ start_broker() {
 	sluice | base)
 		local dbg=()
 		[ -n "$DEBUG_PORT" ] && dbg=(--debug-addr "127.0.0.1:$DEBUG_PORT")
-		if [ "$STALLS" = 1 ] && [ "$name" = sluice ]; then # "base" may predate the flags
+		# Both sluice builds of a before/after run get the same tracing and scraping (they cost
+		# latency themselves: giving them to one side only biased every such comparison), or,
+		# when "base" predates the flags, neither does.
+		if [ "$STALLS" = 1 ] && [ "$STALLS_BOTH" = 1 ]; then
 			METRICS_PORT=$(free_port)
 			dbg+=(--debug-stall-trace "$dir/stalls" --debug-stall-threshold "$STALL_THRESHOLD" --metrics-addr "127.0.0.1:$METRICS_PORT")
 		fi
@@ -149,7 +173,7 @@ scrape_metrics() {
 		if curl -s -m 1 "http://127.0.0.1:$METRICS_PORT/metrics" -o "$tmp" 2>/dev/null; then
 			{
 				echo "# T $(date +%s.%N)"
-				grep -E '^(sluice_fsync|sluice_snapshot|sluice_raft_commit|sluice_request_duration_seconds_(bucket|count|sum)[{]api="Produce"|go_gc_duration|go_memstats_alloc_bytes_total|process_cpu)' "$tmp"
+				grep -E '^(sluice_fsync|sluice_snapshot|sluice_raft_commit|sluice_raft_save_sync|sluice_request_duration_seconds_(bucket|count|sum)[{]api="Produce"|go_gc_duration|go_memstats_alloc_bytes_total|process_cpu)' "$tmp"
 			} >>"$file"
 		fi
 		sleep 1

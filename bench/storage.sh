@@ -191,7 +191,12 @@ if any(float(r.get("ctx_switches_per_gb") or 0) for r in rows):
     cols += ["ctx_switches_per_gb", "page_faults_per_gb"]
 print("| size | broker | " + " | ".join(cols) + " |")
 print("|---|---|" + "---|" * len(cols))
-for size in sorted({r["size"] for r in rows}, key=int, reverse=True):
+def size_bytes(s):  # 100, 1024, 1KiB, 1MiB: loadgen's -record-size forms
+    for suffix, mult in (("KiB", 1024), ("MiB", 1 << 20), ("B", 1)):
+        if s.endswith(suffix):
+            return int(s[: -len(suffix)]) * mult
+    return int(s)
+for size in sorted({r["size"] for r in rows}, key=size_bytes, reverse=True):
     med = {}
     for b in brokers:
         rs = [r for r in rows if r["size"] == size and r["broker"] == b]

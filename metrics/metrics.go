@@ -52,9 +52,16 @@ var (
 		Name: "sluice_raft_commit_duration_seconds", Help: "Time from proposing a produced batch to Raft to its commit and apply on the leader.",
 		Buckets: latencyBuckets,
 	})
-	// FsyncSeconds is the duration of each fdatasync of a segment file.
+	// FsyncSeconds is the duration of each fdatasync of a segment file made outside a Raft save
+	// (snapshots, closing, the cleaner); a save's own are in SaveSyncSeconds.
 	FsyncSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "sluice_fsync_duration_seconds", Help: "Duration of each fdatasync of a segment file.",
+		Name: "sluice_fsync_duration_seconds", Help: "Duration of each fdatasync of a segment file outside a Raft save (snapshots, segment close, the cleaner).",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+	})
+	// SaveSyncSeconds is, per Raft save, the wait for the fdatasyncs of every file it wrote (issued
+	// together): what an acknowledgement waits for on the disk.
+	SaveSyncSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "sluice_raft_save_sync_duration_seconds", Help: "Per Raft log save, the time to fdatasync every file it wrote (segments and metadata, issued together): the disk's part of a produce acknowledgement.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
 	})
 	// SnapshotSyncSeconds is the duration of each partition state machine Sync (the log's data,
@@ -76,7 +83,7 @@ var (
 
 func init() {
 	Registry.MustRegister(requests, requestSeconds, networkBytes, topicBytes, topicRecords, partitionErrors,
-		RaftCommitSeconds, FsyncSeconds, SnapshotSyncSeconds, CleanerBytes, CleanerRuns,
+		RaftCommitSeconds, FsyncSeconds, SaveSyncSeconds, SnapshotSyncSeconds, CleanerBytes, CleanerRuns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for key := int16(0); key <= kmsg.MaxKey; key++ {
 		name := kmsg.NameForKey(key)

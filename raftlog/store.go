@@ -29,6 +29,7 @@ import (
 
 	"github.com/sluicebroker/sluice/internal/diskio"
 	"github.com/sluicebroker/sluice/internal/fdcache"
+	"github.com/sluicebroker/sluice/metrics"
 	"github.com/sluicebroker/sluice/segment"
 )
 
@@ -331,9 +332,8 @@ type shardSync struct {
 }
 
 // syncShards fsyncs what the shards wrote: each one's segment data and, when it must be or has
-// waited long enough, its metadata file, all in one diskio.DatasyncAll: one io_uring submission
-// waited for in Go's netpoller, no thread blocked in an fdatasync per file (which kept Go's sysmon
-// and scheduler busy handing processors off: results/2026-12-07-2core-vm-cpu12/). A shard whose
+// waited long enough, its metadata file, all in one diskio.DatasyncAll (side by side: the save
+// waits for the slowest, not the sum). A shard whose
 // metadata must be durable stays locked until its sync is done, as when it was synced alone; one
 // synced only because its records have waited metaSyncMaxAge is not held meanwhile.
 func syncShards(shards []*shard) error {
@@ -390,7 +390,9 @@ func syncShards(shards []*shard) error {
 	if testHookDuringSync != nil {
 		testHookDuringSync()
 	}
+	start := time.Now()
 	diskio.DatasyncAll(files, fileErrs)
+	metrics.SaveSyncSeconds.Observe(time.Since(start).Seconds())
 	for i := range syncs {
 		ss := &syncs[i]
 		if ss.metaAt >= 0 {

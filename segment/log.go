@@ -540,7 +540,7 @@ func (l *Log) SyncData() error {
 }
 
 // DataSync is SyncData in two steps, for a caller that fdatasyncs several logs' files together
-// (raftlog: every partition of a Raft save in one io_uring submission): BeginSyncData, then
+// (raftlog: every partition of a Raft save at once): BeginSyncData, then
 // fdatasync the Files, then Done with the result. One at a time per log, like SyncData.
 type DataSync struct {
 	l        *Log

@@ -278,8 +278,8 @@ func fetchAll(addr, topic string) error {
 }
 
 // brokerFDs lists the broker process's open descriptors: what each points to. io_uring rings and
-// their eventfds are left out: the disk's sync rings (internal/diskio) are pooled and created on
-// demand, one per concurrent saver, so their number grows with load, not with connections.
+// eventfds are left out: they belong to the network backend's loops, a fixed number, never to a
+// connection.
 func brokerFDs(t *testing.T, b *testBroker) []string {
 	t.Helper()
 	dir := fmt.Sprintf("/proc/%d/fd", b.Pid())

@@ -81,6 +81,8 @@ func TestMetrics(t *testing.T) {
 	parts, _ := metricValue(fams, "sluice_partitions", nil)
 	expect("sluice_partition_leaders", nil, eq(parts), "every partition (one broker)")
 	expect("sluice_raft_commit_duration_seconds", nil, func(v float64) bool { return v >= n }, "a count >= 40")
+	// Every acknowledged produce waited for a save's fsync (40 records: at least one save).
+	expect("sluice_raft_save_sync_duration_seconds", nil, positive, "a count > 0")
 	expect("sluice_connections", nil, positive, "> 0")
 	expect("process_cpu_seconds_total", nil, positive, "> 0")
 	expect("go_goroutines", nil, positive, "> 0")

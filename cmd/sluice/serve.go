@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluicebroker/sluice/broker"
 	"github.com/sluicebroker/sluice/cluster"
+	"github.com/sluicebroker/sluice/internal/gcpace"
 	"github.com/sluicebroker/sluice/quorum"
 	"github.com/sluicebroker/sluice/replica"
 	"github.com/sluicebroker/sluice/segment"
@@ -73,6 +74,7 @@ type serveConfig struct {
 	snapEntries      uint64
 	snapInterval     time.Duration
 	minFreeBytes     int64
+	gcHeadroom       int64
 
 	sec             securityFlags // security.go
 	groupMinSession time.Duration
@@ -138,6 +140,8 @@ func serveFlags(cfg *serveConfig) *flag.FlagSet {
 	fs.StringVar(&cfg.stallTraceDir, "debug-stall-trace", "", "diagnostics: keep a Go execution trace of the last seconds (flight recorder) and write it into this directory "+
 		"when a Produce takes --debug-stall-threshold or longer (at most one file per 5 s, 30 in all); off when empty")
 	fs.DurationVar(&cfg.stallThreshold, "debug-stall-threshold", 20*time.Millisecond, "a Produce this slow writes a --debug-stall-trace file")
+	fs.Int64Var(&cfg.gcHeadroom, "gc-headroom", gcpace.DefaultHeadroom, "bytes the Go heap may grow between garbage collections at least (GOGC raised while the live heap is smaller; "+
+		"a small heap collected several times a second otherwise); 0 = Go's own pacing; the GOGC environment variable, when set, overrides it")
 	addSecurityFlags(fs, &cfg.sec)
 	return fs
 }
@@ -244,6 +248,12 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.gcHeadroom < 0 {
+		return fmt.Errorf("--gc-headroom %d: must be 0 (Go's own pacing) or more", cfg.gcHeadroom)
+	}
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	defer stopGC()
+	go gcpace.Run(gcCtx, uint64(cfg.gcHeadroom), time.Second)
 	logOpts := segment.Options{
 		SegmentBytes:   cfg.segmentBytes,
 		SegmentAge:     cfg.segmentAge,

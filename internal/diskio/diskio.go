@@ -1,5 +1,5 @@
 // Package diskio holds the few file system calls the logs share: preallocation, fdatasync (one file,
-// or several in one io_uring submission: DatasyncAll) and a directory fsync, each retried on EINTR
+// or several side by side: DatasyncAll) and a directory fsync, each retried on EINTR
 // and falling back where the platform lacks it.
 package diskio
 

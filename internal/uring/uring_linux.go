@@ -323,18 +323,6 @@ func (r *Ring) Supports(ops ...uint8) error {
 	return nil
 }
 
-// RegisterEventfd makes the kernel signal eventfd efd whenever it posts a completion: a goroutine
-// can then wait for completions in Go's netpoller (a READ of a non-blocking eventfd) instead of a
-// blocking io_uring_enter that holds a thread.
-func (r *Ring) RegisterEventfd(efd int) error {
-	const registerEventfd = 4
-	fd := int32(efd)
-	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&fd)), 1, 0, 0); errno != 0 {
-		return fmt.Errorf("%w: io_uring_register(EVENTFD): %v", ErrUnsupported, errno)
-	}
-	return nil
-}
-
 // Helpers filling common entries.
 
 // PrepNop fills a NOP.

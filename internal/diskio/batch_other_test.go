@@ -1,5 +1,0 @@
-//go:build !linux
-
-package diskio
-
-const syncRingEntriesForTest = 32
