@@ -331,6 +331,7 @@ type msgConn struct {
 	t   *Transport
 	c   net.Conn
 	enc encoder
+	out net.Buffers // the frame being written (a field: WriteTo on a local would allocate it)
 }
 
 // SendMessageBatch implements raftio.IConnection.
@@ -345,9 +346,11 @@ func (m *msgConn) SendMessageBatch(b pb.MessageBatch) error {
 	}
 	if len(bufs) == 1 {
 		_, err = m.c.Write(bufs[0])
-	} else {
-		_, err = bufs.WriteTo(m.c) // writev on TCP
+		return err
 	}
+	m.out = bufs
+	_, err = m.out.WriteTo(m.c) // writev on TCP
+	m.out = nil
 	return err
 }
 
