@@ -12,10 +12,11 @@ import (
 //
 // Measured against one io_uring submission for all of them (used here on 2026-12-07,
 // results/2026-12-07-2core-vm-latency-s8/ and -storage-s8/): the same broker CPU per GB at the
-// maximum rate, and the plain calls 1.5-2 ms lower on the per-second p99 of acknowledgements at
-// 10% of it, whether the ring's completions were waited for in Go's netpoller (a busy P polls it
-// only once its run queue is empty, or sysmon after 10 ms) or in a blocking io_uring_enter (each
-// fsync handed to a kernel io-wq worker, one more thread to schedule on a busy machine).
+// maximum rate, and at 10% of it the plain calls 0.8 ms lower on the median second's p99 of
+// acknowledgements, with a third of the seconds over 10 ms. The ring's completions were waited
+// for in Go's netpoller (a busy P polls it only once its run queue is empty, or sysmon after
+// 10 ms); a blocking io_uring_enter was no better (each fsync is handed to a kernel io-wq worker,
+// one more thread to schedule on a busy machine).
 func DatasyncAll(files []*os.File, errs []error) error {
 	if len(files) == 0 {
 		return nil
