@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/sluicebroker/sluice/internal/acceptretry"
 	"github.com/sluicebroker/sluice/internal/uring"
 )
 
@@ -131,9 +132,12 @@ type core struct {
 	log     *slog.Logger
 	nextID  atomic.Uint64
 	open    atomic.Int64 // connections open: counted up by newConn, down by countClosed
-	// acceptFailed throttles the log of failing accepts (accept.go).
-	acceptFailed acceptFailures
+	// acceptFailed throttles the log of failing accepts.
+	acceptFailed acceptretry.Failures
 }
+
+// acceptFailedMsg is the (throttled) log line of a failing accept.
+const acceptFailedMsg = "netio: accept failed; retrying every 10ms (raise the open files limit if out of descriptors)"
 
 // countClosed is the Handler the backends call: it counts the connection closed, then tells
 // the broker's handler.

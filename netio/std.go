@@ -11,6 +11,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/sluicebroker/sluice/internal/acceptretry"
 )
 
 // The std backend: per connection, a reader goroutine that parses frames and a writer goroutine that
@@ -69,8 +71,8 @@ func (s *stdServer) acceptLoop() {
 				return
 			}
 			// Out of descriptors and the like: back off instead of spinning.
-			s.core.acceptFailed.failed(s.core, err)
-			time.Sleep(acceptBackoff)
+			s.core.acceptFailed.Failed(s.core.log, acceptFailedMsg, err)
+			time.Sleep(acceptretry.Backoff)
 			continue
 		}
 		_ = tc.SetNoDelay(true)

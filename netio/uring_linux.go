@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/sluicebroker/sluice/internal/acceptretry"
 	"github.com/sluicebroker/sluice/internal/uring"
 	"golang.org/x/sys/unix"
 )
@@ -519,8 +520,8 @@ func (s *uringServer) accepted(res int32) {
 		default:
 			// Out of descriptors or memory, or worse: back off instead of spinning. (A multishot
 			// accept ends on such an error; the timer posts a new one.)
-			s.core.acceptFailed.failed(s.core, errno)
-			s.timerTS = unix.NsecToTimespec(int64(acceptBackoff))
+			s.core.acceptFailed.Failed(s.core.log, acceptFailedMsg, errno)
+			s.timerTS = unix.NsecToTimespec(int64(acceptretry.Backoff))
 			s.sqe().PrepTimeout(&s.timerTS, udTimer)
 			s.timerPosted = true
 		}

@@ -119,6 +119,14 @@ const (
 	TransportDragonboat = "dragonboat"
 )
 
+// CheckTransport fails unless name is one of the Raft transports.
+func CheckTransport(name string) error {
+	if name != TransportSluice && name != TransportDragonboat {
+		return fmt.Errorf("unknown Raft transport %q: %s or %s", name, TransportSluice, TransportDragonboat)
+	}
+	return nil
+}
+
 func (c *HostConfig) setDefaults() {
 	if c.RTT <= 0 {
 		c.RTT = 5 * time.Millisecond
@@ -250,8 +258,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		return nil, errors.New("quorum: RaftAddr and DataDir are required")
 	}
 	cfg.setDefaults()
-	if cfg.Transport != TransportSluice && cfg.Transport != TransportDragonboat {
-		return nil, fmt.Errorf("quorum: Raft transport %q: %s or %s", cfg.Transport, TransportSluice, TransportDragonboat)
+	if err := CheckTransport(cfg.Transport); err != nil {
+		return nil, fmt.Errorf("quorum: %w", err)
 	}
 	setDragonboatLogger(cfg.Logger)
 

@@ -163,8 +163,8 @@ func parseServeArgs(args []string) (serveConfig, error) {
 			return cfg, err
 		}
 	}
-	if cfg.raftTransport != quorum.TransportSluice && cfg.raftTransport != quorum.TransportDragonboat {
-		return cfg, fmt.Errorf("--raft-transport %q: %s or %s", cfg.raftTransport, quorum.TransportSluice, quorum.TransportDragonboat)
+	if err := quorum.CheckTransport(cfg.raftTransport); err != nil {
+		return cfg, fmt.Errorf("--raft-transport: %w", err)
 	}
 	if cfg.raftLog != "segment" {
 		return cfg, fmt.Errorf("--raft-log %q: the Raft log is the partitions' segments (segment); tan and pebble were removed on 2026-12-07", cfg.raftLog)

@@ -25,6 +25,8 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
+
+	"github.com/sluicebroker/sluice/internal/acceptretry"
 )
 
 // Name is the transport's name as dragonboat logs it.
@@ -74,6 +76,8 @@ type Transport struct {
 	conns  map[net.Conn]struct{} // open connections, both ways, closed by Close
 	closed bool
 	wg     sync.WaitGroup // the accept loop and the connections' readers
+
+	acceptFailed acceptretry.Failures // throttles the log of failing accepts
 }
 
 var _ raftio.ITransport = (*Transport)(nil)
@@ -148,8 +152,8 @@ func (t *Transport) accept(ln net.Listener, serverTLS *tls.Config) {
 			if t.isClosed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			t.log.Warn("raftnet: accept", "err", err)
-			time.Sleep(10 * time.Millisecond)
+			t.acceptFailed.Failed(t.log, "raftnet: accept failed; retrying every 10ms (raise the open files limit if out of descriptors)", err)
+			time.Sleep(acceptretry.Backoff)
 			continue
 		}
 		if serverTLS != nil {
