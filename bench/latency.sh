@@ -130,6 +130,11 @@ mkdir -p "$OUT"
 	echo "SIZES=$SIZES PCTS=$PCTS DURATION=$DURATION WARMUP=$WARMUP BROKERS=$BROKERS REPEAT=$REPEAT CLUSTER=$CLUSTER"
 	echo "SLUICE_FLAGS=$SLUICE_FLAGS SLUICE_ENV=$SLUICE_ENV"
 } >"$OUT/settings.txt"
+# The builds just wrote ~500 MB (binaries, build cache) that the kernel's flusher writes back 30 s
+# later (vm.dirty_expire_centisecs): in the middle of the first run, where it held every fdatasync
+# for ~100 ms (a block trace showed the flusher's 8 MiB writes in the very seconds with p99 near
+# 100 ms). Written back now, and again before each run.
+sync
 # The disk's own floor, in the directory the brokers' data goes to: 8 partitions' writes and
 # fdatasyncs side by side, as one save of the workload's 8 partitions (bench/fsyncfloor).
 log "$("$BIN/fsyncfloor" -dir "$BIN" -files 8 -size 2048 -duration 10s | tee "$OUT/fsync-floor.txt")"
@@ -186,6 +191,7 @@ loadgen_run() {
 	local dir=$1 addrs=$2 size=$3 rate=$4
 	shift 4
 	local load0
+	sync # nothing of the previous run (its output, a deleted broker's files) left for the flusher
 	load0=$(cut -d' ' -f1-3 /proc/loadavg)
 	if ! "$BIN/loadgen" run -workload bench/workloads/small.yaml -brokers "$addrs" -out "$dir" \
 		-record-size "$size" -rate "$rate" -duration "$DURATION" -warmup "$WARMUP" -drain-timeout 10s -client "$CLIENT" "$@" \
