@@ -16,6 +16,7 @@
 #   DURATION     measured time per fixed-rate run (default 60s; the figure)
 #   WARMUP       warm-up per run (default 5s)
 #   MAX_DURATION measured time of each closed-loop max-rate run (default 15s)
+#   SETTLE       seconds to wait after a max-rate run before the fixed-rate runs (default 30)
 #   MAX_RATE_100, MAX_RATE_1KiB, ...  skip measuring the maximum for that size and use this
 #                rate (records/s); MAX_RATE_RF3_<size> likewise for the cluster
 #   BROKERS      single-broker peers, in this order (default "sluice kfake"; "" = none); "base" is
@@ -57,6 +58,7 @@ PCTS=${PCTS-"10 25 50"}
 DURATION=${DURATION:-60s}
 WARMUP=${WARMUP:-5s}
 MAX_DURATION=${MAX_DURATION:-15s}
+SETTLE=${SETTLE:-30}
 BROKERS=${BROKERS-"sluice kfake"}
 BASELINE=${BASELINE:-main}
 REPEAT=${REPEAT:-1}
@@ -210,6 +212,12 @@ max_rate() {
 		-rate 0 -duration "$MAX_DURATION" -warmup 3s -drain-timeout 10s -consumers 0 -client "$CLIENT" -quiet "$@" \
 		>"$dir/stdout.txt" 2>"$dir/progress.log" || true
 	python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["produce"]["records_per_sec"]))' "$dir/result.json"
+	# A maximum-rate run writes and then deletes gigabytes; on this VM's disk (ext4 -o discard on
+	# virtio) the next ~20 s of fdatasyncs then took tens of milliseconds every other second: the
+	# first fixed-rate run after it had 6-7 seconds over 10 ms, the ones after none. Let the
+	# disk settle before the fixed-rate runs.
+	sync
+	sleep "$SETTLE"
 }
 
 show() { # prints a run's per-second table
