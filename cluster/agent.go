@@ -48,7 +48,8 @@ type Agent struct {
 
 	moves reassignments // partition reassignments this node drives (reassign.go)
 
-	rebalanceLast leaderMove // the last leader transfer rebalanceLeaders started (leaderLoop only)
+	rebalanceLast leaderMove          // the last leader transfer rebalanceLeaders started (leaderLoop only)
+	placeTries    map[uint64]placeTry // placeNewLeaders' transfers per shard (leaderLoop only)
 }
 
 // Start runs the agent of the node whose controller view is ctl and whose partitions replicas
@@ -162,6 +163,7 @@ func (a *Agent) leaderLoop() {
 			}
 			continue
 		}
+		a.placeNewLeaders()
 		a.reportLeaders()
 		a.driveReassignments()
 	}
@@ -228,6 +230,54 @@ func (a *Agent) rebalanceLeaders() (more bool) {
 		a.log.Info("handing leadership to the preferred replica", "topic", mv.topic, "partition", mv.partition, "to", mv.to)
 	}
 	return len(due) > len(batch)
+}
+
+// placeNewLeaders hands each partition this node leads whose replica started here less than
+// placeWindow ago (a new topic's, mostly) to its preferred replica as soon as that one is in sync, as
+// Kafka creates a partition led by its first replica. The first election picks whichever replica
+// times out first; rebalanceLeaders moved it up to a LeaderRebalanceInterval later, when clients were
+// writing at full speed: a 1 s stall in the rf=3 runs of bench/latency.sh
+// (results/2026-12-07-2core-vm-latency-s9). A transfer that did not happen is tried again a second
+// later, at most placeTriesMax times per shard. (After a restart the in-sync check holds it back as it
+// does rebalanceLeaders: see laggingShards.)
+func (a *Agent) placeNewLeaders() {
+	for name, t := range a.ctl.Metadata().Topics {
+		for _, pm := range t.Partitions {
+			try := a.placeTries[pm.ShardID]
+			if len(pm.Replicas) < 2 || pm.Replicas[0] == a.cfg.NodeID || try.n >= placeTriesMax || time.Since(try.last) < time.Second {
+				continue
+			}
+			part, ok := a.replicas.Partition(name, pm.Partition)
+			if !ok || part.ShardID() != pm.ShardID || time.Since(part.Started()) > placeWindow {
+				continue
+			}
+			if isLeader, _, _ := part.Leader(); !isLeader || !a.ctl.InSync(pm.Replicas[0], pm.ShardID) {
+				continue
+			}
+			if a.placeTries == nil {
+				a.placeTries = make(map[uint64]placeTry)
+			}
+			a.placeTries[pm.ShardID] = placeTry{n: try.n + 1, last: time.Now()}
+			if err := part.TransferLeader(pm.Replicas[0]); err != nil {
+				a.log.Debug("leader transfer failed", "topic", name, "partition", pm.Partition, "to", pm.Replicas[0], "err", err)
+				continue
+			}
+			a.log.Info("handing a new partition to its preferred replica", "topic", name, "partition", pm.Partition, "to", pm.Replicas[0])
+		}
+	}
+}
+
+// placeWindow is how long after its replica started a partition's leadership is placed by
+// placeNewLeaders rather than left to rebalanceLeaders.
+const placeWindow = 10 * time.Second
+
+// placeTriesMax bounds placeNewLeaders' transfers of one shard, a second apart (a transfer to a
+// replica still starting does not happen; asked again at once, it does not either).
+const placeTriesMax = 5
+
+type placeTry struct {
+	n    int
+	last time.Time
 }
 
 // leaderMove is one partition to hand to its preferred replica.

@@ -579,3 +579,28 @@ func TestClusterBrokerJoins(t *testing.T) {
 		t.Fatalf("read %d records through the restarted broker, %d were acknowledged", got, len(l.acked))
 	}
 }
+
+// TestClusterNewTopicLedByPreferredReplicas: a new topic's partitions are led by their preferred
+// (first) replicas within seconds, as Kafka creates them, with the periodic rebalancer set to an hour.
+// The first election picks whichever replica times out first; leaving the move to the rebalancer
+// stalled clients for a second up to its interval later (bench/latency.sh's rf=3 runs).
+func TestClusterNewTopicLedByPreferredReplicas(t *testing.T) {
+	c := startCluster(t, 3, "--leader-rebalance-interval", "1h")
+	const topic = "placed"
+	c.createTopic(topic, 6, 3, nil)
+	c.waitFor(15*time.Second, "every partition led by its preferred replica", func() error {
+		parts, err := c.partitions(topic)
+		if err != nil {
+			return err
+		}
+		if len(parts) != 6 {
+			return fmt.Errorf("%d partitions", len(parts))
+		}
+		for _, p := range parts {
+			if p.Err != nil || len(p.Replicas) == 0 || p.Leader != p.Replicas[0] {
+				return fmt.Errorf("partition %d: leader %d, replicas %v, err %v", p.Partition, p.Leader, p.Replicas, p.Err)
+			}
+		}
+		return nil
+	})
+}
