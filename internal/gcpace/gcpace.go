@@ -21,18 +21,27 @@ const DefaultHeadroom = 64 << 20
 
 const liveHeapMetric = "/gc/heap/live:bytes"
 
+// goHeapMinimum is the heap size below which Go does not collect at GOGC=100; GOGC scales it
+// (runtime/mgcpacer.go: heapMinimum = 4 MiB * GOGC / 100).
+const goHeapMinimum = 4 << 20
+
 // Percent is the GOGC value giving a live heap of live bytes at least headroom bytes of growth,
-// never below 100 (Go's default) and at most 10,000.
+// never below 100 (Go's default). It is at most the value whose scaled heap minimum is the
+// headroom: above it the minimum, not the live heap, would set the goal, so a small heap (before
+// the first collection the live heap reads 0) would grow far past the headroom: at the former cap
+// of 10,000 to 400 MiB before the first collection, every page of it fresh memory the kernel had to
+// fault in (60,000 page faults per GB of a 20 s rf=3 run, the brokers' largest kernel cost).
 func Percent(live, headroom uint64) int {
 	if live == 0 {
 		live = 1
 	}
 	p := headroom * 100 / live
+	ceiling := headroom * 100 / goHeapMinimum
 	switch {
-	case p < 100:
+	case ceiling < 100 || p < 100:
 		return 100
-	case p > 10_000:
-		return 10_000
+	case p > ceiling:
+		return int(ceiling)
 	}
 	return int(p)
 }

@@ -16,8 +16,10 @@ func TestPercent(t *testing.T) {
 		{10 << 20, 64 << 20, 640}, // a small heap may grow by the headroom
 		{64 << 20, 64 << 20, 100}, // from the headroom on, Go's default
 		{1 << 30, 64 << 20, 100},  // never below it
-		{0, 64 << 20, 10_000},     // nothing live yet: capped
-		{100 << 10, 64 << 20, 10_000},
+		{0, 64 << 20, 1600},       // nothing live yet: the heap minimum (4 MiB * 16) is the headroom
+		{100 << 10, 64 << 20, 1600},
+		{4 << 20, 64 << 20, 1600},
+		{2 << 20, 1 << 20, 100}, // a headroom under the heap minimum: Go's default
 	} {
 		if got := Percent(c.live, c.headroom); got != c.want {
 			t.Errorf("Percent(%d, %d) = %d, want %d", c.live, c.headroom, got, c.want)
@@ -68,4 +70,35 @@ func gogc() uint64 {
 	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// A process that has not collected yet (live heap 0) must still collect once its heap has grown by
+// about the headroom: at the former cap of 10,000 the first collection waited for 400 MiB.
+func TestRunCollectsBeforeFarPastTheHeadroom(t *testing.T) {
+	t.Setenv("GOGC", "")
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	const headroom = 16 << 20
+	go func() { Run(ctx, headroom, time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	for gogc() == 100 { // Run has set its first value
+		time.Sleep(time.Millisecond)
+	}
+	cycles := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	start := cycles()
+	var sink []byte
+	for i := 0; i < 256; i++ { // 256 MiB of garbage, 1 MiB at a time
+		sink = make([]byte, 1<<20)
+		sink[0] = byte(i)
+	}
+	_ = sink
+	if n := cycles() - start; n < 2 {
+		t.Fatalf("%d collections while 256 MiB were allocated with a %d MiB headroom (GOGC %d)", n, headroom>>20, gogc())
+	}
 }
