@@ -241,6 +241,12 @@ func (a *Agent) rebalanceLeaders() (more bool) {
 // later, at most placeTriesMax times per shard. (After a restart the in-sync check holds it back as it
 // does rebalanceLeaders: see laggingShards.)
 func (a *Agent) placeNewLeaders() {
+	if time.Since(a.replicas.LastStarted()) > placeWindow {
+		// Nothing started here recently: no partition to look at (this runs every heartbeat), and
+		// no tries to remember.
+		clear(a.placeTries)
+		return
+	}
 	for name, t := range a.ctl.Metadata().Topics {
 		for _, pm := range t.Partitions {
 			try := a.placeTries[pm.ShardID]

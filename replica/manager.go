@@ -27,9 +27,10 @@ type Manager struct {
 	swept   bool       // orphaned partition directories were removed (first Apply)
 	applied uint64     // the newest metadata version applied; older ones are ignored
 
-	mu     sync.RWMutex
-	parts  map[partitionKey]*Partition
-	closed bool
+	mu          sync.RWMutex
+	parts       map[partitionKey]*Partition
+	lastStarted time.Time // when the newest of parts started
+	closed      bool
 
 	stop   chan struct{}
 	wg     sync.WaitGroup // background loops
@@ -72,6 +73,13 @@ func (m *Manager) Partition(topic string, partition int32) (*Partition, bool) {
 	p, ok := m.parts[partitionKey{topic, partition}]
 	m.mu.RUnlock()
 	return p, ok
+}
+
+// LastStarted is when the partition this node started last started (zero before the first).
+func (m *Manager) LastStarted() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.lastStarted
 }
 
 // Partitions returns every partition this node hosts, in no order.
@@ -304,6 +312,7 @@ func (m *Manager) start(md *quorum.Metadata, p *Partition, pm quorum.PartitionMe
 	p.started = time.Now()
 	m.mu.Lock()
 	m.parts[partitionKey{topic, pm.Partition}] = p
+	m.lastStarted = p.started
 	m.mu.Unlock()
 	m.logger.Info("partition started", "topic", topic, "partition", pm.Partition, "shard", pm.ShardID)
 	return nil

@@ -83,7 +83,10 @@ func TestRunCollectsBeforeFarPastTheHeadroom(t *testing.T) {
 	const headroom = 16 << 20
 	go func() { Run(ctx, headroom, time.Millisecond); close(done) }()
 	defer func() { cancel(); <-done }()
-	for gogc() == 100 { // Run has set its first value
+	for deadline := time.Now().Add(5 * time.Second); gogc() == 100; { // until Run has set its first value
+		if time.Now().After(deadline) {
+			t.Fatal("GOGC still 100 with a 16 MiB headroom and a small heap")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	cycles := func() uint64 {
