@@ -253,7 +253,7 @@ func serve(args []string) error {
 	}
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	defer stopGC()
-	go gcpace.Run(gcCtx, uint64(cfg.gcHeadroom), time.Second)
+	go gcpace.Run(gcCtx, uint64(cfg.gcHeadroom))
 	logOpts := segment.Options{
 		SegmentBytes:   cfg.segmentBytes,
 		SegmentAge:     cfg.segmentAge,

@@ -2,6 +2,7 @@ package gcpace
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"testing"
@@ -34,7 +35,7 @@ func TestRunRaisesAndRestores(t *testing.T) {
 	defer debug.SetGCPercent(before)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 1<<30, time.Millisecond); close(done) }()
+	go func() { Run(ctx, 1<<30); close(done) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if p := gogc(); p > 100 {
@@ -59,7 +60,7 @@ func TestRunLeavesAnOperatorsGOGC(t *testing.T) {
 	defer debug.SetGCPercent(before)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	Run(ctx, 1<<30, time.Millisecond) // returns at once
+	Run(ctx, 1<<30) // returns at once
 	if p := debug.SetGCPercent(150); p != 150 {
 		t.Fatalf("GOGC %d, want the operator's 150", p)
 	}
@@ -81,7 +82,7 @@ func TestRunCollectsBeforeFarPastTheHeadroom(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	const headroom = 16 << 20
-	go func() { Run(ctx, headroom, time.Millisecond); close(done) }()
+	go func() { Run(ctx, headroom); close(done) }()
 	defer func() { cancel(); <-done }()
 	for deadline := time.Now().Add(5 * time.Second); gogc() == 100; { // until Run has set its first value
 		if time.Now().After(deadline) {
@@ -104,4 +105,67 @@ func TestRunCollectsBeforeFarPastTheHeadroom(t *testing.T) {
 	if n := cycles() - start; n < 2 {
 		t.Fatalf("%d collections while 256 MiB were allocated with a %d MiB headroom (GOGC %d)", n, headroom>>20, gogc())
 	}
+}
+
+// The pacer's GOGC gives the live heap the highest Goal of the last Hold, not the Goal of the live
+// heap alone: after a dip the goal stays where it was (the scavenger would otherwise return the
+// memory above the lower goal to the kernel, to be faulted in again at the next burst).
+func TestPacerHoldsTheHighestGoal(t *testing.T) {
+	const mib = 1 << 20
+	pc := pacer{headroom: 64 * mib, hold: 30 * time.Second}
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		after time.Duration
+		live  uint64
+		want  int
+	}{
+		{0, 100 * mib, 100},                // Goal 200 MiB: Go's default
+		{time.Second, 40 * mib, 400},       // 40 MiB live, goal still 200 MiB (Percent alone: 160)
+		{2 * time.Second, 80 * mib, 150},   // 80 -> 200 MiB
+		{20 * time.Second, 50 * mib, 300},  // still within 30 s of the 200 MiB goal
+		{31 * time.Second, 50 * mib, 220},  // the 200 MiB goal has expired; 80's 160 MiB (at 2 s) holds
+		{33 * time.Second, 50 * mib, 128},  // all earlier goals expired but 50's own (114 MiB)
+		{34 * time.Second, 0, 1600},        // nothing live: the ceiling, as Percent
+		{35 * time.Second, 300 * mib, 100}, // a higher goal replaces the window at once
+	}
+	for _, st := range steps {
+		if got := pc.collected(t0.Add(st.after), st.live); got != st.want {
+			t.Errorf("at %v, live %d MiB: GOGC %d, want %d", st.after, st.live/mib, got, st.want)
+		}
+	}
+	if len(pc.window) != 1 {
+		t.Errorf("window holds %d goals after a highest one, want 1", len(pc.window))
+	}
+}
+
+// Run sets GOGC after each collection: once the live heap has fallen from 100 MiB to 40 MiB, the
+// goal stays at the 200 MiB it had (GOGC 400, where the live heap alone would give 160).
+func TestRunHoldsTheGoalAfterACollection(t *testing.T) {
+	t.Setenv("GOGC", "")
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 64<<20); close(done) }()
+	defer func() { cancel(); <-done }()
+	live := make([][]byte, 100)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	waitGOGC := func(ok func(uint64) bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(gogc()); {
+			if time.Now().After(deadline) {
+				t.Fatalf("GOGC %d, want %s", gogc(), what)
+			}
+			runtime.GC()
+			time.Sleep(time.Millisecond)
+		}
+	}
+	runtime.GC()
+	waitGOGC(func(p uint64) bool { return p <= 110 }, "~100 with 100 MiB live and a 64 MiB headroom")
+	clear(live[40:])
+	runtime.GC()
+	waitGOGC(func(p uint64) bool { return p >= 350 }, "~400 (the 200 MiB goal held) with 40 MiB live")
+	runtime.KeepAlive(live)
 }
