@@ -76,14 +76,8 @@ func gogc() uint64 {
 // A process that has not collected yet (live heap 0) must still collect once its heap has grown by
 // about the headroom: at the former cap of 10,000 the first collection waited for 400 MiB.
 func TestRunCollectsBeforeFarPastTheHeadroom(t *testing.T) {
-	t.Setenv("GOGC", "")
-	before := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(before)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	const headroom = 16 << 20
-	go func() { Run(ctx, headroom); close(done) }()
-	defer func() { cancel(); <-done }()
+	startRun(t, headroom)
 	for deadline := time.Now().Add(5 * time.Second); gogc() == 100; { // until Run has set its first value
 		if time.Now().After(deadline) {
 			t.Fatal("GOGC still 100 with a 16 MiB headroom and a small heap")
@@ -141,13 +135,7 @@ func TestPacerHoldsTheHighestGoal(t *testing.T) {
 // Run sets GOGC after each collection: once the live heap has fallen from 100 MiB to 40 MiB, the
 // goal stays at the 200 MiB it had (GOGC 400, where the live heap alone would give 160).
 func TestRunHoldsTheGoalAfterACollection(t *testing.T) {
-	t.Setenv("GOGC", "")
-	before := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(before)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 64<<20); close(done) }()
-	defer func() { cancel(); <-done }()
+	startRun(t, 64<<20)
 	live := make([][]byte, 100)
 	for i := range live {
 		live[i] = make([]byte, 1<<20)
@@ -168,4 +156,19 @@ func TestRunHoldsTheGoalAfterACollection(t *testing.T) {
 	runtime.GC()
 	waitGOGC(func(p uint64) bool { return p >= 350 }, "~400 (the 200 MiB goal held) with 40 MiB live")
 	runtime.KeepAlive(live)
+}
+
+// startRun runs Run with headroom (GOGC unset, starting from 100) until the test ends, then puts
+// GOGC back.
+func startRun(t *testing.T, headroom uint64) {
+	t.Setenv("GOGC", "")
+	before := debug.SetGCPercent(100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, headroom); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		debug.SetGCPercent(before)
+	})
 }
