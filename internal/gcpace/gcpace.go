@@ -106,11 +106,12 @@ func Run(ctx context.Context, headroom uint64) {
 	if os.Getenv("GOGC") != "" || headroom == 0 {
 		return
 	}
-	h := &hook{pc: pacer{headroom: headroom, hold: Hold}}
-	h.mu.Lock()
-	h.prev = debug.SetGCPercent(Percent(0, headroom)) // nothing collected yet
-	h.mu.Unlock()
-	arm(&sentinel{h: h})
+	h := &hook{
+		pc:     pacer{headroom: headroom, hold: Hold},
+		prev:   debug.SetGCPercent(Percent(0, headroom)), // nothing collected yet
+		sample: [1]metrics.Sample{{Name: liveHeapMetric}},
+	}
+	arm(&sentinel{h: h}) // the hook runs only from here on: h needs no lock until then
 	<-ctx.Done()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -143,7 +144,6 @@ func collected(s *sentinel) {
 	if h.stopped {
 		return
 	}
-	h.sample[0].Name = liveHeapMetric
 	metrics.Read(h.sample[:])
 	if h.sample[0].Value.Kind() == metrics.KindUint64 {
 		debug.SetGCPercent(h.pc.collected(time.Now(), h.sample[0].Value.Uint64()))
