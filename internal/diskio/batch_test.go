@@ -79,19 +79,3 @@ func TestDatasyncAllReportsTheFailedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// A descriptor that cannot be synced (a pipe: EINVAL) fails Datasync with the kernel's error, and
-// the goroutine carries on: the call hands its P off and takes one back.
-func TestDatasyncReportsTheKernelsError(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	for range 3 {
-		if err := Datasync(w); err == nil || !strings.Contains(err.Error(), "fdatasync") {
-			t.Fatalf("fdatasync of a pipe: %v, want an error", err)
-		}
-	}
-}

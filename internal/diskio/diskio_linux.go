@@ -39,7 +39,7 @@ func Datasync(f *os.File) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			serr = fdatasync(fd)
+			serr = unix.Fdatasync(int(fd))
 			if !errors.Is(serr, unix.EINTR) {
 				return
 			}
